@@ -1,0 +1,428 @@
+"""Configuration: one TOML file plus a few environment variables, read once into frozen dataclasses.
+
+``load_config`` is the only code that reads the file or the environment. Interfaces call it
+once and pass the resulting ``Config`` down, so tests can build one in memory and nothing
+depends on a process-wide setting. Every problem is a ``ConfigError`` naming the file, the
+key and what was expected, because a cron job's mail is often the only place it is seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from newsletter.errors import ConfigError
+
+CONFIG_ENV = "NEWSLETTER_CONFIG"
+DEFAULT_CONFIG_NAME = "newsletter.toml"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_EMAIL_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+
+
+class _InvalidValueError(ValueError):
+    """A value failed a check; the message says what was expected."""
+
+
+def _meta(expected: str, check: Callable[[Any], Any] | None = None, **kw: Any) -> Any:
+    """Declare a config field together with the sentence shown when its value is wrong."""
+    return field(metadata={"expected": expected, "check": check}, **kw)
+
+
+# --- checks: each returns the converted value or raises _InvalidValueError -----------------------
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _InvalidValueError
+    if any(c in value for c in "\r\n\x00"):
+        raise _InvalidValueError("a single line of text (no line breaks)")
+    return value.strip()
+
+
+def _nonempty(value: Any) -> str:
+    text = _text(value)
+    if not text:
+        raise _InvalidValueError
+    return text
+
+
+def _multiline(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _InvalidValueError
+    return value.strip()
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _InvalidValueError
+    return value
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise _InvalidValueError
+        return value
+
+    return check
+
+
+def _number_range(lo: float, hi: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            raise _InvalidValueError
+        return float(value)
+
+    return check
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in options:
+            raise _InvalidValueError
+        return str(value)
+
+    return check
+
+
+def _timezone(value: Any) -> str:
+    try:
+        ZoneInfo(_nonempty(value))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise _InvalidValueError from exc
+    return str(value)
+
+
+def _clock_time(value: Any) -> time:
+    if isinstance(value, time):
+        return value.replace(tzinfo=None)
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", value if isinstance(value, str) else "")
+    if not match:
+        raise _InvalidValueError
+    hour, minute, second = (int(g) if g else 0 for g in match.groups())
+    if hour > 23 or minute > 59 or second > 59:
+        raise _InvalidValueError
+    return time(hour, minute, second)
+
+
+def _email(value: Any) -> str:
+    text = _nonempty(value)
+    if not _EMAIL_RE.match(text):
+        raise _InvalidValueError
+    return text
+
+
+def _optional_email(value: Any) -> str:
+    return "" if value == "" else _email(value)
+
+
+def _http_url(value: Any) -> str:
+    text = _nonempty(value).rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise _InvalidValueError
+    return text
+
+
+def _db_url(value: Any) -> str:
+    text = _nonempty(value)
+    if not text.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+        raise _InvalidValueError
+    if text.startswith("postgresql://"):
+        text = "postgresql+psycopg://" + text.removeprefix("postgresql://")
+    return text
+
+
+def _weekdays(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise _InvalidValueError
+    days = tuple(str(v).lower()[:3] for v in value)
+    if any(d not in WEEKDAYS for d in days) or len(set(days)) != len(days):
+        raise _InvalidValueError
+    return tuple(d for d in WEEKDAYS if d in days)
+
+
+def _subject(value: Any) -> str:
+    text = _nonempty(value)
+    try:
+        text.format(name="n", publication="p", date="d", count=1)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise _InvalidValueError from exc
+    return text
+
+
+# --- the sections ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewsletterConfig:
+    """What the edition is called, for whom, and when it goes out."""
+
+    publication: str = _meta('the publication\'s name, e.g. "The Example Gazette"', _nonempty)
+    name: str = _meta("the newsletter's name", _nonempty, default="Breakfast in red")
+    timezone: str = _meta('an IANA time zone such as "Europe/London"', _timezone, default="Europe/London")
+    send_time: time = _meta('a time of day as "HH:MM" (24-hour)', _clock_time, default=time(6, 0))
+    send_when_empty: bool = _meta("true or false", _bool, default=False)
+    subject: str = _meta(
+        "a subject using only {name}, {publication}, {date} and {count}", _subject, default="{name}: {date}"
+    )
+    list_id: str = _meta('a list identifier such as "breakfast.news.example.com"', _text, default="")
+    address: str = _meta("the publisher's postal address (text)", _multiline, default="")
+    templates: str = _meta("a directory of templates overriding the built-in ones", _text, default="")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the single source of truth lives."""
+
+    url: str = _meta(
+        "a database URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
+        _db_url,
+        default="sqlite:///newsletter.db",
+    )
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    """How to reach the mail server and how hard to push it."""
+
+    host: str = _meta("a host name", _nonempty, default="localhost")
+    port: int = _meta("a port number from 1 to 65535", _int_range(1, 65535), default=0)
+    security: str = _meta('one of "none", "starttls" or "ssl"', _choice("none", "starttls", "ssl"), default="starttls")
+    username: str = _meta("a user name (text)", _text, default="")
+    password: str = _meta("a password (text)", _text, default="", repr=False)
+    timeout: float = _meta("seconds, from 1 to 600", _number_range(1, 600), default=30.0)
+    connections: int = _meta("a whole number of connections from 1 to 64", _int_range(1, 64), default=4)
+    max_messages_per_connection: int = _meta("a whole number from 1 to 1000000", _int_range(1, 1_000_000), default=1000)
+    max_per_second: float = _meta("messages per second (0 for no limit)", _number_range(0, 100_000), default=0.0)
+    helo: str = _meta("the name to announce in EHLO (text)", _text, default="")
+    ca_file: str = _meta("a path to a CA bundle for verifying the server (text)", _text, default="")
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"ssl": 465, "starttls": 587}.get(self.security, 25)
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    """Who the mail is from and where replies and unsubscribe requests go."""
+
+    from_address: str = _meta('an email address such as "breakfast@news.example.com"', _email)
+    from_name: str = _meta("a display name (text)", _text, default="")
+    reply_to: str = _meta('an email address, or "" for none', _optional_email, default="")
+    unsubscribe_address: str = _meta("an email address for mailto unsubscribes", _optional_email, default="")
+    envelope_from: str = _meta("an email address for bounces (SMTP MAIL FROM)", _optional_email, default="")
+
+    @property
+    def domain(self) -> str:
+        return self.from_address.rsplit("@", 1)[1].lower()
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The public site that hosts confirm, unsubscribe and view-in-browser pages."""
+
+    base_url: str = _meta('an http(s) URL such as "https://news.example.com/newsletter"', _http_url)
+    secret_key: str = _meta("at least 32 characters of random text", _text, default="", repr=False)
+    production: bool = _meta("true or false", _bool, default=True)
+    confirm_days: int = _meta("days, from 1 to 90", _int_range(1, 90), default=7)
+    unsubscribe_days: int = _meta("days, from 30 to 3650", _int_range(30, 3650), default=365)
+    subscribe_per_hour: int = _meta("sign-ups per address per hour, from 1 to 10000", _int_range(1, 10_000), default=10)
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """Retry, batching and safety limits of the send loop."""
+
+    batch_size: int = _meta("a whole number from 1 to 10000", _int_range(1, 10_000), default=200)
+    max_attempts: int = _meta("a whole number of tries from 1 to 20", _int_range(1, 20), default=3)
+    backoff_seconds: float = _meta("seconds, from 0 to 600", _number_range(0, 600), default=2.0)
+    backoff_max_seconds: float = _meta("seconds, from 0 to 3600", _number_range(0, 3600), default=60.0)
+    lease_seconds: int = _meta("seconds, from 10 to 86400", _int_range(10, 86_400), default=300)
+    max_consecutive_failures: int = _meta("a whole number from 1 to 100000", _int_range(1, 100_000), default=25)
+    retry_deferred_minutes: int = _meta("minutes, from 0 to 1440", _int_range(0, 1440), default=15)
+    give_up_hours: int = _meta("hours, from 1 to 240", _int_range(1, 240), default=24)
+    transport: str = _meta('"smtp" or "maildir"', _choice("smtp", "maildir"), default="smtp")
+    maildir: str = _meta("a directory path for the Maildir transport", _text, default="outbox")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """When the daemon sends, and how late a missed send may still go out."""
+
+    days: tuple[str, ...] = _meta('a list of weekdays such as ["mon", "tue"]', _weekdays, default=WEEKDAYS)
+    grace_minutes: int = _meta("minutes, from 0 to 1440", _int_range(0, 1440), default=120)
+    fetch_feeds: bool = _meta("true or false", _bool, default=True)
+    fetch_interval_minutes: int = _meta("minutes, from 0 to 1440 (0 turns it off)", _int_range(0, 1440), default=60)
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    """One RSS or Atom feed to import articles from."""
+
+    url: str = _meta("a feed URL or file path", _nonempty)
+    section: str = _meta("a section name (text)", _text, default="")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the sender needs, built once per process by ``load_config``."""
+
+    newsletter: NewsletterConfig
+    sender: SenderConfig
+    web: WebConfig
+    store: StoreConfig = field(default_factory=StoreConfig)
+    smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    feeds: tuple[FeedConfig, ...] = ()
+    source: str = "<memory>"
+
+    @property
+    def list_id(self) -> str:
+        if self.newsletter.list_id:
+            return self.newsletter.list_id
+        slug = re.sub(r"[^a-z0-9]+", "-", self.newsletter.name.lower()).strip("-") or "newsletter"
+        return f"{slug}.{self.sender.domain}"
+
+    @property
+    def from_name(self) -> str:
+        return self.sender.from_name or self.newsletter.name
+
+    def require_secret_key(self) -> str:
+        """Signed links need the key; asking here keeps commands that do not sign usable without it."""
+        if not self.web.secret_key:
+            raise ConfigError(self.source, "web.secret_key", "missing: set it in the file or in $NEWSLETTER_SECRET_KEY")
+        return self.web.secret_key
+
+
+_SECTIONS: dict[str, type] = {
+    "newsletter": NewsletterConfig,
+    "store": StoreConfig,
+    "smtp": SMTPConfig,
+    "sender": SenderConfig,
+    "web": WebConfig,
+    "delivery": DeliveryConfig,
+    "scheduler": SchedulerConfig,
+}
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, prefix, "expected a table of keys")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(source, f"{prefix}.{key}", f"unknown key; expected one of: {', '.join(known)}")
+    values: dict[str, Any] = {}
+    for name, spec in known.items():
+        key = f"{prefix}.{name}"
+        if name not in raw:
+            if spec.default is dataclasses.MISSING:
+                raise ConfigError(source, key, f"missing; expected {spec.metadata['expected']}")
+            continue
+        try:
+            values[name] = spec.metadata["check"](raw[name])
+        except _InvalidValueError as exc:
+            got = raw[name] if not name.endswith(("password", "secret_key")) else "(hidden)"
+            detail = str(exc) or spec.metadata["expected"]
+            raise ConfigError(source, key, f"expected {detail}, got {got!r}") from None
+    return cls(**values)
+
+
+def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Config:
+    """Turn parsed TOML plus the environment into a ``Config``; the seam tests use directly."""
+    for key in data:
+        if key not in _SECTIONS and key != "feeds":
+            raise ConfigError(source, key, f"unknown section; expected one of: {', '.join([*_SECTIONS, 'feeds'])}")
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    env_overrides = {
+        ("smtp", "password"): "NEWSLETTER_SMTP_PASSWORD",
+        ("web", "secret_key"): "NEWSLETTER_SECRET_KEY",
+        ("store", "url"): "NEWSLETTER_DATABASE_URL",
+    }
+    for (section, key), var in env_overrides.items():
+        if environ.get(var):
+            data.setdefault(section, {})
+            if isinstance(data[section], dict):
+                data[section][key] = environ[var]
+    sections = {name: _build(cls, data.get(name, {}), source, name) for name, cls in _SECTIONS.items()}
+    raw_feeds = data.get("feeds", [])
+    if not isinstance(raw_feeds, list):
+        raise ConfigError(source, "feeds", "expected [[feeds]] tables, each with a url")
+    feeds = tuple(_build(FeedConfig, item, source, f"feeds[{i}]") for i, item in enumerate(raw_feeds))
+
+    smtp: SMTPConfig = sections["smtp"]
+    if smtp.username and smtp.security == "none" and smtp.host not in ("localhost", "127.0.0.1", "::1"):
+        raise ConfigError(
+            source,
+            "smtp.security",
+            f'expected "starttls" or "ssl": a password must not cross the network to {smtp.host} unencrypted',
+        )
+    web: WebConfig = sections["web"]
+    if web.secret_key and len(web.secret_key) < 32:
+        raise ConfigError(
+            source,
+            "web.secret_key",
+            "expected at least 32 characters of random text "
+            "(try: python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+        )
+    if source != "<memory>":
+        # Relative paths mean "next to the config file", not "wherever cron's cwd is".
+        base = Path(source).resolve().parent
+        store: StoreConfig = sections["store"]
+        relative = store.url.removeprefix("sqlite:///")
+        if store.url.startswith("sqlite:///") and relative and not relative.startswith(("/", ":memory:")):
+            sections["store"] = StoreConfig(url=f"sqlite:///{(base / relative).as_posix()}")
+        delivery: DeliveryConfig = sections["delivery"]
+        sections["delivery"] = dataclasses.replace(delivery, maildir=str(base / delivery.maildir))
+        newsletter: NewsletterConfig = sections["newsletter"]
+        if newsletter.templates:
+            sections["newsletter"] = dataclasses.replace(newsletter, templates=str(base / newsletter.templates))
+    return Config(**sections, feeds=feeds, source=source)
+
+
+def find_config_path(path: str | os.PathLike[str] | None, environ: Mapping[str, str], cwd: Path | None = None) -> Path:
+    """``--config``, then ``$NEWSLETTER_CONFIG``, then ``./newsletter.toml``."""
+    if path:
+        return Path(path)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    candidate = (cwd or Path.cwd()) / DEFAULT_CONFIG_NAME
+    if candidate.exists():
+        return candidate
+    raise ConfigError(
+        DEFAULT_CONFIG_NAME,
+        None,
+        "no configuration found: pass --config PATH, set $NEWSLETTER_CONFIG, or run `newsletter init` here",
+    )
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Find, read and validate the configuration; the one place that touches the file and env."""
+    env = os.environ if environ is None else environ
+    found = find_config_path(path, env)
+    try:
+        text = found.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(found), None, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(found), None, f"cannot be read ({exc})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(found), None, f"is not valid TOML ({exc})") from None
+    return parse_config(data, str(found), env)

@@ -1,0 +1,125 @@
+"""The one exception tree of the newsletter sender.
+
+Every error a user can cause or meet is a ``NewsletterError``; the CLI prints it as one
+line and exits non-zero, so nothing below the interfaces needs to know about exit codes.
+
+    NewsletterError
+    ├── ConfigError                  bad or missing configuration (exit 2)
+    ├── UsageError                   a command was asked for something impossible (exit 2)
+    ├── StoreError                   the database cannot be reached or is not migrated
+    │   └── LockHeldError            another process is sending this edition
+    ├── RenderError                  a template failed to render
+    ├── MessageError                 a message cannot be built
+    │   └── HeaderInjectionError     CR/LF or NUL in a header value
+    ├── TokenError                   a signed link is invalid, expired or for another purpose
+    ├── ImportError_                 an article source cannot be read (see articles.py)
+    └── DeliveryError                SMTP or Maildir delivery failed
+        ├── TemporaryDeliveryError   4xx, timeouts, dropped connections: retry later
+        ├── PermanentDeliveryError   5xx for one recipient: do not retry
+        └── SystemicDeliveryError    the whole run must stop (auth, unreachable, all failing)
+"""
+
+from __future__ import annotations
+
+
+class NewsletterError(Exception):
+    """Raised for every failure the user should see as one line rather than a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(NewsletterError):
+    """Raised when configuration is missing, malformed or inconsistent."""
+
+    exit_code = 2
+
+    def __init__(self, source: str, key: str | None, expected: str) -> None:
+        self.source = source
+        self.key = key
+        self.expected = expected
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {expected}")
+
+
+class UsageError(NewsletterError):
+    """Raised when a command is given arguments it cannot act on."""
+
+    exit_code = 2
+
+
+class StoreError(NewsletterError):
+    """Raised when the database cannot be reached, is not migrated or refuses a write."""
+
+
+class LockHeldError(StoreError):
+    """Raised when another process holds the send lock of an edition."""
+
+    def __init__(self, name: str, holder: str) -> None:
+        self.name = name
+        self.holder = holder
+        super().__init__(
+            f"{name} is being sent by {holder}; not sending it twice (wait for that run to finish, or stop it first)"
+        )
+
+
+class RenderError(NewsletterError):
+    """Raised when a template is missing or fails while rendering."""
+
+
+class MessageError(NewsletterError):
+    """Raised when a message cannot be built for a recipient."""
+
+
+class HeaderInjectionError(MessageError):
+    """Raised when a header value carries CR, LF or NUL, which could forge headers."""
+
+    def __init__(self, header: str, value: str) -> None:
+        self.header = header
+        super().__init__(f"refusing {header} value {value[:60]!r}: it contains a line break")
+
+
+class TokenError(NewsletterError):
+    """Raised when a signed link is forged, expired or meant for another purpose."""
+
+
+class ArticleImportError(NewsletterError):
+    """Raised when an article source cannot be read at all (a bad item only gets rejected)."""
+
+
+class DeliveryError(NewsletterError):
+    """Raised when a message could not be handed to the mail server."""
+
+    def __init__(self, message: str, code: int | None = None, stage: str = "") -> None:
+        self.code = code
+        self.stage = stage
+        super().__init__(message)
+
+    @property
+    def enhanced_status(self) -> str:
+        """The RFC 3463 status ("5.1.1") when the server gave one, else an empty string."""
+        for word in str(self).replace(":", " ").split():
+            parts = word.split(".")
+            if len(parts) == 3 and all(p.isdigit() for p in parts) and parts[0] in "245":
+                return word
+        return ""
+
+
+class TemporaryDeliveryError(DeliveryError):
+    """Raised for 4xx replies, timeouts and dropped connections: the same message may succeed later."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Raised for a 5xx reply about one message or recipient: retrying will not help."""
+
+    @property
+    def is_hard_bounce(self) -> bool:
+        """A 5.1.x status at RCPT (no such mailbox or domain) means the address itself is dead.
+
+        Other 5xx replies (policy, content, size) say nothing certain about the address, so
+        they fail this one message without touching the subscriber.
+        """
+        return self.stage == "rcpt" and self.enhanced_status.startswith("5.1.")
+
+
+class SystemicDeliveryError(DeliveryError):
+    """Raised when sending cannot go on at all: bad credentials, server unreachable, everything failing."""
