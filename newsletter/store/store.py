@@ -1,0 +1,236 @@
+"""The database edge: engine set-up, migrations and the named queries the rest of the code uses.
+
+Everything that knows SQL lives under ``newsletter.store``; callers get plain model objects
+or small dataclasses back. The ``Store`` is built from the configured URL by an interface
+(CLI, web app, scheduler) and handed down; there is no module-level engine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, func, or_, select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter.errors import StoreError
+from newsletter.store.models import (
+    Article,
+    Edition,
+    EditionStatus,
+    Subscriber,
+    SubscriberStatus,
+)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def worker_identity() -> str:
+    """Who is doing the work, as stored in claims and locks: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own transaction handling is switched off so BEGIN IMMEDIATE below takes
+    # the write lock up front: two writers then queue on busy_timeout instead of failing
+    # half-way with "database is locked".
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    # FULL: a commit survives power loss, so "sent" really means sent. Costs ~0.1 ms here.
+    cursor.execute("PRAGMA synchronous = FULL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """One database: its engine, sessions and schema version."""
+
+    def __init__(self, url: str, *, application_name: str = "newsletter") -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        try:
+            if self.is_sqlite:
+                self._ensure_sqlite_dir(url)
+                # Each sending connection holds a database connection for the whole run.
+                self.engine: Engine = create_engine(url, connect_args={"timeout": 30}, pool_size=5, max_overflow=70)
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+                event.listen(self.engine, "begin", _sqlite_begin)
+            else:
+                self.engine = create_engine(
+                    url,
+                    pool_pre_ping=True,
+                    pool_size=5,
+                    max_overflow=70,
+                    connect_args={"application_name": application_name[:63], "connect_timeout": 10},
+                )
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreError(f"cannot use database {self.safe_url}: {exc}") from exc
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages and logs."""
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - only for display
+            return "<unparseable database URL>"
+
+    @staticmethod
+    def _ensure_sqlite_dir(url: str) -> None:
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:" and not url.startswith("sqlite:///:memory:"):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on any error."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except OperationalError as exc:
+            session.rollback()
+            raise StoreError(f"database error on {self.safe_url}: {exc.orig}") from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- schema ---------------------------------------------------------------------
+
+    def _alembic(self) -> AlembicConfig:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        return cfg
+
+    def upgrade(self) -> str:
+        """Bring the schema to the newest migration; safe to run every time."""
+        cfg = self._alembic()
+        try:
+            with self.engine.begin() as connection:
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
+        except OperationalError as exc:
+            raise StoreError(f"cannot migrate {self.safe_url}: {exc.orig}") from exc
+        return self.head_revision()
+
+    def head_revision(self) -> str:
+        return ScriptDirectory.from_config(self._alembic()).get_current_head() or ""
+
+    def current_revision(self) -> str | None:
+        try:
+            with self.engine.connect() as connection:
+                return MigrationContext.configure(connection).get_current_revision()
+        except OperationalError as exc:
+            raise StoreError(f"cannot open database {self.safe_url}: {exc.orig}") from exc
+
+    def check_schema(self) -> None:
+        """Fail early with the fix spelled out, rather than deep inside a send."""
+        current = self.current_revision()
+        if current != self.head_revision():
+            state = "is empty" if current is None else f"is at schema {current}"
+            raise StoreError(f"database {self.safe_url} {state}; run `newsletter db upgrade` first")
+
+
+# --- articles ---------------------------------------------------------------------------
+
+
+def articles_in_window(session: Session, start: datetime, end: datetime) -> Sequence[Article]:
+    """Unassigned articles published in (start, end], newest first."""
+    query = (
+        select(Article)
+        .where(Article.published_at > start, Article.published_at <= end, Article.edition_id.is_(None))
+        .order_by(Article.published_at.desc(), Article.id.desc())
+    )
+    return session.scalars(query).all()
+
+
+def list_articles(session: Session, *, since: datetime | None = None, limit: int = 50) -> Sequence[Article]:
+    query = select(Article).order_by(Article.published_at.desc(), Article.id.desc()).limit(limit)
+    if since is not None:
+        query = query.where(Article.published_at >= since)
+    return session.scalars(query).all()
+
+
+def article_by_guid(session: Session, guid: str) -> Article | None:
+    return session.scalars(select(Article).where(Article.guid == guid)).first()
+
+
+# --- subscribers ------------------------------------------------------------------------
+
+
+def subscriber_by_email(session: Session, email: str) -> Subscriber | None:
+    return session.scalars(select(Subscriber).where(Subscriber.email == email.lower())).first()
+
+
+def list_subscribers(
+    session: Session,
+    *,
+    status: SubscriberStatus | None = None,
+    search: str = "",
+    after_id: int = 0,
+    limit: int | None = 100,
+) -> Sequence[Subscriber]:
+    """A page of subscribers in id order; keyset paging keeps big lists cheap."""
+    query = select(Subscriber).where(Subscriber.id > after_id).order_by(Subscriber.id)
+    if status is not None:
+        query = query.where(Subscriber.status == status)
+    if search:
+        pattern = f"%{search.lower()}%"
+        query = query.where(or_(Subscriber.email.like(pattern), func.lower(Subscriber.name).like(pattern)))
+    if limit is not None:
+        query = query.limit(limit)
+    return session.scalars(query).all()
+
+
+def count_subscribers(session: Session) -> dict[SubscriberStatus, int]:
+    rows = session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all()
+    counts = dict.fromkeys(SubscriberStatus, 0)
+    counts.update({status: n for status, n in rows})
+    return counts
+
+
+# --- editions ---------------------------------------------------------------------------
+
+
+def edition_for(session: Session, day: date) -> Edition | None:
+    return session.scalars(select(Edition).where(Edition.date == day)).first()
+
+
+def previous_edition(session: Session, day: date) -> Edition | None:
+    """The latest edition dated before ``day``: its cutoff starts the next window."""
+    query = select(Edition).where(Edition.date < day).order_by(Edition.date.desc()).limit(1)
+    return session.scalars(query).first()
+
+
+def list_editions(session: Session, limit: int = 10) -> Sequence[Edition]:
+    return session.scalars(select(Edition).order_by(Edition.date.desc()).limit(limit)).all()
+
+
+def unfinished_editions(session: Session) -> Sequence[Edition]:
+    """Editions a crash or a deferral left half-sent, oldest first."""
+    query = select(Edition).where(Edition.status == EditionStatus.SENDING).order_by(Edition.date)
+    return session.scalars(query).all()
