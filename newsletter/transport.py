@@ -1,0 +1,330 @@
+"""Getting bytes to a mail server: SMTP (kept open, TLS, AUTH, timeouts) or a local Maildir.
+
+This is the one place that knows smtplib. Every failure leaves here as a ``DeliveryError``
+subclass that says whether trying again can help (temporary), cannot help for this
+recipient (permanent) or cannot help for anyone (systemic), and at which stage it
+happened, so the delivery loop can decide without parsing exception types.
+
+A connection is kept open for many messages (recycled after
+``smtp.max_messages_per_connection``), uses PIPELINING when offered, and is reopened
+transparently when the server has closed it while idle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mailbox
+import re
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from newsletter.config import SMTPConfig
+from newsletter.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    SystemicDeliveryError,
+    TemporaryDeliveryError,
+)
+
+log = logging.getLogger(__name__)
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+_BARE_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+class Transport(Protocol):
+    """What the delivery loop needs from a way of sending."""
+
+    def send(
+        self,
+        mail_from: str,
+        recipient: str,
+        data: bytes,
+        before_commit: Callable[[], None] | None = None,
+        *,
+        canonical: bool = False,
+    ) -> str:
+        """Deliver one message; return the server's acceptance text or raise ``DeliveryError``.
+
+        ``before_commit`` runs once the message is transmitted, before the final "." that
+        commits it; if it raises, the message is abandoned (never delivered).
+        ``canonical`` promises wire-ready bytes: CRLF line endings, no line-leading dots,
+        a final CRLF.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+def smtp_wire_data(data: bytes, *, canonical: bool = False) -> bytes:
+    """CRLF line endings, dot-stuffed, ending in CRLF.
+
+    ``canonical`` is the caller's promise that the bytes are all that already, as
+    ``MessageTemplate`` makes them: the check would be two passes over every message.
+    """
+    if canonical:
+        return data
+    if data.count(b"\n") != data.count(b"\r\n") or b"\r" in data.replace(b"\r\n", b""):
+        data = _BARE_LINE_END.sub(b"\r\n", data)
+    if data.startswith(b".") or b"\n." in data:
+        data = _LEADING_DOT.sub(b"..", data)
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+def _reply_text(code: int, reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return f"{code} {' '.join(text.split())}"[:900]
+
+
+def reply_error(code: int, reply: bytes | str, stage: str) -> DeliveryError:
+    """Classify an SMTP reply: 4xx may pass, 5xx will not."""
+    text = _reply_text(code, reply)
+    if 400 <= code < 500:
+        return TemporaryDeliveryError(f"{stage}: {text}", code=code, stage=stage)
+    return PermanentDeliveryError(f"{stage}: {text}", code=code, stage=stage)
+
+
+def _tls_context(cfg: SMTPConfig) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cfg.ca_file or None)
+
+
+def open_smtp(cfg: SMTPConfig) -> smtplib.SMTP:
+    """A ready SMTP session: connected, EHLO, STARTTLS or implicit TLS, AUTH; errors classified."""
+    host, port = cfg.host, cfg.effective_port
+    where = f"{host}:{port}"
+    try:
+        if cfg.security == "ssl":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                host, port, local_hostname=cfg.helo or None, timeout=cfg.timeout, context=_tls_context(cfg)
+            )
+        else:
+            smtp = smtplib.SMTP(host, port, local_hostname=cfg.helo or None, timeout=cfg.timeout)
+        # Commands are small writes; with Nagle's algorithm one sent while an earlier
+        # segment is unacknowledged waits for the peer's delayed ACK (40 ms).
+        if smtp.sock is not None:
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        smtp.ehlo_or_helo_if_needed()
+        if cfg.security == "starttls":
+            if not smtp.has_extn("starttls"):
+                smtp.close()
+                raise SystemicDeliveryError(
+                    f'SMTP server {where} does not offer STARTTLS; set smtp.security to "none" only if '
+                    "the connection is local and trusted",
+                    stage="connect",
+                )
+            smtp.starttls(context=_tls_context(cfg))
+            smtp.ehlo()
+        if cfg.username:
+            smtp.login(cfg.username, cfg.password)
+    except smtplib.SMTPAuthenticationError as exc:
+        raise SystemicDeliveryError(
+            f"SMTP server {where} refused the login for {cfg.username!r}: "
+            f"{_reply_text(exc.smtp_code, exc.smtp_error)}; check smtp.username and the password",
+            code=exc.smtp_code,
+            stage="auth",
+        ) from None
+    except smtplib.SMTPNotSupportedError as exc:
+        raise SystemicDeliveryError(f"SMTP server {where}: {exc}", stage="auth") from None
+    except ssl.SSLError as exc:
+        raise SystemicDeliveryError(
+            f"TLS with SMTP server {where} failed: {exc.reason or exc}; check smtp.security, smtp.port "
+            "and smtp.ca_file",
+            stage="connect",
+        ) from None
+    except smtplib.SMTPResponseException as exc:
+        if exc.smtp_code >= 500:
+            raise SystemicDeliveryError(
+                f"SMTP server {where} refused the session: {_reply_text(exc.smtp_code, exc.smtp_error)}",
+                code=exc.smtp_code,
+                stage="connect",
+            ) from None
+        raise TemporaryDeliveryError(
+            f"SMTP server {where} is not accepting mail now: {_reply_text(exc.smtp_code, exc.smtp_error)}",
+            code=exc.smtp_code,
+            stage="connect",
+        ) from None
+    except (smtplib.SMTPException, OSError) as exc:
+        raise TemporaryDeliveryError(f"cannot connect to SMTP server {where}: {exc}", stage="connect") from None
+    return smtp
+
+
+class SMTPTransport:
+    """One SMTP connection, opened on first use, reused, recycled and reopened as needed.
+
+    Not thread-safe: the delivery loop gives each worker thread its own transport.
+    """
+
+    def __init__(self, config: SMTPConfig) -> None:
+        self.config = config
+        self._smtp: smtplib.SMTP | None = None
+        self._sent_on_connection = 0
+        self.connections_opened = 0
+
+    # --- connection life --------------------------------------------------------------
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._smtp is not None and self._sent_on_connection >= self.config.max_messages_per_connection:
+            self.close()
+        if self._smtp is None:
+            self._smtp = open_smtp(self.config)
+            self._sent_on_connection = 0
+            self.connections_opened += 1
+        return self._smtp
+
+    def _drop(self) -> None:
+        """Forget a connection that is broken or mid-transaction; never wait on it."""
+        if self._smtp is not None:
+            with contextlib.suppress(OSError):
+                self._smtp.close()
+            self._smtp = None
+
+    def close(self) -> None:
+        """QUIT politely; a server that has gone away is simply forgotten."""
+        if self._smtp is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                self._smtp.quit()
+            self._drop()
+
+    # --- sending ----------------------------------------------------------------------
+
+    def send(
+        self,
+        mail_from: str,
+        recipient: str,
+        data: bytes,
+        before_commit: Callable[[], None] | None = None,
+        *,
+        canonical: bool = False,
+    ) -> str:
+        wire = smtp_wire_data(data, canonical=canonical)
+        reused = self._smtp is not None
+        try:
+            return self._transaction(mail_from, recipient, wire, before_commit)
+        except _StaleConnectionError:
+            if not reused:
+                raise TemporaryDeliveryError("SMTP server closed the connection before MAIL", stage="mail") from None
+            # An idle connection the server had already closed: nothing was sent, so a
+            # fresh connection may try again at once.
+            return self._transaction(mail_from, recipient, wire, before_commit)
+
+    def _envelope(self, smtp: smtplib.SMTP, mail_from: str, recipient: str, stage: list[str]) -> None:
+        """MAIL, RCPT and DATA; one round trip when the server offers PIPELINING (RFC 2920).
+
+        Addresses are checked plain addr-specs by now, so they are written as they are,
+        sparing smtplib's per-call address parsing.
+        """
+        commands = (f"MAIL FROM:<{mail_from}>", f"RCPT TO:<{recipient}>", "DATA")
+        if smtp.does_esmtp and smtp.has_extn("pipelining"):
+            smtp.send("".join(f"{c}\r\n" for c in commands))
+            replies = []
+            for step in ("mail", "rcpt", "data"):
+                stage[0] = step
+                replies.append(smtp.getreply())
+                if replies[-1][0] == 421:
+                    raise self._refused(*replies[-1], step)
+            (mail, mail_reply), (rcpt, rcpt_reply), (data, data_reply) = replies
+            if mail == 250 and rcpt in (250, 251) and data == 354:
+                return
+            if data == 354:  # a server that opened DATA without a recipient: close it empty
+                smtp.send(b".\r\n")
+                smtp.getreply()
+            if mail != 250:
+                raise self._refused(mail, mail_reply, "mail")
+            if rcpt not in (250, 251):
+                raise self._refused(rcpt, rcpt_reply, "rcpt")
+            raise self._refused(data, data_reply, "data")
+        for step, command, wanted in zip(("mail", "rcpt", "data"), commands, ((250,), (250, 251), (354,)), strict=True):
+            stage[0] = step
+            smtp.putcmd(command)
+            code, reply = smtp.getreply()
+            if code not in wanted:
+                raise self._refused(code, reply, step)
+
+    def _transaction(
+        self, mail_from: str, recipient: str, wire: bytes, before_commit: Callable[[], None] | None
+    ) -> str:
+        smtp = self._connection()
+        stage = ["mail"]
+        try:
+            self._envelope(smtp, mail_from, recipient, stage)
+            if before_commit is None:
+                stage[0] = "commit"
+                smtp.send(wire + b".\r\n")
+            else:
+                smtp.send(wire)
+                try:
+                    before_commit()
+                except BaseException:
+                    # Without the final "." the server discards the message: abandoning
+                    # the connection here is how a stopping run avoids a duplicate.
+                    self._drop()
+                    raise
+                stage[0] = "commit"
+                smtp.send(b".\r\n")
+            code, reply = smtp.getreply()
+        except smtplib.SMTPServerDisconnected as exc:
+            self._drop()
+            if stage[0] == "mail":
+                raise _StaleConnectionError from exc
+            maybe = " (the server may have accepted it)" if stage[0] == "commit" else ""
+            raise TemporaryDeliveryError(f"{stage[0]}: connection lost{maybe}: {exc}", stage=stage[0]) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            if isinstance(exc, DeliveryError):
+                raise
+            self._drop()
+            raise TemporaryDeliveryError(f"{stage[0]}: {exc.__class__.__name__}: {exc}", stage=stage[0]) from None
+        self._sent_on_connection += 1
+        if code != 250:
+            if code == 421:
+                self._drop()
+            raise reply_error(code, reply, "data")
+        return _reply_text(code, reply)
+
+    def _refused(self, code: int, reply: bytes, stage: str) -> DeliveryError:
+        """Turn a refusal into an error and leave the connection usable for the next message."""
+        if code == 421 or code < 0:
+            self._drop()  # 421: the server is closing the session
+        elif self._smtp is not None:
+            try:
+                self._smtp.rset()
+            except (smtplib.SMTPException, OSError):
+                self._drop()
+        return reply_error(code, reply, stage)
+
+
+class _StaleConnectionError(Exception):
+    """The server had closed a reused connection before this message began."""
+
+
+class MaildirTransport:
+    """Writes each message into a Maildir: for local use, previews and the demo's outbox."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._box = mailbox.Maildir(self.path, create=True)
+
+    def send(
+        self,
+        mail_from: str,
+        recipient: str,
+        data: bytes,
+        before_commit: Callable[[], None] | None = None,
+        *,
+        canonical: bool = False,
+    ) -> str:
+        if before_commit is not None:
+            before_commit()
+        envelope = f"Return-Path: <{mail_from}>\nDelivered-To: {recipient}\n".encode()
+        try:
+            key = self._box.add(envelope + data.replace(b"\r\n", b"\n"))
+        except OSError as exc:
+            raise SystemicDeliveryError(f"cannot write to Maildir {self.path}: {exc}", stage="data") from exc
+        return f"250 stored as {key}"
+
+    def close(self) -> None:
+        self._box.close()
