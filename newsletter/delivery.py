@@ -1,0 +1,485 @@
+"""The send loop: claim a batch, send it over N connections, record every outcome.
+
+One thread does everything, in a loop: claim pending deliveries (a lease, in batches, in
+id order), personalise them, hand them to idle connections of a ``Pool``, collect what
+the server said, and write the outcomes to the delivery log in one transaction per turn
+of the loop (a group commit: one commit, one fsync, for whatever finished meanwhile).
+
+The duplicate bound. A message can reach a reader twice only if the server accepted it and
+the run died before "sent" was committed. A connection writes its next message's final
+"." only once its previous message is recorded (the pool asks ``is_durable``), so each
+connection holds at most one accepted-but-unrecorded message: a crash (kill -9, power
+loss: commits are durable) duplicates at most ``connections`` messages.
+
+Failures. Temporary ones (4xx, timeouts, drops) are retried with exponential backoff and
+jitter, on whichever connection is free, then recorded as deferred for a later run.
+Permanent ones (5xx) fail that recipient only, and a 5.1.x at RCPT marks the subscriber
+bounced. Failures are held back until a later success proves the server works: when
+``max_consecutive_failures`` attempts fail in a row the run stops as systemic, and the
+held rows go back to pending instead of failing the whole list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import mailbox
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from newsletter.clock import Clock
+from newsletter.config import DeliveryConfig
+from newsletter.errors import (
+    NewsletterError,
+    PermanentDeliveryError,
+    StoreError,
+    SystemicDeliveryError,
+    TemporaryDeliveryError,
+)
+from newsletter.smtpmux import Completion, Outgoing
+from newsletter.store import Store
+from newsletter.store import deliveries as log_
+from newsletter.store.deliveries import Result, Work
+from newsletter.store.models import DeliveryStatus
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+Personaliser = Callable[[Work, datetime], Sequence[bytes]]
+"""Builds one reader's message as canonical wire bytes, in parts; its Message-ID is prefix + delivery id + suffix."""
+
+
+class Pool(Protocol):
+    """Connections that carry messages: ``SMTPPool``, or ``MaildirPool`` for local use."""
+
+    def idle(self) -> int: ...
+    def busy(self) -> int: ...
+    def start(self, message: Outgoing) -> None: ...
+    def poll(self, timeout: float) -> list[Completion]: ...
+    def wake(self) -> None: ...
+    def close(self) -> None: ...
+
+
+PoolFactory = Callable[[Callable[[Hashable], bool]], Pool]
+"""Makes a pool given the ``is_durable`` question its connections must ask before committing."""
+
+
+@dataclass
+class RunStats:
+    """What one run did; ``interrupted`` and ``error`` say why it stopped early, if it did."""
+
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    skipped: int = 0
+    released: int = 0
+    possible_duplicates: int = 0
+    to_send: int = 0  # open deliveries when the run began
+    elapsed: float = 0.0
+    commits: int = 0
+    interrupted: bool = False
+    error: NewsletterError | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.failed + self.deferred + self.skipped
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class RateLimiter:
+    """At most ``per_second`` message starts per second (0: no limit)."""
+
+    def __init__(self, per_second: float) -> None:
+        self._interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = 0.0
+
+    def ready(self, now: float) -> bool:
+        return not self._interval or now >= self._next
+
+    def take(self, now: float) -> None:
+        if self._interval:
+            self._next = max(self._next, now) + self._interval
+
+    def wait_time(self, now: float) -> float:
+        return max(0.0, self._next - now) if self._interval else 0.0
+
+
+@dataclass(order=True)
+class _Retry:
+    due: float
+    delivery_id: int
+    work: Work = field(compare=False)
+
+
+class DeliveryRun:
+    """Send one edition's open deliveries until none are left, or until told to stop."""
+
+    def __init__(
+        self,
+        store: Store,
+        edition_id: int,
+        personalise: Personaliser,
+        pool_factory: PoolFactory,
+        mail_from: str,
+        clock: Clock,
+        config: DeliveryConfig,
+        *,
+        max_per_second: float = 0.0,
+        worker: str,
+        stop: threading.Event | None = None,
+        on_progress: Callable[[RunStats], None] | None = None,
+        message_id: tuple[str, str] = ("<", ">"),
+    ) -> None:
+        self.store = store
+        self.edition_id = edition_id
+        self.personalise = personalise
+        self.pool_factory = pool_factory
+        self.mail_from = mail_from
+        self.clock = clock
+        self.config = config
+        self.worker = worker
+        self.stop = stop or threading.Event()
+        self.on_progress = on_progress
+        self.message_id = message_id
+        self.stats = RunStats()
+
+        self._limiter = RateLimiter(max_per_second)
+        self._queue: deque[Work] = deque()  # claimed, not started
+        self._retries: list[_Retry] = []
+        self._inflight: dict[int, Work] = {}
+        self._tries: dict[int, int] = {}  # attempts this run, per delivery in hand
+        self._unrecorded: list[Result] = []  # finished, to write in the next commit
+        self._undurable: set[int] = set()  # accepted by the server, not yet committed
+        self._held: list[tuple[Result, int]] = []  # failures, with the success count when they happened
+        self._successes = 0
+        self._streak = 0
+        self._exhausted = False
+        self._stopping = False
+        self._db_failed = False
+        self._oldest = 0.0  # when the oldest unrecorded outcome arrived
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self) -> RunStats:
+        started = time.monotonic()
+        with self.store.engine.connect() as conn:
+            self._conn = conn
+            self._fast = log_.FastSentLog(conn)
+            with conn.begin():
+                counts = log_.status_counts(conn, self.edition_id)
+            self.stats.to_send = sum(counts[s] for s in log_.OPEN_STATUSES)
+            pool = self.pool_factory(self._is_durable)
+            try:
+                self._loop(pool, started)
+            finally:
+                try:
+                    self._wind_down(pool)
+                finally:
+                    pool.close()
+                    self.stats.elapsed = time.monotonic() - started
+        if self.on_progress:
+            self.on_progress(self.stats)
+        return self.stats
+
+    def _loop(self, pool: Pool, started: float) -> None:
+        renew_every = self.config.lease_seconds / 3
+        next_renewal = time.monotonic() + renew_every
+        next_progress = 0.0
+        while True:
+            now = time.monotonic()
+            if self.stop.is_set() and not self._stopping:
+                self.stats.interrupted = True
+                self._stopping = True
+            if not self._stopping and not self._exhausted and len(self._queue) < self.config.batch_size:
+                self._claim()
+            self._start_messages(pool, now)
+            for completion in pool.poll(self._poll_timeout(pool, now)):
+                self._complete(completion)
+            now = time.monotonic()
+            if self._unrecorded and (pool.waiting_on_log() or not self._inflight or now - self._oldest > 0.05):
+                self._commit()
+            now = time.monotonic()
+            if now >= next_renewal:
+                self._renew_leases()
+                next_renewal = now + renew_every
+            if self.on_progress and now >= next_progress:
+                self.stats.elapsed = now - started
+                self.on_progress(self.stats)
+                next_progress = now + 0.2
+            if (
+                not self._inflight
+                and not self._unrecorded
+                and (self._stopping or (self._exhausted and not self._queue and not self._retries))
+            ):
+                return
+
+    def _poll_timeout(self, pool: Pool, now: float) -> float:
+        if self._inflight and pool.idle() == 0:
+            return 0.2  # every connection busy: wake on I/O
+        waits = [0.2]
+        if self._retries:
+            waits.append(self._retries[0].due - now)
+        if self._queue or self._retries:
+            waits.append(self._limiter.wait_time(now))
+        return max(0.0, min(waits)) if (self._queue or self._retries or self._inflight) else 0.05
+
+    def _start_messages(self, pool: Pool, now: float) -> None:
+        while not self._stopping and pool.idle() and self._limiter.ready(now):
+            if self._retries and self._retries[0].due <= now:
+                work = heapq.heappop(self._retries).work
+            elif self._queue:
+                work = self._queue.popleft()
+            else:
+                return
+            try:
+                data = self.personalise(work, self.clock.now())
+            except NewsletterError as exc:  # a malformed address or header: this reader only
+                self._unrecorded.append(
+                    Result(work.delivery_id, work.subscriber_id, DeliveryStatus.FAILED, 0, str(exc))
+                )
+                continue
+            self._limiter.take(now)
+            self._tries[work.delivery_id] = self._tries.get(work.delivery_id, 0) + 1
+            self._inflight[work.delivery_id] = work
+            pool.start(Outgoing(work.delivery_id, self.mail_from, work.email, data))
+
+    def _is_durable(self, key: Hashable) -> bool:
+        return key not in self._undurable
+
+    # --- outcomes ----------------------------------------------------------------------------
+
+    def _complete(self, completion: Completion) -> None:
+        assert isinstance(completion.key, int)
+        work = self._inflight.pop(completion.key)
+        tries = self._tries.get(work.delivery_id, 1)
+
+        def result(status: DeliveryStatus, error: str = "", bounced: bool = False) -> Result:
+            self._tries.pop(work.delivery_id, None)
+            return Result(work.delivery_id, work.subscriber_id, status, tries, error, bounced)
+
+        error = completion.error
+        if error is None:
+            self._streak = 0
+            self._successes += 1
+            self._undurable.add(work.delivery_id)
+            if not self._unrecorded:
+                self._oldest = time.monotonic()
+            self._unrecorded.append(result(DeliveryStatus.SENT))
+            return
+        if isinstance(error, SystemicDeliveryError):
+            self._abort(error)
+            self._unrecorded.append(result(DeliveryStatus.PENDING, str(error)))
+            return
+        self._streak += 1
+        if error.stage == "commit":
+            self.stats.possible_duplicates += 1
+        if self._streak >= self.config.max_consecutive_failures:
+            self._abort(
+                SystemicDeliveryError(
+                    f"stopping: the last {self._streak} attempts in a row failed (last: {error}); "
+                    "the server or the account looks unwell, so nobody was marked failed for it"
+                )
+            )
+        if isinstance(error, PermanentDeliveryError):
+            self._held.append((result(DeliveryStatus.FAILED, str(error), error.is_hard_bounce), self._successes))
+        elif isinstance(error, TemporaryDeliveryError) and tries < self.config.max_attempts and not self._stopping:
+            due = time.monotonic() + self._backoff(tries)
+            heapq.heappush(self._retries, _Retry(due, work.delivery_id, work))
+        elif self._stopping and isinstance(error, TemporaryDeliveryError):
+            self._unrecorded.append(result(DeliveryStatus.PENDING, str(error)))
+        else:
+            self._held.append((result(DeliveryStatus.DEFERRED, str(error)), self._successes))
+
+    def _backoff(self, tries: int) -> float:
+        ceiling = min(self.config.backoff_max_seconds, self.config.backoff_seconds * 2 ** (tries - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _abort(self, exc: NewsletterError) -> None:
+        if self.stats.error is None:
+            self.stats.error = exc
+            log.error("%s", exc)
+        self._stopping = True
+
+    def _vouched_failures(self, everything: bool) -> list[Result]:
+        """Failures some later success has shown to be the recipient's, not the server's."""
+        if self.stats.error is not None:
+            if not everything:
+                return []
+            held = [
+                Result(r.delivery_id, r.subscriber_id, DeliveryStatus.PENDING, r.attempts, r.error)
+                for r, _ in self._held
+            ]
+            self._held.clear()
+            return held
+        ready = [r for r, seen in self._held if everything or seen < self._successes]
+        if ready:
+            self._held = [(r, seen) for r, seen in self._held if not (everything or seen < self._successes)]
+        return ready
+
+    # --- the database --------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        """Every outcome since the last commit, in one transaction (and one fsync).
+
+        Called when a connection needs it (its next message transmitted, held before the
+        final "."), so one commit serves every connection that finished meanwhile.
+        Committing on another thread, to overlap the fsync, measured slower: the two
+        threads' hand-offs of the interpreter lock cost more than the fsync.
+        """
+        results = self._unrecorded + self._vouched_failures(everything=False)
+        self._unrecorded = []
+        if not results:
+            return
+        now = self.clock.now()
+        if all(r.status == DeliveryStatus.SENT for r in results):
+            groups = _sent_by_attempts(results)
+            self._with_retries(lambda: self._fast.commit(groups, now, self.message_id))
+        else:
+            retry_at = now + timedelta(minutes=self.config.retry_deferred_minutes)
+
+            def write() -> None:
+                with self._conn.begin():
+                    log_.record(self._conn, results, now, retry_at, self.message_id)
+
+            self._with_retries(write)
+        self.stats.commits += 1
+        for result in results:
+            self._count(result)
+            self._undurable.discard(result.delivery_id)
+
+    def _count(self, result: Result) -> None:
+        status = result.status
+        if status == DeliveryStatus.SENT:
+            self.stats.sent += 1
+        elif status == DeliveryStatus.FAILED:
+            self.stats.failed += 1
+        elif status == DeliveryStatus.DEFERRED:
+            self.stats.deferred += 1
+        else:
+            self.stats.released += 1
+        if result.error and status in (DeliveryStatus.FAILED, DeliveryStatus.DEFERRED):
+            self.stats.errors.append(result.error)
+            del self.stats.errors[:-20]
+
+    def _claim(self) -> None:
+        lease_until = self.clock.now() + timedelta(seconds=self.config.lease_seconds)
+
+        def claim() -> tuple[list[Work], int]:
+            with self._conn.begin():
+                return log_.claim(self._conn, self.edition_id, self.worker, self.config.batch_size, lease_until)
+
+        work, skipped = self._with_retries(claim)
+        self.stats.skipped += skipped
+        self._queue.extend(work)
+        if not work and not skipped:
+            self._exhausted = True
+
+    def _renew_leases(self) -> None:
+        lease_until = self.clock.now() + timedelta(seconds=self.config.lease_seconds)
+
+        def renew() -> None:
+            with self._conn.begin():
+                log_.extend_leases(self._conn, self.edition_id, self.worker, lease_until)
+
+        self._with_retries(renew)
+
+    def _with_retries(self, operation: Callable[[], _T]) -> _T:
+        """Run a database step; a database that keeps failing stops the run (nothing is lost:
+        unrecorded messages stay claimed, and their lease hands them to a later run)."""
+        for attempt in range(1, 4):
+            try:
+                return operation()
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    self._conn.rollback()
+                if attempt == 3:
+                    self._db_failed = True
+                    raise StoreError(f"cannot write the delivery log in {self.store.safe_url}: {exc}") from exc
+                log.warning("database write failed (%s); retrying", exc)
+                time.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
+
+    def _wind_down(self, pool: Pool) -> None:
+        """Let messages in flight finish, record everything, and hand back what was not sent."""
+        self._stopping = True
+        if self._db_failed:
+            return  # messages waiting for the log never get their final "."; nothing more to write
+        deadline = time.monotonic() + 60
+        while self._inflight and time.monotonic() < deadline:
+            for completion in pool.poll(0.05):
+                self._complete(completion)
+            if self._unrecorded:
+                self._commit()
+        unsent = [*self._queue, *(r.work for r in self._retries), *self._inflight.values()]
+        self._queue.clear()
+        self._retries.clear()
+        self._unrecorded.extend(
+            Result(w.delivery_id, w.subscriber_id, DeliveryStatus.PENDING, self._tries.get(w.delivery_id, 0))
+            for w in unsent
+        )
+        self._unrecorded.extend(self._vouched_failures(everything=True))
+        if self._unrecorded:
+            self._commit()
+
+
+def _sent_by_attempts(results: list[Result]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = {}
+    for result in results:
+        groups.setdefault(result.attempts, []).append(result.delivery_id)
+    return groups
+
+
+class MaildirPool:
+    """A pool of one instant "connection" that files messages into a Maildir."""
+
+    def __init__(self, path: str | Path, is_durable: Callable[[Hashable], bool]) -> None:
+        self.box = mailbox.Maildir(Path(path), create=True)
+        self.is_durable = is_durable
+        self._done: list[Completion] = []
+        self._previous: Hashable | None = None
+
+    def idle(self) -> int:
+        # The same bound as SMTP: the next message is filed once the last one is recorded.
+        return 1 if self._previous is None or self.is_durable(self._previous) else 0
+
+    def busy(self) -> int:
+        return 1 - self.idle()
+
+    def start(self, message: Outgoing) -> None:
+        envelope = f"Return-Path: <{message.mail_from}>\nDelivered-To: {message.recipient}\n".encode()
+        try:
+            data = message.data if isinstance(message.data, bytes) else b"".join(message.data)
+            self.box.add(envelope + data.replace(b"\r\n", b"\n"))
+        except OSError as exc:
+            error = SystemicDeliveryError(f"cannot write to Maildir {self.box._path}: {exc}", stage="data")
+            self._done.append(Completion(message.key, error=error))
+            return
+        self._previous = message.key
+        self._done.append(Completion(message.key, reply="250 stored"))
+
+    def poll(self, timeout: float) -> list[Completion]:
+        if not self._done and timeout > 0:
+            time.sleep(min(timeout, 0.05))
+        done, self._done = self._done, []
+        return done
+
+    def wake(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.box.close()
+
+
+__all__ = ["DeliveryRun", "MaildirPool", "Pool", "RunStats", "StoreError"]

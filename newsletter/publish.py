@@ -1,0 +1,456 @@
+"""The morning's flow for one date: prepare the edition once, then send it to everyone due.
+
+Every trigger (the scheduler, ``send --scheduled`` from cron, staff running ``send``) comes
+through ``send_edition``. Preparing is idempotent (one edition per date, articles assigned
+in the same transaction), and sending holds the edition's lock and works from the delivery
+log, so a second trigger, a crash or a restart can only resume, never start over.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from newsletter.clock import Clock
+from newsletter.config import Config
+from newsletter.delivery import DeliveryRun, MaildirPool, Personaliser, PoolFactory, RunStats
+from newsletter.editions import EditionPlan, Window, edition_date_due, local_date, plan_edition, window_for
+from newsletter.errors import UsageError
+from newsletter.message import EditionHeaders, MessageTemplate, Reader
+from newsletter.render import Branding, Links, Markers, RenderedEdition, build_environment, render_edition
+from newsletter.smtpmux import SMTPPool, check_reachable
+from newsletter.store import Store, worker_identity
+from newsletter.store import deliveries as log_
+from newsletter.store.locks import DatabaseLock, process_is_gone
+from newsletter.store.models import (
+    Article,
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+    Subscriber,
+    SubscriberStatus,
+)
+from newsletter.store.store import articles_in_window, edition_for, previous_edition
+from newsletter.tokens import UNSUBSCRIBE, Tokens
+from newsletter.transport import MaildirTransport, SMTPTransport, Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SendReport:
+    """What a send did, in words a person and a cron mail can read."""
+
+    day: date
+    outcome: str  # skipped | already-sent | sent | incomplete | interrupted | failed | dry-run
+    message: str
+    stats: RunStats | None = None
+    subject: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("skipped", "already-sent", "sent", "dry-run")
+
+
+# --- preparing -------------------------------------------------------------------------
+
+
+def branding(config: Config) -> Branding:
+    n = config.newsletter
+    return Branding(name=n.name, publication=n.publication, address=n.address)
+
+
+def links_for(config: Config, day: date) -> Links:
+    base = config.web.base_url
+    return Links(view_in_browser=f"{base}/editions/{day.isoformat()}", subscribe=f"{base}/subscribe")
+
+
+def resolve_day(config: Config, clock: Clock, day: date | None) -> date:
+    """No date means the edition most recently due: today's after its send time, else yesterday's."""
+    if day is not None:
+        return day
+    n = config.newsletter
+    return edition_date_due(clock.now(), n.send_time, n.zone)
+
+
+def _window(config: Config, clock: Clock, day: date, previous: Edition | None) -> Window:
+    n = config.newsletter
+    window = window_for(day, n.send_time, n.zone, previous.window_end if previous else None)
+    now = clock.now()
+    if window.end > now:
+        if day > local_date(now, n.zone):
+            raise UsageError(f"the edition for {day} is in the future; its articles are not written yet")
+        # Sent early by hand: cover up to now, and the next edition starts from here,
+        # so nothing published before the usual send time is lost.
+        window = Window(start=window.start, end=now)
+    return window
+
+
+def plan_for(config: Config, store: Store, clock: Clock, day: date) -> tuple[EditionPlan, list[Article]]:
+    """Select and lay out an edition without writing anything."""
+    with store.session() as session:
+        window = _window(config, clock, day, previous_edition(session, day))
+        articles = list(articles_in_window(session, window.start, window.end))
+    n = config.newsletter
+    plan = plan_edition(day, window, articles, n.subject, name=n.name, publication=n.publication)
+    return plan, articles
+
+
+def render_plan(config: Config, plan: EditionPlan, nonce: str) -> RenderedEdition:
+    env = build_environment(config.newsletter.templates or None)
+    return render_edition(plan, branding(config), links_for(config, plan.date), nonce, env)
+
+
+def prepare_edition(config: Config, store: Store, clock: Clock, day: date) -> Edition:
+    """The edition for ``day``, created (selected, rendered, articles claimed) if it does not exist."""
+    with store.session() as session:
+        existing = edition_for(session, day)
+    if existing is not None:
+        return existing
+    plan, articles = plan_for(config, store, clock, day)
+    nonce = secrets.token_hex(8)
+    empty = plan.is_empty and not config.newsletter.send_when_empty
+    rendered = None if empty else render_plan(config, plan, nonce)
+    now = clock.now()
+    edition = Edition(
+        date=day,
+        window_start=plan.window.start,
+        window_end=plan.window.end,
+        subject=plan.subject,
+        status=EditionStatus.SKIPPED if empty else EditionStatus.READY,
+        html=rendered.html if rendered else "",
+        text=rendered.text if rendered else "",
+        web_html=rendered.web_html if rendered else "",
+        nonce=nonce,
+        article_count=plan.story_count,
+        created_at=now,
+        finished_at=now if empty else None,
+    )
+    try:
+        with store.session() as session:
+            session.add(edition)
+            session.flush()
+            ids = [a.id for a in articles]
+            if ids:
+                # Only still-unassigned articles: if another process took one first, the
+                # row count tells, and the unique date makes one of us roll back anyway.
+                session.execute(
+                    update(Article)
+                    .where(Article.id.in_(ids), Article.edition_id.is_(None))
+                    .values(edition_id=edition.id)
+                )
+    except IntegrityError:
+        with store.session() as session:
+            existing = edition_for(session, day)
+        if existing is None:
+            raise
+        return existing
+    log.info(
+        "edition %s prepared: %d articles, window %s to %s%s",
+        day,
+        plan.story_count,
+        plan.window.start.isoformat(timespec="minutes"),
+        plan.window.end.isoformat(timespec="minutes"),
+        " (empty: skipped)" if empty else "",
+    )
+    return edition
+
+
+# --- personalising ---------------------------------------------------------------------
+
+
+def edition_headers(config: Config, subject: str) -> EditionHeaders:
+    return EditionHeaders(
+        subject=subject,
+        from_name=config.from_name,
+        from_address=config.sender.from_address,
+        reply_to=config.sender.reply_to,
+        list_id=config.list_id,
+        list_name=config.newsletter.name,
+        envelope_from=config.sender.envelope_from,
+    )
+
+
+def compile_template(config: Config, edition: Edition, subject: str | None = None) -> MessageTemplate:
+    rendered = RenderedEdition(
+        html=edition.html, text=edition.text, web_html=edition.web_html, markers=Markers.for_nonce(edition.nonce)
+    )
+    return MessageTemplate.compile(rendered, edition_headers(config, subject or edition.subject))
+
+
+def unsubscribe_mailbox(config: Config) -> str:
+    return config.sender.unsubscribe_address or config.sender.from_address
+
+
+def message_id_parts(config: Config, edition: Edition) -> tuple[str, str]:
+    """Message-ID = prefix + delivery id + suffix: stable per delivery, unique across installations.
+
+    A copy resent after a crash carries the same Message-ID, which many mailbox providers
+    use to drop the duplicate.
+    """
+    return f"<{edition.date:%Y%m%d}.", f".{edition.nonce}@{config.sender.domain}>"
+
+
+def personaliser(config: Config, edition: Edition, template: MessageTemplate, tokens: Tokens) -> Personaliser:
+    """Per reader: a signed token, two links, a Message-ID; everything else was done once."""
+    base = config.web.base_url
+    mailbox = unsubscribe_mailbox(config)
+    prefix, suffix = message_id_parts(config, edition)
+
+    def personalise(work: log_.Work, now: datetime) -> list[bytes]:
+        token = tokens.make(UNSUBSCRIBE, work.subscriber_id, work.email)
+        reader = Reader(
+            email=work.email,
+            name=work.name,
+            unsubscribe_url=f"{base}/unsubscribe/{token}",
+            unsubscribe_mailto=f"mailto:{mailbox}?subject=unsubscribe%20{token}",
+            message_id=f"{prefix}{work.delivery_id}{suffix}",
+        )
+        return template.render_parts(reader, now)
+
+    return personalise
+
+
+def transport_factory(config: Config) -> Callable[[], Transport]:
+    """One blocking connection at a time: for single messages (test copies, confirmations)."""
+    if config.delivery.transport == "maildir":
+        path = Path(config.delivery.maildir)
+        return lambda: MaildirTransport(path)
+    return lambda: SMTPTransport(config.smtp)
+
+
+def pool_factory(config: Config) -> PoolFactory:
+    """The connections a bulk send uses: ``smtp.connections`` SMTP sessions, or a Maildir."""
+    if config.delivery.transport == "maildir":
+        path = Path(config.delivery.maildir)
+        return lambda is_durable: MaildirPool(path, is_durable)
+    return lambda is_durable: SMTPPool(config.smtp, config.smtp.connections, is_durable)
+
+
+# --- sending ---------------------------------------------------------------------------
+
+
+def _release_dead_claims(store: Store, edition_id: int, clock: Clock, retry_deferred: bool) -> None:
+    with store.engine.begin() as conn:
+        dead = [h for h in log_.claim_holders(conn, edition_id) if process_is_gone(h)]
+        log_.release_dead_claims(conn, edition_id, dead)
+        now = clock.now()
+        log_.recover(conn, edition_id, now, deferred_due=True)
+        if retry_deferred:
+            conn.execute(
+                update(Delivery)
+                .where(Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.DEFERRED)
+                .values(status=DeliveryStatus.PENDING, next_attempt_at=None)
+            )
+
+
+def _give_up_stale(config: Config, store: Store, clock: Clock, edition: Edition) -> None:
+    """Yesterday's news is not worth retrying for ever: old deferrals become failures."""
+    if clock.now() - edition.window_end < timedelta(hours=config.delivery.give_up_hours):
+        return
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(Delivery)
+            .where(Delivery.edition_id == edition.id, Delivery.status == DeliveryStatus.DEFERRED)
+            .values(status=DeliveryStatus.FAILED, last_error="gave up: " + Delivery.last_error)
+        )
+
+
+def finish_edition(store: Store, edition_id: int, clock: Clock) -> dict[DeliveryStatus, int]:
+    """Store the counts, and mark the edition sent once nothing is open any more."""
+    with store.engine.begin() as conn:
+        counts = log_.status_counts(conn, edition_id)
+        log_.store_counts(conn, edition_id, counts)
+        if not any(counts[s] for s in log_.OPEN_STATUSES):
+            conn.execute(
+                update(Edition)
+                .where(Edition.id == edition_id, Edition.status == EditionStatus.SENDING)
+                .values(status=EditionStatus.SENT, finished_at=clock.now())
+            )
+    return counts
+
+
+def send_edition(
+    config: Config,
+    store: Store,
+    clock: Clock,
+    tokens: Tokens,
+    *,
+    day: date | None = None,
+    dry_run: bool = False,
+    retry_deferred: bool = True,
+    pools: PoolFactory | None = None,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[RunStats], None] | None = None,
+) -> SendReport:
+    """Prepare the edition for ``day`` and send it to every active subscriber not yet served."""
+    day = resolve_day(config, clock, day)
+    if dry_run:
+        return _dry_run(config, store, clock, day)
+    edition = prepare_edition(config, store, clock, day)
+    if edition.status == EditionStatus.SKIPPED:
+        return SendReport(
+            day, "skipped", f"no articles for the edition of {day}: nothing sent", subject=edition.subject
+        )
+    if edition.status == EditionStatus.SENT:
+        return SendReport(
+            day,
+            "already-sent",
+            f"the edition of {day} was already sent to {edition.sent_count} readers; nothing to do",
+            subject=edition.subject,
+        )
+    if pools is None and config.delivery.transport == "smtp":
+        check_reachable(config.smtp)  # unreachable or bad credentials: say so before claiming anything
+    worker = worker_identity()
+    with DatabaseLock(store, f"edition:{day.isoformat()}", clock):
+        edition = _start(store, edition.id, clock)
+        _give_up_stale(config, store, clock, edition)
+        _release_dead_claims(store, edition.id, clock, retry_deferred)
+        template = compile_template(config, edition)
+        run = DeliveryRun(
+            store,
+            edition.id,
+            personaliser(config, edition, template, tokens),
+            pools or pool_factory(config),
+            template.headers.mail_from,
+            clock,
+            config.delivery,
+            max_per_second=config.smtp.max_per_second,
+            worker=worker,
+            stop=stop,
+            on_progress=on_progress,
+            message_id=message_id_parts(config, edition),
+        )
+        stats = run.run()
+        counts = finish_edition(store, edition.id, clock)
+    return _report(day, edition.subject, stats, counts)
+
+
+def _start(store: Store, edition_id: int, clock: Clock) -> Edition:
+    """Create the delivery rows once (resumably) and mark the edition as sending."""
+    with store.session() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        needs_enqueue = edition.enqueued_at is None
+    if needs_enqueue:
+        log_.enqueue(store.engine, edition_id)
+        with store.session() as session:
+            session.execute(
+                update(Edition)
+                .where(Edition.id == edition_id)
+                .values(
+                    enqueued_at=clock.now(),
+                    started_at=clock.now(),
+                    status=EditionStatus.SENDING,
+                )
+            )
+    with store.session() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        return edition
+
+
+def _report(day: date, subject: str, stats: RunStats, counts: dict[DeliveryStatus, int]) -> SendReport:
+    open_now = sum(counts[s] for s in log_.OPEN_STATUSES)
+    summary = (
+        f"sent {stats.sent}, deferred {stats.deferred}, failed {stats.failed}, skipped {stats.skipped} "
+        f"in {stats.elapsed:.1f}s ({stats.rate:.0f} messages/s)"
+    )
+    if stats.error is not None:
+        return SendReport(
+            day,
+            "failed",
+            f"{stats.error}; {summary}; {open_now} still to send: run send again to resume",
+            stats,
+            subject,
+        )
+    if stats.interrupted:
+        return SendReport(
+            day,
+            "interrupted",
+            f"stopped: {summary}; {open_now} still to send: run send again to resume",
+            stats,
+            subject,
+        )
+    if open_now:
+        return SendReport(
+            day, "incomplete", f"{summary}; {open_now} deferred or in flight: send again later to retry", stats, subject
+        )
+    return SendReport(day, "sent", summary, stats, subject)
+
+
+def _dry_run(config: Config, store: Store, clock: Clock, day: date) -> SendReport:
+    with store.session() as session:
+        edition = edition_for(session, day)
+        active = session.scalar(
+            select(func.count()).select_from(Subscriber).where(Subscriber.status == SubscriberStatus.ACTIVE)
+        )
+    if edition is not None:
+        return SendReport(
+            day,
+            "dry-run",
+            f"the edition of {day} exists ({edition.status}): {edition.sent_count} sent, "
+            f"{edition.article_count} articles; {active} active subscribers",
+            subject=edition.subject,
+        )
+    plan, _ = plan_for(config, store, clock, day)
+    if plan.is_empty and not config.newsletter.send_when_empty:
+        return SendReport(day, "dry-run", f"no articles for {day}: the edition would be skipped", subject=plan.subject)
+    rendered = render_plan(config, plan, "dryrun")
+    return SendReport(
+        day,
+        "dry-run",
+        f"would send {plan.story_count} articles to {active} active subscribers; HTML {rendered.html_bytes // 1024} KB",
+        subject=plan.subject,
+    )
+
+
+def send_test_copy(
+    config: Config,
+    store: Store,
+    clock: Clock,
+    tokens: Tokens,
+    day: date | None,
+    address: str,
+    transport: Transport | None = None,
+) -> str:
+    """One copy to one address, for checking how it looks; nothing is recorded."""
+    day = resolve_day(config, clock, day)
+    with store.session() as session:
+        edition = edition_for(session, day)
+    if edition is None or edition.status == EditionStatus.SKIPPED:
+        plan, _ = plan_for(config, store, clock, day)
+        nonce = secrets.token_hex(8)
+        rendered = render_plan(config, plan, nonce)
+        edition = Edition(
+            date=day,
+            html=rendered.html,
+            text=rendered.text,
+            web_html=rendered.web_html,
+            nonce=nonce,
+            subject=plan.subject,
+        )
+    template = compile_template(config, edition, subject=f"[Test] {edition.subject}")
+    token = tokens.make(UNSUBSCRIBE, 0, address)
+    reader = Reader(
+        email=address,
+        name="",
+        unsubscribe_url=f"{config.web.base_url}/unsubscribe/{token}",
+        unsubscribe_mailto=f"mailto:{unsubscribe_mailbox(config)}?subject=unsubscribe",
+        message_id=f"<test.{secrets.token_hex(8)}@{config.sender.domain}>",
+    )
+    data = template.render(reader, clock.now())
+    sender = transport or transport_factory(config)()
+    try:
+        return sender.send(template.headers.mail_from, address, data)
+    finally:
+        sender.close()
