@@ -1,0 +1,330 @@
+"""Sending throughput and memory of the real pipeline, against the protocol floor.
+
+    python benchmarks/throughput.py                      # 100,000 subscribers, SQLite
+    python benchmarks/throughput.py -n 1000 -n 100000    # several list sizes in one run
+    python benchmarks/throughput.py --database-url postgresql+psycopg://postgres@127.0.0.1/bench
+
+For each list size it builds a fresh database with N active subscribers and a realistic
+edition (about 50 KB of HTML after CSS inlining), starts a local SMTP sink (Postfix's
+``smtp-sink`` when installed, else the bundled aiosmtpd sink, each in its own process),
+and runs in a child process, so its peak RSS is its own:
+
+* pipeline: ``newsletter.publish.send_edition``, the path ``newsletter send`` takes:
+  claim, personalise, SMTP, durable delivery log;
+* floor: the same number of pre-built messages through the same SMTP connection pool with
+  the same number of connections, with no database and no per-message work.
+
+Each is run ``--rounds`` times, alternating, and the medians are compared: on a shared
+machine single runs vary by a quarter or more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECTIONS = ["News", "Politics", "Business", "World", "Culture", "Sport", "Science", "Opinion"]
+WORDS = [
+    "council",
+    "harbour",
+    "bridge",
+    "budget",
+    "school",
+    "river",
+    "festival",
+    "market",
+    "station",
+    "library",
+    "hospital",
+    "ferry",
+    "election",
+    "museum",
+    "stadium",
+    "theatre",
+    "community",
+    "weather",
+    "report",
+    "review",
+    "season",
+    "quay",
+]
+
+
+def _config_text(directory: Path, port: int, database_url: str, connections: int) -> str:
+    return f"""
+[newsletter]
+publication = "The Example Gazette"
+address = "1 Quay Street, Portside PS1 2AB"
+[store]
+url = "{database_url or "sqlite:///" + str(directory / "bench.db")}"
+[smtp]
+host = "127.0.0.1"
+port = {port}
+security = "none"
+connections = {connections}
+[sender]
+from_address = "breakfast@news.example.com"
+[web]
+base_url = "https://news.example.com/newsletter"
+secret_key = "benchmark-secret-key-benchmark-secret-key"
+"""
+
+
+def _seed(config_path: Path, subscribers: int, articles: int) -> None:
+    from sqlalchemy import delete, insert
+
+    from newsletter.articles import ArticleInput, upsert_article
+    from newsletter.clock import SystemClock
+    from newsletter.config import load_config
+    from newsletter.editions import cutoff
+    from newsletter.publish import resolve_day
+    from newsletter.store import Store
+    from newsletter.store.models import Article, Delivery, Edition, Subscriber, SubscriberStatus
+
+    config = load_config(config_path, environ={})
+    store = Store(config.store.url)
+    store.upgrade()
+    with store.engine.begin() as conn:  # a fresh database each time, also on PostgreSQL
+        for table in (Delivery, Article, Edition, Subscriber):
+            conn.execute(delete(table))
+    clock = SystemClock()
+    day = resolve_day(config, clock, None)
+    end = min(cutoff(day, config.newsletter.send_time, config.newsletter.zone), clock.now())
+    with store.session() as session:
+        for i in range(articles):
+            words = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(30)]
+            upsert_article(
+                session,
+                ArticleInput(
+                    guid=f"bench-{i}",
+                    url=f"https://news.example.com/2026/story-{i}",
+                    title=" ".join(words[:9]).capitalize() + f" — part {i}",
+                    standfirst=" ".join(words).capitalize() + ".",
+                    section=SECTIONS[i % len(SECTIONS)],
+                    author="Zoë O’Brien",
+                    image_url="https://news.example.com/images/lead.jpg" if i == 0 else "",
+                    image_caption="The harbour at dawn." if i == 0 else "",
+                    published_at=end - timedelta(minutes=10 + i * 20),
+                ),
+                clock,
+            )
+    now = clock.now()
+    rows = []
+    for i in range(subscribers):
+        rows.append(
+            {
+                "email": f"reader{i}@example.org",
+                "name": f"Reader {i}",
+                "status": SubscriberStatus.ACTIVE,
+                "source": "bench",
+                "created_at": now,
+                "updated_at": now,
+                "confirmed_at": now,
+            }
+        )
+        if len(rows) == 10_000 or i == subscribers - 1:
+            with store.engine.begin() as conn:
+                conn.execute(insert(Subscriber), rows)
+            rows = []
+    store.dispose()
+
+
+def _child_pipeline(config_path: str) -> dict[str, float]:
+    from newsletter.clock import SystemClock
+    from newsletter.config import load_config
+    from newsletter.publish import prepare_edition, resolve_day, send_edition
+    from newsletter.store import Store
+    from newsletter.tokens import Tokens
+
+    config = load_config(config_path, environ={})
+    store = Store(config.store.url)
+    clock = SystemClock()
+    edition = prepare_edition(config, store, clock, resolve_day(config, clock, None))  # render: not timed
+    started = time.perf_counter()
+    report = send_edition(config, store, clock, Tokens(config.web.secret_key, clock))
+    elapsed = time.perf_counter() - started
+    assert report.stats is not None and report.outcome == "sent", report.message
+    return {"sent": report.stats.sent, "seconds": elapsed, "html_bytes": len(edition.html.encode())}
+
+
+def _child_floor(config_path: str, count: int) -> dict[str, float]:
+    from newsletter.clock import SystemClock
+    from newsletter.config import load_config
+    from newsletter.publish import compile_template, personaliser, resolve_day
+    from newsletter.smtpmux import Outgoing, SMTPPool
+    from newsletter.store import Store
+    from newsletter.store.deliveries import Work
+    from newsletter.store.store import edition_for
+    from newsletter.tokens import Tokens
+
+    config = load_config(config_path, environ={})
+    store = Store(config.store.url)
+    clock = SystemClock()
+    with store.session() as session:
+        edition = edition_for(session, resolve_day(config, clock, None))
+    template = compile_template(config, edition)
+    personalise = personaliser(config, edition, template, Tokens(config.web.secret_key, clock))
+    message = b"".join(personalise(Work(1, 1, "reader1@example.org", "Reader 1", 0), clock.now()))
+    store.dispose()
+    pool = SMTPPool(config.smtp, config.smtp.connections, lambda _key: True)
+    started = time.perf_counter()
+    queued, finished = 0, 0
+    while finished < count:
+        while queued < count and pool.idle():
+            pool.start(Outgoing(queued, template.headers.mail_from, f"reader{queued}@example.org", message))
+            queued += 1
+        for completion in pool.poll(0.2):
+            if completion.error is not None:
+                raise SystemExit(f"floor: {completion.error}")
+            finished += 1
+    elapsed = time.perf_counter() - started
+    pool.close()
+    return {"sent": count, "seconds": elapsed, "message_bytes": len(message)}
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM, this process's own peak (ru_maxrss can carry the parent's over fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_sends(config_path: Path) -> None:
+    """Forget an earlier run's deliveries so the next pipeline run sends the whole list again."""
+    from sqlalchemy import delete, update
+
+    from newsletter.config import load_config
+    from newsletter.store import Store
+    from newsletter.store.models import Delivery, Edition, EditionStatus
+
+    store = Store(load_config(config_path, environ={}).store.url)
+    with store.engine.begin() as conn:
+        conn.execute(delete(Delivery))
+        conn.execute(update(Edition).values(status=EditionStatus.READY, enqueued_at=None, finished_at=None))
+    store.dispose()
+
+
+def _run_child(mode: str, *args: str) -> tuple[dict[str, float], float]:
+    """Run one measurement in a fresh interpreter; returns its result and its peak RSS in MB."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, *args], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result, result.pop("peak_rss_mb")
+
+
+def _start_sink(port: int, prefer_postfix: bool) -> tuple[subprocess.Popen[bytes], str]:
+    smtp_sink = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else "")
+    if prefer_postfix and smtp_sink:
+        cmd = [smtp_sink]
+        if os.geteuid() == 0:
+            cmd += ["-u", "postfix"]
+        sink = subprocess.Popen([*cmd, f"127.0.0.1:{port}", "1024"], stderr=subprocess.PIPE)
+        name = "Postfix smtp-sink"
+    else:
+        sink = subprocess.Popen(
+            [sys.executable, "-m", "newsletter.sink", "--port", str(port)], stdout=subprocess.PIPE, cwd=ROOT
+        )
+        assert sink.stdout is not None
+        sink.stdout.readline()
+        name = "aiosmtpd sink (newsletter.sink)"
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return sink, name
+        time.sleep(0.05)
+    sink.kill()
+    raise SystemExit("the SMTP sink did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--subscribers", type=int, action="append", help="list size (repeatable)")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--articles", type=int, default=36, help="stories in the edition (36: about 50 KB HTML)")
+    parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
+    parser.add_argument("--rounds", type=int, default=3, help="pipeline and floor runs per size (median shown)")
+    parser.add_argument("--aiosmtpd", action="store_true", help="use the bundled sink even if smtp-sink exists")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        mode, *rest = args.child
+        result = _child_pipeline(rest[0]) if mode == "pipeline" else _child_floor(rest[0], int(rest[1]))
+        result["peak_rss_mb"] = _peak_rss_mb()
+        print(json.dumps(result))
+        return
+
+    from newsletter.sink import free_port
+
+    sizes = args.subscribers or [100_000]
+    port = free_port()
+    sink, sink_name = _start_sink(port, prefer_postfix=not args.aiosmtpd)
+    print(
+        f"sink: {sink_name} on 127.0.0.1:{port}; {args.connections} connections; "
+        f"database: {args.database_url or 'SQLite (fresh file)'}"
+    )
+    print(
+        f"{'subscribers':>11}  {'pipeline msg/s':>14}  {'floor msg/s':>11}  {'ratio':>6}  "
+        f"{'peak RSS pipeline':>17}  {'peak RSS floor':>14}  {'HTML KB':>7}  {'message KB':>10}"
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="newsletter-bench-") as tmp:
+            directory = Path(tmp)
+            config_path = directory / "newsletter.toml"
+            config_path.write_text(_config_text(directory, port, args.database_url, args.connections))
+            for n in sizes:
+                (directory / "bench.db").unlink(missing_ok=True)
+                _seed(config_path, n, args.articles)
+                rates, floors, rss, floor_rss = [], [], 0.0, 0.0
+                for round_ in range(args.rounds):
+                    if round_:
+                        _reset_sends(config_path)
+                    pipeline, peak = _run_child("pipeline", str(config_path))
+                    rates.append(pipeline["sent"] / pipeline["seconds"])
+                    rss = max(rss, peak)
+                    floor, peak = _run_child("floor", str(config_path), str(n))
+                    floors.append(floor["sent"] / floor["seconds"])
+                    floor_rss = max(floor_rss, peak)
+                rate, floor_rate = statistics.median(rates), statistics.median(floors)
+                print(
+                    f"{n:>11,}  {rate:>14,.0f}  {floor_rate:>11,.0f}  {rate / floor_rate:>6.0%}  "
+                    f"{rss:>14.1f} MB  {floor_rss:>11.1f} MB  {pipeline['html_bytes'] / 1024:>7.1f}  "
+                    f"{floor['message_bytes'] / 1024:>10.1f}",
+                    flush=True,
+                )
+                if args.rounds > 1:
+                    print(
+                        f"{'':>11}  rounds: pipeline {', '.join(f'{r:,.0f}' for r in rates)}; "
+                        f"floor {', '.join(f'{r:,.0f}' for r in floors)}",
+                        flush=True,
+                    )
+    finally:
+        sink.send_signal(signal.SIGTERM)
+        try:
+            sink.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sink.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,551 @@
+"""The ``newsletter`` command: each subcommand builds its collaborators and calls one function.
+
+Configuration is loaded once per invocation, lazily, so ``init``, ``demo`` and ``--help``
+work before any config exists. Every ``NewsletterError`` becomes one line on stderr and an
+exit code (2 for configuration and usage problems, 1 otherwise); nobody sees a traceback
+for bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+
+from newsletter import __version__
+from newsletter.articles import ArticleInput, upsert_article
+from newsletter.clock import SystemClock
+from newsletter.config import Config, load_config
+from newsletter.delivery import RunStats
+from newsletter.errors import NewsletterError, UsageError
+from newsletter.render import GMAIL_CLIP_BYTES, Markers, fill_markers
+from newsletter.store import Store
+from newsletter.store import deliveries as log_
+from newsletter.store.models import EditionStatus, SubscriberStatus
+from newsletter.store.store import count_subscribers, edition_for, list_articles, list_editions, list_subscribers
+from newsletter.subscribers import add_subscriber
+from newsletter.tokens import Tokens
+
+log = logging.getLogger("newsletter")
+
+
+class App:
+    """What a command may need, each built on first use from the one configuration."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self.clock = SystemClock()
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    @cached_property
+    def store(self) -> Store:
+        store = Store(self.config.store.url)
+        store.check_schema()
+        return store
+
+    @cached_property
+    def tokens(self) -> Tokens:
+        return Tokens(self.config.require_secret_key(), self.clock)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+class DateType(click.ParamType):
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
+        if isinstance(value, date):
+            return value
+        try:
+            return date.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a date like 2026-11-24", param, ctx)
+
+
+DATE = DateType()
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+    root = logging.getLogger("newsletter")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    root.propagate = False
+
+
+class _Group(click.Group):
+    """Turns a ``NewsletterError`` anywhere below into one line and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NewsletterError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Configuration file (default: $NEWSLETTER_CONFIG, then ./newsletter.toml).",
+)
+@click.option("-v", "--verbose", count=True, help="Log more (-v: each step, -vv: debug).")
+@click.version_option(__version__, prog_name="newsletter")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """Breakfast in red: collect the day's articles, render one edition and send it to every reader.
+
+    \b
+    Start here:
+      newsletter demo                 a whole morning on this machine, nothing to set up
+      newsletter init                 write ./newsletter.toml and create the database
+    """
+    _setup_logging(verbose)
+    ctx.obj = App(config_path)
+
+
+# --- set-up -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to write newsletter.toml.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing newsletter.toml.")
+def init(directory: Path, force: bool) -> None:
+    """Write a starter newsletter.toml (with a fresh secret key) and create the database.
+
+    \b
+    Example:
+      newsletter init && $EDITOR newsletter.toml
+    """
+    path = directory / "newsletter.toml"
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists; edit it, or pass --force to start again")
+    directory.mkdir(parents=True, exist_ok=True)
+    example = resources.files("newsletter").joinpath("config.example.toml").read_text(encoding="utf-8")
+    text = example.replace('secret_key = ""', f'secret_key = "{secrets.token_urlsafe(32)}"', 1)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+    config = load_config(path, environ={k: v for k, v in os.environ.items() if k != "NEWSLETTER_DATABASE_URL"})
+    store = Store(config.store.url)
+    revision = store.upgrade()
+    click.echo(f"wrote {path} (secret key inside: keep it private)")
+    click.echo(f"database {store.safe_url} is at schema {revision}")
+    click.echo("next: set publication, [smtp], [sender] and [web] base_url in it, then `newsletter send --dry-run`")
+
+
+@cli.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@pass_app
+def db_upgrade(app: App) -> None:
+    """Create the tables, or migrate them to this version's schema. Safe to run every time.
+
+    \b
+    Example:
+      newsletter db upgrade
+    """
+    store = Store(app.config.store.url)
+    revision = store.upgrade()
+    click.echo(f"database {store.safe_url} is at schema {revision}")
+
+
+# --- articles ---------------------------------------------------------------------------
+
+
+@cli.group()
+def articles() -> None:
+    """Add and list articles."""
+
+
+def _parse_published(value: str | None, app: App) -> datetime:
+    if not value:
+        return app.clock.now()
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(
+            f"--published {value!r}: expected a time like 2026-11-24T05:30 or 2026-11-24T05:30+00:00"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=app.config.newsletter.zone)
+
+
+@articles.command("add")
+@click.option("--title", required=True, help="Headline.")
+@click.option("--url", required=True, help="Link to the article on the site.")
+@click.option("--standfirst", default="", help="One or two sentences under the headline.")
+@click.option("--section", default="", help="Section, e.g. News or Sport.")
+@click.option("--author", default="", help="Byline.")
+@click.option("--image-url", default="", help="Picture for the lead story.")
+@click.option("--image-caption", default="", help="Caption of the picture.")
+@click.option("--published", help="Publication time (ISO 8601; no zone means the newsletter's). Default: now.")
+@click.option("--guid", help="Stable identifier (default: the URL). Adding the same guid again updates it.")
+@pass_app
+def articles_add(
+    app: App,
+    title: str,
+    url: str,
+    standfirst: str,
+    section: str,
+    author: str,
+    image_url: str,
+    image_caption: str,
+    published: str | None,
+    guid: str | None,
+) -> None:
+    """Add an article (or update the one with the same guid).
+
+    \b
+    Example:
+      newsletter articles add --title "Bridge reopens" --url https://news.example.com/bridge \\
+        --standfirst "Traffic flows again from Monday." --section News --published 2026-11-24T05:30
+    """
+    data = ArticleInput(
+        guid=guid or url,
+        url=url,
+        title=title.strip(),
+        standfirst=standfirst.strip(),
+        section=section.strip(),
+        author=author.strip(),
+        image_url=image_url,
+        image_caption=image_caption.strip(),
+        published_at=_parse_published(published, app),
+    )
+    with app.store.session() as session:
+        outcome = upsert_article(session, data, app.clock)
+    click.echo(f"{outcome}: {data.title}")
+
+
+@articles.command("list")
+@click.option("--limit", default=30, show_default=True, help="How many, newest first.")
+@pass_app
+def articles_list(app: App, limit: int) -> None:
+    """List the newest articles, with the edition each went into.
+
+    \b
+    Example:
+      newsletter articles list --limit 10
+    """
+    zone = app.config.newsletter.zone
+    with app.store.session() as session:
+        rows = list_articles(session, limit=limit)
+        lines = [
+            f"{a.published_at.astimezone(zone):%Y-%m-%d %H:%M}  "
+            f"{(a.edition.date.isoformat() if a.edition else 'unsent'):<10}  {a.section[:12]:<12}  {a.title}"
+            for a in rows
+        ]
+    if not lines:
+        click.echo("no articles yet: add one with `newsletter articles add`")
+    for line in lines:
+        click.echo(line)
+
+
+# --- subscribers ------------------------------------------------------------------------
+
+
+@cli.group()
+def subscribers() -> None:
+    """Add and list subscribers."""
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="The reader's name, used in the greeting.")
+@click.option("--pending", is_flag=True, help="Add as pending (not sent to until confirmed).")
+@click.option("--force", is_flag=True, help="Re-activate someone who unsubscribed or bounced.")
+@pass_app
+def subscribers_add(app: App, email: str, name: str, pending: bool, force: bool) -> None:
+    """Add a subscriber; an address already on the list is left as it is unless --force.
+
+    \b
+    Example:
+      newsletter subscribers add ana@example.org --name "Ana García"
+    """
+    status = SubscriberStatus.PENDING if pending else SubscriberStatus.ACTIVE
+    with app.store.session() as session:
+        result = add_subscriber(session, email, app.clock, name=name, status=status, force=force)
+        subscriber = result.subscriber
+        line = f"{'added' if result.created else 'already listed'}: {subscriber.email} ({subscriber.status})"
+    click.echo(line)
+
+
+@subscribers.command("list")
+@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]), help="Only this status.")
+@click.option("--search", default="", help="Text in the address or name.")
+@click.option("--limit", default=100, show_default=True, help="How many to show.")
+@pass_app
+def subscribers_list(app: App, status: str | None, search: str, limit: int) -> None:
+    """List subscribers, oldest first, with counts by status.
+
+    \b
+    Example:
+      newsletter subscribers list --status active --search example.org
+    """
+    with app.store.session() as session:
+        rows = list_subscribers(
+            session, status=SubscriberStatus(status) if status else None, search=search, limit=limit
+        )
+        lines = [f"{s.id:>7}  {s.status:<12}  {s.email}  {s.name}" for s in rows]
+        counts = count_subscribers(session)
+    for line in lines:
+        click.echo(line)
+    click.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+# --- editions ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--date", "day", type=DATE, help="Edition date (default: the edition due now).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("preview.html"),
+    show_default=True,
+    help="Where to write the HTML.",
+)
+@click.option("--text", is_flag=True, help="Write the plain-text part instead.")
+@pass_app
+def preview(app: App, day: date | None, out: Path, text: bool) -> None:
+    """Render an edition to a file to look at in a browser; nothing is sent or recorded.
+
+    \b
+    Example:
+      newsletter preview --date 2026-11-24 --out /tmp/edition.html
+    """
+    from newsletter.publish import plan_for, render_plan, resolve_day
+
+    day = resolve_day(app.config, app.clock, day)
+    with app.store.session() as session:
+        edition = edition_for(session, day)
+    if edition is not None and edition.html:
+        html, plain, markers = edition.html, edition.text, Markers.for_nonce(edition.nonce)
+        note = f"edition of {day} ({edition.status})"
+    else:
+        plan, _ = plan_for(app.config, app.store, app.clock, day)
+        rendered = render_plan(app.config, plan, "preview")
+        html, plain, markers = rendered.html, rendered.text, rendered.markers
+        note = f"edition of {day} as it would be now: {plan.story_count} articles"
+    sample = {"greeting": "Good morning, Ana", "unsubscribe_url": f"{app.config.web.base_url}/unsubscribe/PREVIEW"}
+    content = fill_markers(plain, markers, escape=False, **sample) if text else fill_markers(html, markers, **sample)
+    out.write_text(content, encoding="utf-8")
+    size = len(html.encode())
+    click.echo(f"wrote {out} ({note}; HTML {size / 1024:.1f} KB)")
+    if size > GMAIL_CLIP_BYTES:
+        click.echo("warning: the HTML is over 100 KB; Gmail will clip it and hide the footer", err=True)
+
+
+class _Progress:
+    """A progress bar with rate and ETA on a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+        self._shown = 0
+
+    def __call__(self, stats: RunStats) -> None:
+        if not self.enabled or not stats.to_send:
+            return
+        if self._bar is None:
+            self._bar = click.progressbar(
+                length=stats.to_send,
+                label="sending",
+                show_pos=True,
+                show_eta=True,
+                item_show_func=lambda s: s,
+                file=sys.stderr,
+            )
+            self._bar.__enter__()
+        done = stats.done + stats.released
+        self._bar.update(max(0, done - self._shown), f"{stats.rate:.0f} msg/s")
+        self._shown = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+@contextmanager
+def _graceful_stop() -> Iterator[threading.Event]:
+    """First SIGINT/SIGTERM: finish what is in flight and record it. A second: stop at once."""
+    stop = threading.Event()
+    previous: dict[int, Any] = {}
+
+    def handle(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo(
+            f"\n{signal.Signals(signum).name}: finishing messages in flight, then stopping (again to stop at once)",
+            err=True,
+        )
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handle)
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@cli.command()
+@click.option("--date", "day", type=DATE, help="Edition date (default: the edition due now).")
+@click.option("--dry-run", is_flag=True, help="Say what would be sent; send and record nothing.")
+@click.option("--to", "to_address", metavar="ADDRESS", help="Send one test copy to ADDRESS only; record nothing.")
+@pass_app
+def send(app: App, day: date | None, dry_run: bool, to_address: str | None) -> None:
+    """Prepare the edition and send it to every active subscriber who has not had it yet.
+
+    Running it again resumes: nobody who already has the edition gets it twice.
+
+    \b
+    Examples:
+      newsletter send --dry-run
+      newsletter send --to me@example.org
+      newsletter send --date 2026-11-24
+    """
+    from newsletter.publish import send_edition, send_test_copy
+    from newsletter.subscribers import normalise_email
+
+    if to_address:
+        address = normalise_email(to_address)
+        reply = send_test_copy(app.config, app.store, app.clock, app.tokens, day, address)
+        click.echo(f"test copy sent to {address}: {reply}")
+        return
+    progress = _Progress(enabled=sys.stderr.isatty() and not dry_run)
+    with _graceful_stop() as stop:
+        try:
+            report = send_edition(
+                app.config, app.store, app.clock, app.tokens, day=day, dry_run=dry_run, stop=stop, on_progress=progress
+            )
+        finally:
+            progress.close()
+    click.echo(f"{report.day}: {report.message}")
+    if report.outcome == "interrupted":
+        sys.exit(130)
+    if not report.ok and report.outcome != "incomplete":
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--date", "day", type=DATE, help="Show one edition in detail.")
+@click.option("--limit", default=7, show_default=True, help="How many recent editions.")
+@pass_app
+def status(app: App, day: date | None, limit: int) -> None:
+    """Show recent editions with their delivery counts, and the latest errors.
+
+    \b
+    Example:
+      newsletter status --date 2026-11-24
+    """
+    with app.store.session() as session:
+        editions = [edition_for(session, day)] if day else list(list_editions(session, limit))
+        subs = count_subscribers(session)
+    editions = [e for e in editions if e is not None]
+    if not editions:
+        click.echo(f"no edition for {day}" if day else "no editions yet")
+    for edition in editions:
+        with app.store.engine.connect() as conn:
+            counts = log_.status_counts(conn, edition.id)
+            errors = log_.recent_errors(conn, edition.id, limit=5 if day else 2)
+        total = sum(counts.values())
+        detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no deliveries"
+        click.echo(
+            f"{edition.date}  {edition.status:<8} {edition.article_count:>3} articles  {total:>7} readers: "
+            f"{detail}  — {edition.subject}"
+        )
+        if edition.status == EditionStatus.SENDING:
+            click.echo(f"            still open: `newsletter send --date {edition.date}` resumes it")
+        for email, state, error in errors:
+            click.echo(f"            {state}: {email}: {error}")
+    click.echo("subscribers: " + ", ".join(f"{n} {s}" for s, n in subs.items()))
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("newsletter-demo"),
+    show_default=True,
+    help="Where to put the demo's files.",
+)
+@click.option(
+    "--subscribers",
+    "count",
+    type=click.IntRange(0, 10_000_000),
+    default=1000,
+    show_default=True,
+    help="How many readers to send to.",
+)
+def demo(directory: Path, count: int) -> None:
+    """Send a real edition over real SMTP to a built-in local server, and show where to look.
+
+    Creates DIR with a config, a SQLite database of sample articles and readers, runs an
+    SMTP server on 127.0.0.1 that stores every message it receives in DIR/outbox, and
+    sends today's edition through the same pipeline production uses.
+
+    \b
+    Example:
+      newsletter demo --subscribers 10000
+    """
+    from newsletter.demo import run_demo
+
+    click.echo(f"demo in {directory.resolve()}: {count} subscribers, local SMTP server on 127.0.0.1")
+    progress = _Progress(enabled=sys.stderr.isatty())
+    try:
+        result = run_demo(directory, count, SystemClock(), on_progress=progress)
+    finally:
+        progress.close()
+    report, stats = result.report, result.report.stats
+    click.echo(f"{report.day}: {report.message}")
+    if stats is not None:
+        click.echo(f"messages sent:      {stats.sent}")
+        click.echo(f"elapsed:            {stats.elapsed:.2f} s")
+        click.echo(f"messages/second:    {stats.rate:.0f}")
+    click.echo(f"delivered to outbox: {result.delivered} messages in {result.outbox}/new")
+    click.echo(f"preview of the edition: {result.preview}")
+    click.echo(f'read one message:   less "$(ls -d {result.outbox}/new/* | head -n 1)"')
+    click.echo(f"its configuration:  {result.config_path}")
+    if not report.ok:
+        sys.exit(1)
+
+
+# --- entry point ------------------------------------------------------------------------
+
+
+def main() -> None:
+    cli(prog_name="newsletter")

@@ -1,0 +1,250 @@
+"""``newsletter demo``: a realistic morning, end to end, without leaving this machine.
+
+It writes a config, seeds a SQLite database with a morning's articles and N subscribers,
+starts the bundled SMTP sink in its own process (storing into ``DIR/outbox``, a Maildir),
+and sends the edition through the same path production uses: real SMTP, real delivery log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from newsletter.articles import ArticleInput, upsert_article
+from newsletter.clock import Clock
+from newsletter.config import Config, load_config
+from newsletter.delivery import RunStats
+from newsletter.editions import cutoff
+from newsletter.errors import NewsletterError, UsageError
+from newsletter.publish import SendReport, resolve_day, send_edition
+from newsletter.render import Markers, fill_markers
+from newsletter.sink import free_port
+from newsletter.store import Store
+from newsletter.store.models import Subscriber, SubscriberStatus
+from newsletter.store.store import edition_for
+from newsletter.tokens import Tokens
+
+MARKER_FILE = ".newsletter-demo"
+DEMO_FILES = ("newsletter.toml", "demo.db", "demo.db-wal", "demo.db-shm", "preview.html", "sink.log")
+
+FIRST_NAMES = [
+    "Ana",
+    "Zoë",
+    "Siobhán",
+    "Mohammed",
+    "Chloé",
+    "Łukasz",
+    "Priya",
+    "Kwame",
+    "Mei",
+    "Jürgen",
+    "Aoife",
+    "José",
+    "Nguyễn",
+    "Olamide",
+    "Ingrid",
+    "Rhys",
+    "Fatima",
+    "Tomás",
+    "Yuki",
+    "Eilidh",
+    "Dmitri",
+    "Amara",
+    "Björn",
+    "",
+]
+SURNAMES = [
+    "Smith",
+    "O’Brien",
+    "Kowalski",
+    "Okafor",
+    "Müller",
+    "Nakamura",
+    "García",
+    "Patel",
+    "Ní Bhriain",
+    "Jones",
+    "Haddad",
+    "Sørensen",
+    "Brennan",
+    "Adeyemi",
+    "Dubois",
+    "MacLeod",
+    "Novák",
+    "Chen",
+    "Evans",
+    "Rossi",
+]
+DOMAINS = ["example.org", "example.net", "example.com"]
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    report: SendReport
+    delivered: int
+    outbox: Path
+    preview: Path
+    config_path: Path
+
+
+def _ascii(text: str) -> str:
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    return "".join(c for c in plain if c.isalnum()) or "reader"
+
+
+def _prepare_directory(directory: Path) -> None:
+    """Only ever deletes what an earlier demo made there."""
+    if directory.exists() and any(directory.iterdir()) and not (directory / MARKER_FILE).exists():
+        raise UsageError(f"{directory} exists and was not made by `newsletter demo`; choose another --dir")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MARKER_FILE).write_text("made by `newsletter demo`; safe to delete\n")
+    for name in DEMO_FILES:
+        (directory / name).unlink(missing_ok=True)
+    shutil.rmtree(directory / "outbox", ignore_errors=True)
+
+
+def _write_config(directory: Path, port: int) -> Path:
+    path = directory / "newsletter.toml"
+    path.write_text(
+        f"""# Written by `newsletter demo`; rewritten on every run.
+[newsletter]
+name = "Breakfast in red"
+publication = "The Example Gazette"
+timezone = "Europe/London"
+send_time = "06:00"
+address = "The Example Gazette, 1 Quay Street, Portside PS1 2AB"
+
+[store]
+url = "sqlite:///demo.db"
+
+[smtp]
+host = "127.0.0.1"
+port = {port}
+security = "none"
+connections = 4
+
+[sender]
+from_address = "breakfast@news.example.com"
+from_name = "Breakfast in red"
+reply_to = "newsdesk@news.example.com"
+
+[web]
+base_url = "https://news.example.com/newsletter"
+secret_key = "{secrets.token_urlsafe(32)}"
+""",
+        encoding="utf-8",
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _start_sink(directory: Path, port: int) -> subprocess.Popen[str]:
+    log = (directory / "sink.log").open("w")
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "newsletter.sink", "--port", str(port), "--maildir", str(directory / "outbox")],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    assert sink.stdout is not None
+    line = sink.stdout.readline()
+    if not line.startswith("ready"):
+        sink.kill()
+        raise NewsletterError(f"the demo SMTP server did not start; see {directory / 'sink.log'}")
+    return sink
+
+
+def _stop_sink(sink: subprocess.Popen[str]) -> None:
+    sink.terminate()
+    try:
+        sink.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        sink.kill()
+        sink.communicate()
+
+
+def seed(config: Config, store: Store, clock: Clock, subscribers: int) -> None:
+    """A morning's articles ending just before the edition's cutoff, and N readers."""
+    day = resolve_day(config, clock, None)
+    end = min(cutoff(day, config.newsletter.send_time, config.newsletter.zone), clock.now())
+    items = json.loads(resources.files("newsletter").joinpath("demo_articles.json").read_text(encoding="utf-8"))
+    with store.session() as session:
+        for item in items:
+            hours = item.pop("hours_before_cutoff")
+            guid = item.pop("guid")
+            upsert_article(
+                session,
+                ArticleInput(
+                    guid=f"https://news.example.com/{guid}",
+                    url=f"https://news.example.com/{guid}",
+                    published_at=end - timedelta(hours=hours),
+                    **item,
+                ),
+                clock,
+            )
+    now = clock.now()
+    rows = []
+    for i in range(subscribers):
+        first, last = FIRST_NAMES[i % len(FIRST_NAMES)], SURNAMES[(i // len(FIRST_NAMES)) % len(SURNAMES)]
+        email = f"{_ascii(first)}.{_ascii(last)}.{i + 1}@{DOMAINS[i % len(DOMAINS)]}"
+        rows.append(
+            {
+                "email": email,
+                "name": f"{first} {last}".strip(),
+                "status": SubscriberStatus.ACTIVE,
+                "source": "demo",
+                "created_at": now,
+                "updated_at": now,
+                "confirmed_at": now,
+            }
+        )
+        if len(rows) == 5000 or i == subscribers - 1:
+            with store.engine.begin() as conn:
+                conn.execute(insert(Subscriber), rows)
+            rows = []
+
+
+def run_demo(
+    directory: Path, subscribers: int, clock: Clock, on_progress: Callable[[RunStats], None] | None = None
+) -> DemoResult:
+    if subscribers < 0:
+        raise UsageError("--subscribers must be 0 or more")
+    directory = directory.resolve()
+    _prepare_directory(directory)
+    port = free_port()
+    sink = _start_sink(directory, port)
+    try:
+        config_path = _write_config(directory, port)
+        config = load_config(config_path, environ={})
+        store = Store(config.store.url)
+        try:
+            store.upgrade()
+            seed(config, store, clock, subscribers)
+            report = send_edition(config, store, clock, Tokens(config.web.secret_key, clock), on_progress=on_progress)
+            with store.session() as session:
+                edition = edition_for(session, report.day)
+        finally:
+            store.dispose()
+    finally:
+        _stop_sink(sink)
+    preview = directory / "preview.html"
+    if edition is not None and edition.html:
+        sample = fill_markers(
+            edition.html, Markers.for_nonce(edition.nonce), greeting="Good morning, Ana", unsubscribe_url="#unsubscribe"
+        )
+        preview.write_text(sample, encoding="utf-8")
+    outbox = directory / "outbox"
+    delivered = len(os.listdir(outbox / "new")) if (outbox / "new").is_dir() else 0
+    return DemoResult(report=report, delivered=delivered, outbox=outbox, preview=preview, config_path=config_path)
