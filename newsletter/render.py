@@ -116,6 +116,15 @@ def _context(plan: EditionPlan, branding: Branding, links: Links, reader: dict[s
     stories = ([plan.lead] if plan.lead else []) + [s for sec in plan.sections for s in sec.stories]
     preheader = next((s.standfirst for s in stories if s.standfirst), "")
     issue_number = next((s.issue_number for s in stories if s.issue_number), "")
+    count = plan.story_count
+    since = f"from {branding.publication} since yesterday’s edition"
+    summary = (
+        f"Nothing new has been published {since.removeprefix('from ' + branding.publication + ' ')}."
+        if count == 0
+        else f"Here is the one story {since}."
+        if count == 1
+        else f"Here are {count} stories {since}."
+    )
     return {
         "newsletter": branding,
         "edition": {
@@ -127,6 +136,7 @@ def _context(plan: EditionPlan, branding: Branding, links: Links, reader: dict[s
             "story_count": plan.story_count,
             "preheader": preheader[:150],
             "issue_number": issue_number,
+            "summary": summary,
         },
         "links": links,
         "reader": reader,

@@ -54,8 +54,8 @@ class Tokens:
                 return int(the_clock.now().timestamp())
 
             @functools.cache  # noqa: B019 - one signer per purpose, living as long as Tokens
-            def derive_key(self) -> bytes:  # the same for every token: derive it once
-                return super().derive_key()
+            def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+                return super().derive_key(secret_key)  # the same for every token: derive it once
 
         self._signers = {purpose: _ClockSigner(secret_key, salt=f"newsletter-{purpose}") for purpose in PURPOSES}
 

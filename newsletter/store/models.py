@@ -213,3 +213,41 @@ class Lock(Base):
     holder: Mapped[str] = mapped_column(String(200))
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SubscriberEvent(Base):
+    """What happened to a subscription and when: the record behind joins/leaves per day."""
+
+    __tablename__ = "subscriber_events"
+    __table_args__ = (Index("ix_subscriber_events_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    # subscribed | confirmed | unsubscribed | bounced | reactivated | removed
+    event: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(50), default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StaffUser(Base):
+    """Someone allowed into the web admin; the password is stored hashed only."""
+
+    __tablename__ = "staff_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class FeedState(Base):
+    """What a feed told us last time, for conditional requests (ETag / Last-Modified)."""
+
+    __tablename__ = "feed_state"
+
+    url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    etag: Mapped[str] = mapped_column(String(500), default="")
+    last_modified: Mapped[str] = mapped_column(String(100), default="")
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(500), default="")

@@ -127,25 +127,26 @@ class Store:
         return cfg
 
     def upgrade(self) -> str:
-        """Bring the schema to the newest migration; safe to run every time."""
+        """Bring the schema to the newest migrations; safe to run every time."""
         cfg = self._alembic()
         try:
             with self.engine.begin() as connection:
                 cfg.attributes["connection"] = connection
-                command.upgrade(cfg, "head")
+                command.upgrade(cfg, "heads")
         except OperationalError as exc:
             raise StoreError(f"cannot migrate {self.safe_url}: {exc.orig}") from exc
         return self.head_revision()
 
     def head_revision(self) -> str:
-        return ScriptDirectory.from_config(self._alembic()).get_current_head() or ""
+        return ",".join(sorted(ScriptDirectory.from_config(self._alembic()).get_heads()))
 
     def current_revision(self) -> str | None:
         try:
             with self.engine.connect() as connection:
-                return MigrationContext.configure(connection).get_current_revision()
+                heads = MigrationContext.configure(connection).get_current_heads()
         except OperationalError as exc:
             raise StoreError(f"cannot open database {self.safe_url}: {exc.orig}") from exc
+        return ",".join(sorted(heads)) if heads else None
 
     def check_schema(self) -> None:
         """Fail early with the fix spelled out, rather than deep inside a send."""
