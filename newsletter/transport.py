@@ -95,32 +95,9 @@ def _tls_context(cfg: SMTPConfig) -> ssl.SSLContext:
 
 def open_smtp(cfg: SMTPConfig) -> smtplib.SMTP:
     """A ready SMTP session: connected, EHLO, STARTTLS or implicit TLS, AUTH; errors classified."""
-    host, port = cfg.host, cfg.effective_port
-    where = f"{host}:{port}"
+    where = f"{cfg.host}:{cfg.effective_port}"
     try:
-        if cfg.security == "ssl":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                host, port, local_hostname=cfg.helo or None, timeout=cfg.timeout, context=_tls_context(cfg)
-            )
-        else:
-            smtp = smtplib.SMTP(host, port, local_hostname=cfg.helo or None, timeout=cfg.timeout)
-        # Commands are small writes; with Nagle's algorithm one sent while an earlier
-        # segment is unacknowledged waits for the peer's delayed ACK (40 ms).
-        if smtp.sock is not None:
-            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        smtp.ehlo_or_helo_if_needed()
-        if cfg.security == "starttls":
-            if not smtp.has_extn("starttls"):
-                smtp.close()
-                raise SystemicDeliveryError(
-                    f'SMTP server {where} does not offer STARTTLS; set smtp.security to "none" only if '
-                    "the connection is local and trusted",
-                    stage="connect",
-                )
-            smtp.starttls(context=_tls_context(cfg))
-            smtp.ehlo()
-        if cfg.username:
-            smtp.login(cfg.username, cfg.password)
+        return _open_session(cfg, where)
     except smtplib.SMTPAuthenticationError as exc:
         raise SystemicDeliveryError(
             f"SMTP server {where} refused the login for {cfg.username!r}: "
@@ -137,20 +114,49 @@ def open_smtp(cfg: SMTPConfig) -> smtplib.SMTP:
             stage="connect",
         ) from None
     except smtplib.SMTPResponseException as exc:
+        reply = _reply_text(exc.smtp_code, exc.smtp_error)
         if exc.smtp_code >= 500:
             raise SystemicDeliveryError(
-                f"SMTP server {where} refused the session: {_reply_text(exc.smtp_code, exc.smtp_error)}",
-                code=exc.smtp_code,
-                stage="connect",
+                f"SMTP server {where} refused the session: {reply}", code=exc.smtp_code, stage="connect"
             ) from None
         raise TemporaryDeliveryError(
-            f"SMTP server {where} is not accepting mail now: {_reply_text(exc.smtp_code, exc.smtp_error)}",
-            code=exc.smtp_code,
-            stage="connect",
+            f"SMTP server {where} is not accepting mail now: {reply}", code=exc.smtp_code, stage="connect"
         ) from None
     except (smtplib.SMTPException, OSError) as exc:
         raise TemporaryDeliveryError(f"cannot connect to SMTP server {where}: {exc}", stage="connect") from None
-    return smtp
+
+
+def _open_session(cfg: SMTPConfig, where: str) -> smtplib.SMTP:
+    host, port = cfg.host, cfg.effective_port
+    smtp: smtplib.SMTP | None = None
+    try:
+        if cfg.security == "ssl":
+            smtp = smtplib.SMTP_SSL(
+                host, port, local_hostname=cfg.helo or None, timeout=cfg.timeout, context=_tls_context(cfg)
+            )
+        else:
+            smtp = smtplib.SMTP(host, port, local_hostname=cfg.helo or None, timeout=cfg.timeout)
+        # Commands are small writes; with Nagle's algorithm one sent while an earlier
+        # segment is unacknowledged waits for the peer's delayed ACK (40 ms).
+        if smtp.sock is not None:
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        smtp.ehlo_or_helo_if_needed()
+        if cfg.security == "starttls":
+            if not smtp.has_extn("starttls"):
+                raise SystemicDeliveryError(
+                    f'SMTP server {where} does not offer STARTTLS; set smtp.security to "none" only if '
+                    "the connection is local and trusted",
+                    stage="connect",
+                )
+            smtp.starttls(context=_tls_context(cfg))
+            smtp.ehlo()
+        if cfg.username:
+            smtp.login(cfg.username, cfg.password)
+        return smtp
+    except BaseException:
+        if smtp is not None:
+            smtp.close()
+        raise
 
 
 class SMTPTransport:

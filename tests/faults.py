@@ -1,0 +1,102 @@
+"""A fault-injecting SMTP server for delivery tests (aiosmtpd, real sockets).
+
+The handler decides per command, from a seeded random generator and per-stage
+probabilities, to accept, answer 421/451/452/550, stall past the client's timeout, or
+drop the connection, before or after accepting the message. It records every message
+it accepted, per recipient, and which recipients had a message accepted and then the
+connection dropped (the only case in which a duplicate is legitimate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult
+
+
+@dataclass
+class Faults:
+    """Probabilities of each misbehaviour; all zero is a well-behaved server."""
+
+    rcpt_temporary: float = 0.0  # 451 / 452 / 421 at RCPT
+    rcpt_permanent: float = 0.0  # 550 5.1.1 at RCPT (a dead mailbox)
+    data_temporary: float = 0.0  # 451 / 452 after the message
+    data_permanent: float = 0.0  # 554 5.7.1 after the message (content refused)
+    drop_before_data: float = 0.0  # connection closed at RCPT
+    drop_after_accept: float = 0.0  # message accepted, then the connection closed before the 250
+    slow: float = 0.0  # no answer for ``slow_seconds`` at RCPT
+    slow_seconds: float = 0.0
+    close_421: bool = True  # after a 421 the server closes the session, as RFC 5321 says
+    dead_mailboxes: frozenset[str] = frozenset()  # always 550 5.1.1
+
+
+@dataclass
+class FaultyHandler:
+    faults: Faults
+    seed: int = 0
+    accepted: Counter[str] = field(default_factory=Counter)
+    dropped_after_accept: Counter[str] = field(default_factory=Counter)
+    replies: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.random = random.Random(self.seed)
+
+    def _roll(self, probability: float) -> bool:
+        with self.lock:
+            return self.random.random() < probability
+
+    def _close(self, server: SMTP) -> None:
+        if server.transport is not None:
+            server.transport.close()
+
+    async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
+        f = self.faults
+        if address in f.dead_mailboxes or self._roll(f.rcpt_permanent):
+            return self._reply(f"550 5.1.1 <{address}>: no such user")
+        if self._roll(f.slow):
+            await asyncio.sleep(f.slow_seconds)
+        if self._roll(f.drop_before_data):
+            self._close(server)
+            return self._reply("421 4.4.2 dropped before data")
+        if self._roll(f.rcpt_temporary):
+            code = self.random.choice(["451 4.3.0 try again later", "452 4.2.2 mailbox full", "421 4.7.0 too busy"])
+            if code.startswith("421") and f.close_421:
+                asyncio.get_running_loop().call_soon(self._close, server)
+            return self._reply(code)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:  # noqa: N802
+        f = self.faults
+        if self._roll(f.data_temporary):
+            return self._reply("451 4.3.0 queue full, try later")
+        if self._roll(f.data_permanent):
+            return self._reply("554 5.7.1 message refused")
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.accepted[rcpt] += 1
+        if self._roll(f.drop_after_accept):
+            with self.lock:
+                for rcpt in envelope.rcpt_tos:
+                    self.dropped_after_accept[rcpt] += 1
+            self._close(server)
+            return "250 2.0.0 (never seen: the connection is gone)"
+        return "250 2.0.0 OK"
+
+    def _reply(self, text: str) -> str:
+        with self.lock:
+            self.replies[text.split()[0]] += 1
+        return text
+
+
+class RejectingAuthenticator:
+    """Refuses every login, as a provider does for a revoked password."""
+
+    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        return AuthResult(success=False, handled=False)
