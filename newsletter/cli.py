@@ -33,7 +33,7 @@ from newsletter.errors import NewsletterError, UsageError
 from newsletter.render import GMAIL_CLIP_BYTES, Markers, fill_markers
 from newsletter.store import Store
 from newsletter.store import deliveries as log_
-from newsletter.store.models import EditionStatus, SubscriberStatus
+from newsletter.store.models import DeliveryStatus, EditionStatus, SubscriberStatus
 from newsletter.store.store import count_subscribers, edition_for, list_articles, list_editions, list_subscribers
 from newsletter.subscribers import add_subscriber
 from newsletter.tokens import Tokens
@@ -57,6 +57,11 @@ class App:
         store = Store(self.config.store.url)
         store.check_schema()
         return store
+
+    def close(self) -> None:
+        """Return the database connections when the command ends."""
+        if "store" in self.__dict__:
+            self.store.dispose()
 
     @cached_property
     def tokens(self) -> Tokens:
@@ -121,6 +126,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     """
     _setup_logging(verbose)
     ctx.obj = App(config_path)
+    ctx.call_on_close(ctx.obj.close)
 
 
 # --- set-up -----------------------------------------------------------------------------
@@ -422,8 +428,9 @@ def _graceful_stop() -> Iterator[threading.Event]:
 @click.option("--date", "day", type=DATE, help="Edition date (default: the edition due now).")
 @click.option("--dry-run", is_flag=True, help="Say what would be sent; send and record nothing.")
 @click.option("--to", "to_address", metavar="ADDRESS", help="Send one test copy to ADDRESS only; record nothing.")
+@click.option("--enqueue-only", is_flag=True, help="Create the deliveries and leave sending to `newsletter worker`.")
 @pass_app
-def send(app: App, day: date | None, dry_run: bool, to_address: str | None) -> None:
+def send(app: App, day: date | None, dry_run: bool, to_address: str | None, enqueue_only: bool) -> None:
     """Prepare the edition and send it to every active subscriber who has not had it yet.
 
     Running it again resumes: nobody who already has the edition gets it twice.
@@ -433,6 +440,7 @@ def send(app: App, day: date | None, dry_run: bool, to_address: str | None) -> N
       newsletter send --dry-run
       newsletter send --to me@example.org
       newsletter send --date 2026-11-24
+      newsletter send --enqueue-only      # PostgreSQL: workers do the sending
     """
     from newsletter.publish import send_edition, send_test_copy
     from newsletter.subscribers import normalise_email
@@ -446,7 +454,8 @@ def send(app: App, day: date | None, dry_run: bool, to_address: str | None) -> N
     with _graceful_stop() as stop:
         try:
             report = send_edition(
-                app.config, app.store, app.clock, app.tokens, day=day, dry_run=dry_run, stop=stop, on_progress=progress
+                app.config, app.store, app.clock, app.tokens, day=day, dry_run=dry_run, stop=stop, on_progress=progress,
+                enqueue_only=enqueue_only,
             )
         finally:
             progress.close()
@@ -489,6 +498,66 @@ def status(app: App, day: date | None, limit: int) -> None:
         for email, state, error in errors:
             click.echo(f"            {state}: {email}: {error}")
     click.echo("subscribers: " + ", ".join(f"{n} {s}" for s, n in subs.items()))
+    _show_workers(app, editions)
+
+
+def _show_workers(app: App, editions: list[Any]) -> None:
+    """Scale-out: who is sending, how fast, and when each open edition should be done."""
+    from newsletter.workers import edition_rate, worker_views
+
+    now = app.clock.now()
+    views = worker_views(app.store, now)
+    for view in views:
+        age = int((now - view.heartbeat_at).total_seconds())
+        state = view.state if view.live else f"stopped {age}s ago" if view.state == "stopped" else f"silent {age}s"
+        click.echo(f"worker {view.id}: {state}; sent {view.sent}; {view.rate:.0f} msg/s")
+    for edition in editions:
+        if edition.status != EditionStatus.SENDING:
+            continue
+        with app.store.engine.connect() as conn:
+            counts = log_.status_counts(conn, edition.id)
+        left = counts[DeliveryStatus.PENDING] + counts[DeliveryStatus.SENDING]
+        rate = sum(v.rate for v in views if v.live and v.edition_id == edition.id) or edition_rate(
+            app.store, edition.id, now
+        )
+        eta = f", done in about {left / rate / 60:.0f} min" if rate > 0 and left else ""
+        click.echo(f"edition {edition.date}: {left} to send at {rate:.0f} msg/s{eta}")
+
+
+@cli.command()
+@click.option("--until-idle", is_flag=True, help="Exit when no edition has anything left to send.")
+@click.option("--poll", "poll_seconds", default=2.0, show_default=True, help="Seconds between looks for work.")
+@pass_app
+def worker(app: App, until_idle: bool, poll_seconds: float) -> None:
+    """Send deliveries of any edition being sent, alongside other workers (PostgreSQL).
+
+    Each worker claims batches with a lease, so any number can run on any number of
+    machines against one database; one that dies holds its batch only until the lease
+    ends. Runs until stopped (for systemd) or, with --until-idle, until nothing is left.
+
+    \b
+    Example:
+      newsletter send --enqueue-only && newsletter worker --until-idle
+    """
+    from newsletter.workers import require_postgres, run_worker
+
+    require_postgres(app.store)
+    progress = _Progress(enabled=sys.stderr.isatty())
+    with _graceful_stop() as stop:
+        try:
+            report = run_worker(app.config, app.store, app.clock, app.tokens, until_idle=until_idle, stop=stop,
+                                poll_seconds=poll_seconds, on_progress=progress)
+        finally:
+            progress.close()
+    totals = report.totals
+    click.echo(f"worker done: sent {totals.sent}, deferred {totals.deferred}, failed {totals.failed}, "
+               f"skipped {totals.skipped}")
+    if report.error is not None:
+        click.echo(f"error: {report.error}", err=True)
+        sys.exit(1)
+    if report.interrupted:
+        click.echo("stopped: claims in hand went back to pending; other workers or a restart carry on", err=True)
+        sys.exit(130)
 
 
 # --- demo -------------------------------------------------------------------------------

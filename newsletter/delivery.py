@@ -99,7 +99,11 @@ class RunStats:
 
 
 class RateLimiter:
-    """At most ``per_second`` message starts per second (0: no limit)."""
+    """At most ``per_second`` message starts per second (0: no limit), in this process.
+
+    ``newsletter.workers.SharedRateLimiter`` has the same interface for a limit that holds
+    across processes.
+    """
 
     def __init__(self, per_second: float) -> None:
         self._interval = 1.0 / per_second if per_second > 0 else 0.0
@@ -136,7 +140,7 @@ class DeliveryRun:
         clock: Clock,
         config: DeliveryConfig,
         *,
-        max_per_second: float = 0.0,
+        limiter: RateLimiter | None = None,
         worker: str,
         stop: threading.Event | None = None,
         on_progress: Callable[[RunStats], None] | None = None,
@@ -155,7 +159,7 @@ class DeliveryRun:
         self.message_id = message_id
         self.stats = RunStats()
 
-        self._limiter = RateLimiter(max_per_second)
+        self._limiter = limiter or RateLimiter(0)
         self._queue: deque[Work] = deque()  # claimed, not started
         self._retries: list[_Retry] = []
         self._inflight: dict[int, Work] = {}

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from newsletter.clock import Clock
 from newsletter.config import Config
-from newsletter.delivery import DeliveryRun, MaildirPool, Personaliser, PoolFactory, RunStats
+from newsletter.delivery import DeliveryRun, MaildirPool, Personaliser, PoolFactory, RateLimiter, RunStats
 from newsletter.editions import EditionPlan, Window, edition_date_due, local_date, plan_edition, window_for
 from newsletter.errors import UsageError
 from newsletter.message import EditionHeaders, MessageTemplate, Reader
@@ -51,14 +51,14 @@ class SendReport:
     """What a send did, in words a person and a cron mail can read."""
 
     day: date
-    outcome: str  # skipped | already-sent | sent | incomplete | interrupted | failed | dry-run
+    outcome: str  # skipped | already-sent | sent | incomplete | interrupted | failed | dry-run | enqueued
     message: str
     stats: RunStats | None = None
     subject: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("skipped", "already-sent", "sent", "dry-run")
+        return self.outcome in ("skipped", "already-sent", "sent", "dry-run", "enqueued")
 
 
 # --- preparing -------------------------------------------------------------------------
@@ -291,8 +291,13 @@ def send_edition(
     pools: PoolFactory | None = None,
     stop: threading.Event | None = None,
     on_progress: Callable[[RunStats], None] | None = None,
+    enqueue_only: bool = False,
 ) -> SendReport:
-    """Prepare the edition for ``day`` and send it to every active subscriber not yet served."""
+    """Prepare the edition for ``day`` and send it to every active subscriber not yet served.
+
+    ``enqueue_only`` creates the delivery rows and leaves the sending to ``newsletter worker``
+    processes (PostgreSQL).
+    """
     day = resolve_day(config, clock, day)
     if dry_run:
         return _dry_run(config, store, clock, day)
@@ -308,31 +313,66 @@ def send_edition(
             f"the edition of {day} was already sent to {edition.sent_count} readers; nothing to do",
             subject=edition.subject,
         )
+    if enqueue_only:
+        edition = _start(store, edition.id, clock)
+        count = finish_edition(store, edition.id, clock)
+        waiting = sum(count[s] for s in log_.OPEN_STATUSES)
+        return SendReport(
+            day,
+            "enqueued",
+            f"{waiting} deliveries of the edition of {day} wait for `newsletter worker`",
+            subject=edition.subject,
+        )
     if pools is None and config.delivery.transport == "smtp":
         check_reachable(config.smtp)  # unreachable or bad credentials: say so before claiming anything
-    worker = worker_identity()
     with DatabaseLock(store, f"edition:{day.isoformat()}", clock):
         edition = _start(store, edition.id, clock)
         _give_up_stale(config, store, clock, edition)
         _release_dead_claims(store, edition.id, clock, retry_deferred)
-        template = compile_template(config, edition)
-        run = DeliveryRun(
+        stats = run_edition(
+            config,
             store,
-            edition.id,
-            personaliser(config, edition, template, tokens),
-            pools or pool_factory(config),
-            template.headers.mail_from,
             clock,
-            config.delivery,
-            max_per_second=config.smtp.max_per_second,
-            worker=worker,
+            tokens,
+            edition,
+            worker=worker_identity(),
+            pools=pools,
             stop=stop,
             on_progress=on_progress,
-            message_id=message_id_parts(config, edition),
         )
-        stats = run.run()
         counts = finish_edition(store, edition.id, clock)
     return _report(day, edition.subject, stats, counts)
+
+
+def run_edition(
+    config: Config,
+    store: Store,
+    clock: Clock,
+    tokens: Tokens,
+    edition: Edition,
+    *,
+    worker: str,
+    pools: PoolFactory | None = None,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[RunStats], None] | None = None,
+    limiter: RateLimiter | None = None,
+) -> RunStats:
+    """Send an enqueued edition's open deliveries as one worker: the part every sender shares."""
+    template = compile_template(config, edition)
+    return DeliveryRun(
+        store,
+        edition.id,
+        personaliser(config, edition, template, tokens),
+        pools or pool_factory(config),
+        template.headers.mail_from,
+        clock,
+        config.delivery,
+        limiter=limiter or RateLimiter(config.smtp.max_per_second),
+        worker=worker,
+        stop=stop,
+        on_progress=on_progress,
+        message_id=message_id_parts(config, edition),
+    ).run()
 
 
 def _start(store: Store, edition_id: int, clock: Clock) -> Edition:

@@ -8,6 +8,7 @@ database of its own, created from that URL and dropped afterwards.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
@@ -45,6 +46,16 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("NEWSLETTER_") and name != PG_ENV:
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """A CLI run sets up the "newsletter" logger (its own handler, no propagation); undo that,
+    so later tests' ``caplog`` still sees the package's records."""
+    logger = logging.getLogger("newsletter")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture
@@ -161,6 +172,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         store.upgrade()
         store.dispose()
         return url
+    return fresh_postgres(request)
+
+
+def fresh_postgres(request: pytest.FixtureRequest) -> str:
+    """The session's PostgreSQL database, emptied; skips when none is configured."""
     pg = request.getfixturevalue("_migrated_postgres")
     if pg is None:
         pytest.skip(f"PostgreSQL tests need ${PG_ENV}")
@@ -186,12 +202,12 @@ def store(db_url: str) -> Iterator[Store]:
 # --- configuration and data -------------------------------------------------------------
 
 
-def make_config(db_url: str, smtp: SMTPServer | None = None, **sections: dict[str, Any]) -> Config:
+def make_config(db_url: str, server: SMTPServer | None = None, **sections: dict[str, Any]) -> Config:
     """A valid configuration for tests; ``sections`` override or add keys per section."""
     data: dict[str, dict[str, Any]] = {
         "newsletter": {"publication": "The Example Gazette", "address": "1 Quay Street, Portside"},
         "store": {"url": db_url},
-        "smtp": {"host": "127.0.0.1", "port": smtp.port if smtp else 2525, "security": "none", "timeout": 5},
+        "smtp": {"host": "127.0.0.1", "port": server.port if server else 2525, "security": "none", "timeout": 5},
         "sender": {"from_address": "breakfast@news.example.com", "reply_to": "desk@news.example.com"},
         "web": {"base_url": "https://news.example.com/newsletter", "secret_key": SECRET},
         "delivery": {"backoff_seconds": 0.01, "backoff_max_seconds": 0.05},
