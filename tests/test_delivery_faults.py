@@ -148,9 +148,10 @@ def test_everything_failing_stops_the_run_and_marks_nobody(reply, store, db_url,
 def test_a_burst_of_421s_is_waited_out_not_burned_through(store, db_url, clock, tokens):
     morning_articles(store, clock)
     emails = add_subscribers(store, clock, 30)
+    # Half of all attempts refused; 20 tries each leaves a one-in-a-million chance per reader.
     with faulty_server(Faults(rcpt_temporary=0.5), seed=7) as (server, port):
         config = make_config(
-            db_url, None, smtp={"port": port}, delivery={"max_attempts": 8, "max_consecutive_failures": 1000}
+            db_url, None, smtp={"port": port}, delivery={"max_attempts": 20, "max_consecutive_failures": 1000}
         )
         report = send_edition(config, store, clock, tokens)
     assert report.outcome == "sent", report.message
