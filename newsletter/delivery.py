@@ -1,9 +1,10 @@
 """The send loop: claim a batch, send it over N connections, record every outcome.
 
-One thread does everything, in a loop: claim pending deliveries (a lease, in batches, in
-id order), personalise them, hand them to idle connections of a ``Pool``, collect what
-the server said, and write the outcomes to the delivery log in one transaction per turn
-of the loop (a group commit: one commit, one fsync, for whatever finished meanwhile).
+One thread does the work, in a loop: claim pending deliveries (a lease, in batches, in id
+order), personalise them, hand them to idle connections of a ``Pool``, collect what the
+server said, and write the outcomes to the delivery log in one transaction per turn of
+the loop (a group commit for whatever finished meanwhile). On SQLite a second, tiny
+thread fsyncs the log's WAL, so the loop never waits for the disk.
 
 The duplicate bound. A message can reach a reader twice only if the server accepted it and
 the run died before "sent" was committed. A connection writes its next message's final
@@ -387,7 +388,11 @@ class DeliveryRun:
         """Mark durable what the WAL thread has fsynced since the last look."""
         if self._wal is None or not self._syncing:
             return
-        synced = self._wal.synced()
+        try:
+            synced = self._wal.synced()
+        except StoreError:
+            self._db_failed = True  # nothing more can be made durable: stop, send no further "."
+            raise
         while self._syncing and self._syncing[0][0] <= synced:
             self._undurable.difference_update(self._syncing.popleft()[1])
 
