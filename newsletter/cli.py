@@ -95,8 +95,29 @@ def _setup_logging(verbose: int) -> None:
     root.propagate = False
 
 
+def _set_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    app = ctx.find_object(App)
+    if value and app is not None:
+        app.config_path = value
+
+
+class _Command(click.Command):
+    """A command that also takes ``--config`` after its name, where people tend to type it."""
+
+    def __init__(self, name: str | None, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        if name not in ("init", "demo"):
+            self.params.append(
+                click.Option(["--config"], metavar="PATH", expose_value=False, callback=_set_config,
+                             help="Configuration file (may also come before the command).")
+            )
+
+
 class _Group(click.Group):
     """Turns a ``NewsletterError`` anywhere below into one line and its exit code."""
+
+    command_class = _Command
+    group_class = type  # subgroups are _Group too, so their commands take --config as well
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -167,7 +188,12 @@ def init(directory: Path, force: bool) -> None:
 
 @cli.group()
 def db() -> None:
-    """Database schema commands."""
+    """Database schema commands.
+
+    \b
+    Example:
+      newsletter db upgrade
+    """
 
 
 @db.command("upgrade")
@@ -189,7 +215,12 @@ def db_upgrade(app: App) -> None:
 
 @cli.group()
 def articles() -> None:
-    """Add and list articles."""
+    """Add, import and list articles.
+
+    \b
+    Example:
+      newsletter articles list --limit 10
+    """
 
 
 def _parse_published(value: str | None, app: App) -> datetime:
@@ -272,6 +303,59 @@ def articles_list(app: App, limit: int) -> None:
         click.echo("no articles yet: add one with `newsletter articles add`")
     for line in lines:
         click.echo(line)
+
+
+@articles.command("import")
+@click.argument("source")
+@click.option("--section", default="", help="Put every article in this section (default: each item's category).")
+@pass_app
+def articles_import(app: App, source: str, section: str) -> None:
+    """Import articles from a feed URL, an RSS or Atom file, or a JSON Lines file.
+
+    An article already imported (same guid: the feed's id, else its link) is updated,
+    never duplicated. Prints what was new, updated, unchanged and rejected (and why); the
+    exit code is 1 only when SOURCE cannot be read at all.
+
+    \b
+    Example:
+      newsletter articles import https://news.example.com/feed.xml --section News
+      newsletter articles import cms-export.jsonl
+    """
+    from newsletter.articles import import_source, iter_details
+
+    summary = import_source(source, app.config, app.store, app.clock, section=section.strip())
+    click.echo(summary.describe())
+    for line in iter_details(summary):
+        click.echo(line, err=True)
+
+
+@articles.command("fetch")
+@pass_app
+def articles_fetch(app: App) -> None:
+    """Import every [[feeds]] entry of the configuration, asking each server only for news.
+
+    Each feed is fetched with its last ETag / Last-Modified, so an unchanged feed costs a
+    304 and nothing more. A feed that fails is reported and the others still go in; the
+    exit code is then 1.
+
+    \b
+    Example:
+      newsletter articles fetch && newsletter preview
+    """
+    from newsletter.articles import fetch_feeds, iter_details
+
+    if not app.config.feeds:
+        raise UsageError(
+            f"{app.config.source} has no [[feeds]]: add one with a url (see config.example.toml), "
+            "or import a file with `newsletter articles import SOURCE`"
+        )
+    summaries = fetch_feeds(app.config, app.store, app.clock)
+    for summary in summaries:
+        click.echo(summary.describe() if summary.ok else f"error: {summary.error}", err=not summary.ok)
+        for line in iter_details(summary):
+            click.echo(line, err=True)
+    if not all(s.ok for s in summaries):
+        sys.exit(1)
 
 
 # --- subscribers ------------------------------------------------------------------------

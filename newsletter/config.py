@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import string
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,12 @@ from newsletter.errors import ConfigError
 CONFIG_ENV = "NEWSLETTER_CONFIG"
 DEFAULT_CONFIG_NAME = "newsletter.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_EMAIL_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+# A plain ASCII addr-spec: the same form message.check_address requires of every address it
+# writes into a header, so an address the config accepts cannot fail later, at send time.
+_EMAIL_RE = re.compile(r"[!#-'*+\-/-9=?A-Z^-~]+(?:\.[!#-'*+\-/-9=?A-Z^-~]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_URL_FORBIDDEN = re.compile(r"[\s<>\"\\^`{|}]")  # would break the <URL> of List-Unsubscribe or an href
+_SUBJECT_FIELDS = frozenset({"name", "publication", "date", "count"})
+_SECRET_URL = re.compile(r"(?<=://)([^:/@]*):[^@/]*@")
 
 
 class _InvalidValueError(ValueError):
@@ -95,11 +101,12 @@ def _choice(*options: str) -> Callable[[Any], str]:
 
 
 def _timezone(value: Any) -> str:
+    name = _nonempty(value)
     try:
-        ZoneInfo(_nonempty(value))
+        ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise _InvalidValueError from exc
-    return str(value)
+    return name
 
 
 def _clock_time(value: Any) -> time:
@@ -116,7 +123,7 @@ def _clock_time(value: Any) -> time:
 
 def _email(value: Any) -> str:
     text = _nonempty(value)
-    if not _EMAIL_RE.match(text):
+    if not _EMAIL_RE.fullmatch(text):
         raise _InvalidValueError
     return text
 
@@ -127,7 +134,13 @@ def _optional_email(value: Any) -> str:
 
 def _http_url(value: Any) -> str:
     text = _nonempty(value).rstrip("/")
+    if not text.isascii() or _URL_FORBIDDEN.search(text):
+        raise _InvalidValueError
     parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise _InvalidValueError from exc
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise _InvalidValueError
     return text
@@ -154,8 +167,11 @@ def _weekdays(value: Any) -> tuple[str, ...]:
 def _subject(value: Any) -> str:
     text = _nonempty(value)
     try:
+        # Plain names only: "{date.year}" or "{count[0]}" would fail on the morning itself.
+        if any(f is not None and f not in _SUBJECT_FIELDS for _, f, _, _ in string.Formatter().parse(text)):
+            raise _InvalidValueError
         text.format(name="n", publication="p", date="d", count=1)
-    except (KeyError, IndexError, ValueError) as exc:
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
         raise _InvalidValueError from exc
     return text
 
@@ -194,13 +210,19 @@ class StoreConfig:
         default="sqlite:///newsletter.db",
     )
 
+    def __repr__(self) -> str:
+        # A PostgreSQL URL may carry a password; a logged or printed Config must not.
+        return f"StoreConfig(url={_shown('url', self.url)!r})"
+
 
 @dataclass(frozen=True)
 class SMTPConfig:
     """How to reach the mail server and how hard to push it."""
 
     host: str = _meta("a host name", _nonempty, default="localhost")
-    port: int = _meta("a port number from 1 to 65535", _int_range(1, 65535), default=0)
+    port: int = _meta(
+        "a port number from 1 to 65535, or 0 for the usual one of smtp.security", _int_range(0, 65535), default=0
+    )
     security: str = _meta('one of "none", "starttls" or "ssl"', _choice("none", "starttls", "ssl"), default="starttls")
     username: str = _meta("a user name (text)", _text, default="")
     password: str = _meta("a password (text)", _text, default="", repr=False)
@@ -241,6 +263,7 @@ class WebConfig:
     confirm_days: int = _meta("days, from 1 to 90", _int_range(1, 90), default=7)
     unsubscribe_days: int = _meta("days, from 30 to 3650", _int_range(30, 3650), default=365)
     subscribe_per_hour: int = _meta("sign-ups per address per hour, from 1 to 10000", _int_range(1, 10_000), default=10)
+    trusted_proxies: int = _meta("the number of reverse proxies in front, from 0 to 5", _int_range(0, 5), default=0)
 
 
 @dataclass(frozen=True)
@@ -278,6 +301,14 @@ class FeedConfig:
 
 
 @dataclass(frozen=True)
+class FetchConfig:
+    """How long to wait for a feed server and how much to accept from it."""
+
+    timeout: float = _meta("seconds, from 1 to 600", _number_range(1, 600), default=30.0)
+    max_bytes: int = _meta("bytes, from 1000 to 1000000000", _int_range(1000, 1_000_000_000), default=10_000_000)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the sender needs, built once per process by ``load_config``."""
 
@@ -288,6 +319,7 @@ class Config:
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
     feeds: tuple[FeedConfig, ...] = ()
     source: str = "<memory>"
 
@@ -317,10 +349,19 @@ _SECTIONS: dict[str, type] = {
     "web": WebConfig,
     "delivery": DeliveryConfig,
     "scheduler": SchedulerConfig,
+    "fetch": FetchConfig,
 }
 
 
-def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+def _shown(name: str, value: Any) -> Any:
+    """A rejected value as an error message may show it: secrets hidden, URL passwords masked."""
+    if name.endswith(("password", "secret_key")):
+        return "(hidden)"
+    return _SECRET_URL.sub(r"\1:***@", value) if isinstance(value, str) else value
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str, from_env: Mapping[str, str] | None = None) -> Any:
+    """One section; ``from_env`` names the variables values came from, so errors point there."""
     if not isinstance(raw, dict):
         raise ConfigError(source, prefix, "expected a table of keys")
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -330,6 +371,8 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     values: dict[str, Any] = {}
     for name, spec in known.items():
         key = f"{prefix}.{name}"
+        if from_env and name in from_env:
+            key += f" (from ${from_env[name]})"
         if name not in raw:
             if spec.default is dataclasses.MISSING:
                 raise ConfigError(source, key, f"missing; expected {spec.metadata['expected']}")
@@ -337,9 +380,8 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
         try:
             values[name] = spec.metadata["check"](raw[name])
         except _InvalidValueError as exc:
-            got = raw[name] if not name.endswith(("password", "secret_key")) else "(hidden)"
             detail = str(exc) or spec.metadata["expected"]
-            raise ConfigError(source, key, f"expected {detail}, got {got!r}") from None
+            raise ConfigError(source, key, f"expected {detail}, got {_shown(name, raw[name])!r}") from None
     return cls(**values)
 
 
@@ -354,12 +396,16 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
         ("web", "secret_key"): "NEWSLETTER_SECRET_KEY",
         ("store", "url"): "NEWSLETTER_DATABASE_URL",
     }
+    from_env: dict[str, dict[str, str]] = {}
     for (section, key), var in env_overrides.items():
         if environ.get(var):
             data.setdefault(section, {})
             if isinstance(data[section], dict):
                 data[section][key] = environ[var]
-    sections = {name: _build(cls, data.get(name, {}), source, name) for name, cls in _SECTIONS.items()}
+                from_env.setdefault(section, {})[key] = var
+    sections = {
+        name: _build(cls, data.get(name, {}), source, name, from_env.get(name)) for name, cls in _SECTIONS.items()
+    }
     raw_feeds = data.get("feeds", [])
     if not isinstance(raw_feeds, list):
         raise ConfigError(source, "feeds", "expected [[feeds]] tables, each with a url")
@@ -376,7 +422,7 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
     if web.secret_key and len(web.secret_key) < 32:
         raise ConfigError(
             source,
-            "web.secret_key",
+            "web.secret_key" + (" (from $NEWSLETTER_SECRET_KEY)" if "secret_key" in from_env.get("web", {}) else ""),
             "expected at least 32 characters of random text "
             "(try: python -c 'import secrets; print(secrets.token_urlsafe(32))')",
         )
@@ -392,6 +438,10 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
         newsletter: NewsletterConfig = sections["newsletter"]
         if newsletter.templates:
             sections["newsletter"] = dataclasses.replace(newsletter, templates=str(base / newsletter.templates))
+        feeds = tuple(
+            feed if "://" in feed.url else dataclasses.replace(feed, url=str(base / Path(feed.url).expanduser()))
+            for feed in feeds
+        )
     return Config(**sections, feeds=feeds, source=source)
 
 

@@ -12,7 +12,7 @@ line and exits non-zero, so nothing below the interfaces needs to know about exi
     ├── MessageError                 a message cannot be built
     │   └── HeaderInjectionError     CR/LF or NUL in a header value
     ├── TokenError                   a signed link is invalid, expired or for another purpose
-    ├── ImportError_                 an article source cannot be read (see articles.py)
+    ├── ArticleImportError           an article source cannot be read at all (see articles.py)
     └── DeliveryError                SMTP or Maildir delivery failed
         ├── TemporaryDeliveryError   4xx, timeouts, dropped connections: retry later
         ├── PermanentDeliveryError   5xx for one recipient: do not retry
