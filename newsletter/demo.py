@@ -151,17 +151,17 @@ secret_key = "{secrets.token_urlsafe(32)}"
 
 
 def _start_sink(directory: Path, port: int) -> subprocess.Popen[str]:
-    log = (directory / "sink.log").open("w")
-    sink = subprocess.Popen(
-        [sys.executable, "-m", "newsletter.sink", "--port", str(port), "--maildir", str(directory / "outbox")],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
+    with (directory / "sink.log").open("w") as log:  # the child keeps its own copy of the descriptor
+        sink = subprocess.Popen(
+            [sys.executable, "-m", "newsletter.sink", "--port", str(port), "--maildir", str(directory / "outbox")],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
     assert sink.stdout is not None
     line = sink.stdout.readline()
     if not line.startswith("ready"):
-        sink.kill()
+        _stop_sink(sink)
         raise NewsletterError(f"the demo SMTP server did not start; see {directory / 'sink.log'}")
     return sink
 

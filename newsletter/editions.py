@@ -103,11 +103,13 @@ class EditionPlan:
 def cutoff(day: date, send_time: time, zone: ZoneInfo) -> datetime:
     """The instant of the send on ``day``: wall-clock ``send_time`` in ``zone``, as UTC.
 
-    A wall time that does not exist (inside a spring-forward gap) resolves to the first real
-    instant after it; one that happens twice (autumn) resolves to the first occurrence.
+    A wall time that does not exist (inside a spring-forward gap) is read with the offset in
+    force before the change, so it lands as far past the gap as it was into it: 01:30 on
+    29 March 2026 in London is 02:30 BST (01:30 UTC), the instant APScheduler's cron trigger
+    fires for it too. One that happens twice (autumn) resolves to the first occurrence:
+    01:30 on 25 October 2026 is 01:30 BST (00:30 UTC).
     """
-    # fold=0 picks the offset in force before a change: inside a gap that lands just after
-    # the gap, and for a repeated hour it is the first occurrence.
+    # fold=0 (PEP 495) picks the offset in force before a change, in a gap and in a repeat.
     return datetime.combine(day, send_time, tzinfo=zone).astimezone(UTC)
 
 

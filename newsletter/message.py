@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -35,6 +36,8 @@ _POLICY = SMTP.clone(max_line_length=76)
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
 _PLAIN_ADDRESS = re.compile(r"[!#-'*+\-/-9=?A-Z^-~]+(?:\.[!#-'*+\-/-9=?A-Z^-~]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#-'*+\-/=?^_`{|}~]*")  # atext and spaces: no quoting needed
+_PRINTABLE_ASCII = re.compile(r"[ -~]*")
+_SHORT_TO = 72  # "To: " + this stays within the 78 characters RFC 5322 asks of a line
 
 
 def check_header(name: str, value: str) -> str:
@@ -53,7 +56,12 @@ def check_address(name: str, address: str) -> str:
 
 
 def greeting_for(name: str) -> str:
-    first = name.strip().split()[0] if name.strip() else ""
+    """The greeting for a reader: "Good morning, Ana" for "Ana García" (the templates add the stop).
+
+    Trailing punctuation of the first word goes ("J. Smith", "Smith, Ana"), or the
+    greeting would read "Good morning, J.." in every copy.
+    """
+    first = name.split()[0].rstrip(".,;:") if name.split() else ""
     return f"Good morning, {first}" if first else "Good morning"
 
 
@@ -202,20 +210,30 @@ class MessageTemplate:
 
     @staticmethod
     def _to_header(name: str, email: str) -> str:
+        """The To value: the name as typed when it needs nothing, else quoted or encoded.
+
+        A name containing "=?" is encoded too: written as it is (even quoted), mail readers
+        would decode it as an RFC 2047 encoded-word and show something else. Long or
+        non-ASCII names become encoded-words of at most 75 characters on folded lines.
+        """
         if not name:
             return email
-        if _PLAIN_NAME.fullmatch(name):
-            return f"{name} <{email}>"
-        return formataddr((name, email), charset="utf-8")  # quoting or an RFC 2047 encoded-word
+        if "=?" not in name and len(name) + len(email) < _SHORT_TO:
+            if _PLAIN_NAME.fullmatch(name):
+                return f"{name} <{email}>"
+            if _PRINTABLE_ASCII.fullmatch(name):
+                return formataddr((name, email))  # a quoted-string
+        encoded = Header(name, "utf-8", header_name="To").encode(linesep="\r\n")
+        return f"{encoded}\r\n <{email}>"
 
     def _greeting(self, name: str) -> tuple[bytes, bytes]:
-        """The encoded greeting for a name; names repeat (Ana, Tom, none), so they are cached."""
-        cached = self._greetings.get(name)
+        """The encoded greeting for a name, cached by greeting: first names repeat (Ana, Tom, none)."""
+        greeting = greeting_for(name)
+        cached = self._greetings.get(greeting)
         if cached is None:
             if len(self._greetings) > 10_000:
                 self._greetings.clear()
-            greeting = greeting_for(name)
-            cached = self._greetings[name] = (qp_encode_value(greeting), qp_encode_value(html.escape(greeting)))
+            cached = self._greetings[greeting] = (qp_encode_value(greeting), qp_encode_value(html.escape(greeting)))
         return cached
 
     def _date_header(self, now: datetime) -> bytes:

@@ -161,6 +161,9 @@ def render_edition(
         text = text_template.render(_context(plan, branding, links, reader))
     except jinja2.TemplateError as exc:
         raise RenderError(f"template error: {exc}") from exc
+    except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        # An override template's own expression failed ({{ 1 // 0 }}, a filter given the wrong type).
+        raise RenderError(f"template error: {exc.__class__.__name__}: {exc}") from exc
     for marker in (markers.greeting, markers.unsubscribe_url):
         if marker not in html or marker not in text:
             raise RenderError(f"the edition templates must use reader.greeting and reader.unsubscribe_url ({marker})")

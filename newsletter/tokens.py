@@ -59,15 +59,22 @@ class Tokens:
 
         self._signers = {purpose: _ClockSigner(secret_key, salt=f"newsletter-{purpose}") for purpose in PURPOSES}
 
+    def _signer(self, purpose: str) -> TimestampSigner:
+        signer = self._signers.get(purpose)
+        if signer is None:
+            raise TokenError(f"unknown token purpose {purpose!r}; expected one of: {', '.join(PURPOSES)}")
+        return signer
+
     def make(self, purpose: str, subscriber_id: int, email: str) -> str:
-        return self._signers[purpose].sign(f"{subscriber_id}-{email_digest(email)}").decode("ascii")
+        return self._signer(purpose).sign(f"{subscriber_id}-{email_digest(email)}").decode("ascii")
 
     def read(self, purpose: str, token: str, max_age_days: int) -> TokenClaim:
         """The claim in a token, or ``TokenError`` saying whether it was forged or just old."""
+        signer = self._signer(purpose)
         if not token or len(token) > 256 or not token.isascii():
             raise TokenError("this link is not valid")
         try:
-            value = self._signers[purpose].unsign(token, max_age=max_age_days * 86_400).decode("ascii")
+            value = signer.unsign(token, max_age=max_age_days * 86_400).decode("ascii")
         except SignatureExpired as exc:
             raise TokenError("this link has expired") from exc
         except BadSignature as exc:

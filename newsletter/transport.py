@@ -217,6 +217,12 @@ class SMTPTransport:
             # An idle connection the server had already closed: nothing was sent, so a
             # fresh connection may try again at once.
             return self._transaction(mail_from, recipient, wire, before_commit)
+        except TemporaryDeliveryError as exc:
+            if not (reused and exc.code == 421 and exc.stage == "mail"):
+                raise
+            # Postfix and others say "421 ... timeout exceeded" to an idle connection before
+            # closing it; we read that as the answer to MAIL. Nothing was sent: try afresh.
+            return self._transaction(mail_from, recipient, wire, before_commit)
 
     def _envelope(self, smtp: smtplib.SMTP, mail_from: str, recipient: str, stage: list[str]) -> None:
         """MAIL, RCPT and DATA; one round trip when the server offers PIPELINING (RFC 2920).

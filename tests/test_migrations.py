@@ -1,0 +1,93 @@
+"""Migrations: upgrading an empty database gives exactly the schema the models describe."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from newsletter.errors import StoreError
+from newsletter.store import Store
+from newsletter.store.models import Base
+from tests.conftest import PG_ENV
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with nothing in it: a new SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    admin_url = os.environ.get(PG_ENV)
+    if not admin_url:
+        pytest.skip(f"PostgreSQL tests need ${PG_ENV}")
+    name = f"newsletter_migrations_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(make_url(admin_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _ours(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+    """Alembic's own table and the scheduler's job store are not part of the models."""
+    return not (type_ == "table" and name is not None and (name == "alembic_version" or name.startswith("apscheduler")))
+
+
+def schema_differences(store: Store) -> list[Any]:
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={"compare_type": True, "compare_server_default": False, "include_name": _ours},
+        )
+        return compare_metadata(context, Base.metadata)
+
+
+def test_upgrading_an_empty_database_gives_the_models_schema(empty_url: str) -> None:
+    store = Store(empty_url)
+    try:
+        with pytest.raises(StoreError, match="is empty; run `newsletter db upgrade` first"):
+            store.check_schema()
+        revision = store.upgrade()
+        assert revision == store.head_revision() == store.current_revision()
+        store.check_schema()
+        assert schema_differences(store) == []
+        tables = set(inspect(store.engine).get_table_names())
+        assert set(Base.metadata.tables) <= tables
+    finally:
+        store.dispose()
+
+
+def test_upgrading_twice_changes_nothing(empty_url: str) -> None:
+    store = Store(empty_url)
+    try:
+        first = store.upgrade()
+        with store.engine.connect() as conn:
+            before = {t: [c["name"] for c in inspect(conn).get_columns(t)] for t in inspect(conn).get_table_names()}
+        assert store.upgrade() == first
+        with store.engine.connect() as conn:
+            after = {t: [c["name"] for c in inspect(conn).get_columns(t)] for t in inspect(conn).get_table_names()}
+        assert before == after
+        assert schema_differences(store) == []
+    finally:
+        store.dispose()
+
+
+def test_the_suites_databases_match_the_models(db_url: str) -> None:
+    store = Store(db_url)
+    try:
+        assert schema_differences(store) == []
+    finally:
+        store.dispose()

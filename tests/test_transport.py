@@ -1,0 +1,408 @@
+"""The blocking SMTP transport against real aiosmtpd servers (plain, STARTTLS, implicit TLS, AUTH), and Maildir."""
+
+from __future__ import annotations
+
+import mailbox
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from newsletter.config import SMTPConfig, parse_config
+from newsletter.errors import SystemicDeliveryError, TemporaryDeliveryError
+from newsletter.sink import free_port
+from newsletter.transport import MaildirTransport, SMTPTransport
+
+FROM = "breakfast@news.example.com"
+PASSWORD = "s3cret-pass-word"
+
+
+def message(n: int, recipient: str = "ana@example.org") -> bytes:
+    return (
+        f"From: {FROM}\r\nTo: {recipient}\r\nSubject: Message {n}\r\nMessage-ID: <{n}@news.example.com>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        f"Body {n}\r\n.a line with a leading dot\r\nZoë\r\n"
+    ).encode()
+
+
+@dataclass
+class Got:
+    peer: Any
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    tls: bool
+    login: Any
+
+
+class Recorder:
+    """Keeps each message with the connection (peer) it came on and whether that was encrypted."""
+
+    def __init__(self) -> None:
+        self.got: list[Got] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook
+        with self.lock:
+            self.got.append(
+                Got(
+                    session.peer,
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    envelope.original_content,
+                    session.ssl is not None,
+                    session.auth_data,
+                )
+            )
+        return "250 2.0.0 OK"
+
+    def connections(self) -> int:
+        return len({g.peer for g in self.got})
+
+
+def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+    ok = auth_data.login == b"news" and auth_data.password == PASSWORD.encode()
+    return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
+
+
+@pytest.fixture
+def start() -> Iterator[Any]:
+    """Start aiosmtpd servers with any options; all are stopped at the end."""
+    controllers: list[Controller] = []
+
+    def run(**options: Any) -> tuple[Controller, Recorder]:
+        recorder = Recorder()
+        controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), **options)
+        controller.start()
+        controllers.append(controller)
+        return controller, recorder
+
+    yield run
+    for controller in controllers:
+        controller.stop()
+
+
+def smtp_config(port: int, **values: Any) -> SMTPConfig:
+    smtp = {"host": "127.0.0.1", "port": port, "security": "none", "timeout": 5, **values}
+    data = {
+        "newsletter": {"publication": "The Example Gazette"},
+        "sender": {"from_address": FROM},
+        "web": {"base_url": "https://news.example.com"},
+        "smtp": smtp,
+    }
+    return parse_config(data, "<memory>", {}).smtp
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 and localhost it signed."""
+    folder = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=30)
+
+    openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+        "-subj", "/CN=Newsletter test CA", "-keyout", "ca.key", "-out", "ca.pem",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr",
+    )  # fmt: skip
+    (folder / "server.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    )
+    openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-extfile", "server.ext", "-out", "server.pem",
+    )  # fmt: skip
+    return {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key"}
+
+
+def server_context(certificates: dict[str, Path]) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates["cert"], certificates["key"])
+    return context
+
+
+# --- plain SMTP ------------------------------------------------------------------------------
+
+
+def test_sends_a_message(smtp_sink) -> None:
+    transport = SMTPTransport(smtp_config(smtp_sink.port))
+    try:
+        reply = transport.send(FROM, "ana@example.org", message(1))
+    finally:
+        transport.close()
+    assert reply.startswith("250")
+    (received,) = smtp_sink.handler.received
+    assert received.mail_from == FROM and received.rcpt_tos == ["ana@example.org"]
+    parsed = received.message
+    assert parsed["Subject"] == "Message 1"
+    assert ".a line with a leading dot" in parsed.get_content()  # dot-stuffed on the wire, intact on arrival
+    assert "Zoë" in parsed.get_content()
+
+
+def test_bare_line_feeds_are_sent_as_crlf(smtp_sink) -> None:
+    transport = SMTPTransport(smtp_config(smtp_sink.port))
+    try:
+        transport.send(FROM, "ana@example.org", b"Subject: lf\n\n.one\ntwo\n")
+    finally:
+        transport.close()
+    (received,) = smtp_sink.handler.received
+    assert received.data == b"Subject: lf\r\n\r\n.one\r\ntwo\r\n"
+
+
+def test_one_connection_carries_many_messages(start) -> None:
+    controller, recorder = start()
+    transport = SMTPTransport(smtp_config(controller.port))
+    try:
+        for n in range(20):
+            transport.send(FROM, f"reader{n}@example.org", message(n))
+    finally:
+        transport.close()
+    assert len(recorder.got) == 20
+    assert recorder.connections() == 1 and transport.connections_opened == 1
+    assert [g.rcpt_tos for g in recorder.got] == [[f"reader{n}@example.org"] for n in range(20)]
+
+
+def test_connection_is_recycled_after_max_messages(start) -> None:
+    controller, recorder = start()
+    transport = SMTPTransport(smtp_config(controller.port, max_messages_per_connection=3))
+    try:
+        for n in range(7):
+            transport.send(FROM, "ana@example.org", message(n))
+    finally:
+        transport.close()
+    assert len(recorder.got) == 7
+    assert transport.connections_opened == 3 and recorder.connections() == 3
+    peers = [g.peer for g in recorder.got]
+    assert peers[0] == peers[2] != peers[3] == peers[5] != peers[6]
+
+
+def test_reconnects_after_the_server_drops_an_idle_connection(start) -> None:
+    controller, recorder = start(timeout=0.5)  # the server closes connections idle this long
+    transport = SMTPTransport(smtp_config(controller.port))
+    try:
+        transport.send(FROM, "ana@example.org", message(1))
+        time.sleep(1.2)
+        transport.send(FROM, "ana@example.org", message(2))  # no error: a fresh connection, at once
+        transport.send(FROM, "ana@example.org", message(3))
+    finally:
+        transport.close()
+    assert [message_from_bytes(g.data)["Subject"] for g in recorder.got] == ["Message 1", "Message 2", "Message 3"]
+    assert transport.connections_opened == 2 and recorder.connections() == 2
+
+
+def test_unreachable_server_is_a_temporary_error_naming_it() -> None:
+    port = free_port()
+    transport = SMTPTransport(smtp_config(port, timeout=2))
+    with pytest.raises(TemporaryDeliveryError, match=f"cannot connect to SMTP server 127.0.0.1:{port}"):
+        transport.send(FROM, "ana@example.org", message(1))
+
+
+# --- TLS -------------------------------------------------------------------------------------
+
+
+def test_starttls_with_a_trusted_ca_file(start, certificates) -> None:
+    controller, recorder = start(tls_context=server_context(certificates), require_starttls=True)
+    transport = SMTPTransport(smtp_config(controller.port, security="starttls", ca_file=str(certificates["ca"])))
+    try:
+        transport.send(FROM, "ana@example.org", message(1))
+        transport.send(FROM, "bob@example.org", message(2))
+    finally:
+        transport.close()
+    assert [g.tls for g in recorder.got] == [True, True]
+    assert recorder.connections() == 1
+
+
+def test_implicit_tls_with_a_trusted_ca_file(start, certificates) -> None:
+    controller, recorder = start(ssl_context=server_context(certificates))
+    transport = SMTPTransport(smtp_config(controller.port, security="ssl", ca_file=str(certificates["ca"])))
+    try:
+        transport.send(FROM, "ana@example.org", message(1))
+    finally:
+        transport.close()
+    (got,) = recorder.got
+    assert message_from_bytes(got.data)["Subject"] == "Message 1"
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_an_untrusted_certificate_stops_the_run(start, certificates, security: str) -> None:
+    option = "tls_context" if security == "starttls" else "ssl_context"
+    controller, recorder = start(**{option: server_context(certificates)})
+    transport = SMTPTransport(smtp_config(controller.port, security=security))  # the system's CAs only
+    with pytest.raises(SystemicDeliveryError) as info:
+        transport.send(FROM, "ana@example.org", message(1))
+    assert f"TLS with SMTP server 127.0.0.1:{controller.port} failed" in str(info.value)
+    assert "smtp.ca_file" in str(info.value)
+    assert recorder.got == []
+
+
+def test_starttls_required_but_not_offered(smtp_sink) -> None:
+    transport = SMTPTransport(smtp_config(smtp_sink.port, security="starttls"))
+    with pytest.raises(SystemicDeliveryError, match="does not offer STARTTLS"):
+        transport.send(FROM, "ana@example.org", message(1))
+    assert smtp_sink.handler.received == []
+
+
+# --- AUTH ------------------------------------------------------------------------------------
+
+
+def test_auth_success(start) -> None:
+    controller, recorder = start(authenticator=authenticator, auth_require_tls=False, auth_required=False)
+    transport = SMTPTransport(smtp_config(controller.port, username="news", password=PASSWORD))
+    try:
+        transport.send(FROM, "ana@example.org", message(1))
+    finally:
+        transport.close()
+    (got,) = recorder.got
+    assert got.login == b"news"
+
+
+def test_auth_over_starttls(start, certificates) -> None:
+    controller, recorder = start(
+        tls_context=server_context(certificates), authenticator=authenticator, auth_require_tls=True
+    )
+    config = smtp_config(
+        controller.port, security="starttls", ca_file=str(certificates["ca"]), username="news", password=PASSWORD
+    )
+    transport = SMTPTransport(config)
+    try:
+        transport.send(FROM, "ana@example.org", message(1))
+    finally:
+        transport.close()
+    assert [(g.tls, g.login) for g in recorder.got] == [(True, b"news")]
+
+
+def test_auth_failure_is_systemic_with_a_clear_message(start) -> None:
+    controller, recorder = start(authenticator=authenticator, auth_require_tls=False)
+    transport = SMTPTransport(smtp_config(controller.port, username="news", password="wrong-password"))
+    with pytest.raises(SystemicDeliveryError) as info:
+        transport.send(FROM, "ana@example.org", message(1))
+    text = str(info.value)
+    assert f"SMTP server 127.0.0.1:{controller.port} refused the login for 'news'" in text
+    assert "535" in text and "check smtp.username and the password" in text
+    assert "wrong-password" not in text
+    assert info.value.stage == "auth" and info.value.code == 535
+    assert recorder.got == []
+
+
+def test_auth_not_offered_is_systemic(smtp_sink) -> None:
+    transport = SMTPTransport(smtp_config(smtp_sink.port, username="news", password=PASSWORD))
+    with pytest.raises(SystemicDeliveryError, match=f"SMTP server 127.0.0.1:{smtp_sink.port}"):
+        transport.send(FROM, "ana@example.org", message(1))
+
+
+# --- timeouts --------------------------------------------------------------------------------
+
+
+def test_a_server_that_never_answers_times_out() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # accepts, never speaks
+        port = listener.getsockname()[1]
+        transport = SMTPTransport(smtp_config(port, timeout=1))
+        started = time.monotonic()
+        with pytest.raises(TemporaryDeliveryError, match="cannot connect"):
+            transport.send(FROM, "ana@example.org", message(1))
+        assert time.monotonic() - started < 4
+
+
+# --- Maildir ---------------------------------------------------------------------------------
+
+
+def test_maildir_transport_writes_a_readable_message(tmp_path: Path) -> None:
+    transport = MaildirTransport(tmp_path / "outbox")
+    try:
+        reply = transport.send(FROM, "ana@example.org", message(1))
+        transport.send(FROM, "bob@example.org", message(2, "bob@example.org"))
+    finally:
+        transport.close()
+    assert reply.startswith("250 stored as ")
+    files = list((tmp_path / "outbox" / "new").iterdir())
+    assert len(files) == 2
+    parsed = {}
+    for path in files:
+        data = path.read_bytes()
+        assert b"\r\n" not in data  # a Maildir file has local line endings
+        item = message_from_bytes(data, policy=policy.default)
+        parsed[item["Subject"]] = item
+    first = parsed["Message 1"]
+    assert set(parsed) == {"Message 1", "Message 2"}
+    assert first["Return-Path"] == f"<{FROM}>" and first["Delivered-To"] == "ana@example.org"
+    assert "Zoë" in first.get_content() and ".a line with a leading dot" in first.get_content()
+    assert len(mailbox.Maildir(tmp_path / "outbox", create=False)) == 2
+
+
+def test_maildir_runs_before_commit_before_storing(tmp_path: Path) -> None:
+    transport = MaildirTransport(tmp_path / "outbox")
+    stored_before: list[int] = []
+    transport.send(
+        FROM,
+        "ana@example.org",
+        message(1),
+        before_commit=lambda: stored_before.append(len(list((tmp_path / "outbox" / "new").iterdir()))),
+    )
+    transport.close()
+    assert stored_before == [0]
+    assert len(list((tmp_path / "outbox" / "new").iterdir())) == 1
+
+
+def test_reconnects_after_a_421_timeout_on_an_idle_connection() -> None:
+    """Postfix says "421 ... timeout exceeded" to an idle session, then closes it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+
+    def session(conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        conn.sendall(b"220 test ESMTP\r\n")
+        conn.settimeout(0.3)
+        try:
+            while line := reader.readline():
+                verb = line[:4].upper()
+                if verb == b"DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    while reader.readline() != b".\r\n":
+                        pass
+                    accepted.append(1)
+                    conn.sendall(b"250 2.0.0 queued\r\n")
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"250 ok\r\n")
+        except TimeoutError:
+            conn.sendall(b"421 4.4.2 test Error: timeout exceeded\r\n")
+        finally:
+            conn.close()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=session, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    transport = SMTPTransport(smtp_config(port=listener.getsockname()[1]))
+    try:
+        transport.send("a@example.org", "b@example.org", b"Subject: one\r\n\r\nfirst\r\n")
+        time.sleep(0.8)  # the server times the idle session out
+        transport.send("a@example.org", "b@example.org", b"Subject: two\r\n\r\nsecond\r\n")
+    finally:
+        transport.close()
+        listener.close()
+    assert len(accepted) == 2 and transport.connections_opened == 2
