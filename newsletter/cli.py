@@ -363,7 +363,12 @@ def articles_fetch(app: App) -> None:
 
 @cli.group()
 def subscribers() -> None:
-    """Add and list subscribers."""
+    """Add, remove, list, import, export and count subscribers.
+
+    \b
+    Example:
+      newsletter subscribers add ana@example.org --name "Ana García"
+    """
 
 
 @subscribers.command("add")
