@@ -1,27 +1,60 @@
-"""The subscriber list: validating and normalising addresses, adding, changing status.
+"""The subscriber list: validating addresses, joining, confirming, leaving, importing, counting.
 
 Addresses are validated with email-validator without DNS lookups (nothing here may reach
 the network by default) and stored lower-cased, so "Ana@Example.org" and "ana@example.org"
-are one reader. Status changes go through ``set_status`` so timestamps stay truthful.
+are one reader. Every status change goes through ``set_status``, which keeps the
+timestamps truthful and writes a ``SubscriberEvent``, the record ``stats`` counts from:
+
+    subscribed    someone asked to join (a pending sign-up, or a new request after leaving)
+    confirmed     became active: a confirmed sign-up, or added as active by staff or an import
+    reactivated   active again after unsubscribing or bouncing
+    unsubscribed  left (web page, one-click, mailto, staff)
+    bounced       the address stopped accepting mail
+    removed       the row was deleted; the event keeps no link to it
+
+Someone who left is never made active again except by their own fresh double opt-in or
+an explicit ``force`` from staff.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import enum
+import io
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, object_session
 
 from newsletter.clock import Clock
 from newsletter.errors import UsageError
-from newsletter.store.models import Subscriber, SubscriberStatus
+from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
 from newsletter.store.store import subscriber_by_email
+from newsletter.tokens import TokenClaim
 
 MAX_NAME = 200
+MAX_EMAIL = 254
+
+SUBSCRIBED = "subscribed"
+CONFIRMED = "confirmed"
+REACTIVATED = "reactivated"
+UNSUBSCRIBED = "unsubscribed"
+BOUNCED = "bounced"
+REMOVED = "removed"
 
 
 class InvalidAddressError(UsageError):
     """Raised when an email address is malformed, has a line break, or is not deliverable in form."""
+
+
+class ImportFileError(UsageError):
+    """Raised when a subscriber file cannot be read at all (a bad line is only rejected)."""
 
 
 def normalise_email(raw: str, *, check_deliverability: bool = False) -> str:
@@ -31,8 +64,8 @@ def normalise_email(raw: str, *, check_deliverability: bool = False) -> str:
     text = raw.strip()
     if not text:
         raise InvalidAddressError("the email address is empty")
-    if len(text) > 254:
-        raise InvalidAddressError(f"{text[:40]}…: an email address has at most 254 characters")
+    if len(text) > MAX_EMAIL:
+        raise InvalidAddressError(f"{text[:40]}…: an email address has at most {MAX_EMAIL} characters")
     try:
         info = validate_email(text, check_deliverability=check_deliverability, allow_smtputf8=False)
     except EmailNotValidError as exc:
@@ -49,10 +82,69 @@ def clean_name(raw: str) -> str:
     return name
 
 
+# --- events and status ------------------------------------------------------------------
+
+
+def record_event(session: Session, subscriber_id: int | None, event: str, source: str, at: datetime) -> None:
+    session.add(SubscriberEvent(subscriber_id=subscriber_id, event=event, source=source[:50], at=at))
+
+
+def _event_for(old: SubscriberStatus, new: SubscriberStatus) -> str | None:
+    if new == SubscriberStatus.ACTIVE:
+        return CONFIRMED if old == SubscriberStatus.PENDING else REACTIVATED
+    return {SubscriberStatus.UNSUBSCRIBED: UNSUBSCRIBED, SubscriberStatus.BOUNCED: BOUNCED}.get(new)
+
+
+def set_status(subscriber: Subscriber, status: SubscriberStatus, clock: Clock, *, source: str = "") -> bool:
+    """Change a status and its timestamps, recording the event; returns whether anything changed.
+
+    The event goes into the session the subscriber belongs to, so it commits (or rolls
+    back) together with the change.
+    """
+    if subscriber.status == status:
+        return False
+    now = clock.now()
+    event = _event_for(subscriber.status, status)
+    subscriber.status = status
+    subscriber.updated_at = now
+    if status == SubscriberStatus.ACTIVE:
+        subscriber.confirmed_at = subscriber.confirmed_at or now
+        subscriber.unsubscribed_at = None
+    elif status == SubscriberStatus.UNSUBSCRIBED:
+        subscriber.unsubscribed_at = now
+    session = object_session(subscriber)
+    if event is not None and session is not None and subscriber.id is not None:
+        record_event(session, subscriber.id, event, source, now)
+    return True
+
+
 @dataclass(frozen=True)
 class AddResult:
     subscriber: Subscriber
     created: bool
+
+
+def _new_subscriber(address: str, name: str, status: SubscriberStatus, source: str, now: datetime) -> Subscriber:
+    return Subscriber(
+        email=address,
+        name=name,
+        status=status,
+        source=source[:50],
+        created_at=now,
+        updated_at=now,
+        confirmed_at=now if status == SubscriberStatus.ACTIVE else None,
+    )
+
+
+def _insert_or_existing(session: Session, subscriber: Subscriber) -> Subscriber | None:
+    """Insert, or return None when another process added the same address a moment earlier."""
+    try:
+        with session.begin_nested():
+            session.add(subscriber)
+            session.flush()
+    except IntegrityError:
+        return None
+    return subscriber
 
 
 def add_subscriber(
@@ -67,38 +159,465 @@ def add_subscriber(
 ) -> AddResult:
     """Add a reader, or return the existing one; someone who left stays left unless ``force``."""
     address = normalise_email(email)
-    now = clock.now()
+    cleaned = clean_name(name)
     existing = subscriber_by_email(session, address)
-    if existing is not None:
-        if force or (existing.status == SubscriberStatus.PENDING and status == SubscriberStatus.ACTIVE):
-            set_status(existing, status, clock)
-        if name and force:
-            existing.name = clean_name(name)
-        return AddResult(existing, created=False)
-    subscriber = Subscriber(
-        email=address,
-        name=clean_name(name),
-        status=status,
-        source=source,
-        created_at=now,
-        updated_at=now,
-        confirmed_at=now if status == SubscriberStatus.ACTIVE else None,
-    )
-    session.add(subscriber)
-    session.flush()
-    return AddResult(subscriber, created=True)
+    if existing is None:
+        now = clock.now()
+        created = _insert_or_existing(session, _new_subscriber(address, cleaned, status, source, now))
+        if created is not None:
+            record_event(
+                session, created.id, CONFIRMED if status == SubscriberStatus.ACTIVE else SUBSCRIBED, source, now
+            )
+            return AddResult(created, created=True)
+        existing = subscriber_by_email(session, address)
+        assert existing is not None
+    if force or (existing.status == SubscriberStatus.PENDING and status == SubscriberStatus.ACTIVE):
+        set_status(existing, status, clock, source=source)
+    if cleaned and force:
+        existing.name = cleaned
+    return AddResult(existing, created=False)
 
 
-def set_status(subscriber: Subscriber, status: SubscriberStatus, clock: Clock) -> bool:
-    """Change a status and its timestamps; returns whether anything changed."""
-    if subscriber.status == status:
+def change_status(session: Session, subscriber_id: int, status: SubscriberStatus, clock: Clock, source: str) -> bool:
+    """Staff changing one reader's status; ``UsageError`` if there is no such reader."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise UsageError(f"no subscriber with id {subscriber_id}")
+    return set_status(subscriber, status, clock, source=source)
+
+
+def remove_subscriber(session: Session, email: str, clock: Clock, *, source: str = "cli") -> bool:
+    """Delete a reader and their delivery history; the day's "removed" count keeps no address."""
+    subscriber = subscriber_by_email(session, normalise_email(email))
+    if subscriber is None:
         return False
-    now = clock.now()
-    subscriber.status = status
-    subscriber.updated_at = now
-    if status == SubscriberStatus.ACTIVE:
-        subscriber.confirmed_at = subscriber.confirmed_at or now
-        subscriber.unsubscribed_at = None
-    elif status == SubscriberStatus.UNSUBSCRIBED:
-        subscriber.unsubscribed_at = now
+    session.execute(delete(Subscriber).where(Subscriber.id == subscriber.id))
+    session.expunge(subscriber)
+    record_event(session, None, REMOVED, source, clock.now())
     return True
+
+
+# --- the reader's own actions ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signup:
+    """What a sign-up request led to; the web page shows the same thing whatever it is."""
+
+    subscriber_id: int
+    email: str
+    send_confirmation: bool
+
+
+def request_subscription(session: Session, email: str, clock: Clock, *, name: str = "", source: str = "web") -> Signup:
+    """Record a request to join; the caller mails a confirmation link when ``send_confirmation``.
+
+    A new address becomes pending; a pending one gets its link again; an active one is
+    left alone. Someone who unsubscribed or bounced stays so: the request is recorded, and
+    only confirming the link it sends makes them active again.
+    """
+    address = normalise_email(email)
+    cleaned = clean_name(name)
+    now = clock.now()
+    subscriber = subscriber_by_email(session, address)
+    if subscriber is None:
+        subscriber = _insert_or_existing(
+            session, _new_subscriber(address, cleaned, SubscriberStatus.PENDING, source, now)
+        ) or subscriber_by_email(session, address)
+        assert subscriber is not None
+        record_event(session, subscriber.id, SUBSCRIBED, source, now)
+        return Signup(subscriber.id, address, send_confirmation=True)
+    if subscriber.status == SubscriberStatus.ACTIVE:
+        return Signup(subscriber.id, address, send_confirmation=False)
+    if subscriber.status != SubscriberStatus.PENDING:
+        record_event(session, subscriber.id, SUBSCRIBED, source, now)
+    return Signup(subscriber.id, address, send_confirmation=True)
+
+
+class ConfirmResult(enum.StrEnum):
+    CONFIRMED = "confirmed"
+    REACTIVATED = "reactivated"
+    ALREADY = "already"
+    STALE = "stale"  # a link from before the reader left, with no request since
+    UNKNOWN = "unknown"  # no such subscriber (removed), or the row is for another address
+
+
+def subscriber_for(session: Session, claim: TokenClaim) -> Subscriber | None:
+    """The subscriber a token names, only if it still has the address the token was made for."""
+    if claim.subscriber_id <= 0:
+        return None
+    subscriber = session.get(Subscriber, claim.subscriber_id)
+    return subscriber if subscriber is not None and claim.matches(subscriber.email) else None
+
+
+def _asked_since_leaving(session: Session, subscriber: Subscriber) -> bool:
+    def latest(*events: str) -> SubscriberEvent | None:
+        query = (
+            select(SubscriberEvent)
+            .where(SubscriberEvent.subscriber_id == subscriber.id, SubscriberEvent.event.in_(events))
+            .order_by(SubscriberEvent.id.desc())
+            .limit(1)
+        )
+        return session.scalars(query).first()
+
+    asked, left = latest(SUBSCRIBED), latest(UNSUBSCRIBED, BOUNCED)
+    if asked is None:
+        return False
+    if left is not None:
+        return asked.id > left.id
+    # Left without an event (a bounce recorded by the send loop): compare times instead.
+    left_at = subscriber.unsubscribed_at or subscriber.updated_at
+    return asked.at >= left_at
+
+
+def confirm_subscription(session: Session, claim: TokenClaim, clock: Clock, *, source: str = "web") -> ConfirmResult:
+    """Activate the subscriber a valid confirm token names (double opt-in)."""
+    subscriber = subscriber_for(session, claim)
+    if subscriber is None:
+        return ConfirmResult.UNKNOWN
+    if subscriber.status == SubscriberStatus.ACTIVE:
+        return ConfirmResult.ALREADY
+    if subscriber.status == SubscriberStatus.PENDING:
+        set_status(subscriber, SubscriberStatus.ACTIVE, clock, source=source)
+        return ConfirmResult.CONFIRMED
+    if not _asked_since_leaving(session, subscriber):
+        return ConfirmResult.STALE
+    set_status(subscriber, SubscriberStatus.ACTIVE, clock, source=source)
+    return ConfirmResult.REACTIVATED
+
+
+class LeaveResult(enum.StrEnum):
+    UNSUBSCRIBED = "unsubscribed"
+    ALREADY = "already"
+    TEST_COPY = "test-copy"  # a token for subscriber 0: an editor's test copy
+    NOT_LISTED = "not-listed"
+
+
+def leave(session: Session, claim: TokenClaim, clock: Clock, *, source: str) -> LeaveResult:
+    """Unsubscribe the reader a valid unsubscribe token names; idempotent."""
+    if claim.subscriber_id == 0:
+        return LeaveResult.TEST_COPY
+    subscriber = subscriber_for(session, claim)
+    if subscriber is None:
+        return LeaveResult.NOT_LISTED
+    return _leave(subscriber, clock, source)
+
+
+def leave_by_address(session: Session, email: str, clock: Clock, *, source: str) -> LeaveResult:
+    """Unsubscribe an address if it is on the list (mailto requests without a token)."""
+    subscriber = subscriber_by_email(session, normalise_email(email))
+    return LeaveResult.NOT_LISTED if subscriber is None else _leave(subscriber, clock, source)
+
+
+def _leave(subscriber: Subscriber, clock: Clock, source: str) -> LeaveResult:
+    if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
+        return LeaveResult.ALREADY
+    set_status(subscriber, SubscriberStatus.UNSUBSCRIBED, clock, source=source)
+    return LeaveResult.UNSUBSCRIBED
+
+
+# --- browsing, exporting, counting ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of subscribers, with the keys to the pages either side (0: none)."""
+
+    rows: Sequence[Subscriber]
+    previous_before: int
+    next_after: int
+
+
+def _like(text: str) -> str:
+    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def page_subscribers(
+    session: Session,
+    *,
+    status: SubscriberStatus | None = None,
+    search: str = "",
+    after_id: int = 0,
+    before_id: int = 0,
+    size: int = 50,
+) -> Page:
+    """Keyset paging in id order: each page costs the same however deep in a big list."""
+    query = select(Subscriber)
+    if status is not None:
+        query = query.where(Subscriber.status == status)
+    if search.strip():
+        pattern = _like(search.strip())
+        query = query.where(
+            or_(Subscriber.email.like(pattern, escape="\\"), func.lower(Subscriber.name).like(pattern, escape="\\"))
+        )
+    if before_id:
+        rows = list(
+            session.scalars(query.where(Subscriber.id < before_id).order_by(Subscriber.id.desc()).limit(size + 1))
+        )
+        more_before = len(rows) > size
+        rows = rows[:size][::-1]
+        return Page(rows, rows[0].id if more_before and rows else 0, rows[-1].id if rows else 0)
+    rows = list(session.scalars(query.where(Subscriber.id > after_id).order_by(Subscriber.id).limit(size + 1)))
+    more_after = len(rows) > size
+    rows = rows[:size]
+    return Page(rows, rows[0].id if after_id and rows else 0, rows[-1].id if more_after else 0)
+
+
+EXPORT_COLUMNS = ("email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_safe(value: str) -> str:
+    """Spreadsheets run cells starting with = + - @ as formulas; an apostrophe keeps them text."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def export_rows(session: Session, status: SubscriberStatus | None = None, batch: int = 1000) -> Iterator[list[str]]:
+    """CSV rows (header first) for every subscriber in id order, read in batches."""
+    yield list(EXPORT_COLUMNS)
+    last = 0
+    while True:
+        query = select(Subscriber).where(Subscriber.id > last).order_by(Subscriber.id).limit(batch)
+        if status is not None:
+            query = query.where(Subscriber.status == status)
+        rows = session.scalars(query).all()
+        if not rows:
+            return
+        for s in rows:
+            stamps = [
+                t.isoformat(timespec="seconds") if t else "" for t in (s.created_at, s.confirmed_at, s.unsubscribed_at)
+            ]
+            yield [_csv_safe(s.email), _csv_safe(s.name), s.status.value, *stamps]
+        last = rows[-1].id
+        session.expunge_all()
+
+
+@dataclass(frozen=True)
+class DayCounts:
+    day: date
+    signups: int = 0
+    joined: int = 0
+    unsubscribed: int = 0
+    bounced: int = 0
+    removed: int = 0
+
+    @property
+    def left(self) -> int:
+        return self.unsubscribed + self.bounced + self.removed
+
+
+def daily_counts(session: Session, zone: ZoneInfo, today: date, days: int) -> list[DayCounts]:
+    """Joins and leaves per local day, oldest first, for the ``days`` days up to ``today``."""
+    first = today - timedelta(days=days - 1)
+    since = datetime.combine(first, time(0), zone)
+    tally: dict[date, Counter[str]] = {first + timedelta(days=i): Counter() for i in range(days)}
+    query = select(SubscriberEvent.event, SubscriberEvent.at).where(SubscriberEvent.at >= since)
+    for event, at in session.execute(query):
+        counter = tally.get(at.astimezone(zone).date())
+        if counter is not None:
+            counter[event] += 1
+    return [
+        DayCounts(
+            day,
+            signups=c[SUBSCRIBED],
+            joined=c[CONFIRMED] + c[REACTIVATED],
+            unsubscribed=c[UNSUBSCRIBED],
+            bounced=c[BOUNCED],
+            removed=c[REMOVED],
+        )
+        for day, c in tally.items()
+    ]
+
+
+# --- importing a CSV file ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CsvRow:
+    line: int
+    email: str
+    name: str
+
+
+@dataclass
+class CsvFile:
+    """The rows of a subscriber file, and what was guessed about its format."""
+
+    rows: list[CsvRow]
+    encoding: str
+    delimiter: str
+    header: bool
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _header_key(cell: str) -> str:
+    return "".join(ch for ch in cell.lower() if ch.isalnum())
+
+
+_EMAIL_HEADERS = {"email", "emailaddress", "mail", "mailaddress", "emailadres", "emailadresse", "correo", "courriel"}
+_NAME_HEADERS = {"name", "fullname", "displayname", "subscribername", "nom", "nombre"}
+_FIRST_HEADERS = {"firstname", "givenname", "forename", "first", "vorname", "prenom"}
+_LAST_HEADERS = {"lastname", "surname", "familyname", "last", "nachname"}
+_DELIMITERS = ",;\t|"
+
+
+def _decode(data: bytes) -> tuple[str, str]:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16"), "utf-16"
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(encoding), encoding.removesuffix("-sig")
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1"), "latin-1"
+
+
+def _guess_delimiter(lines: list[str]) -> str:
+    sample = "\n".join(lines[:20])
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        pass
+    # One column, or a sample the sniffer could not settle: the candidate seen on most lines.
+    seen = {d: sum(1 for line in lines[:20] if d in line) for d in _DELIMITERS}
+    best = max(seen, key=lambda d: seen[d])
+    return best if seen[best] else ","
+
+
+def _unformula(cell: str) -> str:
+    cell = cell.strip()
+    return cell[1:] if cell.startswith("'") and cell[1:2] in _FORMULA_START else cell
+
+
+def read_csv(data: bytes) -> CsvFile:
+    """Read a messy subscriber file: any common encoding, delimiter, header or none.
+
+    Raises ``ImportFileError`` only when the file as a whole is unusable; a bad row is
+    listed in ``rejected`` with its line number and the rest still count.
+    """
+    if not data.strip():
+        raise ImportFileError("the file is empty")
+    text, encoding = _decode(data)
+    if "\x00" in text:
+        raise ImportFileError("this is not a text (CSV) file")
+    lines = [line for line in text.splitlines() if line.strip()]
+    delimiter = _guess_delimiter(lines)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
+    records: list[tuple[int, list[str]]] = []
+    previous = 0
+    try:
+        for cells in reader:
+            start, previous = previous + 1, reader.line_num
+            if any(c.strip() for c in cells):
+                records.append((start, [_unformula(c) for c in cells]))
+    except csv.Error as exc:
+        raise ImportFileError(f"line {reader.line_num}: cannot be read as CSV ({exc})") from None
+    if not records:
+        raise ImportFileError("the file has no rows")
+    keys = [_header_key(c) for c in records[0][1]]
+    header = not any("@" in c for c in records[0][1]) and any(
+        k in _EMAIL_HEADERS | _NAME_HEADERS | _FIRST_HEADERS | _LAST_HEADERS or "mail" in k for k in keys
+    )
+    data_rows = records[1:] if header else records
+    if header:
+        email_col = next((i for i, k in enumerate(keys) if k in _EMAIL_HEADERS), None)
+        if email_col is None:
+            email_col = next((i for i, k in enumerate(keys) if "mail" in k), None)
+        if email_col is None:
+            raise ImportFileError(f"no email column in the header ({', '.join(records[0][1])})")
+        name_cols = [i for i, k in enumerate(keys) if k in _NAME_HEADERS][:1] or [
+            i for i, k in enumerate(keys) if k in _FIRST_HEADERS | _LAST_HEADERS
+        ]
+        # First name before last name, whatever the file's column order.
+        name_cols.sort(key=lambda i: keys[i] in _LAST_HEADERS)
+    else:
+        votes = Counter(i for _, cells in data_rows[:50] for i, c in enumerate(cells) if "@" in c)
+        email_col = votes.most_common(1)[0][0] if votes else 0
+        widths = Counter(len(cells) for _, cells in data_rows[:50])
+        name_cols = [1 - email_col] if widths.most_common(1)[0][0] == 2 and email_col < 2 else []
+    result = CsvFile(rows=[], encoding=encoding, delimiter=delimiter, header=header)
+    for line, cells in data_rows:
+        email = cells[email_col] if email_col < len(cells) else ""
+        if not email:
+            result.rejected.append((line, "no email address on this line"))
+            continue
+        name = " ".join(cells[i] for i in name_cols if i < len(cells) and cells[i])
+        result.rows.append(CsvRow(line, email, name))
+    return result
+
+
+@dataclass
+class ImportReport:
+    """What an import did (or would do, with ``dry_run``), row by row."""
+
+    added: int = 0
+    activated: int = 0  # pending -> active
+    reactivated: int = 0  # unsubscribed/bounced -> active, with force
+    unchanged: int = 0  # already on the list
+    kept_out: list[tuple[int, str]] = field(default_factory=list)  # left the list; not re-added without force
+    duplicates: list[tuple[int, str]] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+def import_rows(
+    session: Session,
+    rows: Iterable[CsvRow],
+    clock: Clock,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    source: str = "import",
+) -> ImportReport:
+    """Add the good rows, all in the caller's one transaction; bad rows are only reported.
+
+    Imported readers are active: a list brought from another system already consented
+    there. Those who unsubscribed or bounced here stay out unless ``force``.
+    """
+    report = ImportReport()
+    first_line: dict[str, int] = {}
+    wanted: list[tuple[CsvRow, str, str]] = []
+    for row in rows:
+        try:
+            address = normalise_email(row.email)
+            name = clean_name(" ".join(row.name.split()))
+        except UsageError as exc:
+            report.rejected.append((row.line, str(exc)))
+            continue
+        if address in first_line:
+            report.duplicates.append((row.line, f"{address} is already on line {first_line[address]}"))
+            continue
+        first_line[address] = row.line
+        wanted.append((row, address, name))
+    existing: dict[str, Subscriber] = {}
+    addresses = [address for _, address, _ in wanted]
+    for i in range(0, len(addresses), 500):
+        chunk = addresses[i : i + 500]
+        existing.update((s.email, s) for s in session.scalars(select(Subscriber).where(Subscriber.email.in_(chunk))))
+    now = clock.now()
+    new: list[Subscriber] = []
+    for row, address, name in wanted:
+        subscriber = existing.get(address)
+        if subscriber is None:
+            report.added += 1
+            new.append(_new_subscriber(address, name, SubscriberStatus.ACTIVE, source, now))
+        elif subscriber.status == SubscriberStatus.ACTIVE:
+            report.unchanged += 1
+        elif subscriber.status == SubscriberStatus.PENDING:
+            report.activated += 1
+            if not dry_run:
+                set_status(subscriber, SubscriberStatus.ACTIVE, clock, source=source)
+        elif force:
+            report.reactivated += 1
+            if not dry_run:
+                set_status(subscriber, SubscriberStatus.ACTIVE, clock, source=source)
+                subscriber.name = name or subscriber.name
+        else:
+            report.kept_out.append((row.line, f"{address} is {subscriber.status.value}; not re-added without --force"))
+    if new and not dry_run:
+        session.add_all(new)
+        session.flush()
+        session.execute(
+            insert(SubscriberEvent),
+            [{"subscriber_id": s.id, "event": CONFIRMED, "source": source[:50], "at": now} for s in new],
+        )
+    return report

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from newsletter.errors import SystemicDeliveryError, TemporaryDeliveryError
 from newsletter.publish import send_edition
 from newsletter.sink import free_port
-from newsletter.store.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from newsletter.store.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
 from tests.conftest import add_subscribers, make_config, morning_articles
 from tests.faults import Faults, FaultyHandler, RejectingAuthenticator
 
@@ -96,6 +96,8 @@ def test_hard_bounce_marks_the_subscriber_and_the_next_edition_skips_them(store,
         with store.session() as session:
             bounced = session.scalars(select(Subscriber).where(Subscriber.email == emails[2])).one()
             assert bounced.status == SubscriberStatus.BOUNCED
+            events = session.scalars(select(SubscriberEvent).where(SubscriberEvent.subscriber_id == bounced.id)).all()
+            assert [(e.event, e.source) for e in events] == [("bounced", "delivery")]
         from tests.conftest import add_article
 
         add_article(store, clock, "tomorrow", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))

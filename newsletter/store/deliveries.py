@@ -22,6 +22,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     func,
+    insert,
     literal,
     literal_column,
     select,
@@ -34,6 +35,7 @@ from newsletter.store.models import (
     DeliveryStatus,
     Edition,
     Subscriber,
+    SubscriberEvent,
     SubscriberStatus,
     UTCDateTime,
 )
@@ -263,11 +265,21 @@ def record(
         )
     bounced = sorted({r.subscriber_id for r in results if r.bounced})
     if bounced:
-        conn.execute(
-            update(_S)
-            .where(_S.c.id.in_(bounced), _S.c.status == SubscriberStatus.ACTIVE.value)
-            .values(status=SubscriberStatus.BOUNCED.value, updated_at=now)
+        changed = (
+            conn.execute(
+                update(_S)
+                .where(_S.c.id.in_(bounced), _S.c.status == SubscriberStatus.ACTIVE.value)
+                .values(status=SubscriberStatus.BOUNCED.value, updated_at=now)
+                .returning(_S.c.id)
+            )
+            .scalars()
+            .all()
         )
+        if changed:  # the same history every other status change leaves, for stats and the admin
+            conn.execute(
+                insert(SubscriberEvent.__table__),
+                [{"subscriber_id": sid, "event": "bounced", "source": "delivery", "at": now} for sid in changed],
+            )
 
 
 def extend_leases(conn: Connection, edition_id: int, worker: str, lease_until: datetime) -> None:

@@ -223,7 +223,8 @@ class SubscriberEvent(Base):
     __table_args__ = (Index("ix_subscriber_events_at", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    # NULL once the subscriber row is removed: the day's counts survive, the address does not.
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), index=True)
     # subscribed | confirmed | unsubscribed | bounced | reactivated | removed
     event: Mapped[str] = mapped_column(String(20))
     source: Mapped[str] = mapped_column(String(50), default="")
@@ -240,6 +241,18 @@ class StaffUser(Base):
     password_hash: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebAttempt(Base):
+    """One sign-up or login attempt from a client, kept an hour: rate limits that hold across processes."""
+
+    __tablename__ = "web_attempts"
+    __table_args__ = (Index("ix_web_attempts_kind_client_at", "kind", "client", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # subscribe | login
+    client: Mapped[str] = mapped_column(String(64))  # a keyed hash of the client's IP, never the IP itself
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class FeedState(Base):

@@ -1,0 +1,120 @@
+"""The web app: public subscribe / confirm / unsubscribe / view-in-browser pages and the staff admin.
+
+``create_app(config)`` builds everything from the one configuration handed to it: the
+store, the clock, the token signer and the way confirmation emails leave. Nothing lives
+at module level, so tests build as many apps as they like, and a WSGI server calls
+``load_app()`` (which reads the configuration the usual way) once per worker process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import Flask, current_app
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from newsletter.clock import Clock, SystemClock
+from newsletter.config import Config, load_config
+from newsletter.render import PACKAGE_TEMPLATES
+from newsletter.store import Store
+from newsletter.tokens import Tokens
+from newsletter.transport import Transport
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the views need, built once per app."""
+
+    config: Config
+    store: Store
+    clock: Clock
+    tokens: Tokens
+    transport_factory: Callable[[], Transport]
+
+
+def services() -> Services:
+    """The current app's collaborators (views call this instead of reaching for globals)."""
+    found: Services = current_app.extensions["newsletter"]
+    return found
+
+
+def _with_secret_key(config: Config) -> Config:
+    """Production refuses to start without a key; a local run gets a throwaway one and a warning."""
+    if config.web.secret_key:
+        return config
+    if config.web.production:
+        config.require_secret_key()  # raises ConfigError naming the key and how to set it
+    log.warning(
+        "no [web] secret_key: using a temporary one for this process; confirm and unsubscribe links "
+        "it signs stop working when it exits (set web.secret_key or $NEWSLETTER_SECRET_KEY)"
+    )
+    return dataclasses.replace(config, web=dataclasses.replace(config.web, secret_key=secrets.token_urlsafe(32)))
+
+
+def create_app(
+    config: Config,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
+) -> Flask:
+    """Build the web app; ``ConfigError`` when production mode has no secret key."""
+    from newsletter.publish import transport_factory as configured_transport
+    from newsletter.web import admin, public, security
+
+    config = _with_secret_key(config)
+    if store is None:
+        store = Store(config.store.url, application_name="newsletter-web")
+        store.check_schema()
+    the_clock = clock or SystemClock()
+    app = Flask(
+        __name__,
+        template_folder=str(PACKAGE_TEMPLATES),
+        static_folder=str(PACKAGE_TEMPLATES / "web" / "static"),
+        static_url_path="/static",
+    )
+    app.config.update(
+        SECRET_KEY=config.web.secret_key,
+        SESSION_COOKIE_NAME="newsletter_session",
+        SESSION_COOKIE_SECURE=config.web.production,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        MAX_FORM_PARTS=50,
+        WTF_CSRF_TIME_LIMIT=8 * 3600,
+        PREFERRED_URL_SCHEME="https" if config.web.production else "http",
+    )
+    if config.web.trusted_proxies:
+        # Client address, scheme and mount point as the reverse proxy saw them; only as
+        # many hops as are really ours, or anyone could claim any address.
+        n = config.web.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_prefix=n)  # type: ignore[method-assign]
+    app.extensions["newsletter"] = Services(
+        config=config,
+        store=store,
+        clock=the_clock,
+        tokens=Tokens(config.web.secret_key, the_clock),
+        transport_factory=transport_factory or configured_transport(config),
+    )
+    csrf = CSRFProtect(app)
+    app.register_blueprint(public.bp)
+    app.register_blueprint(admin.bp)
+    csrf.exempt(public.unsubscribe)  # RFC 8058 one-click: mailbox providers POST without cookies
+    security.install(app)
+    app.jinja_env.globals.update(newsletter=config.newsletter)
+    return app
+
+
+def load_app(config_path: str | None = None) -> Flask:
+    """For a WSGI server: ``gunicorn 'newsletter.web:load_app()'`` (config from $NEWSLETTER_CONFIG)."""
+    return create_app(load_config(config_path))

@@ -1,0 +1,75 @@
+"""Staff accounts for the web admin: hashed passwords (werkzeug's scrypt), nothing stored in clear.
+
+A login costs the same whether or not the user name exists (a dummy hash is checked
+when it does not), so timing does not tell which staff accounts there are.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from newsletter.clock import Clock
+from newsletter.errors import UsageError
+from newsletter.store.models import StaffUser
+
+MIN_PASSWORD = 12
+MAX_PASSWORD = 1024
+MAX_USERNAME = 100
+
+
+def check_username(username: str) -> str:
+    name = username.strip()
+    if not name or len(name) > MAX_USERNAME or any(c.isspace() or not c.isprintable() for c in name):
+        raise UsageError(f"a staff user name is 1 to {MAX_USERNAME} printable characters without spaces")
+    return name
+
+
+def check_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise UsageError(f"the password is too short: use at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise UsageError(f"the password is too long: at most {MAX_PASSWORD} characters")
+    return password
+
+
+def add_staff_user(session: Session, username: str, password: str, clock: Clock, *, replace: bool = False) -> bool:
+    """Create a staff user, or with ``replace`` set a new password; True if created."""
+    name = check_username(username)
+    hashed = generate_password_hash(check_password(password))
+    user = session.scalars(select(StaffUser).where(StaffUser.username == name)).first()
+    if user is not None:
+        if not replace:
+            raise UsageError(f"staff user {name!r} already exists; pass --replace to set a new password")
+        user.password_hash = hashed
+        return False
+    session.add(StaffUser(username=name, password_hash=hashed, created_at=clock.now()))
+    return True
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return generate_password_hash("not a real password, only here to spend the same time")
+
+
+def authenticate(session: Session, username: str, password: str, clock: Clock) -> StaffUser | None:
+    """The staff user if the password is right (and the login time recorded), else None."""
+    if len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
+        return None
+    user = session.scalars(select(StaffUser).where(StaffUser.username == username.strip())).first()
+    if user is None:
+        check_password_hash(_dummy_hash(), password)
+        return None
+    if not check_password_hash(user.password_hash, password):
+        return None
+    user.last_login_at = clock.now()
+    return user
+
+
+def session_stamp(user: StaffUser) -> str:
+    """Stored in the login session; a new password changes it, which ends every older session."""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]

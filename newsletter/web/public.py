@@ -1,0 +1,192 @@
+"""The reader's pages: subscribe, confirm, unsubscribe (RFC 8058 one-click too) and view-in-browser.
+
+Two rules shape them. A GET never changes a subscription except the confirm link the
+reader asked for (link scanners fetch every URL in an email); and no answer tells a
+stranger whether an address is on the list.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import date
+
+from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from newsletter.errors import TokenError, UsageError
+from newsletter.store.models import SubscriberStatus
+from newsletter.store.store import edition_for
+from newsletter.subscribers import (
+    MAX_EMAIL,
+    MAX_NAME,
+    ConfirmResult,
+    LeaveResult,
+    clean_name,
+    confirm_subscription,
+    leave,
+    normalise_email,
+    request_subscription,
+    subscriber_for,
+)
+from newsletter.tokens import CONFIRM, UNSUBSCRIBE
+from newsletter.web import services
+from newsletter.web.mail import send_confirmation
+from newsletter.web.security import EDITION_CSP, allow_attempt, client_key
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("public", __name__)
+
+HONEYPOT = "website"
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@bp.get("/")
+def index() -> BaseResponse:
+    return redirect(url_for("public.subscribe"))
+
+
+def _subscribe_form(
+    status: int = 200, *, email: str = "", name: str = "", errors: dict[str, str] | None = None
+) -> tuple[str, int]:
+    return (
+        render_template(
+            "web/subscribe.html",
+            email=email[:MAX_EMAIL],
+            name=name[:MAX_NAME],
+            errors=errors or {},
+            max_email=MAX_EMAIL,
+            max_name=MAX_NAME,
+            honeypot=HONEYPOT,
+        ),
+        status,
+    )
+
+
+@bp.get("/subscribe")
+def subscribe() -> tuple[str, int]:
+    return _subscribe_form()
+
+
+@bp.post("/subscribe")
+def subscribe_post() -> BaseResponse | tuple[str, int]:
+    """Sign up: validate, rate-limit, record a pending reader, mail the confirm link."""
+    app = services()
+    email, name = request.form.get("email", ""), request.form.get("name", "")
+    client = client_key(app.config.web.secret_key, request.remote_addr)
+    with app.store.session() as session:
+        allowed = allow_attempt(session, "subscribe", client, app.clock.now(), app.config.web.subscribe_per_hour)
+    if not allowed:
+        log.warning("sign-up rate limit reached for a client")
+        problem = "Too many sign-ups from your network in the last hour. Please try again later."
+        return _subscribe_form(429, email=email, name=name, errors={"form": problem})
+    if request.form.get(HONEYPOT):
+        log.info("sign-up with the hidden field filled in: ignored")
+        return redirect(url_for("public.check_inbox"), code=303)
+    errors: dict[str, str] = {}
+    try:
+        normalise_email(email)
+    except UsageError as exc:
+        errors["email"] = _address_problem(email, exc)
+    try:
+        clean_name(name)
+    except UsageError as exc:
+        errors["name"] = str(exc).replace("a subscriber's name", "Your name").capitalize()
+    if errors:
+        return _subscribe_form(400, email=email, name=name, errors=errors)
+    with app.store.session() as session:
+        signup = request_subscription(session, email, app.clock, name=name, source="web")
+    if signup.send_confirmation:
+        send_confirmation(app, signup)
+    return redirect(url_for("public.check_inbox"), code=303)
+
+
+def _address_problem(raw: str, exc: UsageError) -> str:
+    if not raw.strip():
+        return "Please enter your email address."
+    if any(c in raw for c in "\r\n\x00"):
+        return "An email address cannot contain line breaks."
+    if len(raw.strip()) > MAX_EMAIL:
+        return f"An email address has at most {MAX_EMAIL} characters."
+    detail = str(exc).split(": ", 1)[-1]
+    return f"That is not a valid email address: {detail}"
+
+
+@bp.get("/subscribe/check-your-inbox")
+def check_inbox() -> str:
+    return render_template("web/check_inbox.html", days=services().config.web.confirm_days)
+
+
+@bp.get("/confirm/<token>")
+def confirm(token: str) -> tuple[str, int]:
+    """Double opt-in: the link from the confirmation email makes the reader active."""
+    app = services()
+    try:
+        claim = app.tokens.read(CONFIRM, token, app.config.web.confirm_days)
+    except TokenError as exc:
+        state = "expired" if "expired" in str(exc) else "invalid"
+        return render_template("web/confirm.html", state=state), 400
+    with app.store.session() as session:
+        result = confirm_subscription(session, claim, app.clock, source="web")
+    status = 400 if result in (ConfirmResult.UNKNOWN, ConfirmResult.STALE) else 200
+    return render_template("web/confirm.html", state=result.value), status
+
+
+@bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
+def unsubscribe(token: str) -> Response:
+    """GET shows a button and changes nothing; POST (the button, or RFC 8058 one-click) unsubscribes.
+
+    The POST needs no cookie and no form token (the signed URL is the authority), never
+    redirects, answers 200 and can be repeated: that is what mailbox providers expect of
+    ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``.
+    """
+    app = services()
+    try:
+        claim = app.tokens.read(UNSUBSCRIBE, token, app.config.web.unsubscribe_days)
+    except TokenError as exc:
+        state = "expired" if "expired" in str(exc) else "invalid"
+        return _unsubscribe_page(state, 400)
+    if request.method == "POST":
+        source = "web" if request.form.get("via") == "page" else "one-click"
+        with app.store.session() as session:
+            result = leave(session, claim, app.clock, source=source)
+        if result == LeaveResult.UNSUBSCRIBED:
+            log.info("subscriber %d unsubscribed (%s)", claim.subscriber_id, source)
+        state = "done" if result in (LeaveResult.UNSUBSCRIBED, LeaveResult.ALREADY) else result.value
+        return _unsubscribe_page(state, 200)
+    if claim.subscriber_id == 0:
+        return _unsubscribe_page(LeaveResult.TEST_COPY.value, 200)
+    with app.store.session() as session:
+        subscriber = subscriber_for(session, claim)
+        email = subscriber.email if subscriber else ""
+        gone = subscriber is not None and subscriber.status == SubscriberStatus.UNSUBSCRIBED
+    if subscriber is None:
+        return _unsubscribe_page(LeaveResult.NOT_LISTED.value, 200)
+    return _unsubscribe_page("already" if gone else "ask", 200, email=email)
+
+
+def _unsubscribe_page(state: str, status: int, *, email: str = "") -> Response:
+    response = make_response(render_template("web/unsubscribe.html", state=state, email=email), status)
+    response.headers["X-Robots-Tag"] = "noindex"
+    return response
+
+
+@bp.get("/editions/<day>")
+def edition(day: str) -> Response:
+    """The public copy of an edition ("view in browser"): no greeting, no personal links."""
+    if not _DATE.fullmatch(day):
+        abort(404)
+    try:
+        when = date.fromisoformat(day)
+    except ValueError:
+        abort(404)
+    with services().store.session() as session:
+        found = edition_for(session, when)
+        html = found.web_html if found is not None else ""
+    if not html:
+        abort(404)
+    response = make_response(html)
+    response.headers["Content-Security-Policy"] = EDITION_CSP
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response

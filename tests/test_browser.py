@@ -1,0 +1,165 @@
+"""A reader's whole life on the list, in a real browser against a real WSGI server and SMTP server.
+
+Debian's chromium (never a downloaded browser) driven by Playwright: subscribe through the
+form, follow the link in the confirmation email the SMTP server caught, receive the next
+edition, leave through the unsubscribe link in it, and miss the edition after that.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import ConsoleMessage, Page, sync_playwright
+from sqlalchemy import select
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from newsletter.clock import FixedClock
+from newsletter.publish import send_edition
+from newsletter.store import Store
+from newsletter.store.models import Subscriber, SubscriberStatus
+from newsletter.tokens import Tokens
+from newsletter.web import create_app
+from tests.conftest import PG_ENV, SECRET, SMTPServer, add_article, add_subscribers, make_config, morning_articles
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+READER = "ana.garcia@example.org"
+
+pytestmark = pytest.mark.slow
+
+
+def _require_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    if os.environ.get(PG_ENV):  # CI: the browser test must run, not quietly skip
+        pytest.fail(f"{CHROMIUM} is missing; install Debian's chromium package")
+    pytest.skip(f"{CHROMIUM} is not installed")
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, dict[str, Any]]]:
+    """A real threaded WSGI server on a free 127.0.0.1 port; the app is plugged in once its URL is known."""
+    slot: dict[str, Any] = {}
+
+    def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
+        return slot["app"](environ, start_response)
+
+    httpd: BaseWSGIServer = make_server("127.0.0.1", 0, dispatch, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, name="wsgi", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}", slot
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+def _status(store: Store, email: str) -> SubscriberStatus | None:
+    with store.session() as session:
+        return session.scalars(select(Subscriber.status).where(Subscriber.email == email)).first()
+
+
+def _link(pattern: str, text: str) -> str:
+    found = re.search(pattern, text)
+    assert found, f"no link matching {pattern} in:\n{text}"
+    return found.group(0)
+
+
+def test_subscribe_confirm_receive_unsubscribe_in_a_real_browser(
+    db_url: str, store: Store, smtp_sink: SMTPServer, server: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    _require_chromium()
+    base, slot = server
+    clock = FixedClock(datetime(2026, 11, 23, 20, 0, tzinfo=UTC))  # the evening before
+    config = make_config(db_url, smtp_sink, web={"base_url": base, "production": False})
+    tokens = Tokens(SECRET, clock)
+    slot["app"] = create_app(config, store=store, clock=clock)
+    morning_articles(store, clock)
+    add_subscribers(store, clock, 1)  # someone else, so every edition has a reader
+    ARTIFACTS.mkdir(exist_ok=True)
+    problems: list[str] = []
+
+    def watch(message: ConsoleMessage) -> None:
+        if message.type == "error" and "favicon" not in message.location.get("url", ""):
+            problems.append(message.text)
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),  # a fresh profile every run
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            context.set_default_timeout(10_000)
+            page: Page = context.pages[0] if context.pages else context.new_page()
+            page.on("console", watch)
+
+            # 1. Subscribe through the form, found by its labels as a screen reader would.
+            page.goto(f"{base}/subscribe")
+            assert page.title() == "Subscribe · Breakfast in red"
+            page.get_by_label("Email address").fill(READER)
+            page.get_by_label("Your name").fill("Ana García")
+            page.screenshot(path=str(ARTIFACTS / "subscribe.png"), full_page=True)
+            page.get_by_role("button", name="Subscribe").click()
+            page.wait_for_url(f"{base}/subscribe/check-your-inbox")
+            assert page.get_by_role("heading", name="Check your inbox").is_visible()
+            assert _status(store, READER) == SubscriberStatus.PENDING
+
+            # 2. The confirmation email reached the SMTP server; follow its link.
+            (confirmation,) = smtp_sink.handler.by_recipient()[READER]
+            text = confirmation.message.get_body(("plain",)).get_content()
+            page.goto(_link(rf"{re.escape(base)}/confirm/\S+", text))
+            assert page.get_by_role("heading", name="You are subscribed").is_visible()
+            assert _status(store, READER) == SubscriberStatus.ACTIVE
+
+            # 3. The next morning's edition reaches the reader.
+            clock.set(datetime(2026, 11, 24, 6, 30, tzinfo=UTC))
+            first = send_edition(config, store, clock, tokens, day=date(2026, 11, 24))
+            assert first.outcome == "sent", first.message
+            confirmation_then_edition = smtp_sink.handler.by_recipient()[READER]
+            assert len(confirmation_then_edition) == 2
+            edition = confirmation_then_edition[-1]
+            html = edition.message.get_body(("html",)).get_content()
+            assert "Good morning, Ana" in html and "Story story-0" in html
+
+            # 4. The unsubscribe link in that email: a page that changes nothing, then the button.
+            page.goto(_link(rf"{re.escape(base)}/unsubscribe/[^\"<\s]+", html))
+            assert page.get_by_role("heading", name="Unsubscribe from Breakfast in red?").is_visible()
+            assert page.get_by_text(READER).is_visible()
+            page.screenshot(path=str(ARTIFACTS / "unsubscribe.png"), full_page=True)
+            assert _status(store, READER) == SubscriberStatus.ACTIVE
+            page.get_by_role("button", name="Unsubscribe").click()
+            page.get_by_role("heading", name="You are unsubscribed").wait_for()
+            assert _status(store, READER) == SubscriberStatus.UNSUBSCRIBED
+            page.screenshot(path=str(ARTIFACTS / "unsubscribed.png"), full_page=True)
+        finally:
+            context.close()
+
+    # 5. The following edition goes out, but not to them.
+    clock.set(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
+    add_article(store, clock, "next-day", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
+    second = send_edition(config, store, clock, tokens, day=date(2026, 11, 25))
+    assert second.outcome == "sent" and second.stats is not None and second.stats.sent == 1, second.message
+    received = smtp_sink.handler.by_recipient()
+    assert len(received[READER]) == 2  # the confirmation and the first edition only
+    assert len(received["reader0@example.org"]) == 2
+    assert problems == []  # no CSP violations or failed requests in the pages
+    assert (ARTIFACTS / "subscribe.png").stat().st_size > 1000
+    assert (ARTIFACTS / "unsubscribe.png").stat().st_size > 1000

@@ -1,0 +1,109 @@
+"""Unsubscribe requests by email, from a real Maildir, including the mailto of a really sent edition."""
+
+from __future__ import annotations
+
+import mailbox
+import re
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy import select
+
+from newsletter.cli import cli
+from newsletter.publish import send_edition
+from newsletter.store import Store
+from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
+from newsletter.tokens import UNSUBSCRIBE
+from newsletter.unsubscribes import process_maildir
+from tests.conftest import add_subscribers, morning_articles
+from tests.test_subscribers import config_file
+
+
+def mail(sender: str, subject: str, body: str = "", **headers: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "breakfast@news.example.com"
+    msg["Subject"] = subject
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(body or "sent from my phone")
+    return msg.as_bytes()
+
+
+def statuses(store: Store) -> dict[str, str]:
+    with store.session() as session:
+        return {s.email: s.status.value for s in session.scalars(select(Subscriber))}
+
+
+def test_requests_by_token_and_by_sender_and_nothing_twice(config, store, clock, tokens, tmp_path: Path):
+    add_subscribers(store, clock, 6)
+    add_subscribers(store, clock, 1, SubscriberStatus.UNSUBSCRIBED, prefix="gone")
+    with store.session() as session:
+        ids = {s.email: s.id for s in session.scalars(select(Subscriber))}
+    token = tokens.make(UNSUBSCRIBE, ids["reader0@example.org"], "reader0@example.org")
+    box_path = tmp_path / "unsubscribe"
+    box = mailbox.Maildir(box_path, create=True)
+    box.add(mail("Someone Else <other@example.net>", f"unsubscribe {token}"))  # forwarded: the token decides
+    box.add(mail("Reader One <READER1@example.org>", "Re: Unsubscribe"))
+    box.add(mail("reader2@example.org", "Re: Breakfast in red: Tuesday", "Loved the bridge story!"))
+    box.add(mail("reader3@example.org", "Out of office: unsubscribe", Auto_Submitted="auto-replied"))
+    box.add(mail("stranger@example.net", "unsubscribe"))
+    box.add(mail("reader4@example.org", f"unsubscribe {token[:-4]}XXXX"))  # mangled token: the sender asked
+    box.add(mail("gone0@example.org", "unsubscribe"))
+    box.add(mail("reader5@example.org", "unsubscribe", Precedence="bulk"))
+    box.add(b"this is not really an email at all")
+    box.close()
+
+    report = process_maildir(box_path, config, store, clock, tokens)
+
+    assert report.counts == {"unsubscribed": 3, "ignored": 4, "not-listed": 1, "already": 1}
+    assert report.summary() == "9 messages: 3 unsubscribed, 1 already, 1 not listed, 4 ignored"
+    now = statuses(store)
+    assert [e for e, s in sorted(now.items()) if s == "unsubscribed"] == [
+        "gone0@example.org",
+        "reader0@example.org",
+        "reader1@example.org",
+        "reader4@example.org",
+    ]
+    with store.session() as session:
+        assert {e.source for e in session.scalars(select(SubscriberEvent))} == {"mailto"}
+    # Everything handled was filed away, marked seen; a second run has nothing to do.
+    assert list(mailbox.Maildir(box_path, create=False).keys()) == []
+    processed = mailbox.Maildir(box_path / ".Processed", create=False)
+    assert len(processed) == 9 and all("S" in message.get_flags() for message in processed)
+    assert process_maildir(box_path, config, store, clock, tokens).summary() == "no new messages"
+
+
+def test_the_mailto_of_a_sent_edition_unsubscribes_its_reader(config, store, clock, tokens, smtp_sink, tmp_path):
+    morning_articles(store, clock)
+    add_subscribers(store, clock, 2)
+    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    (received,) = smtp_sink.handler.by_recipient()["reader1@example.org"]
+    mailto = re.findall(r"<(mailto:[^>]+)>", received.message["List-Unsubscribe"])[0]
+    parts = urlsplit(mailto)
+    subject = unquote(parts.query.removeprefix("subject="))
+    box = mailbox.Maildir(tmp_path / "in", create=True)
+    # What a mail client sends for that link, from whichever address the reader uses now.
+    box.add(mail("Reader One <reader1.new@example.net>", subject))
+    box.close()
+    report = process_maildir(tmp_path / "in", config, store, clock, tokens)
+    assert report.counts["unsubscribed"] == 1
+    assert statuses(store) == {"reader0@example.org": "active", "reader1@example.org": "unsubscribed"}
+
+
+def test_cli_process(runner, tmp_path, db_url, store, clock):
+    add_subscribers(store, clock, 1)
+    box = mailbox.Maildir(tmp_path / "box", create=True)
+    box.add(mail("reader0@example.org", "unsubscribe"))
+    box.close()
+    cfg = config_file(tmp_path, db_url)
+    result = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process", str(tmp_path / "box")])
+    assert result.exit_code == 0, result.output
+    assert result.output == "unsubscribed: reader0@example.org\n1 messages: 1 unsubscribed\n"
+    assert statuses(store) == {"reader0@example.org": "unsubscribed"}
+    again = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process", str(tmp_path / "box")])
+    assert again.output == "no new messages\n"
+    (tmp_path / "plain").mkdir()
+    wrong = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process", str(tmp_path / "plain")])
+    assert wrong.exit_code == 2 and wrong.output.startswith("error: ") and "is not a Maildir" in wrong.output
