@@ -108,8 +108,13 @@ class _Command(click.Command):
         super().__init__(name, **kwargs)
         if name not in ("init", "demo"):
             self.params.append(
-                click.Option(["--config"], metavar="PATH", expose_value=False, callback=_set_config,
-                             help="Configuration file (may also come before the command).")
+                click.Option(
+                    ["--config"],
+                    metavar="PATH",
+                    expose_value=False,
+                    callback=_set_config,
+                    help="Configuration file (may also come before the command).",
+                )
             )
 
 
@@ -674,8 +679,16 @@ def _graceful_stop() -> Iterator[threading.Event]:
 @click.option("--dry-run", is_flag=True, help="Say what would be sent; send and record nothing.")
 @click.option("--to", "to_address", metavar="ADDRESS", help="Send one test copy to ADDRESS only; record nothing.")
 @click.option("--enqueue-only", is_flag=True, help="Create the deliveries and leave sending to `newsletter worker`.")
+@click.option(
+    "--scheduled",
+    is_flag=True,
+    help="For cron or a systemd timer: send the edition if it is due and not sent yet, resume one left "
+    "part-sent, else do nothing (exit 0). Safe to run every few minutes.",
+)
 @pass_app
-def send(app: App, day: date | None, dry_run: bool, to_address: str | None, enqueue_only: bool) -> None:
+def send(
+    app: App, day: date | None, dry_run: bool, to_address: str | None, enqueue_only: bool, scheduled: bool
+) -> None:
     """Prepare the edition and send it to every active subscriber who has not had it yet.
 
     Running it again resumes: nobody who already has the edition gets it twice.
@@ -686,10 +699,14 @@ def send(app: App, day: date | None, dry_run: bool, to_address: str | None, enqu
       newsletter send --to me@example.org
       newsletter send --date 2026-11-24
       newsletter send --enqueue-only      # PostgreSQL: workers do the sending
+      newsletter send --scheduled         # from cron every 5 minutes: sends once, when due
     """
     from newsletter.publish import send_edition, send_test_copy
     from newsletter.subscribers import normalise_email
 
+    if scheduled:
+        _send_scheduled(app, conflicting=day is not None or dry_run or bool(to_address) or enqueue_only)
+        return
     if to_address:
         address = normalise_email(to_address)
         reply = send_test_copy(app.config, app.store, app.clock, app.tokens, day, address)
@@ -699,7 +716,14 @@ def send(app: App, day: date | None, dry_run: bool, to_address: str | None, enqu
     with _graceful_stop() as stop:
         try:
             report = send_edition(
-                app.config, app.store, app.clock, app.tokens, day=day, dry_run=dry_run, stop=stop, on_progress=progress,
+                app.config,
+                app.store,
+                app.clock,
+                app.tokens,
+                day=day,
+                dry_run=dry_run,
+                stop=stop,
+                on_progress=progress,
                 enqueue_only=enqueue_only,
             )
         finally:
@@ -711,12 +735,77 @@ def send(app: App, day: date | None, dry_run: bool, to_address: str | None, enqu
         sys.exit(1)
 
 
+def _scheduler_store(app: App, role: str) -> Store:
+    """A store whose database sessions name this process, so a lock's loser can say who holds it."""
+    from newsletter.store import worker_identity
+
+    store = Store(app.config.store.url, application_name=f"newsletter {role} {worker_identity()}")
+    store.check_schema()
+    return store
+
+
+def _send_scheduled(app: App, conflicting: bool) -> None:
+    """``send --scheduled``: cron's view of the morning; silent unless it sends or something is wrong."""
+    from newsletter.schedule import feed_fetcher, send_scheduled
+
+    if conflicting:
+        raise UsageError(
+            "--scheduled decides the edition itself: use it without --date, --dry-run, --to or --enqueue-only"
+        )
+    store = _scheduler_store(app, "send --scheduled")
+    try:
+        with _graceful_stop() as stop:
+            fetch = feed_fetcher(app.config, store, app.clock)
+            result = send_scheduled(app.config, store, app.clock, app.tokens, fetch=fetch, stop=stop)
+    finally:
+        store.dispose()
+    for report in result.reports:
+        click.echo(f"{report.day}: {report.message}")
+    sys.exit(result.exit_code)
+
+
+@cli.command()
+@pass_app
+def scheduler(app: App) -> None:
+    """Run the scheduler: send each edition at its send time, unattended, until stopped.
+
+    At start it resumes any edition a crash left part-sent, and sends this morning's at once
+    if its send time passed less than [scheduler] grace_minutes ago (later, it logs that the
+    edition was missed: `newsletter send --date D` sends it anyway). Deferred messages are
+    retried every [delivery] retry_deferred_minutes. The schedule is kept in the database,
+    and any number of schedulers (or cron runs) may share it: each edition goes once.
+    SIGTERM/SIGINT stop it after the messages in flight are recorded; starting it again
+    resumes. Logs one line per event on stderr.
+
+    \b
+    Examples:
+      newsletter scheduler
+      NEWSLETTER_CONFIG=/srv/newsletter/newsletter.toml newsletter scheduler
+    """
+    from newsletter.schedule import feed_fetcher
+    from newsletter.scheduler import EditionScheduler
+
+    ours = logging.getLogger("newsletter")
+    ours.setLevel(min(ours.level, logging.INFO))  # a daemon's log is its only voice: every event
+    theirs = logging.getLogger("apscheduler")  # its warnings, in the same format on the same stream
+    theirs.handlers[:] = ours.handlers
+    theirs.setLevel(logging.WARNING)
+    theirs.propagate = False
+    store = _scheduler_store(app, "scheduler")
+    try:
+        fetch = feed_fetcher(app.config, store, app.clock)
+        code = EditionScheduler(app.config, store, app.clock, app.tokens, fetch=fetch).run()
+    finally:
+        store.dispose()
+    sys.exit(code)
+
+
 @cli.command()
 @click.option("--date", "day", type=DATE, help="Show one edition in detail.")
 @click.option("--limit", default=7, show_default=True, help="How many recent editions.")
 @pass_app
 def status(app: App, day: date | None, limit: int) -> None:
-    """Show recent editions with their delivery counts, and the latest errors.
+    """Show recent editions with their delivery counts, the latest errors, and the next scheduled send.
 
     \b
     Example:
@@ -744,6 +833,10 @@ def status(app: App, day: date | None, limit: int) -> None:
             click.echo(f"            {state}: {email}: {error}")
     click.echo("subscribers: " + ", ".join(f"{n} {s}" for s, n in subs.items()))
     _show_workers(app, editions)
+    from newsletter.scheduler import schedule_summary
+
+    for line in schedule_summary(app.config, app.store, app.clock):
+        click.echo(line)
 
 
 def _show_workers(app: App, editions: list[Any]) -> None:
@@ -790,13 +883,22 @@ def worker(app: App, until_idle: bool, poll_seconds: float) -> None:
     progress = _Progress(enabled=sys.stderr.isatty())
     with _graceful_stop() as stop:
         try:
-            report = run_worker(app.config, app.store, app.clock, app.tokens, until_idle=until_idle, stop=stop,
-                                poll_seconds=poll_seconds, on_progress=progress)
+            report = run_worker(
+                app.config,
+                app.store,
+                app.clock,
+                app.tokens,
+                until_idle=until_idle,
+                stop=stop,
+                poll_seconds=poll_seconds,
+                on_progress=progress,
+            )
         finally:
             progress.close()
     totals = report.totals
-    click.echo(f"worker done: sent {totals.sent}, deferred {totals.deferred}, failed {totals.failed}, "
-               f"skipped {totals.skipped}")
+    click.echo(
+        f"worker done: sent {totals.sent}, deferred {totals.deferred}, failed {totals.failed}, skipped {totals.skipped}"
+    )
     if report.error is not None:
         click.echo(f"error: {report.error}", err=True)
         sys.exit(1)

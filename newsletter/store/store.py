@@ -26,6 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter.errors import StoreError
 from newsletter.store.models import (
     Article,
+    Delivery,
+    DeliveryStatus,
     Edition,
     EditionStatus,
     Subscriber,
@@ -245,3 +247,19 @@ def unfinished_editions(session: Session) -> Sequence[Edition]:
     """Editions a crash or a deferral left half-sent, oldest first."""
     query = select(Edition).where(Edition.status == EditionStatus.SENDING).order_by(Edition.date)
     return session.scalars(query).all()
+
+
+def edition_progress(session: Session, edition_id: int) -> tuple[int, int, datetime | None]:
+    """(open now: pending or claimed, deferred, the soonest deferred retry) of an edition being sent."""
+    rows = session.execute(
+        select(Delivery.status, func.count(), func.min(Delivery.next_attempt_at))
+        .where(
+            Delivery.edition_id == edition_id,
+            Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.DEFERRED]),
+        )
+        .group_by(Delivery.status)
+    ).all()
+    counts = {DeliveryStatus(status): (n, soonest) for status, n, soonest in rows}
+    deferred, next_retry = counts.get(DeliveryStatus.DEFERRED, (0, None))
+    open_now = sum(counts.get(s, (0, None))[0] for s in (DeliveryStatus.PENDING, DeliveryStatus.SENDING))
+    return open_now, deferred, next_retry

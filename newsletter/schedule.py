@@ -1,0 +1,367 @@
+"""When editions are due, and one scheduled pass: what cron and the daemon both run.
+
+Three triggers, one decision. The daemon (``newsletter scheduler``, in ``scheduler.py``),
+its retry tick, and a cron job or systemd timer running ``newsletter send --scheduled``
+every few minutes all ask ``decide`` what to do now: send the edition due, resume one left
+half-sent, or nothing (already done, not due yet, or missed: past the grace period, when a
+send would bring yesterday's news at lunchtime). Exactly once comes from below:
+``send_edition`` prepares one edition per date and sends it under the edition's database
+lock from the delivery log, so any two triggers can only resume each other's work, never
+repeat it. The trigger, the decision and the date arithmetic are pure and take ``now``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.cron import CronTrigger
+
+from newsletter.articles import ImportSummary, fetch_feeds
+from newsletter.clock import Clock
+from newsletter.config import WEEKDAYS, Config
+from newsletter.editions import cutoff, edition_date_due, local_date
+from newsletter.errors import LockHeldError, NewsletterError
+from newsletter.publish import SendReport, send_edition
+from newsletter.store import Store
+from newsletter.store.models import EditionStatus
+from newsletter.store.store import edition_for, edition_progress, unfinished_editions
+from newsletter.tokens import Tokens
+
+log = logging.getLogger("newsletter.scheduler")
+
+# A process needs a moment to wake: a send this late is on time whatever the grace period.
+ON_TIME = timedelta(minutes=1)
+
+FeedFetcher = Callable[[], Sequence[ImportSummary]]
+"""Imports the configured feeds; ``feed_fetcher`` binds the real one to its collaborators."""
+
+
+def feed_fetcher(config: Config, store: Store, clock: Clock) -> FeedFetcher:
+    return partial(fetch_feeds, config, store, clock)
+
+
+# --- when: the trigger ----------------------------------------------------------------------
+
+
+class EditionTrigger(CronTrigger):
+    """A cron trigger at the send time on the configured weekdays, firing exactly at each cutoff.
+
+    APScheduler's own cron arithmetic works on wall times: it skips a day whose send time
+    falls in a spring-forward gap and fires twice when it falls in a repeated autumn hour
+    (America/Havana at 00:30, Europe/London at 01:30). An edition must go once per date, at
+    the instant ``editions.cutoff`` defines, so fire times come from there; the cron fields
+    still describe the schedule in logs and in the job table.
+    """
+
+    def __init__(self, send_time: time, zone: ZoneInfo, days: Sequence[str]) -> None:
+        super().__init__(
+            day_of_week=",".join(days),
+            hour=send_time.hour,
+            minute=send_time.minute,
+            second=send_time.second,
+            timezone=zone,
+        )
+        self.send_time = send_time
+        self.days = tuple(days)
+
+    @classmethod
+    def for_config(cls, config: Config) -> EditionTrigger:
+        return cls(config.newsletter.send_time, config.newsletter.zone, config.scheduler.days)
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        # APScheduler's contract: after the previous fire time if there is one (even if that
+        # is still before now: it is how missed runs are counted), else at or after now.
+        after = now if previous_fire_time is None else min(now, previous_fire_time + timedelta(microseconds=1))
+        zone: ZoneInfo = self.timezone
+        day = local_date(after, zone) - timedelta(days=1)
+        for _ in range(9):  # a scheduled weekday comes round within a week
+            if WEEKDAYS[day.weekday()] in self.days:
+                fire = cutoff(day, self.send_time, zone)
+                if fire >= after:
+                    return fire.astimezone(zone)
+            day += timedelta(days=1)
+        return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()
+        state["edition"] = (self.send_time, self.days)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.send_time, self.days = state.pop("edition")
+        super().__setstate__(state)
+
+
+def scheduled_day(fire_time: datetime, config: Config) -> date:
+    """The edition date a fire time belongs to (a cutoff in a gap near midnight can land on the next date)."""
+    n = config.newsletter
+    day = local_date(fire_time, n.zone)
+    instant = fire_time.astimezone(UTC)  # == across zones is False in a repeated hour (PEP 495)
+    for candidate in (day, day - timedelta(days=1)):
+        if cutoff(candidate, n.send_time, n.zone) == instant:
+            return candidate
+    return day
+
+
+def latest_scheduled_day(now: datetime, config: Config) -> date:
+    """The most recent date on a scheduled weekday whose send time has passed."""
+    n = config.newsletter
+    day = edition_date_due(now, n.send_time, n.zone)
+    while WEEKDAYS[day.weekday()] not in config.scheduler.days:
+        day -= timedelta(days=1)
+    return day
+
+
+def lateness_allowed(config: Config) -> timedelta:
+    return max(timedelta(minutes=config.scheduler.grace_minutes), ON_TIME)
+
+
+# --- what: the decision ---------------------------------------------------------------------
+
+
+class Action(enum.StrEnum):
+    SEND = "send"  # due, within the grace period, not started
+    RESUME = "resume"  # started and left with work to do
+    DONE = "done"  # sent, or skipped for want of articles
+    NOT_DUE = "not-due"  # started; what is left is deferred to a later retry
+    MISSED = "missed"  # not sent, and now too late to send unattended
+
+
+@dataclass(frozen=True)
+class EditionState:
+    """What the store says about one edition, as far as deciding goes."""
+
+    status: EditionStatus
+    open_now: int = 0  # pending, or claimed by a worker
+    deferred: int = 0
+    next_retry_at: datetime | None = None
+
+    def has_work(self, now: datetime, retry_deferred: bool) -> bool:
+        """Something to send now; an edition with nothing open left still needs finishing."""
+        if self.open_now or not self.deferred:
+            return True
+        return retry_deferred or self.next_retry_at is None or self.next_retry_at <= now
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    day: date
+    cutoff: datetime
+    reason: str
+    state: EditionState | None = None  # what the store said about that day's edition
+
+
+StateOf = Callable[[date], EditionState | None]
+
+
+def decide(now: datetime, config: Config, state_of: StateOf, *, retry_deferred: bool = False) -> Decision:
+    """What a trigger should do at ``now`` about the latest scheduled edition; pure given ``state_of``.
+
+    :param state_of: the store's view of the edition for a date (None: not prepared yet).
+    :param retry_deferred: count deferred messages as due whatever their retry time.
+    """
+    n = config.newsletter
+    day = latest_scheduled_day(now, config)
+    due_at = cutoff(day, n.send_time, n.zone)
+    state = state_of(day)
+    if state is None or state.status == EditionStatus.READY:
+        if now - due_at <= lateness_allowed(config):
+            reason = f"the edition of {day} is due (send time {local_text(due_at, n.zone)})"
+            return Decision(Action.SEND, day, due_at, reason, state)
+        return Decision(Action.MISSED, day, due_at, missed_message(day, due_at, now, config), state)
+    if state.status == EditionStatus.SENDING:
+        if state.has_work(now, retry_deferred):
+            return Decision(Action.RESUME, day, due_at, f"the edition of {day} was left part-sent", state)
+        retry = local_text(state.next_retry_at, n.zone) if state.next_retry_at else "the next retry"
+        return Decision(
+            Action.NOT_DUE,
+            day,
+            due_at,
+            f"the edition of {day} has {state.deferred} deferred messages to retry at {retry}",
+            state,
+        )
+    done = "had no articles and was skipped" if state.status == EditionStatus.SKIPPED else "was already sent"
+    return Decision(Action.DONE, day, due_at, f"the edition of {day} {done}; nothing to do", state)
+
+
+def missed_message(day: date, due_at: datetime, now: datetime, config: Config) -> str:
+    late = span(now - due_at)
+    return (
+        f"the edition of {day} was missed: its send time {local_text(due_at, config.newsletter.zone)} passed {late} "
+        f"ago, beyond the {config.scheduler.grace_minutes}-minute grace period, so it is not sent unattended; "
+        f"`newsletter send --date {day}` sends it anyway"
+    )
+
+
+def local_text(moment: datetime, zone: ZoneInfo) -> str:
+    """'2026-11-24 06:00 GMT': the wall time readers see, with seconds only when there are any."""
+    local = moment.astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M:%S %Z}" if local.second else f"{local:%Y-%m-%d %H:%M %Z}"
+
+
+def span(delta: timedelta) -> str:
+    minutes = max(0, int(delta.total_seconds() // 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m"
+
+
+# --- the store's view -----------------------------------------------------------------------
+
+
+def state_reader(store: Store) -> StateOf:
+    def state_of(day: date) -> EditionState | None:
+        with store.session() as session:
+            edition = edition_for(session, day)
+            if edition is None:
+                return None
+            if edition.status != EditionStatus.SENDING:
+                return EditionState(edition.status)
+            open_now, deferred, next_retry = edition_progress(session, edition.id)
+            return EditionState(edition.status, open_now, deferred, next_retry)
+
+    return state_of
+
+
+# --- doing it: shared by the daemon and ``send --scheduled`` -----------------------------------
+
+
+@dataclass
+class PassResult:
+    """What one scheduled pass did: the decision, each send's report, and what stood in the way."""
+
+    decision: Decision | None = None  # None: only resuming, as at start-up
+    reports: list[SendReport] = field(default_factory=list)
+    lock_held: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if any(r.outcome == "interrupted" for r in self.reports):
+            return 130
+        if self.errors or any(not r.ok and r.outcome != "incomplete" for r in self.reports):
+            return 1
+        return 0
+
+
+class ScheduledSender:
+    """Decides, fetches feeds, sends, and says so in one log line per event."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        tokens: Tokens,
+        *,
+        fetch: FeedFetcher | None = None,
+        stop: threading.Event | None = None,
+        lock_level: int = logging.WARNING,
+        retry_hint: str = "the next run tries again",
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.tokens = tokens
+        self.fetch = fetch if (config.scheduler.fetch_feeds and config.feeds) else None
+        self.stop = stop or threading.Event()
+        self.lock_level = lock_level
+        self.retry_hint = retry_hint
+        self.state_of = state_reader(store)
+
+    def run_pass(
+        self,
+        *,
+        retry_deferred: bool,
+        others: bool,
+        missed_level: int = logging.WARNING,
+        quiet_level: int = logging.INFO,
+    ) -> PassResult:
+        """Act on the latest scheduled edition, then (``others``) on any older one left part-sent."""
+        decision = decide(self.clock.now(), self.config, self.state_of, retry_deferred=retry_deferred)
+        result = PassResult(decision)
+        if decision.action == Action.SEND:
+            if decision.state is None:  # not prepared yet: bring in the latest articles first
+                self.fetch_feeds(f"before the edition of {decision.day}")
+            self.send(decision.day, f"{decision.reason}: sending", retry_deferred, result)
+        elif decision.action == Action.RESUME:
+            self.send(decision.day, f"{decision.reason}: resuming it", retry_deferred, result)
+        elif decision.action == Action.MISSED:
+            log.log(missed_level, "%s", decision.reason)
+        else:
+            log.log(quiet_level, "%s", decision.reason)
+        if others:
+            self.resume_unfinished(retry_deferred, result, skip=decision.day)
+        return result
+
+    def resume_unfinished(self, retry_deferred: bool, result: PassResult, skip: date | None = None) -> None:
+        """Resume every edition left "sending" (a crash, a stop, deferrals) that has work due."""
+        with self.store.session() as session:
+            days = [e.date for e in unfinished_editions(session) if e.date != skip]
+        for day in days:
+            if self.stop.is_set():
+                return
+            state = self.state_of(day)
+            if state and state.status == EditionStatus.SENDING and state.has_work(self.clock.now(), retry_deferred):
+                self.send(day, f"the edition of {day} was left part-sent: resuming it", retry_deferred, result)
+
+    def send(self, day: date, why: str, retry_deferred: bool, result: PassResult) -> None:
+        if self.stop.is_set():
+            return
+        log.info("%s", why)
+        try:
+            report = send_edition(
+                self.config, self.store, self.clock, self.tokens, day=day, retry_deferred=retry_deferred, stop=self.stop
+            )
+        except LockHeldError as exc:
+            line = f"the edition of {day} is being sent by {exc.holder}; leaving it to that process"
+            log.log(self.lock_level, "%s", line)
+            result.lock_held.append(line)
+            return
+        except NewsletterError as exc:
+            log.error("the edition of %s was not sent: %s; %s", day, exc, self.retry_hint)
+            result.errors.append(str(exc))
+            return
+        level = logging.INFO if report.ok else logging.WARNING if report.outcome != "failed" else logging.ERROR
+        log.log(level, "edition %s: %s", day, report.message)
+        result.reports.append(report)
+
+    def fetch_feeds(self, why: str) -> None:
+        """Import the feeds; a feed that fails is logged and the morning goes on without it."""
+        if self.fetch is None:
+            return
+        try:
+            summaries = self.fetch()
+        except Exception as exc:  # noqa: BLE001 - a broken feed must never stop the edition going out
+            log.warning("fetching feeds %s failed: %s", why, exc)
+            return
+        for summary in summaries:
+            log.log(logging.INFO if summary.ok else logging.WARNING, "feed %s: %s", why, summary.describe())
+
+
+def send_scheduled(
+    config: Config,
+    store: Store,
+    clock: Clock,
+    tokens: Tokens,
+    *,
+    fetch: FeedFetcher | None = None,
+    stop: threading.Event | None = None,
+) -> PassResult:
+    """One cron run: send the edition if due and not sent, resume any left part-sent, else nothing.
+
+    Safe every few minutes: a second run finds the edition sent, or its lock held by the
+    first (which is normal while a long send runs, so it is said quietly). Deferred messages
+    wait for their retry time.
+    """
+    sender = ScheduledSender(config, store, clock, tokens, fetch=fetch, stop=stop, lock_level=logging.INFO)
+    return sender.run_pass(retry_deferred=False, others=True, missed_level=logging.INFO)

@@ -1,0 +1,403 @@
+"""``newsletter scheduler``: the daemon that sends each edition at its send time, unattended.
+
+APScheduler's ``BlockingScheduler`` with its jobs kept in the same database, so a restart
+keeps the schedule and a send missed while the process was down still goes out if it
+starts within the grace period. What each job does is decided in ``schedule.py``, the same
+code ``newsletter send --scheduled`` runs from cron.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.job import Job
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers import SchedulerNotRunningError
+from apscheduler.schedulers.blocking import BlockingScheduler
+from sqlalchemy import Engine, Table, func, inspect, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from newsletter.clock import Clock
+from newsletter.config import Config
+from newsletter.errors import NewsletterError, StoreError
+from newsletter.schedule import (
+    Action,
+    EditionTrigger,
+    FeedFetcher,
+    PassResult,
+    ScheduledSender,
+    decide,
+    lateness_allowed,
+    local_text,
+    missed_message,
+    scheduled_day,
+    span,
+    state_reader,
+)
+from newsletter.store import Store, worker_identity
+from newsletter.store.models import Edition, EditionStatus
+from newsletter.tokens import Tokens
+
+log = logging.getLogger(__name__)
+
+EDITION_JOB_ID = "newsletter-edition"
+RETRY_JOB_ID = "newsletter-retry"
+FETCH_JOB_ID = "newsletter-fetch-feeds"
+JOB_TABLE = "apscheduler_jobs"
+# A process needs a moment to wake: a send this late is on time whatever the grace period.
+ON_TIME = timedelta(minutes=1)
+
+# --- the daemon -----------------------------------------------------------------------------
+
+
+class _JobRunner(BaseExecutor):
+    """Runs the daemon's jobs one at a time on one thread, handing each the daemon.
+
+    The job table keeps only a reference to each job's function (``edition_job`` below);
+    the live collaborators (a config holding secrets, the store, SMTP) are given at run time
+    instead of being pickled into the database. One thread, so a retry and the morning send
+    never run side by side: the process never competes with itself for an edition's lock.
+    """
+
+    def __init__(self, daemon: EditionScheduler) -> None:
+        super().__init__()
+        self._daemon = daemon
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsletter-job")
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        def done(future: concurrent.futures.Future[list[JobExecutionEvent]]) -> None:
+            if future.cancelled():
+                self._run_job_success(job.id, [])
+            elif (exc := future.exception()) is not None:
+                self._run_job_error(job.id, exc, exc.__traceback__)
+            else:
+                self._run_job_success(job.id, future.result())
+
+        self._pool.submit(self._run, job, run_times).add_done_callback(done)
+
+    def _run(self, job: Job, run_times: list[datetime]) -> list[JobExecutionEvent]:
+        events = []
+        for run_time in run_times:
+            late = self._daemon.clock.now() - run_time
+            if job.misfire_grace_time is not None and late > timedelta(seconds=job.misfire_grace_time):
+                events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, job._jobstore_alias, run_time))
+                continue
+            try:
+                job.func(daemon=self._daemon)
+            except NewsletterError as exc:  # the database or the server is unwell: one line, try again later
+                log.error("%s failed: %s", job.name, exc)
+                events.append(JobExecutionEvent(EVENT_JOB_ERROR, job.id, job._jobstore_alias, run_time, exception=exc))
+            except Exception as exc:
+                log.exception("%s failed", job.name)
+                events.append(JobExecutionEvent(EVENT_JOB_ERROR, job.id, job._jobstore_alias, run_time, exception=exc))
+            else:
+                events.append(JobExecutionEvent(EVENT_JOB_EXECUTED, job.id, job._jobstore_alias, run_time))
+        return events
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+# The jobs as APScheduler stores them: by function name, with no arguments of their own. The
+# runner passes the daemon in; the default only satisfies APScheduler's check at add_job.
+
+
+def _given(daemon: EditionScheduler | None) -> EditionScheduler:
+    if daemon is None:
+        raise TypeError("this job is run by `newsletter scheduler`, which passes itself as daemon=")
+    return daemon
+
+
+def edition_job(*, daemon: EditionScheduler | None = None) -> None:
+    """The morning's job: send the edition due, or say why not."""
+    _given(daemon).on_edition_due()
+
+
+def retry_job(*, daemon: EditionScheduler | None = None) -> None:
+    """Every ``retry_deferred_minutes``: retry deferrals, resume anything left part-sent."""
+    _given(daemon).on_retry_tick()
+
+
+def fetch_job(*, daemon: EditionScheduler | None = None) -> None:
+    """Every ``fetch_interval_minutes``: import the feeds."""
+    _given(daemon).on_fetch_tick()
+
+
+def _ensure_job_table(engine: Engine, table: Table) -> None:
+    """Create APScheduler's table before two schedulers starting together both try to."""
+    try:
+        table.create(engine, checkfirst=True)
+    except SQLAlchemyError:
+        if not inspect(engine).has_table(table.name):
+            raise
+
+
+class EditionScheduler:
+    """``newsletter scheduler``: resume what a crash left, then send each edition at its send time."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        tokens: Tokens,
+        *,
+        fetch: FeedFetcher | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        retry = max(1, config.delivery.retry_deferred_minutes)
+        hint = f"the scheduler tries again in {retry} minutes"
+        self.sender = ScheduledSender(config, store, clock, tokens, fetch=fetch, stop=self.stop, retry_hint=hint)
+        self.trigger = EditionTrigger.for_config(config)
+        self.results: list[PassResult] = []
+        self._missed: set[date] = set()
+        self._signal: str = ""
+
+    # --- what the jobs do ---------------------------------------------------------------------
+
+    def on_edition_due(self) -> None:
+        result = self.sender.run_pass(retry_deferred=False, others=False, missed_level=logging.DEBUG)
+        self._record(result, report_missed=True)
+        self._log_next()
+
+    def on_retry_tick(self) -> None:
+        quiet = logging.DEBUG  # every few minutes: only what it does is news
+        result = self.sender.run_pass(retry_deferred=True, others=True, missed_level=quiet, quiet_level=quiet)
+        # An edition prepared but never started (the server was down) that ran out of grace.
+        self._record(result, report_missed=result.decision is not None and result.decision.state is not None)
+
+    def on_fetch_tick(self) -> None:
+        self.sender.fetch_feeds(f"every {self.config.scheduler.fetch_interval_minutes} minutes")
+
+    def _on_missed(self, event: JobExecutionEvent) -> None:
+        if event.job_id != EDITION_JOB_ID:
+            return
+        day = scheduled_day(event.scheduled_run_time, self.config)
+        state = self.sender.state_of(day)
+        if state is None or state.status == EditionStatus.READY:
+            self._report_missed(day, missed_message(day, event.scheduled_run_time, self.clock.now(), self.config))
+        else:
+            log.info("the send time of the edition of %s passed while stopped; it is %s", day, state.status)
+        self._log_next()
+
+    def _record(self, result: PassResult, report_missed: bool) -> None:
+        self.results.append(result)
+        decision = result.decision
+        if report_missed and decision is not None and decision.action == Action.MISSED:
+            self._report_missed(decision.day, decision.reason)
+
+    def _report_missed(self, day: date, line: str) -> None:
+        """Once per edition, however many jobs notice it."""
+        if day not in self._missed:
+            self._missed.add(day)
+            log.warning("%s", line)
+
+    def _log_next(self) -> None:
+        fire = self.trigger.get_next_fire_time(None, self.clock.now())
+        if fire is not None:
+            day = scheduled_day(fire, self.config)
+            log.info("next send: %s (the edition of %s)", local_text(fire, self.config.newsletter.zone), day)
+
+    # --- running ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or ``stop``); 0, or 130 when a send had to be interrupted."""
+        s = self.config.scheduler
+        days = "every day" if len(s.days) == 7 else ", ".join(s.days)
+        log.info(
+            "scheduler started (%s): editions at %s %s, %s; grace period %d minutes",
+            worker_identity(),
+            f"{self.config.newsletter.send_time:%H:%M:%S}".removesuffix(":00"),
+            self.config.newsletter.timezone,
+            days,
+            s.grace_minutes,
+        )
+        with _stop_on_signals(self):
+            startup = PassResult()
+            self.results.append(startup)
+            self.sender.resume_unfinished(retry_deferred=False, result=startup)
+            if self.stop.is_set():
+                self._announce_stop()
+            else:
+                self._schedule()
+        return self._exit_code()
+
+    def _schedule(self) -> None:
+        job_store = SQLAlchemyJobStore(
+            engine=Store(self.config.store.url, application_name="newsletter scheduler jobs").engine,
+            tablename=JOB_TABLE,
+        )
+        try:
+            _ensure_job_table(job_store.engine, job_store.jobs_t)
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"cannot create the scheduler's table {JOB_TABLE} in {self.store.safe_url}: {exc}"
+            ) from exc
+        runner = _JobRunner(self)
+        scheduler = BlockingScheduler(
+            jobstores={"default": job_store, "memory": MemoryJobStore()},
+            executors={"default": runner},
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone=self.config.newsletter.zone,
+        )
+        scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        self._add_jobs(scheduler)
+        finished = threading.Event()
+        stopper = threading.Thread(target=self._shutdown_on_stop, args=(scheduler, finished), daemon=True)
+        stopper.start()
+        try:
+            self._log_next()
+            scheduler.start()  # blocks until the stopper shuts it down
+        except SQLAlchemyError as exc:  # the job table, at start-up; later errors are retried by APScheduler
+            raise StoreError(f"cannot use the scheduler's table {JOB_TABLE} in {self.store.safe_url}: {exc}") from exc
+        finally:
+            finished.set()
+            self.stop.set()
+            runner.shutdown(wait=True)  # the send in flight winds down to a resumable state
+            # BlockingScheduler's loop looks for due jobs once more after shutdown, reopening
+            # the job store's engine that shutdown had closed.
+            job_store.engine.dispose()
+
+    def _add_jobs(self, scheduler: BlockingScheduler) -> None:
+        # A send time passed while this process was down: run the job for it at once. The
+        # runner then sends (within the grace period) or reports it missed, exactly as if
+        # the process had been up but late. APScheduler would otherwise compute the next
+        # run from now and forget it.
+        decision = decide(self.clock.now(), self.config, self.sender.state_of)
+        missed_run = {"next_run_time": decision.cutoff} if decision.action in (Action.SEND, Action.MISSED) else {}
+        scheduler.add_job(
+            edition_job,
+            trigger=self.trigger,
+            id=EDITION_JOB_ID,
+            name="the morning's edition",
+            replace_existing=True,
+            misfire_grace_time=int(lateness_allowed(self.config).total_seconds()),
+            **missed_run,
+        )
+        scheduler.add_job(
+            retry_job,
+            "interval",
+            minutes=max(1, self.config.delivery.retry_deferred_minutes),
+            id=RETRY_JOB_ID,
+            name="retrying deferred messages",
+            jobstore="memory",
+            misfire_grace_time=None,
+        )
+        if self.sender.fetch is not None and self.config.scheduler.fetch_interval_minutes:
+            scheduler.add_job(
+                fetch_job,
+                "interval",
+                minutes=self.config.scheduler.fetch_interval_minutes,
+                id=FETCH_JOB_ID,
+                name="fetching feeds",
+                jobstore="memory",
+                misfire_grace_time=None,
+            )
+
+    def _shutdown_on_stop(self, scheduler: BlockingScheduler, finished: threading.Event) -> None:
+        self.stop.wait()
+        if finished.is_set():
+            return
+        self._announce_stop()
+        while True:  # a stop can come just before the scheduler has started
+            try:
+                scheduler.shutdown(wait=False)
+                return
+            except SchedulerNotRunningError:
+                if finished.wait(0.05):
+                    return
+
+    def _announce_stop(self) -> None:
+        because = f"{self._signal}: " if self._signal else ""
+        log.info("%sstopping: no new sends; messages in flight finish and are recorded", because)
+
+    def _exit_code(self) -> int:
+        interrupted = sorted({r.day for p in self.results for r in p.reports if r.outcome == "interrupted"})
+        for day in interrupted:
+            log.warning("the edition of %s was interrupted: starting the scheduler again resumes it", day)
+        log.info("scheduler stopped")
+        return 130 if interrupted else 0
+
+
+@contextmanager
+def _stop_on_signals(daemon: EditionScheduler) -> Iterator[None]:
+    """First SIGTERM/SIGINT: stop gracefully. A second: exit at once (as safe as a crash)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, _frame: Any) -> None:
+        if daemon.stop.is_set():
+            os.write(2, b"second signal: exiting at once; starting again resumes the edition\n")
+            os._exit(130)
+        daemon._signal = signal.Signals(signum).name
+        daemon.stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# --- for ``newsletter status`` --------------------------------------------------------------
+
+
+def stored_next_run(store: Store) -> datetime | None:
+    """The next run time the daemon's job table holds, if a daemon has ever run on this database."""
+    engine = store.engine
+    if not inspect(engine).has_table(JOB_TABLE):
+        return None
+    table = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE).jobs_t
+    with engine.connect() as conn:
+        value = conn.execute(select(table.c.next_run_time).where(table.c.id == EDITION_JOB_ID)).scalar()
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _has_editions(store: Store) -> bool:
+    with store.session() as session:
+        return session.scalar(select(func.count()).select_from(Edition)) > 0
+
+
+def schedule_summary(config: Config, store: Store, clock: Clock) -> list[str]:
+    """Lines for ``status``: the next scheduled send, what the daemon's job says, and a missed edition."""
+    zone = config.newsletter.zone
+    now = clock.now()
+    trigger = EditionTrigger.for_config(config)
+    fire = trigger.get_next_fire_time(None, now)
+    lines = []
+    if fire is not None:
+        lines.append(
+            f"next scheduled send: the edition of {scheduled_day(fire, config)} at {local_text(fire, zone)} "
+            f"(in {span(fire - now)})"
+        )
+    stored = stored_next_run(store)
+    if stored is not None:
+        same = fire is not None and stored == fire.astimezone(UTC)
+        note = "" if same else " (differs from the configuration: restart `newsletter scheduler` to apply it)"
+        lines.append(f"scheduler job in the database: next run at {local_text(stored, zone)}{note}")
+    decision = decide(now, config, state_reader(store))
+    if decision.action == Action.MISSED and _has_editions(store):  # a fresh install has missed nothing
+        lines.append(decision.reason)
+    elif decision.action == Action.SEND:
+        lines.append(f"{decision.reason} and not sent yet: the scheduler or `newsletter send` sends it")
+    return lines
+
+
+__all__ = ["EditionScheduler", "schedule_summary", "stored_next_run"]
