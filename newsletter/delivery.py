@@ -3,8 +3,7 @@
 One thread does the work, in a loop: claim pending deliveries (a lease, in batches, in id
 order), personalise them, hand them to idle connections of a ``Pool``, collect what the
 server said, and write the outcomes to the delivery log in one transaction per turn of
-the loop (a group commit for whatever finished meanwhile). On SQLite a second, tiny
-thread fsyncs the log's WAL, so the loop never waits for the disk.
+the loop (a group commit for whatever finished meanwhile).
 
 The duplicate bound. A message can reach a reader twice only if the server accepted it and
 the run died before "sent" was committed. A connection writes its next message's final
@@ -26,7 +25,6 @@ import contextlib
 import heapq
 import logging
 import mailbox
-import os
 import random
 import threading
 import time
@@ -175,8 +173,6 @@ class DeliveryRun:
         self._stopping = False
         self._db_failed = False
         self._oldest = 0.0  # when the oldest unrecorded outcome arrived
-        self._wal: _WalSync | None = None
-        self._syncing: deque[tuple[int, list[int]]] = deque()  # committed, awaiting the WAL's fsync
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -189,13 +185,6 @@ class DeliveryRun:
                 counts = log_.status_counts(conn, self.edition_id)
             self.stats.to_send = sum(counts[s] for s in log_.OPEN_STATUSES)
             pool = self.pool_factory(self._is_durable)
-            if self.store.sqlite_path:
-                # Commit without waiting for the disk, then fsync the WAL on a thread of its
-                # own: the loop keeps sending while the disk catches up, and a connection's
-                # next message still waits for its previous one to be on disk.
-                raw = conn.connection.dbapi_connection
-                raw.execute("PRAGMA synchronous = NORMAL")
-                self._wal = _WalSync(self.store.sqlite_path + "-wal", pool.wake)
             try:
                 self._loop(pool, started)
             finally:
@@ -203,9 +192,6 @@ class DeliveryRun:
                     self._wind_down(pool)
                 finally:
                     pool.close()
-                    if self._wal is not None:
-                        self._wal.close()
-                        raw.execute("PRAGMA synchronous = FULL")  # the pool's next user expects FULL
                     self.stats.elapsed = time.monotonic() - started
         if self.on_progress:
             self.on_progress(self.stats)
@@ -226,12 +212,12 @@ class DeliveryRun:
             for completion in pool.poll(self._poll_timeout(pool, now)):
                 self._complete(completion)
             now = time.monotonic()
-            self._settle()
-            # Group commit, when a connection needs it (its next message transmitted, held
-            # before the final "."), or at once when committing does not wait for the disk.
-            if self._unrecorded and (
-                self._wal is not None or pool.waiting_on_log() or not self._inflight or now - self._oldest > 0.05
-            ):
+            # Connections that just finished get their next envelope out before we commit,
+            # so the commit (and its fsync) overlaps with that round trip.
+            self._start_messages(pool, now)
+            # Group commit, when a connection needs it: its next message is transmitted and
+            # held before the final ".", so one commit serves all that finished meanwhile.
+            if self._unrecorded and (pool.waiting_on_log() or not self._inflight or now - self._oldest > 0.05):
                 self._commit()
             now = time.monotonic()
             if now >= next_renewal:
@@ -244,7 +230,6 @@ class DeliveryRun:
             if (
                 not self._inflight
                 and not self._unrecorded
-                and not self._syncing
                 and (self._stopping or (self._exhausted and not self._queue and not self._retries))
             ):
                 return
@@ -355,10 +340,11 @@ class DeliveryRun:
     # --- the database --------------------------------------------------------------------
 
     def _commit(self) -> None:
-        """Every outcome since the last commit, in one transaction (a group commit).
+        """Every outcome since the last commit, in one transaction and one fsync (group commit).
 
-        On PostgreSQL the commit returns once durable. On SQLite it returns at once and the
-        rows become durable when the WAL thread's next fsync covers them (``_settle``).
+        The loop waits for it: a connection's next message must not be committed before
+        this is durable. Measured here, a thread that fsyncs on the side while the loop goes
+        on costs more (in interpreter-lock hand-offs) than it saves.
         """
         results = self._unrecorded + self._vouched_failures(everything=False)
         self._unrecorded = []
@@ -379,22 +365,7 @@ class DeliveryRun:
         self.stats.commits += 1
         for result in results:
             self._count(result)
-        if self._wal is None:
-            self._undurable.difference_update(r.delivery_id for r in results)
-        else:
-            self._syncing.append((self._wal.request(), [r.delivery_id for r in results]))
-
-    def _settle(self) -> None:
-        """Mark durable what the WAL thread has fsynced since the last look."""
-        if self._wal is None or not self._syncing:
-            return
-        try:
-            synced = self._wal.synced()
-        except StoreError:
-            self._db_failed = True  # nothing more can be made durable: stop, send no further "."
-            raise
-        while self._syncing and self._syncing[0][0] <= synced:
-            self._undurable.difference_update(self._syncing.popleft()[1])
+        self._undurable.difference_update(r.delivery_id for r in results)
 
     def _count(self, result: Result) -> None:
         status = result.status
@@ -454,12 +425,11 @@ class DeliveryRun:
         if self._db_failed:
             return  # messages waiting for the log never get their final "."; nothing more to write
         deadline = time.monotonic() + 60
-        while (self._inflight or self._syncing) and time.monotonic() < deadline:
+        while self._inflight and time.monotonic() < deadline:
             for completion in pool.poll(0.05):
                 self._complete(completion)
             if self._unrecorded:
                 self._commit()
-            self._settle()
         unsent = [*self._queue, *(r.work for r in self._retries), *self._inflight.values()]
         self._queue.clear()
         self._retries.clear()
@@ -470,82 +440,6 @@ class DeliveryRun:
         self._unrecorded.extend(self._vouched_failures(everything=True))
         if self._unrecorded:
             self._commit()
-        if self._wal is not None and self._syncing:
-            self._wal.wait(self._syncing[-1][0])
-            self._settle()
-
-
-class _WalSync:
-    """fsync of SQLite's write-ahead log on a thread of its own.
-
-    The loop's connection commits with ``synchronous = NORMAL`` (written, not yet on disk:
-    durable against a crash of this process, not of the machine); this thread then calls
-    ``fsync`` on the WAL file, which makes every commit before it durable, exactly what
-    ``synchronous = FULL`` does inside each commit, but while the loop goes on sending.
-    ``os.fsync`` releases the interpreter lock, so the thread costs the loop almost nothing.
-    """
-
-    def __init__(self, path: str, wake: Callable[[], None]) -> None:
-        self._path = path
-        self._wake = wake
-        self._cv = threading.Condition()
-        self._requested = 0
-        self._synced = 0
-        self._error: OSError | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="wal-fsync", daemon=True)
-        self._thread.start()
-
-    def request(self) -> int:
-        """Ask for an fsync covering everything committed so far; returns its ticket."""
-        with self._cv:
-            self._requested += 1
-            self._cv.notify()
-            return self._requested
-
-    def synced(self) -> int:
-        if self._error is not None:
-            raise StoreError(f"cannot make the delivery log durable ({self._path}): {self._error}")
-        return self._synced
-
-    def wait(self, ticket: int) -> None:
-        with self._cv:
-            while self._synced < ticket and self._error is None:
-                self._cv.wait()
-
-    def _run(self) -> None:
-        fd: int | None = None
-        try:
-            while True:
-                with self._cv:
-                    while self._requested == self._synced and not self._closed:
-                        self._cv.wait()
-                    if self._requested == self._synced:
-                        return
-                    target = self._requested
-                try:
-                    if fd is None:
-                        fd = os.open(self._path, os.O_RDONLY)
-                    os.fsync(fd)
-                except OSError as exc:
-                    with self._cv:
-                        self._error = exc
-                        self._cv.notify_all()
-                    self._wake()
-                    return
-                with self._cv:
-                    self._synced = target
-                    self._cv.notify_all()
-                self._wake()
-        finally:
-            if fd is not None:
-                os.close(fd)
-
-    def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-        self._thread.join()
 
 
 def _sent_by_attempts(results: list[Result]) -> dict[int, list[int]]:

@@ -295,7 +295,8 @@ class _Connection:
             del self.inbuf[:start]
             code_text = lines[-1][:3]
             code = int(code_text) if code_text.isdigit() else -1
-            text = " ".join(line[4:].decode("utf-8", "replace") for line in lines)
+            # The words of a reply matter only when it is a refusal: skip decoding the rest.
+            text = "" if code in (250, 251, 354) else " ".join(line[4:].decode("utf-8", "replace") for line in lines)
             if not self.expect and self.state in ("idle", "closed"):
                 if code == 421:
                     self.close()  # the server timed the idle session out

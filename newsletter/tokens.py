@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+from itsdangerous.signer import HMACAlgorithm
 
 from newsletter.clock import Clock, SystemClock
 from newsletter.errors import TokenError
@@ -37,6 +39,16 @@ class TokenClaim:
         return self.digest == email_digest(email)
 
 
+class _OneShotHMAC(HMACAlgorithm):
+    """itsdangerous's HMAC-SHA1, computed by one C call instead of an hmac object per token."""
+
+    def __init__(self) -> None:
+        super().__init__(hashlib.sha1)
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        return hmac.digest(key, value, "sha1")
+
+
 class Tokens:
     """Makes and checks the signed tokens of one installation.
 
@@ -57,7 +69,10 @@ class Tokens:
             def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
                 return super().derive_key(secret_key)  # the same for every token: derive it once
 
-        self._signers = {purpose: _ClockSigner(secret_key, salt=f"newsletter-{purpose}") for purpose in PURPOSES}
+        self._signers = {
+            purpose: _ClockSigner(secret_key, salt=f"newsletter-{purpose}", algorithm=_OneShotHMAC())
+            for purpose in PURPOSES
+        }
 
     def _signer(self, purpose: str) -> TimestampSigner:
         signer = self._signers.get(purpose)

@@ -39,6 +39,7 @@ class Faults:
 class FaultyHandler:
     faults: Faults
     seed: int = 0
+    pipelining: bool = False  # advertise RFC 2920, so the client pipelines commands and messages
     accepted: Counter[str] = field(default_factory=Counter)
     dropped_after_accept: Counter[str] = field(default_factory=Counter)
     replies: Counter[str] = field(default_factory=Counter)
@@ -46,6 +47,12 @@ class FaultyHandler:
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
+
+    async def handle_EHLO(  # noqa: N802 - aiosmtpd hook
+        self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # ``responses`` already ends with the final "250 HELP"
+        return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     def _roll(self, probability: float) -> bool:
         with self.lock:

@@ -19,8 +19,10 @@ from tests.faults import Faults, FaultyHandler, RejectingAuthenticator
 
 
 @contextmanager
-def faulty_server(faults: Faults, seed: int = 0, **controller: object) -> Iterator[tuple[FaultyHandler, int]]:
-    handler = FaultyHandler(faults, seed)
+def faulty_server(
+    faults: Faults, seed: int = 0, pipelining: bool = False, **controller: object
+) -> Iterator[tuple[FaultyHandler, int]]:
+    handler = FaultyHandler(faults, seed, pipelining)
     server = Controller(handler, hostname="127.0.0.1", port=free_port(), **controller)  # type: ignore[arg-type]
     server.start()
     try:
@@ -48,8 +50,8 @@ def send_until_done(config, store, clock, tokens, runs: int = 12):  # type: igno
     raise AssertionError(f"still not done after {runs} runs: {report.message}")
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_random_faults_nobody_lost_duplicates_only_after_a_drop(seed, store, db_url, clock, tokens):
+@pytest.mark.parametrize(("seed", "pipelining"), [(1, False), (2, False), (3, True), (4, True), (5, True)])
+def test_random_faults_nobody_lost_duplicates_only_after_a_drop(seed, pipelining, store, db_url, clock, tokens):
     faults = Faults(
         rcpt_temporary=0.15,
         rcpt_permanent=0.03,
@@ -62,7 +64,7 @@ def test_random_faults_nobody_lost_duplicates_only_after_a_drop(seed, store, db_
     )
     morning_articles(store, clock)
     emails = add_subscribers(store, clock, 60)
-    with faulty_server(faults, seed) as (server, port):
+    with faulty_server(faults, seed, pipelining) as (server, port):
         config = make_config(
             db_url,
             None,
