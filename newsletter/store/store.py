@@ -86,16 +86,6 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
-    def sqlite_path(self) -> str:
-        """The database file of a file-based SQLite store, else an empty string."""
-        if not self.is_sqlite:
-            return ""
-        from sqlalchemy.engine import make_url
-
-        database = make_url(self.url).database or ""
-        return "" if database in ("", ":memory:") else str(Path(database).resolve())
-
-    @property
     def safe_url(self) -> str:
         """The URL without its password, for messages and logs."""
         from sqlalchemy.engine import make_url
