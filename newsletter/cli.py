@@ -476,7 +476,7 @@ def subscribers_import(app: App, file: Path, force: bool, dry_run: bool, source:
       newsletter subscribers import readers.csv --dry-run
       newsletter subscribers import readers.csv
     """
-    from newsletter.subscribers import ImportFileError, import_rows, read_csv
+    from newsletter.subscriber_csv import ImportFileError, import_rows, read_csv
 
     try:
         data = file.read_bytes()
@@ -526,7 +526,7 @@ def subscribers_export(app: App, out: Path | None, status: str | None) -> None:
     import csv
     import io
 
-    from newsletter.subscribers import export_rows
+    from newsletter.subscriber_csv import export_rows
 
     chosen = SubscriberStatus(status) if status else None
     with app.store.session() as session:

@@ -16,6 +16,7 @@ from newsletter.clock import FixedClock
 from newsletter.errors import UsageError
 from newsletter.store import Store
 from newsletter.store.models import Delivery, StaffUser, Subscriber, SubscriberEvent, SubscriberStatus
+from newsletter.subscriber_csv import export_rows
 from newsletter.subscribers import (
     ConfirmResult,
     InvalidAddressError,
@@ -23,7 +24,6 @@ from newsletter.subscribers import (
     add_subscriber,
     confirm_subscription,
     daily_counts,
-    export_rows,
     leave,
     leave_by_address,
     normalise_email,

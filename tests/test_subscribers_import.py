@@ -8,7 +8,7 @@ from sqlalchemy import select
 from newsletter.cli import cli
 from newsletter.store import Store
 from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
-from newsletter.subscribers import CsvRow, ImportFileError, import_rows, read_csv
+from newsletter.subscriber_csv import CsvRow, ImportFileError, import_rows, read_csv
 from tests.conftest import add_subscribers
 from tests.test_subscribers import config_file
 
