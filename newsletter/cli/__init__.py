@@ -1,0 +1,10 @@
+"""The ``newsletter`` command: one click group, its commands grouped by concern.
+
+``base`` holds the group and what commands share; the other modules register their
+commands on it when imported here.
+"""
+
+from newsletter.cli import articles, project, readers, sending  # noqa: F401 - they register their commands
+from newsletter.cli.base import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,294 @@
+"""Editions going out: ``preview``, ``send``, ``status``, the ``scheduler`` daemon and ``worker``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import click
+
+from newsletter.cli.base import DATE, App, Progress, cli, graceful_stop, pass_app
+from newsletter.errors import UsageError
+from newsletter.render import GMAIL_CLIP_BYTES, Markers, fill_markers
+from newsletter.store import Store
+from newsletter.store import deliveries as log_
+from newsletter.store.models import DeliveryStatus, EditionStatus
+from newsletter.store.store import count_subscribers, edition_for, list_editions
+
+# --- editions ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--date", "day", type=DATE, help="Edition date (default: the edition due now).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("preview.html"),
+    show_default=True,
+    help="Where to write the HTML.",
+)
+@click.option("--text", is_flag=True, help="Write the plain-text part instead.")
+@pass_app
+def preview(app: App, day: date | None, out: Path, text: bool) -> None:
+    """Render an edition to a file to look at in a browser; nothing is sent or recorded.
+
+    \b
+    Example:
+      newsletter preview --date 2026-11-24 --out /tmp/edition.html
+    """
+    from newsletter.publish import plan_for, render_plan, resolve_day
+
+    day = resolve_day(app.config, app.clock, day)
+    with app.store.session() as session:
+        edition = edition_for(session, day)
+    if edition is not None and edition.html:
+        html, plain, markers = edition.html, edition.text, Markers.for_nonce(edition.nonce)
+        note = f"edition of {day} ({edition.status})"
+    else:
+        plan, _ = plan_for(app.config, app.store, app.clock, day)
+        rendered = render_plan(app.config, plan, "preview")
+        html, plain, markers = rendered.html, rendered.text, rendered.markers
+        note = f"edition of {day} as it would be now: {plan.story_count} articles"
+    sample = {"greeting": "Good morning, Ana", "unsubscribe_url": f"{app.config.web.base_url}/unsubscribe/PREVIEW"}
+    content = fill_markers(plain, markers, escape=False, **sample) if text else fill_markers(html, markers, **sample)
+    out.write_text(content, encoding="utf-8")
+    size = len(html.encode())
+    click.echo(f"wrote {out} ({note}; HTML {size / 1024:.1f} KB)")
+    if size > GMAIL_CLIP_BYTES:
+        click.echo("warning: the HTML is over 100 KB; Gmail will clip it and hide the footer", err=True)
+
+
+@cli.command()
+@click.option("--date", "day", type=DATE, help="Edition date (default: the edition due now).")
+@click.option("--dry-run", is_flag=True, help="Say what would be sent; send and record nothing.")
+@click.option("--to", "to_address", metavar="ADDRESS", help="Send one test copy to ADDRESS only; record nothing.")
+@click.option("--enqueue-only", is_flag=True, help="Create the deliveries and leave sending to `newsletter worker`.")
+@click.option(
+    "--scheduled",
+    is_flag=True,
+    help="For cron or a systemd timer: send the edition if it is due and not sent yet, resume one left "
+    "part-sent, else do nothing (exit 0). Safe to run every few minutes.",
+)
+@pass_app
+def send(
+    app: App, day: date | None, dry_run: bool, to_address: str | None, enqueue_only: bool, scheduled: bool
+) -> None:
+    """Prepare the edition and send it to every active subscriber who has not had it yet.
+
+    Running it again resumes: nobody who already has the edition gets it twice.
+
+    \b
+    Examples:
+      newsletter send --dry-run
+      newsletter send --to me@example.org
+      newsletter send --date 2026-11-24
+      newsletter send --enqueue-only      # PostgreSQL: workers do the sending
+      newsletter send --scheduled         # from cron every 5 minutes: sends once, when due
+    """
+    from newsletter.publish import send_edition, send_test_copy
+    from newsletter.subscribers import normalise_email
+
+    if scheduled:
+        _send_scheduled(app, conflicting=day is not None or dry_run or bool(to_address) or enqueue_only)
+        return
+    if to_address:
+        address = normalise_email(to_address)
+        reply = send_test_copy(app.config, app.store, app.clock, app.tokens, day, address)
+        click.echo(f"test copy sent to {address}: {reply}")
+        return
+    progress = Progress(enabled=sys.stderr.isatty() and not dry_run)
+    with graceful_stop() as stop:
+        try:
+            report = send_edition(
+                app.config,
+                app.store,
+                app.clock,
+                app.tokens,
+                day=day,
+                dry_run=dry_run,
+                stop=stop,
+                on_progress=progress,
+                enqueue_only=enqueue_only,
+            )
+        finally:
+            progress.close()
+    click.echo(f"{report.day}: {report.message}")
+    if report.outcome == "interrupted":
+        sys.exit(130)
+    if not report.ok and report.outcome != "incomplete":
+        sys.exit(1)
+
+
+def _scheduler_store(app: App, role: str) -> Store:
+    """A store whose database sessions name this process, so a lock's loser can say who holds it."""
+    from newsletter.store import worker_identity
+
+    store = Store(app.config.store.url, application_name=f"newsletter {role} {worker_identity()}")
+    store.check_schema()
+    return store
+
+
+def _send_scheduled(app: App, conflicting: bool) -> None:
+    """``send --scheduled``: cron's view of the morning; silent unless it sends or something is wrong."""
+    from newsletter.schedule import feed_fetcher, send_scheduled
+
+    if conflicting:
+        raise UsageError(
+            "--scheduled decides the edition itself: use it without --date, --dry-run, --to or --enqueue-only"
+        )
+    store = _scheduler_store(app, "send --scheduled")
+    try:
+        with graceful_stop() as stop:
+            fetch = feed_fetcher(app.config, store, app.clock)
+            result = send_scheduled(app.config, store, app.clock, app.tokens, fetch=fetch, stop=stop)
+    finally:
+        store.dispose()
+    for report in result.reports:
+        click.echo(f"{report.day}: {report.message}")
+    sys.exit(result.exit_code)
+
+
+@cli.command()
+@pass_app
+def scheduler(app: App) -> None:
+    """Run the scheduler: send each edition at its send time, unattended, until stopped.
+
+    At start it resumes any edition a crash left part-sent, and sends this morning's at once
+    if its send time passed less than [scheduler] grace_minutes ago (later, it logs that the
+    edition was missed: `newsletter send --date D` sends it anyway). Deferred messages are
+    retried every [delivery] retry_deferred_minutes. The schedule is kept in the database,
+    and any number of schedulers (or cron runs) may share it: each edition goes once.
+    SIGTERM/SIGINT stop it after the messages in flight are recorded; starting it again
+    resumes. Logs one line per event on stderr.
+
+    \b
+    Examples:
+      newsletter scheduler
+      NEWSLETTER_CONFIG=/srv/newsletter/newsletter.toml newsletter scheduler
+    """
+    from newsletter.schedule import feed_fetcher
+    from newsletter.scheduler import EditionScheduler
+
+    ours = logging.getLogger("newsletter")
+    ours.setLevel(min(ours.level, logging.INFO))  # a daemon's log is its only voice: every event
+    theirs = logging.getLogger("apscheduler")  # its warnings, in the same format on the same stream
+    theirs.handlers[:] = ours.handlers
+    theirs.setLevel(logging.WARNING)
+    theirs.propagate = False
+    store = _scheduler_store(app, "scheduler")
+    try:
+        fetch = feed_fetcher(app.config, store, app.clock)
+        code = EditionScheduler(app.config, store, app.clock, app.tokens, fetch=fetch).run()
+    finally:
+        store.dispose()
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--date", "day", type=DATE, help="Show one edition in detail.")
+@click.option("--limit", default=7, show_default=True, help="How many recent editions.")
+@pass_app
+def status(app: App, day: date | None, limit: int) -> None:
+    """Show recent editions with their delivery counts, the latest errors, and the next scheduled send.
+
+    \b
+    Example:
+      newsletter status --date 2026-11-24
+    """
+    with app.store.session() as session:
+        editions = [edition_for(session, day)] if day else list(list_editions(session, limit))
+        subs = count_subscribers(session)
+    editions = [e for e in editions if e is not None]
+    if not editions:
+        click.echo(f"no edition for {day}" if day else "no editions yet")
+    for edition in editions:
+        with app.store.engine.connect() as conn:
+            counts = log_.status_counts(conn, edition.id)
+            errors = log_.recent_errors(conn, edition.id, limit=5 if day else 2)
+        total = sum(counts.values())
+        detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no deliveries"
+        click.echo(
+            f"{edition.date}  {edition.status:<8} {edition.article_count:>3} articles  {total:>7} readers: "
+            f"{detail}  — {edition.subject}"
+        )
+        if edition.status == EditionStatus.SENDING:
+            click.echo(f"            still open: `newsletter send --date {edition.date}` resumes it")
+        for email, state, error in errors:
+            click.echo(f"            {state}: {email}: {error}")
+    click.echo("subscribers: " + ", ".join(f"{n} {s}" for s, n in subs.items()))
+    _show_workers(app, editions)
+    from newsletter.scheduler import schedule_summary
+
+    for line in schedule_summary(app.config, app.store, app.clock):
+        click.echo(line)
+
+
+def _show_workers(app: App, editions: list[Any]) -> None:
+    """Scale-out: who is sending, how fast, and when each open edition should be done."""
+    from newsletter.workers import edition_rate, worker_views
+
+    now = app.clock.now()
+    views = worker_views(app.store, now)
+    for view in views:
+        age = int((now - view.heartbeat_at).total_seconds())
+        state = view.state if view.live else f"stopped {age}s ago" if view.state == "stopped" else f"silent {age}s"
+        click.echo(f"worker {view.id}: {state}; sent {view.sent}; {view.rate:.0f} msg/s")
+    for edition in editions:
+        if edition.status != EditionStatus.SENDING:
+            continue
+        with app.store.engine.connect() as conn:
+            counts = log_.status_counts(conn, edition.id)
+        left = counts[DeliveryStatus.PENDING] + counts[DeliveryStatus.SENDING]
+        rate = sum(v.rate for v in views if v.live and v.edition_id == edition.id) or edition_rate(
+            app.store, edition.id, now
+        )
+        eta = f", done in about {left / rate / 60:.0f} min" if rate > 0 and left else ""
+        click.echo(f"edition {edition.date}: {left} to send at {rate:.0f} msg/s{eta}")
+
+
+@cli.command()
+@click.option("--until-idle", is_flag=True, help="Exit when no edition has anything left to send.")
+@click.option("--poll", "poll_seconds", default=2.0, show_default=True, help="Seconds between looks for work.")
+@pass_app
+def worker(app: App, until_idle: bool, poll_seconds: float) -> None:
+    """Send deliveries of any edition being sent, alongside other workers (PostgreSQL).
+
+    Each worker claims batches with a lease, so any number can run on any number of
+    machines against one database; one that dies holds its batch only until the lease
+    ends. Runs until stopped (for systemd) or, with --until-idle, until nothing is left.
+
+    \b
+    Example:
+      newsletter send --enqueue-only && newsletter worker --until-idle
+    """
+    from newsletter.workers import require_postgres, run_worker
+
+    require_postgres(app.store)
+    progress = Progress(enabled=sys.stderr.isatty())
+    with graceful_stop() as stop:
+        try:
+            report = run_worker(
+                app.config,
+                app.store,
+                app.clock,
+                app.tokens,
+                until_idle=until_idle,
+                stop=stop,
+                poll_seconds=poll_seconds,
+                on_progress=progress,
+            )
+        finally:
+            progress.close()
+    totals = report.totals
+    click.echo(
+        f"worker done: sent {totals.sent}, deferred {totals.deferred}, failed {totals.failed}, skipped {totals.skipped}"
+    )
+    if report.error is not None:
+        click.echo(f"error: {report.error}", err=True)
+        sys.exit(1)
+    if report.interrupted:
+        click.echo("stopped: claims in hand went back to pending; other workers or a restart carry on", err=True)
+        sys.exit(130)
