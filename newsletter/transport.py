@@ -19,7 +19,6 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -45,14 +44,11 @@ class Transport(Protocol):
         mail_from: str,
         recipient: str,
         data: bytes,
-        before_commit: Callable[[], None] | None = None,
         *,
         canonical: bool = False,
     ) -> str:
         """Deliver one message; return the server's acceptance text or raise ``DeliveryError``.
 
-        ``before_commit`` runs once the message is transmitted, before the final "." that
-        commits it; if it raises, the message is abandoned (never delivered).
         ``canonical`` promises wire-ready bytes: CRLF line endings, no line-leading dots,
         a final CRLF.
         """
@@ -203,26 +199,25 @@ class SMTPTransport:
         mail_from: str,
         recipient: str,
         data: bytes,
-        before_commit: Callable[[], None] | None = None,
         *,
         canonical: bool = False,
     ) -> str:
         wire = smtp_wire_data(data, canonical=canonical)
         reused = self._smtp is not None
         try:
-            return self._transaction(mail_from, recipient, wire, before_commit)
+            return self._transaction(mail_from, recipient, wire)
         except _StaleConnectionError:
             if not reused:
                 raise TemporaryDeliveryError("SMTP server closed the connection before MAIL", stage="mail") from None
             # An idle connection the server had already closed: nothing was sent, so a
             # fresh connection may try again at once.
-            return self._transaction(mail_from, recipient, wire, before_commit)
+            return self._transaction(mail_from, recipient, wire)
         except TemporaryDeliveryError as exc:
             if not (reused and exc.code == 421 and exc.stage == "mail"):
                 raise
             # Postfix and others say "421 ... timeout exceeded" to an idle connection before
             # closing it; we read that as the answer to MAIL. Nothing was sent: try afresh.
-            return self._transaction(mail_from, recipient, wire, before_commit)
+            return self._transaction(mail_from, recipient, wire)
 
     def _envelope(self, smtp: smtplib.SMTP, mail_from: str, recipient: str, stage: list[str]) -> None:
         """MAIL, RCPT and DATA; one round trip when the server offers PIPELINING (RFC 2920).
@@ -257,27 +252,13 @@ class SMTPTransport:
             if code not in wanted:
                 raise self._refused(code, reply, step)
 
-    def _transaction(
-        self, mail_from: str, recipient: str, wire: bytes, before_commit: Callable[[], None] | None
-    ) -> str:
+    def _transaction(self, mail_from: str, recipient: str, wire: bytes) -> str:
         smtp = self._connection()
         stage = ["mail"]
         try:
             self._envelope(smtp, mail_from, recipient, stage)
-            if before_commit is None:
-                stage[0] = "commit"
-                smtp.send(wire + b".\r\n")
-            else:
-                smtp.send(wire)
-                try:
-                    before_commit()
-                except BaseException:
-                    # Without the final "." the server discards the message: abandoning
-                    # the connection here is how a stopping run avoids a duplicate.
-                    self._drop()
-                    raise
-                stage[0] = "commit"
-                smtp.send(b".\r\n")
+            stage[0] = "commit"
+            smtp.send(wire + b".\r\n")
             code, reply = smtp.getreply()
         except smtplib.SMTPServerDisconnected as exc:
             self._drop()
@@ -325,12 +306,9 @@ class MaildirTransport:
         mail_from: str,
         recipient: str,
         data: bytes,
-        before_commit: Callable[[], None] | None = None,
         *,
         canonical: bool = False,
     ) -> str:
-        if before_commit is not None:
-            before_commit()
         envelope = f"Return-Path: <{mail_from}>\nDelivered-To: {recipient}\n".encode()
         try:
             key = self._box.add(envelope + data.replace(b"\r\n", b"\n"))

@@ -346,20 +346,6 @@ def test_maildir_transport_writes_a_readable_message(tmp_path: Path) -> None:
     assert len(mailbox.Maildir(tmp_path / "outbox", create=False)) == 2
 
 
-def test_maildir_runs_before_commit_before_storing(tmp_path: Path) -> None:
-    transport = MaildirTransport(tmp_path / "outbox")
-    stored_before: list[int] = []
-    transport.send(
-        FROM,
-        "ana@example.org",
-        message(1),
-        before_commit=lambda: stored_before.append(len(list((tmp_path / "outbox" / "new").iterdir()))),
-    )
-    transport.close()
-    assert stored_before == [0]
-    assert len(list((tmp_path / "outbox" / "new").iterdir())) == 1
-
-
 def test_reconnects_after_a_421_timeout_on_an_idle_connection() -> None:
     """Postfix says "421 ... timeout exceeded" to an idle session, then closes it."""
     listener = socket.create_server(("127.0.0.1", 0))
