@@ -179,6 +179,22 @@ def _subject(value: Any) -> str:
 # --- the sections ---------------------------------------------------------------------
 
 
+def _ca_file(value: Any) -> str:
+    text = _text(value)
+    if text and not Path(text).expanduser().is_file():
+        raise _InvalidValueError('the path of a CA bundle file that exists, or "" for the system\'s')
+    return str(Path(text).expanduser()) if text else ""
+
+
+def _mailbox_name(value: Any) -> str:
+    text = _nonempty(value)
+    if not text.isascii() or not text.isprintable():
+        raise _InvalidValueError(
+            "a folder name in printable ASCII (write other names as the server lists them, in modified UTF-7)"
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class NewsletterConfig:
     """What the edition is called, for whom, and when it goes out."""
@@ -231,11 +247,32 @@ class SMTPConfig:
     max_messages_per_connection: int = _meta("a whole number from 1 to 1000000", _int_range(1, 1_000_000), default=1000)
     max_per_second: float = _meta("messages per second (0 for no limit)", _number_range(0, 100_000), default=0.0)
     helo: str = _meta("the name to announce in EHLO (text)", _text, default="")
-    ca_file: str = _meta("a path to a CA bundle for verifying the server (text)", _text, default="")
+    ca_file: str = _meta("a path to a CA bundle for verifying the server", _ca_file, default="")
 
     @property
     def effective_port(self) -> int:
         return self.port or {"ssl": 465, "starttls": 587}.get(self.security, 25)
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    """The mailbox the List-Unsubscribe mailto delivers to, when it is read over IMAP."""
+
+    host: str = _meta('a host name, or "" to read unsubscribe mail from a Maildir instead', _text, default="")
+    port: int = _meta(
+        "a port number from 1 to 65535, or 0 for the usual one of imap.security", _int_range(0, 65535), default=0
+    )
+    security: str = _meta('one of "none", "starttls" or "ssl"', _choice("none", "starttls", "ssl"), default="ssl")
+    username: str = _meta("a user name (text)", _text, default="")
+    password: str = _meta("a password (text)", _text, default="", repr=False)
+    mailbox: str = _meta("an IMAP folder name", _mailbox_name, default="INBOX")
+    processed_mailbox: str = _meta("an IMAP folder name", _mailbox_name, default="Processed")
+    timeout: float = _meta("seconds, from 1 to 600", _number_range(1, 600), default=30.0)
+    ca_file: str = _meta("a path to a CA bundle for verifying the server", _ca_file, default="")
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.security == "ssl" else 143)
 
 
 @dataclass(frozen=True)
@@ -320,6 +357,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
+    imap: ImapConfig = field(default_factory=ImapConfig)
     feeds: tuple[FeedConfig, ...] = ()
     source: str = "<memory>"
 
@@ -350,6 +388,7 @@ _SECTIONS: dict[str, type] = {
     "delivery": DeliveryConfig,
     "scheduler": SchedulerConfig,
     "fetch": FetchConfig,
+    "imap": ImapConfig,
 }
 
 
@@ -393,6 +432,7 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     env_overrides = {
         ("smtp", "password"): "NEWSLETTER_SMTP_PASSWORD",
+        ("imap", "password"): "NEWSLETTER_IMAP_PASSWORD",
         ("web", "secret_key"): "NEWSLETTER_SECRET_KEY",
         ("store", "url"): "NEWSLETTER_DATABASE_URL",
     }
@@ -412,12 +452,16 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
     feeds = tuple(_build(FeedConfig, item, source, f"feeds[{i}]") for i, item in enumerate(raw_feeds))
 
     smtp: SMTPConfig = sections["smtp"]
-    if smtp.username and smtp.security == "none" and smtp.host not in ("localhost", "127.0.0.1", "::1"):
-        raise ConfigError(
-            source,
-            "smtp.security",
-            f'expected "starttls" or "ssl": a password must not cross the network to {smtp.host} unencrypted',
-        )
+    imap: ImapConfig = sections["imap"]
+    for name, server in (("smtp", smtp), ("imap", imap)):
+        if server.username and server.security == "none" and server.host not in ("localhost", "127.0.0.1", "::1"):
+            raise ConfigError(
+                source,
+                f"{name}.security",
+                f'expected "starttls" or "ssl": a password must not cross the network to {server.host} unencrypted',
+            )
+    if imap.host and not imap.username:
+        raise ConfigError(source, "imap.username", "missing; expected the login of the unsubscribe mailbox")
     web: WebConfig = sections["web"]
     if web.secret_key and len(web.secret_key) < 32:
         raise ConfigError(

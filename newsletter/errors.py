@@ -13,6 +13,7 @@ line and exits non-zero, so nothing below the interfaces needs to know about exi
     │   └── HeaderInjectionError     CR/LF or NUL in a header value
     ├── TokenError                   a signed link is invalid, expired or for another purpose
     ├── ArticleImportError           an article source cannot be read at all (see articles.py)
+    ├── MailboxError                 the unsubscribe mailbox (Maildir or IMAP) cannot be read
     └── DeliveryError                SMTP or Maildir delivery failed
         ├── TemporaryDeliveryError   4xx, timeouts, dropped connections: retry later
         ├── PermanentDeliveryError   5xx for one recipient: do not retry
@@ -84,6 +85,10 @@ class TokenError(NewsletterError):
 
 class ArticleImportError(NewsletterError):
     """Raised when an article source cannot be read at all (a bad item only gets rejected)."""
+
+
+class MailboxError(NewsletterError):
+    """Raised when the mailbox of emailed unsubscribe requests cannot be reached or read."""
 
 
 class DeliveryError(NewsletterError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -264,6 +265,38 @@ def morning_articles(store: Store, clock: FixedClock, count: int = 3) -> None:
     cutoff = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
     for i in range(count):
         add_article(store, clock, f"story-{i}", cutoff - timedelta(hours=1 + i), section=["News", "Sport"][i % 2])
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 and localhost it signed."""
+    folder = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=30)
+
+    openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+        "-subj", "/CN=Newsletter test CA", "-keyout", "ca.key", "-out", "ca.pem",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr",
+    )  # fmt: skip
+    (folder / "server.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    )
+    openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-extfile", "server.ext", "-out", "server.pem",
+    )  # fmt: skip
+    return {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key"}
 
 
 __all__ = ["Received", "SMTPServer", "add_article", "add_subscribers", "make_config", "morning_articles", "replace"]

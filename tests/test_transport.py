@@ -5,7 +5,6 @@ from __future__ import annotations
 import mailbox
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -101,35 +100,6 @@ def smtp_config(port: int, **values: Any) -> SMTPConfig:
         "smtp": smtp,
     }
     return parse_config(data, "<memory>", {}).smtp
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A throw-away CA and a server certificate for 127.0.0.1 and localhost it signed."""
-    folder = tmp_path_factory.mktemp("tls")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=30)
-
-    openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-        "-subj", "/CN=Newsletter test CA", "-keyout", "ca.key", "-out", "ca.pem",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr",
-    )  # fmt: skip
-    (folder / "server.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
-        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
-    )
-    openssl(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "2", "-extfile", "server.ext", "-out", "server.pem",
-    )  # fmt: skip
-    return {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key"}
 
 
 def server_context(certificates: dict[str, Path]) -> ssl.SSLContext:

@@ -294,28 +294,36 @@ def unsubscribes() -> None:
     \b
     Example:
       newsletter unsubscribes process ~/Maildir/.unsubscribe
+      newsletter unsubscribes process          # the [imap] mailbox of the config
     """
 
 
 @unsubscribes.command("process")
-@click.argument("maildir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("maildir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @pass_app
-def unsubscribes_process(app: App, maildir: Path) -> None:
-    """Unsubscribe the senders of the requests waiting in MAILDIR, then file them away.
+def unsubscribes_process(app: App, maildir: Path | None) -> None:
+    """Unsubscribe the senders of the requests waiting in MAILDIR (or the [imap] mailbox).
 
     A request whose subject carries the signed token from an edition unsubscribes that
     reader; otherwise the From address is unsubscribed if it is on the list and the
     subject asks to unsubscribe (automatic replies are ignored). Each message handled is
-    moved into MAILDIR's "Processed" folder, so running it again (from cron) does no work
-    twice.
+    marked seen and moved into a "Processed" folder (MAILDIR's, or [imap]
+    processed_mailbox), so running it again (from cron) does no work twice.
 
     \b
     Example:
       newsletter unsubscribes process /var/mail/newsletter-unsubscribe
+      newsletter unsubscribes process          # reads [imap] host / mailbox instead
     """
-    from newsletter.unsubscribes import process_maildir
+    from newsletter.errors import UsageError
+    from newsletter.unsubscribes import process_imap, process_maildir
 
-    report = process_maildir(maildir, app.config, app.store, app.clock, app.tokens)
+    if maildir is not None:
+        report = process_maildir(maildir, app.config, app.store, app.clock, app.tokens)
+    elif app.config.imap.host:
+        report = process_imap(app.config, app.store, app.clock, app.tokens)
+    else:
+        raise UsageError(f"give a MAILDIR, or set [imap] host in {app.config.source} to read the mailbox over IMAP")
     for outcome in report.outcomes:
         click.echo(f"{outcome.action}: {outcome.detail}")
     click.echo(report.summary())
