@@ -53,12 +53,16 @@ def test_requests_by_token_and_by_sender_and_nothing_twice(config, store, clock,
     box.add(mail("gone0@example.org", "unsubscribe"))
     box.add(mail("reader5@example.org", "unsubscribe", Precedence="bulk"))
     box.add(b"this is not really an email at all")
+    box.add(b'From: "\r\nSubject: unsubscribe\r\n\r\nheaders the email package cannot parse\r\n')
+    box.add(mail("reader5@example.org", "Re: why I will not unsubscribe"))  # mentions it, does not ask
+    box.add(mail("reader5@example.org", "Automatic reply: unsubscribe", X_Autoreply="yes"))
+    box.add(mail("MAILER-DAEMON@mx.example.net", "unsubscribe"))
     box.close()
 
     report = process_maildir(box_path, config, store, clock, tokens)
 
-    assert report.counts == {"unsubscribed": 3, "ignored": 4, "not-listed": 1, "already": 1}
-    assert report.summary() == "9 messages: 3 unsubscribed, 1 already, 1 not listed, 4 ignored"
+    assert report.counts == {"unsubscribed": 3, "ignored": 8, "not-listed": 1, "already": 1}
+    assert report.summary() == "13 messages: 3 unsubscribed, 1 already, 1 not listed, 8 ignored"
     now = statuses(store)
     assert [e for e, s in sorted(now.items()) if s == "unsubscribed"] == [
         "gone0@example.org",
@@ -71,7 +75,7 @@ def test_requests_by_token_and_by_sender_and_nothing_twice(config, store, clock,
     # Everything handled was filed away, marked seen; a second run has nothing to do.
     assert list(mailbox.Maildir(box_path, create=False).keys()) == []
     processed = mailbox.Maildir(box_path / ".Processed", create=False)
-    assert len(processed) == 9 and all("S" in message.get_flags() for message in processed)
+    assert len(processed) == 13 and all("S" in message.get_flags() for message in processed)
     assert process_maildir(box_path, config, store, clock, tokens).summary() == "no new messages"
 
 

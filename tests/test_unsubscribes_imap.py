@@ -192,7 +192,7 @@ def test_requests_are_read_filed_away_and_never_handled_twice(dovecot, user, db_
         mail("stranger@example.net", "unsubscribe"),
     )
     # Someone at the desk already opened this one in a mail client: it still counts.
-    dovecot.deliver(user, mail("reader3@example.org", "please unsubscribe me"), flags=r"(\Seen)")
+    dovecot.deliver(user, mail("reader3@example.org", "Unsubscribe me, please"), flags=r"(\Seen)")
     config = imap_config(db_url, **dovecot.settings(user))
 
     report = process_imap(config, store, clock, tokens)

@@ -106,6 +106,8 @@ def test_login_and_logout(app, store):
     assert wrong.status_code == 401 and "Wrong user name or password" in wrong.get_data(as_text=True)
     nobody = log_in(client, username="nobody")
     assert nobody.status_code == 401 and "Wrong user name or password" in nobody.get_data(as_text=True)
+    for odd in ("an\x00a", "a" * 500, "an a"):  # answered like any wrong name, on every database
+        assert log_in(client, username=odd).status_code == 401
     right = log_in(client)
     assert right.status_code == 302 and right.headers["Location"].endswith("/admin/subscribers")
     cookie = right.headers["Set-Cookie"]
@@ -176,6 +178,9 @@ def test_search_and_keyset_paging(staff, store, clock):
     assert "No subscribers match" in staff.get("/admin/subscribers?q=%25").get_data(as_text=True)
     assert staff.get("/admin/subscribers?status=nonsense").status_code == 400
     assert staff.get("/admin/subscribers?after=-1").status_code == 400
+    # Odd digits, ids beyond the database's integers and control characters: 400, never a 500.
+    for query in ("after=%C2%B2", "before=99999999999", "q=%00", "q=a%0Ab"):
+        assert staff.get(f"/admin/subscribers?{query}").status_code == 400, query
     escaped = staff.get("/admin/subscribers?q=%3Cscript%3E").get_data(as_text=True)
     assert "<script>" not in escaped and "&lt;script&gt;" in escaped
 
@@ -200,8 +205,9 @@ def test_change_a_status_with_csrf(staff, store, clock):
     assert status_of(store, "reader1@example.org") == SubscriberStatus.ACTIVE
     assert staff.post(url, data={"csrf_token": token, "status": "pending"}).status_code == 400
     assert staff.post(url, data={"csrf_token": token, "status": "gone"}).status_code == 400
-    missing = staff.post("/admin/subscribers/9999/status", data={"csrf_token": token, "status": "active"})
-    assert missing.status_code == 404
+    for absent in (9999, 99999999999):
+        missing = staff.post(f"/admin/subscribers/{absent}/status", data={"csrf_token": token, "status": "active"})
+        assert missing.status_code == 404
 
 
 def test_editions_with_delivery_counts_and_failures(staff, store, clock):

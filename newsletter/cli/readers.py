@@ -306,7 +306,7 @@ def unsubscribes_process(app: App, maildir: Path | None) -> None:
 
     A request whose subject carries the signed token from an edition unsubscribes that
     reader; otherwise the From address is unsubscribed if it is on the list and the
-    subject asks to unsubscribe (automatic replies are ignored). Each message handled is
+    subject starts with "unsubscribe" (automatic replies are ignored). Each message handled is
     marked seen and moved into a "Processed" folder (MAILDIR's, or [imap]
     processed_mailbox), so running it again (from cron) does no work twice.
 

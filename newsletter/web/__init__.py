@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from flask import Flask, current_app
 from flask_wtf.csrf import CSRFProtect
@@ -25,6 +27,9 @@ from newsletter.render import PACKAGE_TEMPLATES
 from newsletter.store import Store
 from newsletter.tokens import Tokens
 from newsletter.transport import Transport
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +100,15 @@ def create_app(
         PREFERRED_URL_SCHEME="https" if config.web.production else "http",
     )
     if config.web.trusted_proxies:
-        # Client address, scheme and mount point as the reverse proxy saw them; only as
-        # many hops as are really ours, or anyone could claim any address.
+        # Client address and scheme as the reverse proxy saw them; only as many hops as are
+        # really ours, or anyone could claim any address. The mount point is never taken
+        # from a header (a proxy that passes X-Forwarded-Prefix through would let a
+        # visitor point every link and redirect elsewhere): it is base_url's path.
         n = config.web.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_prefix=n)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_prefix=0)  # type: ignore[method-assign]
+        prefix = urlsplit(config.web.base_url).path.rstrip("/")
+        if prefix:
+            app.wsgi_app = _MountPoint(app.wsgi_app, prefix)  # type: ignore[method-assign]
     app.extensions["newsletter"] = Services(
         config=config,
         store=store,
@@ -118,3 +128,18 @@ def create_app(
 def load_app(config_path: str | None = None) -> Flask:
     """For a WSGI server: ``gunicorn 'newsletter.web:load_app()'`` (config from $NEWSLETTER_CONFIG)."""
     return create_app(load_config(config_path))
+
+
+class _MountPoint:
+    """Serve the app under ``prefix`` whether the proxy strips that prefix from the path or not."""
+
+    def __init__(self, app: WSGIApplication, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == self.prefix or path.startswith(self.prefix + "/"):
+            environ["PATH_INFO"] = path[len(self.prefix) :] or "/"
+        environ["SCRIPT_NAME"] = self.prefix
+        return self.app(environ, start_response)

@@ -100,11 +100,14 @@ def _status_arg(value: str | None) -> SubscriberStatus | None:
         abort(400)
 
 
+MAX_ID = 2**31 - 1  # the id columns' range on PostgreSQL
+
+
 def _int_arg(name: str) -> int:
     value = request.args.get(name, "")
     if not value:
         return 0
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdecimal()) or len(value) > 10 or int(value) > MAX_ID:
         abort(400)
     return int(value)
 
@@ -112,6 +115,8 @@ def _int_arg(name: str) -> int:
 @bp.get("/subscribers")
 def subscribers() -> str:
     search = request.args.get("q", "")[:MAX_SEARCH]
+    if not search.isprintable():
+        abort(400)
     status = _status_arg(request.args.get("status"))
     with services().store.session() as db:
         page = page_subscribers(
@@ -135,6 +140,8 @@ def subscribers() -> str:
 @bp.post("/subscribers/<int:subscriber_id>/status")
 def set_subscriber_status(subscriber_id: int) -> Response:
     app = services()
+    if subscriber_id > MAX_ID:
+        abort(404)
     try:
         status = SubscriberStatus(request.form.get("status", ""))
     except ValueError:

@@ -58,9 +58,13 @@ def _dummy_hash() -> str:
 
 def authenticate(session: Session, username: str, password: str, clock: Clock) -> StaffUser | None:
     """The staff user if the password is right (and the login time recorded), else None."""
-    if len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
+    try:
+        name = check_username(username)
+    except UsageError:
+        name = ""  # still hash below: a malformed name must not answer faster than a wrong one
+    user = session.scalars(select(StaffUser).where(StaffUser.username == name)).first() if name else None
+    if len(password) > MAX_PASSWORD:
         return None
-    user = session.scalars(select(StaffUser).where(StaffUser.username == username.strip())).first()
     if user is None:
         check_password_hash(_dummy_hash(), password)
         return None

@@ -31,14 +31,17 @@ from newsletter.subscribers import (
 )
 from newsletter.tokens import CONFIRM, UNSUBSCRIBE
 from newsletter.web import services
-from newsletter.web.mail import send_confirmation
-from newsletter.web.security import EDITION_CSP, allow_attempt, client_key
+from newsletter.web.mail import send_signup_mail
+from newsletter.web.security import EDITION_CSP, allow_attempt, client_key, recipient_key
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("public", __name__)
 
 HONEYPOT = "website"
+# Sign-up mails (confirm links or "you already get it") one address can receive per hour,
+# whoever fills in the form and from however many networks.
+MAILS_PER_ADDRESS_PER_HOUR = 3
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -97,8 +100,16 @@ def subscribe_post() -> BaseResponse | tuple[str, int]:
         return _subscribe_form(400, email=email, name=name, errors=errors)
     with app.store.session() as session:
         signup = request_subscription(session, email, app.clock, name=name, source="web")
-    if signup.send_confirmation:
-        send_confirmation(app, signup)
+        recipient = recipient_key(app.config.web.secret_key, signup.email)
+        may_mail = allow_attempt(session, "signup-mail", recipient, app.clock.now(), MAILS_PER_ADDRESS_PER_HOUR)
+    if may_mail:
+        send_signup_mail(app, signup)
+    else:  # someone is filling a stranger's inbox through the form
+        log.warning(
+            "sign-up mail to subscriber %d held back: %d sent this hour",
+            signup.subscriber_id,
+            MAILS_PER_ADDRESS_PER_HOUR,
+        )
     return redirect(url_for("public.check_inbox"), code=303)
 
 
@@ -121,6 +132,8 @@ def check_inbox() -> str:
 @bp.get("/confirm/<token>")
 def confirm(token: str) -> tuple[str, int]:
     """Double opt-in: the link from the confirmation email makes the reader active."""
+    if request.method == "HEAD":  # link scanners probe with HEAD; only a visit confirms
+        return "", 200
     app = services()
     try:
         claim = app.tokens.read(CONFIRM, token, app.config.web.confirm_days)

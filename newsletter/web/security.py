@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -47,8 +48,29 @@ _FRIENDLY = {
 
 
 def client_key(secret: str, address: str | None) -> str:
-    """A keyed hash of the client's IP: enough to count attempts, useless to anyone who reads the table."""
-    return hmac.new(secret.encode(), (address or "unknown").encode(), hashlib.sha256).hexdigest()[:32]
+    """A keyed hash of the client's IP: enough to count attempts, useless to anyone who reads the table.
+
+    An IPv6 client is counted by its /64, the block one customer gets, or a single
+    connection could pick a fresh address for every attempt.
+    """
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return _keyed(secret, address or "unknown")
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _keyed(secret, str(ip.ipv4_mapped))
+        return _keyed(secret, str(ipaddress.ip_network(f"{ip}/64", strict=False)))
+    return _keyed(secret, str(ip))
+
+
+def recipient_key(secret: str, email: str) -> str:
+    """A keyed hash of an address, for counting the mails one sign-up form sends to it."""
+    return _keyed(secret, "mailto:" + email)
+
+
+def _keyed(secret: str, value: str) -> str:
+    return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def allow_attempt(session: Session, kind: str, client: str, now: datetime, limit: int, *, record: bool = True) -> bool:
