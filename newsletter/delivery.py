@@ -62,7 +62,8 @@ class Pool(Protocol):
 
     def idle(self) -> int: ...
     def busy(self) -> int: ...
-    def start(self, message: Outgoing) -> None: ...
+    def start(self, message: Outgoing) -> bool: ...
+    def waiting_on_log(self) -> bool: ...
     def poll(self, timeout: float) -> list[Completion]: ...
     def wake(self) -> None: ...
     def close(self) -> None: ...
@@ -169,6 +170,8 @@ class DeliveryRun:
         self._held: list[tuple[Result, int]] = []  # failures, with the success count when they happened
         self._successes = 0
         self._streak = 0
+        self._bounce_streak = 0  # hard bounces in a row, counted apart from other failures
+        self._proven = False
         self._exhausted = False
         self._stopping = False
         self._db_failed = False
@@ -184,6 +187,7 @@ class DeliveryRun:
             with conn.begin():
                 counts = log_.status_counts(conn, self.edition_id)
             self.stats.to_send = sum(counts[s] for s in log_.OPEN_STATUSES)
+            self._proven = counts[DeliveryStatus.SENT] > 0  # this server has delivered this edition
             pool = self.pool_factory(self._is_durable)
             try:
                 self._loop(pool, started)
@@ -262,7 +266,8 @@ class DeliveryRun:
             self._limiter.take(now)
             self._tries[work.delivery_id] = self._tries.get(work.delivery_id, 0) + 1
             self._inflight[work.delivery_id] = work
-            pool.start(Outgoing(work.delivery_id, self.mail_from, work.email, data))
+            if not pool.start(Outgoing(work.delivery_id, self.mail_from, work.email, data)):
+                return  # a connection would not open: count that failure before trying again
 
     def _is_durable(self, key: Hashable) -> bool:
         return key not in self._undurable
@@ -280,7 +285,7 @@ class DeliveryRun:
 
         error = completion.error
         if error is None:
-            self._streak = 0
+            self._streak = self._bounce_streak = 0
             self._successes += 1
             self._undurable.add(work.delivery_id)
             if not self._unrecorded:
@@ -291,14 +296,21 @@ class DeliveryRun:
             self._abort(error)
             self._unrecorded.append(result(DeliveryStatus.PENDING, str(error)))
             return
-        self._streak += 1
+        # A hard bounce (5.1.x at RCPT) is the server answering for one address. A block of
+        # dead addresses in an old list must not look like a broken server, or every run
+        # would stop at the same block: they get a streak of their own, ten times as long.
+        if isinstance(error, PermanentDeliveryError) and error.is_hard_bounce:
+            self._bounce_streak += 1
+        else:
+            self._streak += 1
         if error.stage == "commit":
             self.stats.possible_duplicates += 1
-        if self._streak >= self.config.max_consecutive_failures:
+        limit = self.config.max_consecutive_failures
+        if self._streak >= limit or self._bounce_streak >= 10 * limit:
             self._abort(
                 SystemicDeliveryError(
-                    f"stopping: the last {self._streak} attempts in a row failed (last: {error}); "
-                    "the server or the account looks unwell, so nobody was marked failed for it"
+                    f"stopping: the last {max(self._streak, self._bounce_streak)} attempts in a row failed "
+                    f"(last: {error}); the server or the account looks unwell, so nobody was marked failed for it"
                 )
             )
         if isinstance(error, PermanentDeliveryError):
@@ -437,7 +449,27 @@ class DeliveryRun:
             Result(w.delivery_id, w.subscriber_id, DeliveryStatus.PENDING, self._tries.get(w.delivery_id, 0))
             for w in unsent
         )
-        self._unrecorded.extend(self._vouched_failures(everything=True))
+        if self.stats.interrupted and self.stats.error is None:
+            # Stopped by the operator: a failure no later success vouched for may still be
+            # the server's, so it is tried again next run rather than recorded for good.
+            self._unrecorded.extend(self._vouched_failures(everything=False))
+            self._unrecorded.extend(
+                Result(r.delivery_id, r.subscriber_id, DeliveryStatus.PENDING, r.attempts, r.error)
+                for r, _ in self._held
+            )
+            self._held.clear()
+        elif self._held and not self._successes and not self._proven:
+            # Not one message accepted, now or earlier for this edition: a server refusing
+            # every address is more likely misconfigured than every reader gone.
+            self._abort(
+                SystemicDeliveryError(
+                    f"the server accepted none of this run's messages (last: {self._held[-1][0].error}); "
+                    "nobody was marked failed for it"
+                )
+            )
+            self._unrecorded.extend(self._vouched_failures(everything=True))
+        else:
+            self._unrecorded.extend(self._vouched_failures(everything=True))
         if self._unrecorded:
             self._commit()
 
@@ -459,13 +491,17 @@ class MaildirPool:
         self._previous: Hashable | None = None
 
     def idle(self) -> int:
-        # The same bound as SMTP: the next message is filed once the last one is recorded.
-        return 1 if self._previous is None or self.is_durable(self._previous) else 0
+        # The same bound as SMTP: the next message is filed once the last one is recorded
+        # (and not before its completion has even been handed over).
+        return 0 if self._done or self.waiting_on_log() else 1
 
     def busy(self) -> int:
         return 1 - self.idle()
 
-    def start(self, message: Outgoing) -> None:
+    def waiting_on_log(self) -> bool:
+        return self._previous is not None and not self.is_durable(self._previous)
+
+    def start(self, message: Outgoing) -> bool:
         envelope = f"Return-Path: <{message.mail_from}>\nDelivered-To: {message.recipient}\n".encode()
         try:
             data = message.data if isinstance(message.data, bytes) else b"".join(message.data)
@@ -473,9 +509,10 @@ class MaildirPool:
         except OSError as exc:
             error = SystemicDeliveryError(f"cannot write to Maildir {self.box._path}: {exc}", stage="data")
             self._done.append(Completion(message.key, error=error))
-            return
+            return False
         self._previous = message.key
         self._done.append(Completion(message.key, reply="250 stored"))
+        return True
 
     def poll(self, timeout: float) -> list[Completion]:
         if not self._done and timeout > 0:

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 _READ_CHUNK = 65536
 _IOV_MAX = 512  # buffers per sendmsg; Linux allows 1024
+OPEN_FAILURES_IN_A_ROW = 3
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class _Connection:
         self.previous: Hashable | None = None  # last message this connection delivered
         self.delivered = 0
         self.events = 0
+        self.reopen_at = 0.0  # after a failed open, not before this (monotonic) time
 
     # --- life ----------------------------------------------------------------------------
 
@@ -314,30 +316,52 @@ class SMTPPool:
         self.connections = [_Connection(self, i) for i in range(size)]
         self.done: list[Completion] = []
         self.opened = 0
+        self.open_failures = 0  # in a row, across the pool
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
 
+    def _ready(self, conn: _Connection, now: float) -> bool:
+        return conn.state == "idle" or (conn.state == "closed" and conn.reopen_at <= now)
+
     def idle(self) -> int:
-        return sum(1 for c in self.connections if c.state in ("idle", "closed"))
+        now = time.monotonic()
+        return sum(1 for c in self.connections if self._ready(c, now))
 
     def busy(self) -> int:
         return len(self.connections) - self.idle()
 
-    def start(self, message: Outgoing) -> None:
-        """Hand a message to an idle connection, opening one if needed (blocking, on the spot)."""
+    def start(self, message: Outgoing) -> bool:
+        """Hand a message to an idle connection, opening one if needed (blocking, on the spot).
+
+        False when the connection could not be opened: the message is done with that error,
+        and the caller should poll before starting more, since every open waits up to the
+        timeout. A connection that failed to open is not retried for a while (1, 2, 4 ... s),
+        and OPEN_FAILURES_IN_A_ROW failed opens make the error systemic: the server is
+        unreachable, and the run stops instead of spending the timeout on every reader.
+        """
+        now = time.monotonic()
         conn = next((c for c in self.connections if c.state == "idle"), None)
-        conn = conn or next((c for c in self.connections if c.state == "closed"), None)
+        conn = conn or next((c for c in self.connections if self._ready(c, now)), None)
         if conn is None:
             raise RuntimeError("start() needs an idle connection")
         if conn.state == "closed":
             try:
                 conn.open()
             except DeliveryError as exc:
-                self.done.append(Completion(message.key, error=exc))
-                return
+                self.open_failures += 1
+                conn.reopen_at = time.monotonic() + min(2.0 ** (self.open_failures - 1), 30.0)
+                error = exc
+                if self.open_failures >= OPEN_FAILURES_IN_A_ROW and not isinstance(exc, SystemicDeliveryError):
+                    error = SystemicDeliveryError(
+                        f"{exc} ({self.open_failures} attempts in a row to open a connection failed)", stage="connect"
+                    )
+                self.done.append(Completion(message.key, error=error))
+                return False
+            self.open_failures = 0
         conn.start(message)
+        return True
 
     def wake(self) -> None:
         """Make a ``poll`` in progress return early; safe from any thread."""

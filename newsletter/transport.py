@@ -78,11 +78,15 @@ def _reply_text(code: int, reply: bytes | str) -> str:
 
 
 def reply_error(code: int, reply: bytes | str, stage: str) -> DeliveryError:
-    """Classify an SMTP reply: 4xx may pass, 5xx will not."""
+    """Classify an SMTP reply: only a 5xx says the message will never pass.
+
+    4xx, and anything a server should not have answered (garbage, a stray 2xx or 3xx), is
+    worth another try rather than a reader marked failed for good.
+    """
     text = _reply_text(code, reply)
-    if 400 <= code < 500:
-        return TemporaryDeliveryError(f"{stage}: {text}", code=code, stage=stage)
-    return PermanentDeliveryError(f"{stage}: {text}", code=code, stage=stage)
+    if 500 <= code < 600:
+        return PermanentDeliveryError(f"{stage}: {text}", code=code, stage=stage)
+    return TemporaryDeliveryError(f"{stage}: {text}", code=code, stage=stage)
 
 
 def _tls_context(cfg: SMTPConfig) -> ssl.SSLContext:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import mailbox
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -11,7 +14,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from newsletter.errors import SystemicDeliveryError, TemporaryDeliveryError
-from newsletter.publish import send_edition
+from newsletter.publish import pool_factory, send_edition
 from newsletter.sink import free_port
 from newsletter.store.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
 from tests.conftest import add_subscribers, make_config, morning_articles
@@ -141,12 +144,29 @@ def test_everything_failing_stops_the_run_and_marks_nobody(reply, store, db_url,
         )
         report = send_edition(config, store, clock, tokens)
     assert report.outcome == "failed"
-    assert "in a row failed" in report.message and "run send again to resume" in report.message
+    # 5.1.1 for everyone is a misconfigured server, not a dead list: it is let run to the
+    # end (hard bounces have a longer streak), and then nobody is marked.
+    expected = "accepted none of this run's messages" if reply == "rcpt_permanent" else "in a row failed"
+    assert expected in report.message and "run send again to resume" in report.message
     final = outcomes(store)
     assert {status for status, _ in final.values()} == {DeliveryStatus.PENDING}
     assert len(final) == len(emails)
     with store.session() as session:
         assert {s.status for s in session.scalars(select(Subscriber))} == {SubscriberStatus.ACTIVE}
+
+
+def test_a_block_of_dead_addresses_does_not_stop_every_run(store, db_url, clock, tokens):
+    morning_articles(store, clock)
+    dead = add_subscribers(store, clock, 30, prefix="gone")  # an old import, first in id order
+    alive = add_subscribers(store, clock, 30)
+    with faulty_server(Faults(dead_mailboxes=frozenset(dead))) as (server, port):
+        config = make_config(db_url, None, smtp={"port": port}, delivery={"max_consecutive_failures": 10})
+        report = send_edition(config, store, clock, tokens)
+    assert report.outcome == "sent", report.message
+    assert all(server.accepted[e] == 1 for e in alive)
+    with store.session() as session:
+        statuses = {s.email: s.status for s in session.scalars(select(Subscriber))}
+    assert all(statuses[e] == SubscriberStatus.BOUNCED for e in dead)
 
 
 def test_a_burst_of_421s_is_waited_out_not_burned_through(store, db_url, clock, tokens):
@@ -194,3 +214,33 @@ def test_a_malformed_address_fails_only_that_reader(store, db_url, clock, tokens
     assert final["not an address@example.org"][0] == DeliveryStatus.FAILED
     assert final["forged@example.org"][0] == DeliveryStatus.FAILED
     assert "line break" in final["forged@example.org"][1]
+
+
+def test_a_server_that_stops_answering_mid_run_stops_it_in_seconds(store, db_url, clock, tokens):
+    """Connections that open but never greet: each open waits the timeout, so three in a row
+    end the run (instead of one timeout per reader, with the stop request unheard)."""
+    morning_articles(store, clock)
+    add_subscribers(store, clock, 40)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # the kernel completes the handshakes; nobody ever says 220
+        config = make_config(db_url, None, smtp={"port": silent.getsockname()[1], "timeout": 1})
+        pools = pool_factory(config)  # skips the up-front check: the server "was fine" at the start
+        started = time.monotonic()
+        report = send_edition(config, store, clock, tokens, pools=pools)
+        elapsed = time.monotonic() - started
+    assert report.outcome == "failed" and "attempts in a row to open a connection failed" in report.message
+    assert elapsed < 15, elapsed
+    assert {status for status, _ in outcomes(store).values()} == {DeliveryStatus.PENDING}
+
+
+def test_the_maildir_transport_files_each_message_once_and_records_it(store, db_url, clock, tokens, tmp_path):
+    morning_articles(store, clock)
+    emails = add_subscribers(store, clock, 25)
+    config = make_config(db_url, None, delivery={"transport": "maildir", "maildir": str(tmp_path / "outbox")})
+    report = send_edition(config, store, clock, tokens)
+    assert report.outcome == "sent" and report.stats is not None and report.stats.sent == 25
+    box = mailbox.Maildir(tmp_path / "outbox", create=False)
+    recipients = sorted(str(message["Delivered-To"]) for message in box)
+    assert recipients == sorted(emails)
+    assert {status for status, _ in outcomes(store).values()} == {DeliveryStatus.SENT}
