@@ -179,6 +179,13 @@ def _subject(value: Any) -> str:
 # --- the sections ---------------------------------------------------------------------
 
 
+def _login_text(value: Any) -> str:
+    text = _text(value)
+    if not text.isascii():
+        raise _InvalidValueError("ASCII characters only (the mail libraries send logins as ASCII)")
+    return text
+
+
 def _ca_file(value: Any) -> str:
     text = _text(value)
     if text and not Path(text).expanduser().is_file():
@@ -240,8 +247,8 @@ class SMTPConfig:
         "a port number from 1 to 65535, or 0 for the usual one of smtp.security", _int_range(0, 65535), default=0
     )
     security: str = _meta('one of "none", "starttls" or "ssl"', _choice("none", "starttls", "ssl"), default="starttls")
-    username: str = _meta("a user name (text)", _text, default="")
-    password: str = _meta("a password (text)", _text, default="", repr=False)
+    username: str = _meta("a user name (text)", _login_text, default="")
+    password: str = _meta("a password (text)", _login_text, default="", repr=False)
     timeout: float = _meta("seconds, from 1 to 600", _number_range(1, 600), default=30.0)
     connections: int = _meta("a whole number of connections from 1 to 64", _int_range(1, 64), default=4)
     max_messages_per_connection: int = _meta("a whole number from 1 to 1000000", _int_range(1, 1_000_000), default=1000)
@@ -263,8 +270,8 @@ class ImapConfig:
         "a port number from 1 to 65535, or 0 for the usual one of imap.security", _int_range(0, 65535), default=0
     )
     security: str = _meta('one of "none", "starttls" or "ssl"', _choice("none", "starttls", "ssl"), default="ssl")
-    username: str = _meta("a user name (text)", _text, default="")
-    password: str = _meta("a password (text)", _text, default="", repr=False)
+    username: str = _meta("a user name (text)", _login_text, default="")
+    password: str = _meta("a password (text)", _login_text, default="", repr=False)
     mailbox: str = _meta("an IMAP folder name", _mailbox_name, default="INBOX")
     processed_mailbox: str = _meta("an IMAP folder name", _mailbox_name, default="Processed")
     timeout: float = _meta("seconds, from 1 to 600", _number_range(1, 600), default=30.0)

@@ -207,6 +207,9 @@ class DeliveryRun:
         next_progress = 0.0
         while True:
             now = time.monotonic()
+            if now >= next_renewal:  # first: after a stall, before sending anything more
+                self._renew_leases()
+                next_renewal = now + renew_every
             if self.stop.is_set() and not self._stopping:
                 self.stats.interrupted = True
                 self._stopping = True
@@ -224,9 +227,6 @@ class DeliveryRun:
             if self._unrecorded and (pool.waiting_on_log() or not self._inflight or now - self._oldest > 0.05):
                 self._commit()
             now = time.monotonic()
-            if now >= next_renewal:
-                self._renew_leases()
-                next_renewal = now + renew_every
             if self.on_progress and now >= next_progress:
                 self.stats.elapsed = now - started
                 self.on_progress(self.stats)
@@ -371,7 +371,7 @@ class DeliveryRun:
 
             def write() -> None:
                 with self._conn.begin():
-                    log_.record(self._conn, results, now, retry_at, self.message_id)
+                    log_.record(self._conn, results, now, retry_at, self.message_id, worker=self.worker)
 
             self._with_retries(write)
         self.stats.commits += 1
@@ -409,11 +409,22 @@ class DeliveryRun:
     def _renew_leases(self) -> None:
         lease_until = self.clock.now() + timedelta(seconds=self.config.lease_seconds)
 
-        def renew() -> None:
+        def renew() -> set[int]:
             with self._conn.begin():
-                log_.extend_leases(self._conn, self.edition_id, self.worker, lease_until)
+                return log_.extend_leases(self._conn, self.edition_id, self.worker, lease_until)
 
-        self._with_retries(renew)
+        held = self._with_retries(renew)
+        # Rows whose lease lapsed (this process stalled) may be another worker's now: never
+        # start them here, or both would send.
+        lost = {w.delivery_id for w in self._queue if w.delivery_id not in held}
+        lost.update(r.work.delivery_id for r in self._retries if r.work.delivery_id not in held)
+        if lost:
+            log.warning("the lease on %d deliveries ran out; leaving them to whoever holds them now", len(lost))
+            self._queue = deque(w for w in self._queue if w.delivery_id not in lost)
+            self._retries = [r for r in self._retries if r.work.delivery_id not in lost]
+            heapq.heapify(self._retries)
+            for delivery_id in lost:
+                self._tries.pop(delivery_id, None)
 
     def _with_retries(self, operation: Callable[[], _T]) -> _T:
         """Run a database step; a database that keeps failing stops the run (nothing is lost:

@@ -147,6 +147,18 @@ def test_commands_refuse_an_unmigrated_database(runner: CliRunner, tmp_path: Pat
     assert "run `newsletter db upgrade` first" in one_error_line(result)
 
 
+def test_a_file_that_is_not_a_database_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "notes.db").write_bytes(b"these are my notes, not a database\n" * 100)
+    site = Site(runner, write_config(tmp_path / "newsletter.toml", "sqlite:///notes.db", None))
+    assert "the database failed: file is not a database" in one_error_line(site("status", code=1))
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line(site: Site, tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "folder"
+    assert str(missing) in one_error_line(site("preview", "--out", str(missing / "edition.html"), code=1))
+    assert str(missing) in one_error_line(site("subscribers", "export", "--out", str(missing / "list.csv"), code=1))
+
+
 # --- articles -------------------------------------------------------------------------------
 
 

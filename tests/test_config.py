@@ -278,7 +278,12 @@ def test_secrets_never_appear_in_repr_or_errors() -> None:
     assert config.smtp.password == PASSWORD and config.web.secret_key == SECRET
     for text in (repr(config), str(config), repr(config.smtp), repr(config.web)):
         assert PASSWORD not in text and SECRET not in text
-    for section, key, bad in [("smtp", "password", PASSWORD + "\n"), ("web", "secret_key", SECRET + "\n")]:
+    for section, key, bad in [
+        ("smtp", "password", PASSWORD + "\n"),
+        ("smtp", "password", PASSWORD + "é"),  # smtplib sends logins as ASCII: said up front
+        ("imap", "password", PASSWORD + "é"),
+        ("web", "secret_key", SECRET + "\n"),
+    ]:
         broken = minimal()
         broken.setdefault(section, {})[key] = bad
         message = config_error(broken)

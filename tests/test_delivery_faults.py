@@ -7,15 +7,17 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from newsletter.errors import SystemicDeliveryError, TemporaryDeliveryError
-from newsletter.publish import pool_factory, send_edition
+from newsletter.publish import pool_factory, prepare_edition, send_edition
 from newsletter.sink import free_port
+from newsletter.store import deliveries as log_
+from newsletter.store.deliveries import Result
 from newsletter.store.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
 from tests.conftest import add_subscribers, make_config, morning_articles
 from tests.faults import Faults, FaultyHandler, RejectingAuthenticator
@@ -244,3 +246,38 @@ def test_the_maildir_transport_files_each_message_once_and_records_it(store, db_
     recipients = sorted(str(message["Delivered-To"]) for message in box)
     assert recipients == sorted(emails)
     assert {status for status, _ in outcomes(store).values()} == {DeliveryStatus.SENT}
+
+
+LATE_WRITES = [DeliveryStatus.PENDING, DeliveryStatus.FAILED, DeliveryStatus.DEFERRED]
+
+
+def test_a_worker_whose_lease_ran_out_cannot_undo_what_the_next_holder_did(store, db_url, clock, tokens):
+    """A stalled worker wakes after its rows were recovered and taken by another: its renewal
+    shows them gone, and its late "pending" or "failed" writes change nothing."""
+    morning_articles(store, clock)
+    add_subscribers(store, clock, 4)
+    config = make_config(db_url, None)
+    edition = prepare_edition(config, store, clock, date(2026, 11, 24))
+    log_.enqueue(store.engine, edition.id)
+    now = clock.now()
+    with store.engine.begin() as conn:
+        stale, _ = log_.claim(conn, edition.id, "a:1", 4, now - timedelta(seconds=1))  # lease already over
+        log_.recover(conn, edition.id, now)
+        fresh, _ = log_.claim(conn, edition.id, "b:2", 4, now + timedelta(minutes=5))
+    assert [w.delivery_id for w in stale] == [w.delivery_id for w in fresh]
+    with store.engine.begin() as conn:
+        log_.record(conn, [Result(fresh[0].delivery_id, fresh[0].subscriber_id, DeliveryStatus.SENT, 1)], now, None,
+                    worker="b:2")  # fmt: skip
+    with store.engine.begin() as conn:
+        assert log_.extend_leases(conn, edition.id, "a:1", now + timedelta(minutes=5)) == set()
+        late = [
+            Result(w.delivery_id, w.subscriber_id, status, 1, "late")
+            for w, status in zip(
+                stale, [DeliveryStatus.PENDING, DeliveryStatus.FAILED, DeliveryStatus.DEFERRED], strict=False
+            )
+        ]
+        log_.record(conn, late, now, now, worker="a:1")
+    with store.session() as session:
+        rows = {d.id: (d.status, d.claimed_by) for d in session.scalars(select(Delivery))}
+    assert rows[fresh[0].delivery_id] == (DeliveryStatus.SENT, "")
+    assert all(rows[w.delivery_id] == (DeliveryStatus.SENDING, "b:2") for w in fresh[1:])

@@ -19,6 +19,7 @@ from functools import cached_property
 from typing import Any
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from newsletter import __version__
 from newsletter.clock import SystemClock
@@ -120,6 +121,16 @@ class _Group(click.Group):
         except NewsletterError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except SQLAlchemyError as exc:
+            # A database that went away mid-command: the rows say where things stand, and
+            # running the command again carries on from there.
+            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            click.echo(f"error: the database failed: {detail}", err=True)
+            ctx.exit(1)
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

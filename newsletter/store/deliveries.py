@@ -215,9 +215,12 @@ _RECORD_SENT = (
         claimed_until=None,
     )
 )
+# Fenced: only a row still in flight for this worker. A worker whose lease ran out (a
+# stall, a paused machine) must not write "pending" or "failed" over what the worker that
+# took the row over has recorded since. "Sent" is written regardless: it is the truth.
 _RECORD_OTHER = (
     update(_D)
-    .where(_D.c.id == bindparam("b_id"))
+    .where(_D.c.id == bindparam("b_id"), _IS_SENDING, _D.c.claimed_by == bindparam("b_worker"))
     .values(
         status=bindparam("b_status"),
         attempts=_D.c.attempts + bindparam("b_attempts", type_=Integer),
@@ -235,6 +238,8 @@ def record(
     now: datetime,
     retry_at: datetime | None,
     message_id: tuple[str, str] = ("<", ">"),
+    *,
+    worker: str,
 ) -> None:
     """Write a batch of outcomes in a few set-based statements.
 
@@ -259,6 +264,7 @@ def record(
                     "b_attempts": r.attempts,
                     "b_error": r.error[:1000],
                     "b_retry": retry_at if r.status == DeliveryStatus.DEFERRED else None,
+                    "b_worker": worker,
                 }
                 for r in others
             ],
@@ -282,15 +288,19 @@ def record(
             )
 
 
-def extend_leases(conn: Connection, edition_id: int, worker: str, lease_until: datetime) -> None:
-    conn.execute(
-        update(_D)
-        .where(
-            _D.c.edition_id == edition_id,
-            _IS_SENDING,
-            _D.c.claimed_by == worker,
-        )
-        .values(claimed_until=lease_until)
+def extend_leases(conn: Connection, edition_id: int, worker: str, lease_until: datetime) -> set[int]:
+    """Renew this worker's claims; returns the ids it still holds (a lapsed lease may be gone)."""
+    return set(
+        conn.execute(
+            update(_D)
+            .where(
+                _D.c.edition_id == edition_id,
+                _IS_SENDING,
+                _D.c.claimed_by == worker,
+            )
+            .values(claimed_until=lease_until)
+            .returning(_D.c.id)
+        ).scalars()
     )
 
 
@@ -356,7 +366,7 @@ class FastSentLog:
     """
 
     def __init__(self, connection: Connection) -> None:
-        self._raw = connection.connection.dbapi_connection
+        self._connection = connection
         self._sqlite = connection.dialect.name == "sqlite"
         self._to_db = UTCDateTime().bind_processor(connection.dialect) or (lambda v: v)
 
@@ -371,6 +381,9 @@ class FastSentLog:
         """Mark the ids sent in one transaction, committed (durably) before returning."""
         prefix, suffix = message_id
         stamp = self._to_db(now)
+        # Asked for each time: after a lost connection SQLAlchemy hands out a new one.
+        raw = self._connection.connection.dbapi_connection
+        assert raw is not None
         if self._sqlite:
             # One call into SQLite for the whole transaction: each call releases and retakes
             # the GIL, and with several sending threads retaking it is what costs. All values
@@ -383,18 +396,18 @@ class FastSentLog:
                 for tries, ids in by_attempts.items()
             )
             try:
-                self._raw.executescript(f"BEGIN IMMEDIATE;{updates}COMMIT;")
+                raw.executescript(f"BEGIN IMMEDIATE;{updates}COMMIT;")
             except BaseException:
-                self._raw.rollback()
+                raw.rollback()
                 raise
             return
-        cursor = self._raw.cursor()
+        cursor = raw.cursor()
         try:
             for tries, ids in by_attempts.items():
                 cursor.execute(self._statement(len(ids)), (tries, prefix, suffix, stamp, ids))
-            self._raw.commit()
+            raw.commit()
         except BaseException:
-            self._raw.rollback()
+            raw.rollback()
             raise
         finally:
             cursor.close()

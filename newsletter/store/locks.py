@@ -9,7 +9,9 @@ this same machine whose process is gone is treated as expired at once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import socket
 import threading
@@ -18,12 +20,14 @@ from pathlib import Path
 from types import TracebackType
 
 from sqlalchemy import Connection, delete, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from newsletter.clock import Clock
 from newsletter.errors import LockHeldError
 from newsletter.store.models import Lock
 from newsletter.store.store import Store, worker_identity
+
+log = logging.getLogger(__name__)
 
 _L = Lock.__table__
 
@@ -143,16 +147,25 @@ class DatabaseLock:
         if self._heartbeat is not None:
             self._heartbeat.join()
             self._heartbeat = None
+        # Releasing never raises: it runs on the way out of a send, where it must not hide
+        # the send's own outcome. A lock whose connection died was freed by the server then;
+        # a SQLite lock row left behind expires.
         if self._connection is not None:
             try:
                 self._connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _advisory_key(self.name)})
                 self._connection.commit()
+            except SQLAlchemyError as exc:
+                log.warning("lock %s: its connection was lost (%s); the server dropped the lock", self.name, exc)
             finally:
-                self._connection.close()
+                with contextlib.suppress(SQLAlchemyError):
+                    self._connection.close()
                 self._connection = None
         elif self.store.is_sqlite:
-            with self.store.engine.begin() as conn:
-                conn.execute(delete(_L).where(_L.c.name == self.name, _L.c.holder == self.holder))
+            try:
+                with self.store.engine.begin() as conn:
+                    conn.execute(delete(_L).where(_L.c.name == self.name, _L.c.holder == self.holder))
+            except SQLAlchemyError as exc:
+                log.warning("lock %s: could not remove it (%s); it expires on its own", self.name, exc)
 
     def __enter__(self) -> DatabaseLock:
         return self.acquire()
