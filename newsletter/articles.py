@@ -42,7 +42,7 @@ from newsletter.config import Config, FetchConfig
 from newsletter.errors import ArticleImportError, NewsletterError, UsageError
 from newsletter.store import Store
 from newsletter.store.models import Article, FeedState
-from newsletter.store.store import article_by_guid
+from newsletter.store.store import article_by_guid, edition_covering
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +74,34 @@ class ArticleInput:
             raise UsageError("an article needs a guid (or a URL to use as one)")
         if not self.title.strip():
             raise UsageError(f"article {self.guid}: the title is empty")
-        if not self.url.startswith(("http://", "https://")):
-            raise UsageError(f"article {self.guid}: the URL must start with http:// or https://")
+        if not self.url.startswith(("http://", "https://")) or absolute_url(self.url, "") != self.url:
+            raise UsageError(f"article {self.guid}: the URL must start with http:// or https:// and name a host")
+        if self.image_url and absolute_url(self.image_url, "") != self.image_url:
+            raise UsageError(f"article {self.guid}: the image URL must be a whole http(s) address")
         if self.published_at.tzinfo is None:
             raise UsageError(f"article {self.guid}: the publication time needs a time zone")
+        for name, limit in _LIMITS.items():
+            value = getattr(self, name, None)
+            if isinstance(value, str) and len(value) > limit:
+                raise UsageError(
+                    f"article {self.guid[:80]}: the {name.replace('_', ' ')} is longer than {limit} characters"
+                )
 
 
 _FIELDS = [f.name for f in fields(ArticleInput) if f.name != "guid"]
 _JSON_FIELDS = frozenset(f.name for f in fields(ArticleInput))
 _LIMITS = {c.name: c.type.length for c in Article.__table__.columns if getattr(c.type, "length", None)}
+
+
+def late_for(session: Session, published: datetime) -> str:
+    """A warning when an article arrives after the edition its time belongs to was made."""
+    edition = edition_covering(session, published)
+    if edition is None:
+        return ""
+    return (
+        f"published before the cutoff of the edition of {edition.date}, which is already made: "
+        "it will not be in any edition"
+    )
 
 
 def upsert_article(session: Session, data: ArticleInput, clock: Clock) -> str:
@@ -461,6 +480,9 @@ def _store_candidates(session: Session, candidates: Iterable[_Candidate], clock:
         setattr(summary, outcome, getattr(summary, outcome) + 1)
         if outcome == "new":
             summary.warnings.extend(candidate.notes)
+            late = late_for(session, data.published_at)
+            if late:
+                summary.warnings.append(f"{where}: {late}")
             if published > now:
                 when = published.isoformat(timespec="minutes")
                 summary.warnings.append(f"{where}: dated {when}, in the future; it waits for the edition after that")

@@ -82,27 +82,62 @@ def resolve_day(config: Config, clock: Clock, day: date | None) -> date:
     return edition_date_due(clock.now(), n.send_time, n.zone)
 
 
-def _window(config: Config, clock: Clock, day: date, previous: Edition | None) -> Window:
+def _window(config: Config, clock: Clock, day: date, previous: Edition | None, look_ahead: bool) -> Window:
     n = config.newsletter
     window = window_for(day, n.send_time, n.zone, previous.window_end if previous else None)
     now = clock.now()
     if window.end > now:
-        if day > local_date(now, n.zone):
-            raise UsageError(f"the edition for {day} is in the future; its articles are not written yet")
-        # Sent early by hand: cover up to now, and the next edition starts from here,
-        # so nothing published before the usual send time is lost.
+        upcoming = resolve_day(config, clock, None) + timedelta(days=1)
+        if day > local_date(now, n.zone) and not (look_ahead and day == upcoming):
+            hint = f"; the next one, {upcoming}, can be previewed as it stands" if look_ahead else ""
+            raise UsageError(f"the edition for {day} is in the future; its articles are not written yet{hint}")
+        # Sent early by hand, or looked at ahead of time: cover up to now (a send makes the
+        # next edition start from here, so nothing published before its send time is lost).
         window = Window(start=window.start, end=now)
     return window
 
 
-def plan_for(config: Config, store: Store, clock: Clock, day: date) -> tuple[EditionPlan, list[Article]]:
-    """Select and lay out an edition without writing anything."""
+def plan_for(
+    config: Config, store: Store, clock: Clock, day: date, *, look_ahead: bool = False
+) -> tuple[EditionPlan, list[Article]]:
+    """Select and lay out an edition without writing anything.
+
+    ``look_ahead`` (for previews and test copies, which record nothing) also accepts the
+    edition after the one due now, with the articles published so far.
+    """
     with store.session() as session:
-        window = _window(config, clock, day, previous_edition(session, day))
+        window = _window(config, clock, day, previous_edition(session, day), look_ahead)
         articles = list(articles_in_window(session, window.start, window.end))
     n = config.newsletter
     plan = plan_edition(day, window, articles, n.subject, name=n.name, publication=n.publication)
     return plan, articles
+
+
+def next_edition_day(config: Config, store: Store, clock: Clock) -> date:
+    """The edition a reader will get next: the one due now, unless it exists already or is
+    empty while newer articles wait (a new install after the send time), then the one after."""
+    due = resolve_day(config, clock, None)
+    with store.session() as session:
+        if edition_for(session, due) is not None:
+            return due + timedelta(days=1)
+    plan, _ = plan_for(config, store, clock, due)
+    if plan.is_empty and waiting_after(store, clock, plan.window.end):
+        return due + timedelta(days=1)
+    return due
+
+
+def waiting_after(store: Store, clock: Clock, moment: datetime) -> int:
+    """Articles already published after ``moment`` (a cutoff), waiting for a later edition."""
+    with store.session() as session:
+        return len(articles_in_window(session, moment, clock.now()))
+
+
+def _waiting_note(store: Store, clock: Clock, cutoff_: datetime) -> str:
+    waiting = waiting_after(store, clock, cutoff_)
+    if not waiting:
+        return ""
+    counted = "1 newer article waits" if waiting == 1 else f"{waiting} newer articles wait"
+    return f" ({counted} for the next edition)"
 
 
 def render_plan(config: Config, plan: EditionPlan, nonce: str) -> RenderedEdition:
@@ -303,9 +338,10 @@ def send_edition(
         return _dry_run(config, store, clock, day)
     edition = prepare_edition(config, store, clock, day)
     if edition.status == EditionStatus.SKIPPED:
-        return SendReport(
-            day, "skipped", f"no articles for the edition of {day}: nothing sent", subject=edition.subject
+        message = f"no articles for the edition of {day}: nothing sent" + _waiting_note(
+            store, clock, edition.window_end
         )
+        return SendReport(day, "skipped", message, subject=edition.subject)
     if edition.status == EditionStatus.SENT:
         return SendReport(
             day,
@@ -442,9 +478,10 @@ def _dry_run(config: Config, store: Store, clock: Clock, day: date) -> SendRepor
             f"{edition.article_count} articles; {active} active subscribers",
             subject=edition.subject,
         )
-    plan, _ = plan_for(config, store, clock, day)
+    plan, _ = plan_for(config, store, clock, day, look_ahead=True)
     if plan.is_empty and not config.newsletter.send_when_empty:
-        return SendReport(day, "dry-run", f"no articles for {day}: the edition would be skipped", subject=plan.subject)
+        message = f"no articles for {day}: the edition would be skipped" + _waiting_note(store, clock, plan.window.end)
+        return SendReport(day, "dry-run", message, subject=plan.subject)
     rendered = render_plan(config, plan, "dryrun")
     return SendReport(
         day,
@@ -463,12 +500,15 @@ def send_test_copy(
     address: str,
     transport: Transport | None = None,
 ) -> str:
-    """One copy to one address, for checking how it looks; nothing is recorded."""
-    day = resolve_day(config, clock, day)
+    """One copy to one address, for checking how it looks; nothing is recorded.
+
+    Without a date it is the edition readers get next, as it stands.
+    """
+    day = day or next_edition_day(config, store, clock)
     with store.session() as session:
         edition = edition_for(session, day)
     if edition is None or edition.status == EditionStatus.SKIPPED:
-        plan, _ = plan_for(config, store, clock, day)
+        plan, _ = plan_for(config, store, clock, day, look_ahead=True)
         nonce = secrets.token_hex(8)
         rendered = render_plan(config, plan, nonce)
         edition = Edition(

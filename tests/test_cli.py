@@ -184,6 +184,11 @@ def test_articles_list_when_empty(site: Site) -> None:
         (["--title", "T", "--url", "ftp://x"], "URL must start with http"),
         (["--title", " ", "--url", "https://x.example"], "title is empty"),
         (["--title", "T", "--url", "https://x.example", "--published", "yesterday"], "expected a time like"),
+        (["--title", "T", "--url", "https://"], "name a host"),
+        (["--title", "T", "--url", 'https://x.example/a b"onmouseover=x'], "name a host"),
+        (["--title", "T", "--url", "https://x.example", "--image-url", "javascript:alert(1)"], "whole http(s)"),
+        (["--title", "T", "--url", "https://x.example", "--image-url", "/img/a.jpg"], "whole http(s)"),
+        (["--title", "T" * 501, "--url", "https://x.example"], "title is longer than 500 characters"),
     ],
 )
 def test_articles_add_bad_input_is_one_line(site: Site, args: list[str], words: str) -> None:
@@ -243,6 +248,32 @@ def test_preview_writes_the_edition_without_recording_anything(site: Site, tmp_p
             assert session.scalar(select(func.count()).select_from(Edition)) == 0
     finally:
         store.dispose()
+
+
+def test_an_article_added_after_the_send_time_is_in_the_next_edition(site: Site, smtp_sink, tmp_path: Path) -> None:
+    """The README's first steps at any hour: the article just added shows in the preview
+    and the test copy, and `send` says where it went instead of an unexplained skip."""
+    due = due_day()
+    site("subscribers", "add", "ana@example.org")
+    site("articles", "add", "--title", "Bridge reopens", "--url", "https://news.example.com/bridge")
+    out = tmp_path / "preview.html"
+    result = site("preview", "--out", str(out))
+    assert f"edition of {due + timedelta(days=1)} as it would be now: 1 articles" in result.stdout
+    assert "Bridge reopens" in out.read_text(encoding="utf-8")
+    site("send", "--to", "me@example.org")
+    (copy,) = smtp_sink.handler.received
+    assert "Bridge reopens" in copy.message.get_body(("plain",)).get_content()
+    skipped = site("send").stdout
+    assert f"{due}: no articles for the edition of {due}: nothing sent (1 newer article waits" in skipped
+    # Today's edition is made now; an article dated before its cutoff comes too late for it.
+    before = (cutoff(due, time(6), LONDON) - timedelta(hours=1)).isoformat()
+    late = site("articles", "add", "--title", "Late", "--url", "https://news.example.com/late", "--published", before)
+    assert f"published before the cutoff of the edition of {due}" in late.stderr
+    later = (due + timedelta(days=2)).isoformat()
+    assert "can be previewed as it stands" in one_error_line(site("preview", "--date", later, code=2))
+    both = site("send", "--to", "me@example.org", "--dry-run", code=2)
+    assert "cannot be combined" in one_error_line(both)
+    assert len(smtp_sink.handler.received) == 1
 
 
 def test_send_dry_run_sends_and_records_nothing(site: Site, smtp_sink: SMTPServer) -> None:

@@ -420,13 +420,18 @@ def test_relative_paths_resolve_next_to_the_config_file(tmp_path: Path, monkeypa
     data["store"] = {"url": "sqlite:///data/news.db"}
     data["delivery"] = {"maildir": "outbox"}
     data["newsletter"]["templates"] = "my-templates"
+    (config_dir / "ca.pem").write_text("not checked until TLS is used\n")
+    data["smtp"] = {"ca_file": "ca.pem"}
+    data["imap"] = {"ca_file": "ca.pem"}
     path = write(config_dir / "newsletter.toml", data)
     monkeypatch.chdir(tmp_path)  # somewhere else, as cron would be
     config = load_config(Path("etc/newsletter.toml"), {})
+    assert config.smtp.ca_file == config.imap.ca_file == str(config_dir.resolve() / "ca.pem")
     assert config.store.url == f"sqlite:///{config_dir.resolve() / 'data' / 'news.db'}"
     assert config.delivery.maildir == str(config_dir.resolve() / "outbox")
     assert config.newsletter.templates == str(config_dir.resolve() / "my-templates")
     # absolute paths and the environment's relative database URL
+    data.pop("smtp"), data.pop("imap")
     data["store"] = {"url": f"sqlite:///{tmp_path}/abs.db"}
     data["delivery"] = {"maildir": f"{tmp_path}/box"}
     write(path, data)

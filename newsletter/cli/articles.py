@@ -7,7 +7,7 @@ from datetime import datetime
 
 import click
 
-from newsletter.articles import ArticleInput, upsert_article
+from newsletter.articles import ArticleInput, late_for, upsert_article
 from newsletter.cli.base import App, cli, pass_app
 from newsletter.errors import UsageError
 from newsletter.store.store import list_articles
@@ -80,11 +80,14 @@ def articles_add(
     )
     with app.store.session() as session:
         outcome = upsert_article(session, data, app.clock)
+        late = late_for(session, data.published_at) if outcome == "new" else ""
     click.echo(f"{outcome}: {data.title}")
+    if late:
+        click.echo(f"warning: {late}", err=True)
 
 
 @articles.command("list")
-@click.option("--limit", default=30, show_default=True, help="How many, newest first.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=30, show_default=True, help="How many, newest first.")
 @pass_app
 def articles_list(app: App, limit: int) -> None:
     """List the newest articles, with the edition each went into.

@@ -22,7 +22,7 @@ from newsletter.store.store import count_subscribers, edition_for, list_editions
 
 
 @cli.command()
-@click.option("--date", "day", type=DATE, help="Edition date (default: the edition due now).")
+@click.option("--date", "day", type=DATE, help="Edition date (default: the next edition readers get).")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -35,20 +35,23 @@ from newsletter.store.store import count_subscribers, edition_for, list_editions
 def preview(app: App, day: date | None, out: Path, text: bool) -> None:
     """Render an edition to a file to look at in a browser; nothing is sent or recorded.
 
+    Without --date it is the next edition readers get: the one due now if it has not gone
+    out, else tomorrow's with the articles published so far.
+
     \b
     Example:
       newsletter preview --date 2026-11-24 --out /tmp/edition.html
     """
-    from newsletter.publish import plan_for, render_plan, resolve_day
+    from newsletter.publish import next_edition_day, plan_for, render_plan
 
-    day = resolve_day(app.config, app.clock, day)
+    day = day or next_edition_day(app.config, app.store, app.clock)
     with app.store.session() as session:
         edition = edition_for(session, day)
     if edition is not None and edition.html:
         html, plain, markers = edition.html, edition.text, Markers.for_nonce(edition.nonce)
         note = f"edition of {day} ({edition.status})"
     else:
-        plan, _ = plan_for(app.config, app.store, app.clock, day)
+        plan, _ = plan_for(app.config, app.store, app.clock, day, look_ahead=True)
         rendered = render_plan(app.config, plan, "preview")
         html, plain, markers = rendered.html, rendered.text, rendered.markers
         note = f"edition of {day} as it would be now: {plan.story_count} articles"
@@ -95,6 +98,9 @@ def send(
         _send_scheduled(app, conflicting=day is not None or dry_run or bool(to_address) or enqueue_only)
         return
     if to_address:
+        if dry_run or enqueue_only:
+            raise UsageError("--to sends one test copy and records nothing; it cannot be combined with "
+                             "--dry-run or --enqueue-only")  # fmt: skip
         address = normalise_email(to_address)
         reply = send_test_copy(app.config, app.store, app.clock, app.tokens, day, address)
         click.echo(f"test copy sent to {address}: {reply}")
@@ -189,7 +195,7 @@ def scheduler(app: App) -> None:
 
 @cli.command()
 @click.option("--date", "day", type=DATE, help="Show one edition in detail.")
-@click.option("--limit", default=7, show_default=True, help="How many recent editions.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=7, show_default=True, help="How many recent editions.")
 @pass_app
 def status(app: App, day: date | None, limit: int) -> None:
     """Show recent editions with their delivery counts, the latest errors, and the next scheduled send.

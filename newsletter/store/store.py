@@ -229,6 +229,13 @@ def previous_edition(session: Session, day: date) -> Edition | None:
     return session.scalars(query).first()
 
 
+def edition_covering(session: Session, moment: datetime) -> Edition | None:
+    """The latest edition already made whose window reaches ``moment``: an article published
+    then and added only now comes too late for it, and no later edition will take it."""
+    query = select(Edition).where(Edition.window_end >= moment).order_by(Edition.date.desc()).limit(1)
+    return session.scalars(query).first()
+
+
 def list_editions(session: Session, limit: int = 10) -> Sequence[Edition]:
     return session.scalars(select(Edition).order_by(Edition.date.desc()).limit(limit)).all()
 
