@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from http.client import HTTPException
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
 import feedparser
@@ -530,7 +530,7 @@ def import_source(
         if not fetched.data.strip():
             candidates: list[_Candidate] = []
             summary.warnings.append(f"{source}: empty; nothing to import")
-        elif fetched.data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        elif _looks_like_json_lines(fetched.data, source):
             candidates, summary.warnings = _parse_json_lines(fetched.data, source, zone, section)
         else:
             candidates, summary.warnings = _parse_feed(fetched.data, source, fetched.base_url, zone, section)
@@ -545,6 +545,17 @@ def import_source(
             _record_state(session, source, clock.now(), summary.describe(), fetched)
     log.info("%s", summary.describe())
     return summary
+
+
+def _looks_like_json_lines(data: bytes, source: str) -> bool:
+    """JSON Lines by name, or by an object on one of its first lines: a bad first line must
+    be rejected with its number, not make the whole file "neither a feed nor JSON Lines"."""
+    if urlsplit(source).path.lower().endswith((".jsonl", ".ndjson")):
+        return True
+    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"<"):
+        return False
+    return any(line.lstrip().startswith(b"{") for line in head[:65536].splitlines()[:50])
 
 
 def fetch_feeds(config: Config, store: Store, clock: Clock) -> list[ImportSummary]:

@@ -152,7 +152,10 @@ class _Tidy(HTMLParser):
                     self.out[-1] = stripped
                     break
                 self.out.pop()
-        self.text.append(" ")
+        # A <br> or block edge separates words in every text collected, not only the body's.
+        for collector in (self.text, self._paragraph[1] if self._paragraph else None, self._caption):
+            if collector is not None:
+                collector.append(" ")
         self._strip = " \u00a0"
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:

@@ -249,6 +249,14 @@ def test_json_lines_from_windows_with_a_bom_and_a_bad_byte(store, db_url, clock,
     assert stored(store)["https://news.example.com/a"].title == "Café opens"
 
 
+@pytest.mark.parametrize("name", ["export.jsonl", "export.txt"])
+def test_json_lines_whose_first_line_is_bad_keeps_the_rest(store, db_url, clock, tmp_path, name) -> None:
+    export = tmp_path / name
+    export.write_text('not json\n[1]\n{"url": "https://news.example.com/a", "title": "Kept"}\n', encoding="utf-8")
+    summary = import_source(str(export), make_config(db_url), store, clock)
+    assert summary.new == 1 and [r.split(":")[0] for r in summary.rejections] == ["line 1", "line 2"]
+
+
 def test_json_lines_duplicates_across_two_imports_are_one_article(store, db_url, clock, tmp_path) -> None:
     config = make_config(db_url)
     import_source(JSONL, config, store, clock)

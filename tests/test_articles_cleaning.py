@@ -182,6 +182,16 @@ def test_the_first_paragraph_image_and_caption_are_found() -> None:
     assert cleaned.image_caption == "The quay. Photograph: Ana"
 
 
+def test_a_line_break_separates_words_in_the_standfirst_and_caption() -> None:
+    cleaned = clean_html(
+        '<figure><img src="/a.jpg"><figcaption>Photograph: Ana<br>Agency</figcaption></figure>'
+        "<p>Line one<br>Line two</p>",
+        ARTICLE,
+    )
+    assert cleaned.first_paragraph == "Line one Line two"
+    assert cleaned.image_caption == "Photograph: Ana Agency"
+
+
 def test_a_caption_belongs_to_its_own_figure_only() -> None:
     cleaned = clean_html(
         '<figure><img src="/a.jpg"></figure><figure><img src="/b.jpg"><figcaption>B</figcaption></figure>', ARTICLE
