@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 _READ_CHUNK = 65536
 _IOV_MAX = 512  # buffers per sendmsg; Linux allows 1024
 OPEN_FAILURES_IN_A_ROW = 3
+FINAL_REPLY_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,9 @@ class _Connection:
 
     def commit(self) -> None:
         self.write(b".\r\n")
+        # RFC 5321 4.5.3.2.6: a server may scan the message before it answers the ".", and
+        # giving up early would send it again; so wait as long as the RFC suggests.
+        self.deadline = time.monotonic() + max(self.pool.config.timeout, FINAL_REPLY_SECONDS)
         self.expect = ["commit"]
         self.state = "final"
 
@@ -268,7 +272,7 @@ class _Connection:
                 self.broken("the server closed the connection")
                 return
             self.inbuf += chunk
-            self.deadline = time.monotonic() + self.pool.config.timeout
+            self.deadline = max(self.deadline, time.monotonic() + self.pool.config.timeout)
             if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
                 break
         self._parse()

@@ -31,6 +31,7 @@ class Faults:
     drop_after_accept: float = 0.0  # message accepted, then the connection closed before the 250
     slow: float = 0.0  # no answer for ``slow_seconds`` at RCPT
     slow_seconds: float = 0.0
+    scan_seconds: float = 0.0  # wait this long before answering the final "." (a content scanner)
     close_421: bool = True  # after a 421 the server closes the session, as RFC 5321 says
     dead_mailboxes: frozenset[str] = frozenset()  # always 550 5.1.1
 
@@ -85,6 +86,8 @@ class FaultyHandler:
             return self._reply("451 4.3.0 queue full, try later")
         if self._roll(f.data_permanent):
             return self._reply("554 5.7.1 message refused")
+        if f.scan_seconds:
+            await asyncio.sleep(f.scan_seconds)
         with self.lock:
             for rcpt in envelope.rcpt_tos:
                 self.accepted[rcpt] += 1

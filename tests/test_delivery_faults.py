@@ -236,6 +236,16 @@ def test_a_server_that_stops_answering_mid_run_stops_it_in_seconds(store, db_url
     assert {status for status, _ in outcomes(store).values()} == {DeliveryStatus.PENDING}
 
 
+def test_a_server_slow_to_answer_the_final_dot_is_waited_for_not_sent_twice(store, db_url, clock, tokens):
+    morning_articles(store, clock)
+    emails = add_subscribers(store, clock, 3)
+    with faulty_server(Faults(scan_seconds=1.5)) as (server, port):
+        config = make_config(db_url, None, smtp={"port": port, "timeout": 1, "connections": 1})
+        report = send_edition(config, store, clock, tokens)
+    assert report.outcome == "sent", report.message
+    assert all(server.accepted[e] == 1 for e in emails)
+
+
 def test_the_maildir_transport_files_each_message_once_and_records_it(store, db_url, clock, tokens, tmp_path):
     morning_articles(store, clock)
     emails = add_subscribers(store, clock, 25)
