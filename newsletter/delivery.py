@@ -469,16 +469,23 @@ class DeliveryRun:
                 for r, _ in self._held
             )
             self._held.clear()
-        elif self._held and not self._successes and not self._proven:
+        elif not self._successes and not self._proven and any(r.status == DeliveryStatus.FAILED for r, _ in self._held):
             # Not one message accepted, now or earlier for this edition: a server refusing
-            # every address is more likely misconfigured than every reader gone.
+            # every address for good is more likely misconfigured than every reader gone.
+            refused = [r for r, _ in self._held if r.status == DeliveryStatus.FAILED]
             self._abort(
                 SystemicDeliveryError(
-                    f"the server accepted none of this run's messages (last: {self._held[-1][0].error}); "
+                    f"the server accepted none of this run's messages (last: {refused[-1].error}); "
                     "nobody was marked failed for it"
                 )
             )
-            self._unrecorded.extend(self._vouched_failures(everything=True))
+            self._unrecorded.extend(
+                r
+                if r.status != DeliveryStatus.FAILED
+                else Result(r.delivery_id, r.subscriber_id, DeliveryStatus.PENDING, r.attempts, r.error)
+                for r, _ in self._held
+            )
+            self._held.clear()
         else:
             self._unrecorded.extend(self._vouched_failures(everything=True))
         if self._unrecorded:

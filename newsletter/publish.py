@@ -288,7 +288,7 @@ def _release_dead_claims(store: Store, edition_id: int, clock: Clock, retry_defe
             )
 
 
-def _give_up_stale(config: Config, store: Store, clock: Clock, edition: Edition) -> None:
+def give_up_stale(config: Config, store: Store, clock: Clock, edition: Edition) -> None:
     """Yesterday's news is not worth retrying for ever: old deferrals become failures."""
     if clock.now() - edition.window_end < timedelta(hours=config.delivery.give_up_hours):
         return
@@ -363,7 +363,7 @@ def send_edition(
         check_reachable(config.smtp)  # unreachable or bad credentials: say so before claiming anything
     with DatabaseLock(store, f"edition:{day.isoformat()}", clock):
         edition = _start(store, edition.id, clock)
-        _give_up_stale(config, store, clock, edition)
+        give_up_stale(config, store, clock, edition)
         _release_dead_claims(store, edition.id, clock, retry_deferred)
         stats = run_edition(
             config,

@@ -330,8 +330,14 @@ class SMTPPool:
         return conn.state == "idle" or (conn.state == "closed" and conn.reopen_at <= now)
 
     def idle(self) -> int:
-        now = time.monotonic()
-        return sum(1 for c in self.connections if self._ready(c, now))
+        # Called for every message started: no clock read unless a connection is backing off.
+        count = 0
+        for conn in self.connections:
+            if conn.state == "idle":
+                count += 1
+            elif conn.state == "closed":
+                count += not conn.reopen_at or conn.reopen_at <= time.monotonic()
+        return count
 
     def busy(self) -> int:
         return len(self.connections) - self.idle()
@@ -364,6 +370,7 @@ class SMTPPool:
                 self.done.append(Completion(message.key, error=error))
                 return False
             self.open_failures = 0
+            conn.reopen_at = 0.0
         conn.start(message)
         return True
 

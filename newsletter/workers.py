@@ -29,7 +29,7 @@ from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.delivery import PoolFactory, RateLimiter, RunStats
 from newsletter.errors import DeliveryError, NewsletterError, UsageError
-from newsletter.publish import finish_edition, run_edition
+from newsletter.publish import finish_edition, give_up_stale, run_edition
 from newsletter.smtpmux import check_reachable
 from newsletter.store import Store, worker_identity
 from newsletter.store import deliveries as log_
@@ -201,6 +201,7 @@ def run_worker(
         while not stop.is_set():
             busy = False
             for edition in open_editions(store):
+                give_up_stale(config, store, clock, edition)  # or a workers-only site retries for ever
                 claimable, elsewhere = _work_left(store, edition.id, clock.now())
                 busy = busy or claimable > 0 or elsewhere > 0
                 if claimable == 0:

@@ -147,6 +147,22 @@ def test_two_editions_at_once_and_a_failing_worker_gives_its_claims_back(pg_url,
         assert {e.status for e in session.scalars(select(Edition))} == {EditionStatus.SENT}
 
 
+def test_workers_alone_give_up_on_deferrals_after_give_up_hours(pg_url, pg_store, clock, tokens):
+    morning_articles(pg_store, clock)
+    emails = add_subscribers(pg_store, clock, 3)
+    config = make_config(pg_url, None, delivery={"max_attempts": 1, "give_up_hours": 2})
+    send_edition(config, pg_store, clock, tokens, day=date(2026, 11, 24), enqueue_only=True)
+    with faulty_server(Faults(dead_mailboxes=frozenset(), rcpt_temporary=1.0, close_421=False)) as (_s, port):
+        busy = make_config(pg_url, None, smtp={"port": port}, delivery={"max_attempts": 1, "give_up_hours": 2})
+        run_worker(busy, pg_store, clock, tokens, until_idle=True, poll_seconds=0.1)
+        assert statuses(pg_store)[DeliveryStatus.DEFERRED] == len(emails)
+        clock.advance(3 * 3600)  # the morning is long gone: no worker retries it for ever
+        run_worker(busy, pg_store, clock, tokens, until_idle=True, poll_seconds=0.1)
+    assert statuses(pg_store)[DeliveryStatus.FAILED] == len(emails)
+    with pg_store.session() as session:
+        assert session.scalars(select(Edition)).one().status == EditionStatus.SENT
+
+
 @pytest.mark.slow
 def test_workers_started_before_the_edition_pick_it_up(pg_url, pg_store, clock, tokens, tmp_path):
     handler = CountingHandler(delay=0)
