@@ -477,6 +477,8 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
             )
     if imap.host and not imap.username:
         raise ConfigError(source, "imap.username", "missing; expected the login of the unsubscribe mailbox")
+    if imap.processed_mailbox == imap.mailbox:
+        raise ConfigError(source, "imap.processed_mailbox", "expected a folder other than imap.mailbox")
     web: WebConfig = sections["web"]
     if web.secret_key and len(web.secret_key) < 32:
         raise ConfigError(

@@ -52,6 +52,9 @@ from newsletter.store.models import DeliveryStatus
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+# On a stop, how long a message in flight may still wait for its answer: well inside
+# systemd's TimeoutStopSec (90 s in contrib/), even though the final "." may take minutes.
+STOP_WAIT_SECONDS = 30.0
 
 Personaliser = Callable[[Work, datetime], Sequence[bytes]]
 """Builds one reader's message as canonical wire bytes, in parts; its Message-ID is prefix + delivery id + suffix."""
@@ -64,6 +67,7 @@ class Pool(Protocol):
     def busy(self) -> int: ...
     def start(self, message: Outgoing) -> bool: ...
     def waiting_on_log(self) -> bool: ...
+    def hurry(self, seconds: float) -> None: ...
     def poll(self, timeout: float) -> list[Completion]: ...
     def wake(self) -> None: ...
     def close(self) -> None: ...
@@ -213,6 +217,7 @@ class DeliveryRun:
             if self.stop.is_set() and not self._stopping:
                 self.stats.interrupted = True
                 self._stopping = True
+                pool.hurry(STOP_WAIT_SECONDS)
             if not self._stopping and not self._exhausted and len(self._queue) < self.config.batch_size:
                 self._claim()
             self._start_messages(pool, now)
@@ -447,7 +452,8 @@ class DeliveryRun:
         self._stopping = True
         if self._db_failed:
             return  # messages waiting for the log never get their final "."; nothing more to write
-        deadline = time.monotonic() + 60
+        pool.hurry(STOP_WAIT_SECONDS)  # an answer still missing then counts as a possible duplicate
+        deadline = time.monotonic() + 2 * STOP_WAIT_SECONDS
         while self._inflight and time.monotonic() < deadline:
             for completion in pool.poll(0.05):
                 self._complete(completion)
@@ -469,9 +475,14 @@ class DeliveryRun:
                 for r, _ in self._held
             )
             self._held.clear()
-        elif not self._successes and not self._proven and any(r.status == DeliveryStatus.FAILED for r, _ in self._held):
-            # Not one message accepted, now or earlier for this edition: a server refusing
-            # every address for good is more likely misconfigured than every reader gone.
+        elif (
+            not self._successes
+            and not self._proven
+            and sum(r.status == DeliveryStatus.FAILED for r, _ in self._held) >= self.config.max_consecutive_failures
+        ):
+            # Not one message accepted, now or earlier for this edition, and many refused for
+            # good: a server refusing every address is more likely misconfigured than every
+            # reader gone. (A handful, as on a small list, are recorded: they are real.)
             refused = [r for r, _ in self._held if r.status == DeliveryStatus.FAILED]
             self._abort(
                 SystemicDeliveryError(
@@ -518,6 +529,9 @@ class MaildirPool:
 
     def waiting_on_log(self) -> bool:
         return self._previous is not None and not self.is_durable(self._previous)
+
+    def hurry(self, seconds: float) -> None:
+        pass  # filing is instant
 
     def start(self, message: Outgoing) -> bool:
         envelope = f"Return-Path: <{message.mail_from}>\nDelivered-To: {message.recipient}\n".encode()

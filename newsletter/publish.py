@@ -87,7 +87,7 @@ def _window(config: Config, clock: Clock, day: date, previous: Edition | None, l
     window = window_for(day, n.send_time, n.zone, previous.window_end if previous else None)
     now = clock.now()
     if window.end > now:
-        upcoming = resolve_day(config, clock, None) + timedelta(days=1)
+        upcoming = local_date(now, n.zone) + timedelta(days=1)  # a look ahead reaches tomorrow at most
         if day > local_date(now, n.zone) and not (look_ahead and day == upcoming):
             hint = f"; the next one, {upcoming}, can be previewed as it stands" if look_ahead else ""
             raise UsageError(f"the edition for {day} is in the future; its articles are not written yet{hint}")
@@ -119,7 +119,11 @@ def next_edition_day(config: Config, store: Store, clock: Clock) -> date:
     due = resolve_day(config, clock, None)
     with store.session() as session:
         if edition_for(session, due) is not None:
-            return due + timedelta(days=1)
+            # Made already; so may the next be, sent early by hand: the first not made yet.
+            following = due + timedelta(days=1)
+            while edition_for(session, following) is not None:
+                following += timedelta(days=1)
+            return following
     plan, _ = plan_for(config, store, clock, due)
     if plan.is_empty and waiting_after(store, clock, plan.window.end):
         return due + timedelta(days=1)
@@ -478,7 +482,7 @@ def _dry_run(config: Config, store: Store, clock: Clock, day: date) -> SendRepor
             f"{edition.article_count} articles; {active} active subscribers",
             subject=edition.subject,
         )
-    plan, _ = plan_for(config, store, clock, day, look_ahead=True)
+    plan, _ = plan_for(config, store, clock, day)  # no look ahead: what `send` itself would do
     if plan.is_empty and not config.newsletter.send_when_empty:
         message = f"no articles for {day}: the edition would be skipped" + _waiting_note(store, clock, plan.window.end)
         return SendReport(day, "dry-run", message, subject=plan.subject)

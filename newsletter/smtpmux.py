@@ -190,6 +190,7 @@ class _Connection:
         self.current = None
         self.previous = message.key
         self.delivered += 1
+        self.pool.open_failures = 0  # the server takes mail: failed opens are a cap, not an outage
         self.pool.done.append(Completion(message.key, reply="250"))
         if self.delivered >= self.pool.config.max_messages_per_connection:
             self.close(polite=True)
@@ -348,8 +349,10 @@ class SMTPPool:
         False when the connection could not be opened: the message is done with that error,
         and the caller should poll before starting more, since every open waits up to the
         timeout. A connection that failed to open is not retried for a while (1, 2, 4 ... s),
-        and OPEN_FAILURES_IN_A_ROW failed opens make the error systemic: the server is
-        unreachable, and the run stops instead of spending the timeout on every reader.
+        and OPEN_FAILURES_IN_A_ROW failed opens with no other connection left (and no message
+        delivered meanwhile) make the error systemic: the server is unreachable, and the run
+        stops instead of spending the timeout on every reader. A server that caps
+        connections per client only leaves the extra ones backing off.
         """
         now = time.monotonic()
         conn = next((c for c in self.connections if c.state == "idle"), None)
@@ -363,7 +366,12 @@ class SMTPPool:
                 self.open_failures += 1
                 conn.reopen_at = time.monotonic() + min(2.0 ** (self.open_failures - 1), 30.0)
                 error = exc
-                if self.open_failures >= OPEN_FAILURES_IN_A_ROW and not isinstance(exc, SystemicDeliveryError):
+                alone = all(c.state == "closed" for c in self.connections)  # none left delivering
+                if (
+                    self.open_failures >= OPEN_FAILURES_IN_A_ROW
+                    and alone
+                    and not isinstance(exc, SystemicDeliveryError)
+                ):
                     error = SystemicDeliveryError(
                         f"{exc} ({self.open_failures} attempts in a row to open a connection failed)", stage="connect"
                     )
@@ -405,6 +413,12 @@ class SMTPPool:
         for conn in self.connections:
             if conn.state == "body" and conn.gate_open():
                 conn.commit()
+
+    def hurry(self, seconds: float) -> None:
+        """Stopping: wait at most ``seconds`` more for any answer (the final "." allows ten minutes)."""
+        limit = time.monotonic() + seconds
+        for conn in self.connections:
+            conn.deadline = min(conn.deadline, limit)
 
     def waiting_on_log(self) -> bool:
         """Whether some connection holds a transmitted message until the log catches up."""

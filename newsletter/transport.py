@@ -140,7 +140,13 @@ def _open_session(cfg: SMTPConfig, where: str) -> smtplib.SMTP:
         # segment is unacknowledged waits for the peer's delayed ACK (40 ms).
         if smtp.sock is not None:
             smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        smtp.ehlo_or_helo_if_needed()
+        code, reply = smtp.ehlo()
+        if not 200 <= code <= 299:
+            if code == 421:  # "closing the channel" (too many connections): no HELO on a closing line
+                raise smtplib.SMTPResponseException(code, reply)
+            code, reply = smtp.helo()
+            if not 200 <= code <= 299:
+                raise smtplib.SMTPHeloError(code, reply)
         if cfg.security == "starttls":
             if not smtp.has_extn("starttls"):
                 raise SystemicDeliveryError(

@@ -219,6 +219,9 @@ class _ImapInbox:
         self.client = self._connect()
         try:
             self._open_folders()
+        except (OSError, imaplib.IMAP4.error) as exc:
+            self.close()
+            raise MailboxError(f"{self.where}: {_text(exc) or type(exc).__name__}") from None
         except BaseException:
             self.close()
             raise
@@ -242,7 +245,7 @@ class _ImapInbox:
         except (OSError, imaplib.IMAP4.error) as exc:
             raise MailboxError(f"cannot reach {self.where}: {exc or type(exc).__name__}") from None
         try:
-            client.login(cfg.username, cfg.password)
+            client.login(_quoted(cfg.username), cfg.password)  # imaplib quotes only the password
         except imaplib.IMAP4.error as exc:
             with contextlib.suppress(OSError, imaplib.IMAP4.error):
                 client.logout()
@@ -268,8 +271,8 @@ class _ImapInbox:
 
     def pending(self) -> Iterator[tuple[str, bytes]]:
         try:
-            (found,) = self._ok("SEARCH", self.client.uid("SEARCH", "UNDELETED"))
-            for uid in (found or b"").split():
+            found = b" ".join(part for part in self._ok("SEARCH", self.client.uid("SEARCH", "UNDELETED")) if part)
+            for uid in found.split():
                 key = uid.decode("ascii")
                 fetched = self._ok(f"FETCH {key}", self.client.uid("FETCH", key, "(BODY.PEEK[])"))
                 raw = next((part[1] for part in fetched if isinstance(part, tuple)), None)

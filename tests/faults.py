@@ -32,6 +32,7 @@ class Faults:
     slow: float = 0.0  # no answer for ``slow_seconds`` at RCPT
     slow_seconds: float = 0.0
     scan_seconds: float = 0.0  # wait this long before answering the final "." (a content scanner)
+    max_sessions: int = 0  # refuse sessions beyond this many at once with 421, as providers do (0: no cap)
     close_421: bool = True  # after a 421 the server closes the session, as RFC 5321 says
     dead_mailboxes: frozenset[str] = frozenset()  # always 550 5.1.1
 
@@ -45,6 +46,8 @@ class FaultyHandler:
     dropped_after_accept: Counter[str] = field(default_factory=Counter)
     replies: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    sessions: int = 0
+    refused_sessions: int = 0
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
@@ -53,7 +56,23 @@ class FaultyHandler:
         self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname  # ``responses`` already ends with the final "250 HELP"
+        with self.lock:
+            if self.faults.max_sessions and self.sessions >= self.faults.max_sessions:
+                self.refused_sessions += 1
+                self._close_later(server)
+                return ["421 4.7.0 too many connections from your address"]
+            self.sessions += 1
         return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
+
+    async def handle_QUIT(self, server: SMTP, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook
+        if getattr(session, "host_name", None):
+            with self.lock:
+                self.sessions = max(0, self.sessions - 1)
+        return "221 Bye"
+
+    def _close_later(self, server: SMTP) -> None:
+        loop = server.loop
+        loop.call_later(0.05, lambda: server.transport.close() if server.transport is not None else None)
 
     def _roll(self, probability: float) -> bool:
         with self.lock:

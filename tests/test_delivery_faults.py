@@ -7,6 +7,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from newsletter.errors import SystemicDeliveryError, TemporaryDeliveryError
 from newsletter.publish import pool_factory, prepare_edition, send_edition
 from newsletter.sink import free_port
+from newsletter.smtpmux import Outgoing, SMTPPool
 from newsletter.store import deliveries as log_
 from newsletter.store.deliveries import Result
 from newsletter.store.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
@@ -244,6 +246,51 @@ def test_a_server_slow_to_answer_the_final_dot_is_waited_for_not_sent_twice(stor
         report = send_edition(config, store, clock, tokens)
     assert report.outcome == "sent", report.message
     assert all(server.accepted[e] == 1 for e in emails)
+
+
+def test_a_server_that_caps_connections_is_sent_to_over_the_ones_it_allows(store, db_url, clock, tokens):
+    morning_articles(store, clock)
+    emails = add_subscribers(store, clock, 300)
+    # Slow enough (about 2 s) for the refused connections to be tried again, and refused again.
+    with faulty_server(Faults(max_sessions=2, scan_seconds=0.01)) as (server, port):
+        config = make_config(db_url, None, smtp={"port": port, "connections": 4})
+        report = send_edition(config, store, clock, tokens)
+    assert report.outcome == "sent", report.message
+    assert all(server.accepted[e] == 1 for e in emails)
+    assert server.refused_sessions >= 3  # the extra connections were tried, refused, and waited out
+
+
+def test_one_reader_with_a_dead_address_is_recorded_not_retried_for_ever(store, db_url, clock, tokens):
+    morning_articles(store, clock)
+    (email,) = add_subscribers(store, clock, 1)
+    with faulty_server(Faults(dead_mailboxes=frozenset({email}))) as (_server, port):
+        report = send_edition(make_config(db_url, None, smtp={"port": port}), store, clock, tokens)
+    assert report.outcome == "sent", report.message
+    assert outcomes(store)[email][0] == DeliveryStatus.FAILED
+    with store.session() as session:
+        assert session.scalars(select(Subscriber)).one().status == SubscriberStatus.BOUNCED
+
+
+def test_a_stop_cuts_the_wait_for_a_slow_final_dot_short(db_url):
+    config = make_config(db_url, None, smtp={"timeout": 1})
+    with faulty_server(Faults(scan_seconds=20)) as (_server, port):
+        pool = SMTPPool(replace(config.smtp, port=port), 1, lambda _key: True)
+        try:
+            pool.start(Outgoing(1, "news@example.com", "ana@example.org", b"Subject: hi\r\n\r\nhello\r\n"))
+            deadline = time.monotonic() + 5
+            while pool.connections[0].state != "final" and time.monotonic() < deadline:
+                assert pool.poll(0.05) == []
+            assert pool.connections[0].state == "final"
+            assert pool.poll(1.5) == []  # the ten-minute allowance: a 1 s timeout does not end it
+            pool.hurry(0.2)
+            started = time.monotonic()
+            done: list = []
+            while not done and time.monotonic() - started < 3:
+                done = pool.poll(0.05)
+        finally:
+            pool.close()
+    (completion,) = done
+    assert completion.error is not None and completion.error.stage == "commit"  # a possible duplicate
 
 
 def test_the_maildir_transport_files_each_message_once_and_records_it(store, db_url, clock, tokens, tmp_path):

@@ -273,6 +273,7 @@ def test_cli_reads_the_imap_mailbox_of_the_config(dovecot, user, runner, tmp_pat
         ({"mailbox": "Désinscriptions"}, "imap.mailbox"),
         ({"security": "tls"}, "imap.security"),
         ({"ca_file": "/nonexistent/ca.pem"}, "imap.ca_file"),
+        ({"processed_mailbox": "INBOX"}, "imap.processed_mailbox"),  # would handle every request again
     ],
 )
 def test_bad_imap_config_names_the_key(imap, key):

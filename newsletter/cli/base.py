@@ -124,7 +124,7 @@ class _Group(click.Group):
         except SQLAlchemyError as exc:
             # A database that went away mid-command: the rows say where things stand, and
             # running the command again carries on from there.
-            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            detail = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
             click.echo(f"error: the database failed: {detail}", err=True)
             ctx.exit(1)
         except OSError as exc:

@@ -154,11 +154,15 @@ class DatabaseLock:
             try:
                 self._connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _advisory_key(self.name)})
                 self._connection.commit()
+                self._connection.close()
             except SQLAlchemyError as exc:
-                log.warning("lock %s: its connection was lost (%s); the server dropped the lock", self.name, exc)
-            finally:
+                # Dead, or alive but refusing (a statement timeout): either way the connection is
+                # thrown away rather than pooled, and closing it ends the lock with the session.
+                log.warning("lock %s: unlocking failed (%s); closing its connection releases it", self.name, exc)
                 with contextlib.suppress(SQLAlchemyError):
+                    self._connection.invalidate()
                     self._connection.close()
+            finally:
                 self._connection = None
         elif self.store.is_sqlite:
             try:
