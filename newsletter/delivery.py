@@ -180,6 +180,7 @@ class DeliveryRun:
         self._stopping = False
         self._db_failed = False
         self._oldest = 0.0  # when the oldest unrecorded outcome arrived
+        self._renew_at = 0.0  # (monotonic) when the leases are renewed next
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -207,13 +208,13 @@ class DeliveryRun:
 
     def _loop(self, pool: Pool, started: float) -> None:
         renew_every = self.config.lease_seconds / 3
-        next_renewal = time.monotonic() + renew_every
+        self._renew_at = time.monotonic() + renew_every
         next_progress = 0.0
         while True:
             now = time.monotonic()
-            if now >= next_renewal:  # first: after a stall, before sending anything more
+            if now >= self._renew_at:  # first: after a stall, before sending anything more
                 self._renew_leases()
-                next_renewal = now + renew_every
+                self._renew_at = now + renew_every
             if self.stop.is_set() and not self._stopping:
                 self.stats.interrupted = True
                 self._stopping = True
@@ -254,6 +255,8 @@ class DeliveryRun:
         return max(0.0, min(waits)) if (self._queue or self._retries or self._inflight) else 0.05
 
     def _start_messages(self, pool: Pool, now: float) -> None:
+        if now >= self._renew_at:
+            return  # a stall since the loop began: renew (and drop lost claims) before sending more
         while not self._stopping and pool.idle() and self._limiter.ready(now):
             if self._retries and self._retries[0].due <= now:
                 work = heapq.heappop(self._retries).work
