@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from datetime import date
@@ -28,6 +29,7 @@ from newsletter.store import Store
 from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
 from newsletter.tokens import CONFIRM, UNSUBSCRIBE, Tokens
 from newsletter.web import create_app
+from newsletter.web.security import allow_attempt
 from tests.conftest import PG_ENV, SECRET, SMTPServer, add_subscribers, make_config, morning_articles
 from tests.test_subscribers import config_file
 
@@ -598,3 +600,21 @@ def test_serve_answers_on_the_port_it_was_given(tmp_path, db_url, store):
         process.wait(10)
         if process.stdout:
             process.stdout.close()
+
+
+def test_a_burst_of_parallel_sign_ups_cannot_pass_the_limit_together(store, clock):
+    barrier = threading.Barrier(12)
+    allowed: list[bool] = []
+
+    def attempt() -> None:
+        barrier.wait()
+        with store.session() as session:
+            verdict = allow_attempt(session, "subscribe", "one-client", clock.now(), 5)
+        allowed.append(verdict)
+
+    threads = [threading.Thread(target=attempt) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(allowed) == [False] * 7 + [True] * 5

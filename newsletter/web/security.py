@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
@@ -75,6 +75,12 @@ def _keyed(secret: str, value: str) -> str:
 
 def allow_attempt(session: Session, kind: str, client: str, now: datetime, limit: int, *, record: bool = True) -> bool:
     """Whether ``client`` is under ``limit`` attempts of ``kind`` in the last hour; records this one."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        # Count and insert as one step per client, or a burst of parallel requests would all
+        # count the same rows and all pass. (SQLite has one writer: the delete below serialises.)
+        key = int.from_bytes(hashlib.sha256(f"{kind}:{client}".encode()).digest()[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
     cutoff = now - WINDOW
     session.execute(delete(WebAttempt).where(WebAttempt.at < cutoff))
     recent = session.scalar(
