@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, delete, insert, text, update
+from sqlalchemy import create_engine, delete, text, update
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,25 +36,11 @@ import throughput  # noqa: E402 - the sibling benchmark's seeding and sink helpe
 def _add_subscribers(url: str, start: int, count: int) -> None:
     from newsletter.clock import SystemClock
     from newsletter.store import Store
-    from newsletter.store.models import Subscriber, SubscriberStatus
+    from newsletter.store.store import add_active_subscribers
 
     store = Store(url)
-    now = SystemClock().now()
-    for first in range(start, start + count, 20_000):
-        rows = [
-            {
-                "email": f"reader{i}@example.org",
-                "name": f"Reader {i}",
-                "status": SubscriberStatus.ACTIVE,
-                "source": "bench",
-                "created_at": now,
-                "updated_at": now,
-                "confirmed_at": now,
-            }
-            for i in range(first, min(first + 20_000, start + count))
-        ]
-        with store.engine.begin() as conn:
-            conn.execute(insert(Subscriber), rows)
+    people = ((f"reader{i}@example.org", f"Reader {i}") for i in range(start, start + count))
+    add_active_subscribers(store.engine, people, "bench", SystemClock().now(), chunk=20_000)
     store.dispose()
 
 

@@ -85,7 +85,7 @@ secret_key = "benchmark-secret-key-benchmark-secret-key"
 
 
 def _seed(config_path: Path, subscribers: int, articles: int) -> None:
-    from sqlalchemy import delete, insert
+    from sqlalchemy import delete
 
     from newsletter.articles import ArticleInput, upsert_article
     from newsletter.clock import SystemClock
@@ -93,7 +93,8 @@ def _seed(config_path: Path, subscribers: int, articles: int) -> None:
     from newsletter.editions import cutoff
     from newsletter.publish import resolve_day
     from newsletter.store import Store
-    from newsletter.store.models import Article, Delivery, Edition, Subscriber, SubscriberStatus
+    from newsletter.store.models import Article, Delivery, Edition, Subscriber
+    from newsletter.store.store import add_active_subscribers
 
     config = load_config(config_path, environ={})
     store = Store(config.store.url)
@@ -122,24 +123,8 @@ def _seed(config_path: Path, subscribers: int, articles: int) -> None:
                 ),
                 clock,
             )
-    now = clock.now()
-    rows = []
-    for i in range(subscribers):
-        rows.append(
-            {
-                "email": f"reader{i}@example.org",
-                "name": f"Reader {i}",
-                "status": SubscriberStatus.ACTIVE,
-                "source": "bench",
-                "created_at": now,
-                "updated_at": now,
-                "confirmed_at": now,
-            }
-        )
-        if len(rows) == 10_000 or i == subscribers - 1:
-            with store.engine.begin() as conn:
-                conn.execute(insert(Subscriber), rows)
-            rows = []
+    people = ((f"reader{i}@example.org", f"Reader {i}") for i in range(subscribers))
+    add_active_subscribers(store.engine, people, "bench", clock.now())
     store.dispose()
 
 

@@ -14,13 +14,11 @@ import shutil
 import subprocess
 import sys
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-
-from sqlalchemy import insert
 
 from newsletter.articles import ArticleInput, upsert_article
 from newsletter.clock import Clock
@@ -32,8 +30,7 @@ from newsletter.publish import SendReport, resolve_day, send_edition
 from newsletter.render import Markers, fill_markers
 from newsletter.sink import free_port
 from newsletter.store import Store
-from newsletter.store.models import Subscriber, SubscriberStatus
-from newsletter.store.store import edition_for
+from newsletter.store.store import add_active_subscribers, edition_for
 from newsletter.tokens import Tokens
 
 MARKER_FILE = ".newsletter-demo"
@@ -194,26 +191,13 @@ def seed(config: Config, store: Store, clock: Clock, subscribers: int) -> None:
                 ),
                 clock,
             )
-    now = clock.now()
-    rows = []
-    for i in range(subscribers):
-        first, last = FIRST_NAMES[i % len(FIRST_NAMES)], SURNAMES[(i // len(FIRST_NAMES)) % len(SURNAMES)]
-        email = f"{_ascii(first)}.{_ascii(last)}.{i + 1}@{DOMAINS[i % len(DOMAINS)]}"
-        rows.append(
-            {
-                "email": email,
-                "name": f"{first} {last}".strip(),
-                "status": SubscriberStatus.ACTIVE,
-                "source": "demo",
-                "created_at": now,
-                "updated_at": now,
-                "confirmed_at": now,
-            }
-        )
-        if len(rows) == 5000 or i == subscribers - 1:
-            with store.engine.begin() as conn:
-                conn.execute(insert(Subscriber), rows)
-            rows = []
+
+    def readers() -> Iterator[tuple[str, str]]:
+        for i in range(subscribers):
+            first, last = FIRST_NAMES[i % len(FIRST_NAMES)], SURNAMES[(i // len(FIRST_NAMES)) % len(SURNAMES)]
+            yield f"{_ascii(first)}.{_ascii(last)}.{i + 1}@{DOMAINS[i % len(DOMAINS)]}", f"{first} {last}".strip()
+
+    add_active_subscribers(store.engine, readers(), "demo", clock.now(), chunk=5000)
 
 
 def run_demo(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -19,7 +19,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, func, or_, select
+from sqlalchemy import Engine, create_engine, event, func, insert, or_, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -207,6 +207,43 @@ def list_subscribers(
     if limit is not None:
         query = query.limit(limit)
     return session.scalars(query).all()
+
+
+def add_active_subscribers(
+    engine: Engine, people: Iterable[tuple[str, str]], source: str, now: datetime, *, chunk: int = 10_000
+) -> int:
+    """Insert (email, name) pairs as active readers, ``chunk`` rows per transaction.
+
+    For seeding (the demo, the benchmarks): addresses must be new and already normal;
+    the list is streamed, so it never sits in memory or in one transaction.
+    """
+    added = 0
+    rows: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        with engine.begin() as conn:
+            conn.execute(insert(Subscriber), rows)
+
+    for email, name in people:
+        rows.append(
+            {
+                "email": email,
+                "name": name,
+                "status": SubscriberStatus.ACTIVE,
+                "source": source,
+                "created_at": now,
+                "updated_at": now,
+                "confirmed_at": now,
+            }
+        )
+        if len(rows) == chunk:
+            flush()
+            added += len(rows)
+            rows = []
+    if rows:
+        flush()
+        added += len(rows)
+    return added
 
 
 def count_subscribers(session: Session) -> dict[SubscriberStatus, int]:
