@@ -38,11 +38,11 @@ from newsletter.cleaning import (
     trim_standfirst,
 )
 from newsletter.clock import Clock
-from newsletter.config import Config, FetchConfig
+from newsletter.config import PRIORITY_MAX, PRIORITY_MIN, Config, FeedConfig, FetchConfig
 from newsletter.errors import ArticleImportError, NewsletterError, UsageError
 from newsletter.store import Store
 from newsletter.store.models import Article, FeedState
-from newsletter.store.store import article_by_guid, edition_covering
+from newsletter.store.store import article_by_guid
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class ArticleInput:
     author: str = ""
     section: str = ""
     issue_number: str = ""
+    priority: int = 0
 
     def __post_init__(self) -> None:
         if not self.guid.strip():
@@ -80,6 +81,8 @@ class ArticleInput:
             raise UsageError(f"article {self.guid}: the image URL must be a whole http(s) address")
         if self.published_at.tzinfo is None:
             raise UsageError(f"article {self.guid}: the publication time needs a time zone")
+        if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
+            raise UsageError(f"article {self.guid[:80]}: the priority must be from {PRIORITY_MIN} to {PRIORITY_MAX}")
         for name, limit in _LIMITS.items():
             value = getattr(self, name, None)
             if isinstance(value, str) and len(value) > limit:
@@ -93,15 +96,26 @@ _JSON_FIELDS = frozenset(f.name for f in fields(ArticleInput))
 _LIMITS = {c.name: c.type.length for c in Article.__table__.columns if getattr(c.type, "length", None)}
 
 
-def late_for(session: Session, published: datetime) -> str:
-    """A warning when an article arrives after the edition its time belongs to was made."""
-    edition = edition_covering(session, published)
-    if edition is None:
-        return ""
-    return (
-        f"published before the cutoff of the edition of {edition.date}, which is already made: "
-        "it will not be in any edition"
-    )
+def typed_article(*, body: str = "", priority: int = 0, published_at: datetime, **fields: str) -> ArticleInput:
+    """An article typed in by hand (the CLI), cleaned as an imported one is but never cut short.
+
+    :raises UsageError: a value too long, a URL that is not a whole http(s) address, and
+        anything else an import would reject, said the same way.
+    """
+    values = {name: squash(value) for name, value in fields.items()}
+    guid = values.get("guid") or values.get("url", "")
+    for name, value in values.items():
+        if name in _LIMITS and len(value) > _LIMITS[name]:
+            raise UsageError(
+                f"article {guid[:80]}: the {name.replace('_', ' ')} is longer than {_LIMITS[name]} characters"
+            )
+    image = values.get("image_url", "")
+    if image and absolute_url(image, "") != image:  # typed by hand: no guessing what it is relative to
+        raise UsageError(f"article {guid[:80]}: the image URL must be a whole http(s) address")
+    candidate = _finish("the article", values, body, values.pop("standfirst", ""), values.get("section", ""))
+    if candidate.error:
+        raise UsageError(f"article {guid[:80]}: {candidate.error}")
+    return ArticleInput(published_at=published_at, priority=priority, **candidate.fields)
 
 
 def upsert_article(session: Session, data: ArticleInput, clock: Clock) -> str:
@@ -113,7 +127,10 @@ def upsert_article(session: Session, data: ArticleInput, clock: Clock) -> str:
         session.flush()
         return "new"
     changed = False
+    edited = set(existing.edited_fields.split(","))  # an editor's hand changes win over the source
     for name in _FIELDS:
+        if name in edited:
+            continue
         value = getattr(data, name)
         if getattr(existing, name) != value:
             setattr(existing, name, value)
@@ -167,6 +184,8 @@ class _Candidate:
     published_at: datetime | None = None
     error: str = ""
     notes: list[str] = field(default_factory=list)  # warnings worth showing if the item is new
+    categories: tuple[str, ...] = ()  # the item's own categories, for a feed's priority table
+    priority: int | None = None  # set by the source itself (JSON Lines), else from the categories
 
 
 def _finish(
@@ -251,6 +270,9 @@ def _feed_candidate(
     # Names only: an RSS <author> is often an email address, which has no place in a byline.
     authors = [a.get("name", "") for a in entry.get("authors", ())]
     tags = entry.get("tags") or [{}]
+    categories = tuple(
+        squash(str(t.get(k) or "")) for t in entry.get("tags") or () for k in ("term", "label") if t.get(k)
+    )
     values = {
         "guid": squash(str(entry.get("id") or "")) or url,
         "url": url,
@@ -263,6 +285,7 @@ def _feed_candidate(
     candidate = _finish(where, values, body, standfirst, section, urljoin(url, detail.get("base") or ""))
     if candidate.error:
         return candidate
+    candidate.categories = categories
     # dict.get: feedparser's own get() maps a missing "updated" to "published" with a warning.
     raw_date = str(dict.get(entry, "published") or dict.get(entry, "updated") or dict.get(entry, "created") or "")
     candidate.published_at = parse_date(raw_date, zone)
@@ -306,6 +329,13 @@ def _json_candidate(line: bytes, where: str, zone: ZoneInfo, section: str) -> tu
     if not isinstance(item, dict):
         return _Candidate(where, error="expected a JSON object {...}"), set()
     unknown = set(item) - _JSON_FIELDS
+    priority = item.pop("priority", None)
+    if priority is not None and (
+        isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
+        return _Candidate(
+            where, error=f"priority must be a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}"
+        ), unknown
     values: dict[str, str] = {}
     for name in _JSON_FIELDS & set(item):
         value = item[name]
@@ -333,6 +363,8 @@ def _json_candidate(line: bytes, where: str, zone: ZoneInfo, section: str) -> tu
     body = values.pop("body", "")
     candidate = _finish(where, values, body, html_to_text(values.pop("standfirst", "")), section)
     candidate.published_at = published
+    candidate.priority = priority
+    candidate.categories = (values.get("section", ""),)
     if published is None and not candidate.error:
         candidate.notes.append(f"{where}: no published_at; using the time of import")
     return candidate, unknown
@@ -448,7 +480,16 @@ def _fetch(url: str, settings: FetchConfig, etag: str = "", last_modified: str =
 # --- storing --------------------------------------------------------------------------------
 
 
-def _store_candidates(session: Session, candidates: Iterable[_Candidate], clock: Clock, summary: ImportSummary) -> None:
+def priority_for(categories: Iterable[str], feed: FeedConfig) -> int:
+    """The highest priority the feed's table gives any of the item's categories, else the feed's own."""
+    table = dict(feed.priorities)
+    found = [table[c.casefold()] for c in categories if c.casefold() in table]
+    return max(found) if found else feed.priority
+
+
+def _store_candidates(
+    session: Session, candidates: Iterable[_Candidate], clock: Clock, summary: ImportSummary, feed: FeedConfig
+) -> None:
     """Upsert each good candidate under a savepoint, so one the database refuses is only rejected."""
     now = clock.now()
     seen: dict[str, str] = {}
@@ -468,7 +509,10 @@ def _store_candidates(session: Session, candidates: Iterable[_Candidate], clock:
             existing = article_by_guid(session, guid)
             published = existing.published_at if existing is not None else now
         try:
-            data = ArticleInput(published_at=published, **candidate.fields)
+            priority = (
+                candidate.priority if candidate.priority is not None else priority_for(candidate.categories, feed)
+            )
+            data = ArticleInput(published_at=published, priority=priority, **candidate.fields)
             with session.begin_nested():
                 outcome = upsert_article(session, data, clock)
         except NewsletterError as exc:
@@ -480,9 +524,6 @@ def _store_candidates(session: Session, candidates: Iterable[_Candidate], clock:
         setattr(summary, outcome, getattr(summary, outcome) + 1)
         if outcome == "new":
             summary.warnings.extend(candidate.notes)
-            late = late_for(session, data.published_at)
-            if late:
-                summary.warnings.append(f"{where}: {late}")
             if published > now:
                 when = published.isoformat(timespec="minutes")
                 summary.warnings.append(f"{where}: dated {when}, in the future; it waits for the edition after that")
@@ -501,11 +542,20 @@ def _record_state(session: Session, url: str, now: datetime, status: str, fetche
 
 
 def import_source(
-    source: str, config: Config, store: Store, clock: Clock, *, section: str = "", conditional: bool = False
+    source: str,
+    config: Config,
+    store: Store,
+    clock: Clock,
+    *,
+    section: str = "",
+    conditional: bool = False,
+    feed: FeedConfig | None = None,
 ) -> ImportSummary:
     """Import one feed URL, feed file or JSON Lines file, in one transaction.
 
     :param section: put every article in this section, instead of each item's own category.
+    :param feed: the ``[[feeds]]`` entry (or a hand import's options) whose priority and
+        category -> priority table set each new item's priority.
     :param conditional: send the ETag / Last-Modified remembered from the last fetch of this
         URL, so an unchanged feed costs one 304 (``fetch_feeds`` does; a hand import re-reads).
     :raises ArticleImportError: the source cannot be read or is neither a feed nor JSON Lines.
@@ -540,7 +590,7 @@ def import_source(
                 _record_state(session, source, clock.now(), str(exc), None)
         raise
     with store.session() as session:
-        _store_candidates(session, candidates, clock, summary)
+        _store_candidates(session, candidates, clock, summary, feed or FeedConfig(url=source))
         if is_url(source):
             _record_state(session, source, clock.now(), summary.describe(), fetched)
     log.info("%s", summary.describe())
@@ -567,7 +617,7 @@ def fetch_feeds(config: Config, store: Store, clock: Clock) -> list[ImportSummar
     summaries = []
     for feed in config.feeds:
         try:
-            summary = import_source(feed.url, config, store, clock, section=feed.section, conditional=True)
+            summary = import_source(feed.url, config, store, clock, section=feed.section, conditional=True, feed=feed)
         except NewsletterError as exc:
             log.info("%s", exc)  # the caller reports the summaries; a warning here would say it twice
             summary = ImportSummary(feed.url, error=str(exc))

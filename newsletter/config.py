@@ -34,6 +34,9 @@ _SUBJECT_FIELDS = frozenset({"name", "publication", "date", "count"})
 _SECRET_URL = re.compile(r"(?<=://)([^:/@]*):[^@/]*@")
 
 
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+
+
 class _InvalidValueError(ValueError):
     """A value failed a check; the message says what was expected."""
 
@@ -80,6 +83,9 @@ def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
         return value
 
     return check
+
+
+PRIORITY_RANGE = _int_range(PRIORITY_MIN, PRIORITY_MAX)
 
 
 def _number_range(lo: float, hi: float) -> Callable[[Any], float]:
@@ -176,6 +182,32 @@ def _subject(value: Any) -> str:
     return text
 
 
+def _section_names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _InvalidValueError
+    names = tuple(_nonempty(v) for v in value)
+    if any(len(n) > 100 for n in names) or len({n.casefold() for n in names}) != len(names):
+        raise _InvalidValueError
+    return names
+
+
+def _optional_http_url(value: Any) -> str:
+    return "" if value == "" else _http_url(value)
+
+
+def _priorities(value: Any) -> tuple[tuple[str, int], ...]:
+    """A feed's category -> priority table, as sorted pairs so the config stays hashable."""
+    if not isinstance(value, dict):
+        raise _InvalidValueError
+    pairs = {}
+    for key, number in value.items():
+        name = _nonempty(key)
+        if len(name) > 100:
+            raise _InvalidValueError
+        pairs[name.casefold()] = PRIORITY_RANGE(number)
+    return tuple(sorted(pairs.items()))
+
+
 # --- the sections ---------------------------------------------------------------------
 
 
@@ -217,10 +249,26 @@ class NewsletterConfig:
     list_id: str = _meta('a list identifier such as "breakfast.news.example.com"', _text, default="")
     address: str = _meta("the publisher's postal address (text)", _multiline, default="")
     templates: str = _meta("a directory of templates overriding the built-in ones", _text, default="")
+    sections: tuple[str, ...] = _meta(
+        'a list of distinct section names such as ["News", "Politics", "Sport"]', _section_names, default=()
+    )
+    more_stories: str = _meta("a heading (text) for stories with no section", _nonempty, default="More stories")
+    max_age_hours: int = _meta("hours, from 1 to 8760", _int_range(1, 8760), default=48)
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class DesignConfig:
+    """Optional touches to the edition's look; the defaults keep it plain."""
+
+    logo_url: str = _meta('an http(s) URL of the masthead logo, or "" for none', _optional_http_url, default="")
+    logo_alt: str = _meta("the logo's alternative text", _text, default="")
+    logo_width: int = _meta("pixels, from 16 to 600", _int_range(16, 600), default=200)
+    thumbnails: bool = _meta("true or false", _bool, default=False)
+    lead_section_label: bool = _meta("true or false", _bool, default=False)
 
 
 @dataclass(frozen=True)
@@ -342,6 +390,12 @@ class FeedConfig:
 
     url: str = _meta("a feed URL or file path", _nonempty)
     section: str = _meta("a section name (text)", _text, default="")
+    priority: int = _meta("a whole number from -1000 to 1000", PRIORITY_RANGE, default=0)
+    priorities: tuple[tuple[str, int], ...] = _meta(
+        "a table of category = priority, e.g. { Breaking = 10, Obituaries = -5 }, priorities from -1000 to 1000",
+        _priorities,
+        default=(),
+    )
 
 
 @dataclass(frozen=True)
@@ -365,6 +419,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
+    design: DesignConfig = field(default_factory=DesignConfig)
     feeds: tuple[FeedConfig, ...] = ()
     source: str = "<memory>"
 
@@ -396,6 +451,7 @@ _SECTIONS: dict[str, type] = {
     "scheduler": SchedulerConfig,
     "fetch": FetchConfig,
     "imap": ImapConfig,
+    "design": DesignConfig,
 }
 
 

@@ -1,9 +1,14 @@
 """Which articles go into the edition for a date: windows, cutoffs and the shape of the issue.
 
 Pure functions over plain data. The cutoff of the edition for date D is the send time on D
-in the newsletter's time zone; the edition covers ``previous cutoff < published_at <= cutoff``.
-Doing the arithmetic in the local zone and converting to UTC once is what keeps the spring
-and autumn clock changes from moving the send or losing an hour of articles.
+in the newsletter's time zone. The edition takes every published, unhidden article that is
+in no earlier edition and was published by the cutoff, going back to the previous edition's
+cutoff or ``max_age`` before this one, whichever is earlier: a story imported late, after
+the edition its time belonged to was made, goes in the next one instead of being lost, and
+a re-imported archive does not flood the morning. The store guarantees the "no earlier
+edition" part (an article row names its one edition). Doing the arithmetic in the local zone
+and converting to UTC once is what keeps the spring and autumn clock changes from moving the
+send or losing an hour of articles.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-FIRST_EDITION_SPAN = timedelta(hours=24)
+DEFAULT_MAX_AGE = timedelta(hours=48)
+MORE_STORIES = "More stories"
 UNSECTIONED = ""
 
 
@@ -42,6 +48,9 @@ class ArticleLike(Protocol):
     image_caption: str
     issue_number: str
     published_at: datetime
+    id: int
+    priority: int
+    pinned_for: date | None
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,9 @@ class Story:
 
     title: str
     url: str
+    id: int = 0
+    priority: int = 0
+    pinned: bool = False
     standfirst: str = ""
     section: str = ""
     author: str = ""
@@ -60,10 +72,13 @@ class Story:
     published_at: datetime | None = None
 
     @classmethod
-    def from_article(cls, article: ArticleLike) -> Story:
+    def from_article(cls, article: ArticleLike, day: date | None = None) -> Story:
         return cls(
             title=article.title,
             url=article.url,
+            id=article.id,
+            priority=article.priority,
+            pinned=day is not None and article.pinned_for == day,
             standfirst=article.standfirst,
             section=article.section,
             author=article.author,
@@ -77,8 +92,21 @@ class Story:
 
 @dataclass(frozen=True)
 class Section:
-    name: str
+    name: str  # "" for the stories with no section
     stories: tuple[Story, ...]
+    heading: str = ""  # what the edition prints: the name, or Layout.more_stories for ""
+
+    def __post_init__(self) -> None:
+        if not self.heading:
+            object.__setattr__(self, "heading", self.name or MORE_STORIES)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The editors' standing order of the edition: named sections first, in this order."""
+
+    sections: tuple[str, ...] = ()
+    more_stories: str = MORE_STORIES
 
 
 @dataclass(frozen=True)
@@ -99,6 +127,11 @@ class EditionPlan:
     def is_empty(self) -> bool:
         return self.lead is None
 
+    @property
+    def stories(self) -> tuple[Story, ...]:
+        """Every story in reading order: the lead, then each section's."""
+        return ((self.lead,) if self.lead else ()) + tuple(s for sec in self.sections for s in sec.stories)
+
 
 def cutoff(day: date, send_time: time, zone: ZoneInfo) -> datetime:
     """The instant of the send on ``day``: wall-clock ``send_time`` in ``zone``, as UTC.
@@ -113,10 +146,23 @@ def cutoff(day: date, send_time: time, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, send_time, tzinfo=zone).astimezone(UTC)
 
 
-def window_for(day: date, send_time: time, zone: ZoneInfo, previous_cutoff: datetime | None) -> Window:
-    """The window of the edition for ``day``; the first edition covers the 24 hours before its cutoff."""
+def window_for(
+    day: date,
+    send_time: time,
+    zone: ZoneInfo,
+    previous_cutoff: datetime | None,
+    max_age: timedelta = DEFAULT_MAX_AGE,
+) -> Window:
+    """The publication times the edition for ``day`` may take, among articles in no edition yet.
+
+    Back to ``max_age`` before the cutoff, so late arrivals from before the previous cutoff
+    still go out; and back to the previous edition's cutoff when that is earlier (after a
+    weekend without editions), so nothing published since the last edition is too old.
+    """
     end = cutoff(day, send_time, zone)
-    start = previous_cutoff if previous_cutoff is not None else end - FIRST_EDITION_SPAN
+    start = end - max_age
+    if previous_cutoff is not None and previous_cutoff < start:
+        start = previous_cutoff
     return Window(start=min(start, end), end=end)
 
 
@@ -139,32 +185,74 @@ def subject_for(template: str, *, name: str, publication: str, day: date, count:
     return template.format(name=name, publication=publication, date=long_date(day), count=count)
 
 
+def belongs(article: ArticleLike, day: date, window: Window) -> bool:
+    """The selection rule for an article in no edition yet: in the window (unless pinned for a
+    later date, whose edition it waits for), or pinned for this very date."""
+    if article.published_at > window.end:
+        return False
+    if article.pinned_for == day:
+        return True
+    return article.published_at in window and (article.pinned_for is None or article.pinned_for <= day)
+
+
+def rank(story: Story) -> tuple[int, datetime]:
+    """Higher priority first, then the newest: the order of stories inside a section."""
+    return (story.priority, story.published_at or datetime.min.replace(tzinfo=UTC))
+
+
 def choose_lead(stories: Sequence[Story]) -> Story | None:
-    """The newest story with a picture leads; with no pictures at all, simply the newest."""
+    """The pinned story; else the highest-priority story with a picture, the newest of equals;
+    with no pictures at all, simply the highest-priority, newest story."""
     if not stories:
         return None
+    pinned = [s for s in stories if s.pinned]
     with_image = [s for s in stories if s.image_url]
-    return (with_image or list(stories))[0]
+    return max(pinned or with_image or stories, key=rank)
 
 
-def group_by_section(stories: Iterable[Story]) -> tuple[Section, ...]:
-    """Sections in order of their newest story; stories keep their (newest first) order."""
-    order: dict[str, list[Story]] = {}
-    for story in stories:
-        order.setdefault(story.section.strip(), []).append(story)
-    return tuple(Section(name=name, stories=tuple(items)) for name, items in order.items())
+def group_by_section(stories: Iterable[Story], layout: Layout = Layout()) -> tuple[Section, ...]:
+    """Sections in the layout's order, then any others by their first story, then the
+    unsectioned ones last; inside each, higher priority first, then the newest."""
+    named = {name.casefold(): n for n, name in enumerate(layout.sections)}
+    groups: dict[str, list[Story]] = {}
+    spelling: dict[str, str] = {}
+    for story in sorted(stories, key=rank, reverse=True):
+        name = story.section.strip()
+        key = name.casefold()
+        groups.setdefault(key, []).append(story)
+        spelling.setdefault(key, layout.sections[named[key]] if key in named else name)
+    unlisted = len(named)
+
+    def order(item: tuple[int, str]) -> tuple[int, int]:
+        first, key = item
+        if key == UNSECTIONED:
+            return (unlisted + 1, 0)
+        return (named[key], 0) if key in named else (unlisted, first)
+
+    keys = sorted(((n, key) for n, key in enumerate(groups)), key=order)
+    return tuple(
+        Section(name=spelling[key], stories=tuple(groups[key]), heading=spelling[key] or layout.more_stories)
+        for _, key in keys
+    )
 
 
 def plan_edition(
-    day: date, window: Window, articles: Iterable[ArticleLike], subject_template: str, *, name: str, publication: str
+    day: date,
+    window: Window,
+    articles: Iterable[ArticleLike],
+    subject_template: str,
+    *,
+    name: str,
+    publication: str,
+    layout: Layout = Layout(),
 ) -> EditionPlan:
-    """Lay out an edition from the articles already selected for its window (newest first)."""
-    stories = sorted(
-        (Story.from_article(a) for a in articles if a.published_at in window),
-        key=lambda s: s.published_at or window.end,
-        reverse=True,
-    )
+    """Lay out an edition from the articles already selected for it.
+
+    Every article handed in is in the window or pinned for ``day``; the selection itself
+    (which excludes hidden ones and those in an edition already) is the store's query.
+    """
+    stories = [Story.from_article(a, day) for a in articles if belongs(a, day, window)]
     lead = choose_lead(stories)
     rest = [s for s in stories if s is not lead]
     subject = subject_for(subject_template, name=name, publication=publication, day=day, count=len(stories))
-    return EditionPlan(date=day, window=window, subject=subject, lead=lead, sections=group_by_section(rest))
+    return EditionPlan(date=day, window=window, subject=subject, lead=lead, sections=group_by_section(rest, layout))

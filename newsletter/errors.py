@@ -6,8 +6,11 @@ line and exits non-zero, so nothing below the interfaces needs to know about exi
     NewsletterError
     ├── ConfigError                  bad or missing configuration (exit 2)
     ├── UsageError                   a command was asked for something impossible (exit 2)
+    │   ├── ArticleNotFoundError     no article has that id or URL (or several share the URL)
+    │   └── EditionFrozenError       the edition has started going out; its content is fixed
     ├── StoreError                   the database cannot be reached or is not migrated
-    │   └── LockHeldError            another process is sending this edition
+    │   ├── LockHeldError            another process is sending this edition
+    │   └── ConflictError            another process changed the same rows first: try again
     ├── RenderError                  a template failed to render
     ├── MessageError                 a message cannot be built
     │   └── HeaderInjectionError     CR/LF or NUL in a header value
@@ -48,6 +51,29 @@ class UsageError(NewsletterError):
     exit_code = 2
 
 
+class ArticleNotFoundError(UsageError):
+    """Raised when an article named by id or URL does not exist, or the URL names several."""
+
+    def __init__(self, ref: str, candidates: tuple[int, ...] = ()) -> None:
+        self.ref = ref
+        self.candidates = candidates
+        if candidates:
+            ids = ", ".join(str(c) for c in candidates)
+            message = f"{ref} is the URL of several articles ({ids}): name one by its id"
+        else:
+            message = f"no article has the id or URL {ref}; `newsletter articles list` shows them"
+        super().__init__(message)
+
+
+class EditionFrozenError(UsageError):
+    """Raised when a change would alter an edition that has started going out to readers."""
+
+    def __init__(self, day: object, status: str, what: str) -> None:
+        self.day = day
+        self.status = status
+        super().__init__(f"the edition of {day} is {status}, so its stories are fixed: {what}")
+
+
 class StoreError(NewsletterError):
     """Raised when the database cannot be reached, is not migrated or refuses a write."""
 
@@ -61,6 +87,10 @@ class LockHeldError(StoreError):
         super().__init__(
             f"{name} is being sent by {holder}; not sending it twice (wait for that run to finish, or stop it first)"
         )
+
+
+class ConflictError(StoreError):
+    """Raised when a write finds that another process changed the rows it relied on."""
 
 
 class RenderError(NewsletterError):

@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 from premailer import Premailer
 
+from newsletter.config import DesignConfig
 from newsletter.editions import EditionPlan, long_date
 from newsletter.errors import RenderError
 
@@ -112,8 +113,10 @@ def inline_css(html: str) -> str:
         raise RenderError(f"CSS inlining failed: {exc}") from exc
 
 
-def _context(plan: EditionPlan, branding: Branding, links: Links, reader: dict[str, str] | None) -> dict[str, Any]:
-    stories = ([plan.lead] if plan.lead else []) + [s for sec in plan.sections for s in sec.stories]
+def _context(
+    plan: EditionPlan, branding: Branding, links: Links, reader: dict[str, str] | None, design: DesignConfig
+) -> dict[str, Any]:
+    stories = plan.stories
     preheader = next((s.standfirst for s in stories if s.standfirst), "")
     issue_number = next((s.issue_number for s in stories if s.issue_number), "")
     count = plan.story_count
@@ -140,6 +143,7 @@ def _context(plan: EditionPlan, branding: Branding, links: Links, reader: dict[s
         },
         "links": links,
         "reader": reader,
+        "design": design,
     }
 
 
@@ -149,16 +153,18 @@ def render_edition(
     links: Links,
     nonce: str,
     env: jinja2.Environment,
+    design: DesignConfig | None = None,
 ) -> RenderedEdition:
     """Render the email (with markers) and the public web version of one edition."""
     markers = Markers.for_nonce(nonce)
     reader = {"greeting": markers.greeting, "unsubscribe_url": markers.unsubscribe_url}
+    look = design or DesignConfig()
     try:
         html_template = env.get_template("email/edition.html")
         text_template = env.get_template("email/edition.txt")
-        html = inline_css(html_template.render(_context(plan, branding, links, reader)))
-        web_html = inline_css(html_template.render(_context(plan, branding, links, None)))
-        text = text_template.render(_context(plan, branding, links, reader))
+        html = inline_css(html_template.render(_context(plan, branding, links, reader, look)))
+        web_html = inline_css(html_template.render(_context(plan, branding, links, None, look)))
+        text = text_template.render(_context(plan, branding, links, reader, look))
     except jinja2.TemplateError as exc:
         raise RenderError(f"template error: {exc}") from exc
     except (ArithmeticError, LookupError, TypeError, ValueError) as exc:

@@ -29,7 +29,7 @@ from newsletter.clock import Clock
 from newsletter.config import WEEKDAYS, Config
 from newsletter.editions import cutoff, edition_date_due, local_date
 from newsletter.errors import LockHeldError, NewsletterError
-from newsletter.publish import SendReport, send_edition
+from newsletter.publish import SendReport, articles_waiting, send_edition
 from newsletter.store import Store
 from newsletter.store.models import EditionStatus
 from newsletter.store.store import edition_for, edition_progress, unfinished_editions
@@ -131,7 +131,7 @@ def lateness_allowed(config: Config) -> timedelta:
 class Action(enum.StrEnum):
     SEND = "send"  # due, within the grace period, not started
     RESUME = "resume"  # started and left with work to do
-    DONE = "done"  # sent, or skipped for want of articles
+    DONE = "done"  # sent, or skipped for want of articles (and none have come in since)
     NOT_DUE = "not-due"  # started; what is left is deferred to a later retry
     MISSED = "missed"  # not sent, and now too late to send unattended
 
@@ -144,6 +144,7 @@ class EditionState:
     open_now: int = 0  # pending, or claimed by a worker
     deferred: int = 0
     next_retry_at: datetime | None = None
+    waiting: int = 0  # skipped: articles for it that have come in since, which it would now take
 
     def has_work(self, now: datetime, retry_deferred: bool) -> bool:
         """Something to send now; an edition with nothing open left still needs finishing."""
@@ -174,11 +175,22 @@ def decide(now: datetime, config: Config, state_of: StateOf, *, retry_deferred: 
     day = latest_scheduled_day(now, config)
     due_at = cutoff(day, n.send_time, n.zone)
     state = state_of(day)
+    on_time = now - due_at <= lateness_allowed(config)
     if state is None or state.status == EditionStatus.READY:
-        if now - due_at <= lateness_allowed(config):
+        if on_time:
             reason = f"the edition of {day} is due (send time {local_text(due_at, n.zone)})"
             return Decision(Action.SEND, day, due_at, reason, state)
         return Decision(Action.MISSED, day, due_at, missed_message(day, due_at, now, config), state)
+    if state.status == EditionStatus.SKIPPED and state.waiting:
+        came = "1 article for it has" if state.waiting == 1 else f"{state.waiting} articles for it have"
+        if on_time:
+            reason = f"the edition of {day} was skipped, but {came} come in since"
+            return Decision(Action.SEND, day, due_at, reason, state)
+        reason = (
+            f"the edition of {day} was skipped and {came} come in since, past the grace period: "
+            "they go in the next edition"
+        )
+        return Decision(Action.DONE, day, due_at, reason, state)
     if state.status == EditionStatus.SENDING:
         if state.has_work(now, retry_deferred):
             return Decision(Action.RESUME, day, due_at, f"the edition of {day} was left part-sent", state)
@@ -218,12 +230,16 @@ def span(delta: timedelta) -> str:
 # --- the store's view -----------------------------------------------------------------------
 
 
-def state_reader(store: Store) -> StateOf:
+def state_reader(store: Store, waiting: Callable[[date], int] | None = None) -> StateOf:
+    """:param waiting: how many articles a skipped edition for a date would take if made now."""
+
     def state_of(day: date) -> EditionState | None:
         with store.session() as session:
             edition = edition_for(session, day)
             if edition is None:
                 return None
+            if edition.status == EditionStatus.SKIPPED and waiting is not None:
+                return EditionState(edition.status, waiting=waiting(day))
             if edition.status != EditionStatus.SENDING:
                 return EditionState(edition.status)
             open_now, deferred, next_retry = edition_progress(session, edition.id)
@@ -276,7 +292,7 @@ class ScheduledSender:
         self.stop = stop or threading.Event()
         self.lock_level = lock_level
         self.retry_hint = retry_hint
-        self.state_of = state_reader(store)
+        self.state_of = state_reader(store, partial(articles_waiting, config, store, clock))
 
     def run_pass(
         self,
@@ -290,7 +306,8 @@ class ScheduledSender:
         decision = decide(self.clock.now(), self.config, self.state_of, retry_deferred=retry_deferred)
         result = PassResult(decision)
         if decision.action == Action.SEND:
-            if decision.state is None:  # not prepared yet: bring in the latest articles first
+            if decision.state is None or decision.state.status == EditionStatus.SKIPPED:
+                # Not made yet (or to be made again): bring in the latest articles first.
                 self.fetch_feeds(f"before the edition of {decision.day}")
             self.send(decision.day, f"{decision.reason}: sending", retry_deferred, result)
         elif decision.action == Action.RESUME:

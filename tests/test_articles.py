@@ -350,14 +350,14 @@ def test_future_dated_articles_wait_until_their_time(store, db_url, clock) -> No
     import_source(RSS, config, store, clock)
     tides = "Tomorrow’s tide tables, a day early"
 
-    today, _ = plan_for(config, store, clock, date(2026, 11, 24))
+    today = plan_for(config, store, clock, date(2026, 11, 24)).plan
     assert tides not in story_titles(today)
     clock.set(datetime(2026, 11, 25, 5, 0, tzinfo=UTC))  # sent early by hand, half an hour before it is due
-    early, _ = plan_for(config, store, clock, date(2026, 11, 25))
+    early = plan_for(config, store, clock, date(2026, 11, 25)).plan
     assert tides not in story_titles(early)
     assert "Late-night council vote on the ferry timetable" in story_titles(early)
     clock.set(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
-    due, _ = plan_for(config, store, clock, date(2026, 11, 25))
+    due = plan_for(config, store, clock, date(2026, 11, 25)).plan
     assert tides in story_titles(due)
 
 
@@ -366,7 +366,7 @@ def test_an_edition_of_imported_articles_renders_them_cleanly(store, db_url, clo
     for source in (RSS, ATOM, JSONL):
         import_source(source, config, store, clock)
 
-    plan, _ = plan_for(config, store, clock, date(2026, 11, 24))
+    plan = plan_for(config, store, clock, date(2026, 11, 24)).plan
     rendered = render_plan(config, plan, "nonce")
 
     assert plan.lead is not None and plan.lead.title == "Harbour bridge reopens — “at last”, say café owners"
@@ -375,8 +375,8 @@ def test_an_edition_of_imported_articles_renders_them_cleanly(store, db_url, clo
         "Harbour & ferry firm to hire 120",
         "Ceol agus craic: Siobhán’s sessions & the Tōkyō connection",
         "Fish & chips: the verdict",
-        "Eisteddfod choir sings “Calon Lân” in Llanfair",
         "Derby ends 2–2 after a late penalty at the Quay",
+        "Eisteddfod choir sings “Calon Lân” in Llanfair",  # no section: "More stories", last
     ]
     page = html.unescape(rendered.html)
     for expected in (

@@ -165,13 +165,54 @@ def test_an_output_path_that_cannot_be_written_is_one_line(site: Site, tmp_path:
 def test_articles_add_and_list(site: Site) -> None:
     bridge = ["--url", "https://news.example.com/bridge", "--published", "2026-11-24T05:30"]
     details = ["--standfirst", "Traffic flows again.", "--section", "News"]
-    assert site("articles", "add", "--title", "Bridge reopens", *bridge, *details).stdout == "new: Bridge reopens\n"
+    first = site("articles", "add", "--title", "Bridge reopens", *bridge, *details)
+    assert first.stdout == "new: #1 Bridge reopens\n"
+    assert first.stderr.startswith("warning: it was published too long before the next edition")
+    assert "`newsletter articles pin 1` sends it anyway" in first.stderr
     same = site("articles", "add", "--title", "Bridge reopens", *bridge, *details)
-    assert same.stdout == "unchanged: Bridge reopens\n"
+    assert same.stdout == "unchanged: #1 Bridge reopens\n"
     changed = site("articles", "add", "--title", "Bridge reopens at last", *bridge)
-    assert changed.stdout == "updated: Bridge reopens at last\n"
-    listing = site("articles", "list").stdout
-    assert re.search(r"2026-11-24 05:30\s+unsent\s+\s*Bridge reopens at last", listing), listing
+    assert changed.stdout == "updated: #1 Bridge reopens at last\n"
+    now = site("articles", "add", "--title", "Fresh", "--url", "https://news.example.com/fresh", "--priority", "3")
+    assert now.stdout.startswith("new: #2 Fresh\nit goes in the next edition, of ")
+    listing = site("articles", "list").stdout.splitlines()
+    assert listing[0].split() == ["ID", "PUBLISHED", "STATE", "PRI", "SECTION", "TITLE"]
+    assert re.fullmatch(r" 2  \d{4}-\d\d-\d\d \d\d:\d\d  waiting  \+3  \s*  Fresh", listing[1]), listing
+    assert re.fullmatch(r" 1  2026-11-24 05:30  too old  \s+Bridge reopens at last", listing[2]), listing
+
+
+def test_editors_steer_the_edition_from_the_cli(site: Site, tmp_path: Path) -> None:
+    url = "https://news.example.com/theatre"
+    site("articles", "add", "--title", "Theatre review", "--url", url, "--section", "Culture",
+         "--image-url", "https://img.example.com/t.jpg", "--image-alt", "The stage")  # fmt: skip
+    site("articles", "add", "--title", "Council approves plan", "--url", "https://news.example.com/council",
+         "--section", "News", "--body", "<p>The council approved a <b>£40m</b> plan.</p><p>More.</p>")  # fmt: skip
+    assert "leads the edition of" in site("articles", "pin", "2").stdout
+    assert "lead 20" in site("articles", "list").stdout
+    out = tmp_path / "p.html"
+    site("preview", "--out", str(out))
+    html = out.read_text(encoding="utf-8")
+    assert html.index("Council approves plan") < html.index("Theatre review")
+    assert "The council approved a £40m plan." in html  # the standfirst, taken from --body
+    assert "hidden: it goes in no edition" in site("articles", "hide", url).stdout
+    assert "hidden" in site("articles", "list", "--hidden").stdout
+    site("preview", "--out", str(out))
+    assert "Theatre review" not in out.read_text(encoding="utf-8")
+    assert "shown again" in site("articles", "unhide", "1").stdout
+    edited = site("articles", "edit", url, "--title", "Review: Les Mis", "--priority", "4")
+    assert edited.stdout == "#1 “Review: Les Mis”: changed title, priority\n"
+    assert "no longer leads" in site("articles", "unpin", "2").stdout
+    for args, words in [
+        (["pin", "77"], "no article has the id or URL 77"),
+        (["hide", "https://nowhere.example/"], "no article has the id or URL"),
+        (["edit", "1"], "say what to change"),
+        (["edit", "1", "--title", "  "], "title is empty"),
+        (["edit", "1", "--image-url", "javascript:alert(1)"], "whole http(s)"),
+        (["edit", "1", "--priority", "5000"], "5000 is not in the range"),
+        (["pin", "1", "--date", "2001-01-01"], "within a year"),
+    ]:
+        result = site("articles", *args, code=2)
+        assert words in result.stderr and "Traceback" not in result.output, (args, result.output)
 
 
 def test_articles_list_when_empty(site: Site) -> None:
@@ -235,7 +276,9 @@ def test_preview_writes_the_edition_without_recording_anything(site: Site, tmp_p
     out = tmp_path / "out" / "edition.html"
     out.parent.mkdir()
     result = site("preview", "--date", day.isoformat(), "--out", str(out))
-    assert result.stdout.startswith(f"wrote {out} (edition of {day} as it would be now: 3 articles; HTML ")
+    assert result.stdout.startswith(
+        f"wrote {out} (edition of {day} as it would go out now (not made): 3 articles; HTML "
+    )
     page = out.read_text(encoding="utf-8")
     assert "Story 0: Zoë &amp; “José” &lt;b&gt;" in page and 'style="' in page
     assert "Good morning, Ana" in page and "https://news.example.com/newsletter/unsubscribe/PREVIEW" in page
@@ -258,22 +301,26 @@ def test_an_article_added_after_the_send_time_is_in_the_next_edition(site: Site,
     site("articles", "add", "--title", "Bridge reopens", "--url", "https://news.example.com/bridge")
     out = tmp_path / "preview.html"
     result = site("preview", "--out", str(out))
-    assert f"edition of {due + timedelta(days=1)} as it would be now: 1 articles" in result.stdout
+    assert f"edition of {due + timedelta(days=1)} as it would go out now (not made): 1 article" in result.stdout
     assert "Bridge reopens" in out.read_text(encoding="utf-8")
     site("send", "--to", "me@example.org")
     (copy,) = smtp_sink.handler.received
     assert "Bridge reopens" in copy.message.get_body(("plain",)).get_content()
     skipped = site("send").stdout
     assert f"{due}: no articles for the edition of {due}: nothing sent (1 newer article waits" in skipped
-    # Today's edition is made now; an article dated before its cutoff comes too late for it.
+    # Today's edition was skipped; an article dated before its cutoff is not lost: it goes in
+    # tomorrow's, or in today's if that is sent after all.
     before = (cutoff(due, time(6), LONDON) - timedelta(hours=1)).isoformat()
     late = site("articles", "add", "--title", "Late", "--url", "https://news.example.com/late", "--published", before)
-    assert f"published before the cutoff of the edition of {due}" in late.stderr
+    assert f"or in the edition of {due}, skipped for want of articles, if that is sent now" in late.stdout
+    assert "Late" in site("articles", "list").stdout and late.stderr == ""
     later = (due + timedelta(days=2)).isoformat()
     assert "can be previewed as it stands" in one_error_line(site("preview", "--date", later, code=2))
     both = site("send", "--to", "me@example.org", "--dry-run", code=2)
     assert "cannot be combined" in one_error_line(both)
     assert len(smtp_sink.handler.received) == 1
+    assert f"{due}: sent 1," in site("send", "--date", due.isoformat()).stdout
+    assert "Late" in smtp_sink.handler.received[1].message.get_body(("plain",)).get_content()
 
 
 def test_send_dry_run_sends_and_records_nothing(site: Site, smtp_sink: SMTPServer) -> None:

@@ -167,7 +167,32 @@ BAD_VALUES = [
     ("scheduler", "days", "mon", "weekdays"),
     ("scheduler", "grace_minutes", 1441, "minutes, from 0 to 1440"),
     ("scheduler", "fetch_feeds", "no", "true or false"),
+    ("newsletter", "sections", "News", "list of distinct section names"),
+    ("newsletter", "sections", ["News", "news"], "list of distinct section names"),
+    ("newsletter", "sections", ["News", ""], "list of distinct section names"),
+    ("newsletter", "sections", ["News\nBcc"], "no line breaks"),
+    ("newsletter", "sections", ["x" * 101], "list of distinct section names"),
+    ("newsletter", "sections", [1], "list of distinct section names"),
+    ("newsletter", "more_stories", "", "heading"),
+    ("newsletter", "max_age_hours", 0, "hours, from 1 to 8760"),
+    ("newsletter", "max_age_hours", 10**30, "hours, from 1 to 8760"),
+    ("design", "logo_url", "javascript:alert(1)", "http(s) URL"),
+    ("design", "logo_url", "//cdn.example.com/logo.png", "http(s) URL"),
+    ("design", "logo_width", 0, "pixels, from 16 to 600"),
+    ("design", "thumbnails", "yes", "true or false"),
+    ("design", "logo_alt", "a\x00b", "no line breaks"),
 ]
+
+
+@pytest.mark.parametrize(
+    "priorities",
+    [{"Breaking": 1001}, {"Breaking": "high"}, {"": 1}, {"Breaking": True}, "Breaking", {"x" * 101: 1}],
+    ids=str,
+)
+def test_a_feeds_priority_table_is_checked(priorities: Any) -> None:
+    data = minimal()
+    data["feeds"] = [{"url": "https://news.example.com/feed.xml", "priorities": priorities}]
+    assert "feeds[0].priorities: expected a table of category = priority" in config_error(data)
 
 
 @pytest.mark.parametrize(("section", "key", "value", "expected"), BAD_VALUES, ids=lambda v: str(v)[:30])

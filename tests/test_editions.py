@@ -48,6 +48,9 @@ class Art:
     image_alt: str = ""
     image_caption: str = ""
     issue_number: str = ""
+    id: int = 0
+    priority: int = 0
+    pinned_for: date | None = None
 
 
 def plan(day: date, window: Window, articles: list[Art], subject: str = "{name}: {date}"):
@@ -83,19 +86,30 @@ def test_cutoff_is_the_local_send_time(day: date, expected_utc: datetime) -> Non
         (date(2026, 10, 26), date(2026, 10, 25), 24),
     ],
 )
-def test_window_runs_from_the_previous_cutoff(day: date, previous_day: date, hours: int) -> None:
+def test_window_reaches_back_to_the_previous_cutoff_when_that_is_older(
+    day: date, previous_day: date, hours: int
+) -> None:
     previous = cutoff(previous_day, SIX, LONDON)
-    window = window_for(day, SIX, LONDON, previous)
+    window = window_for(day, SIX, LONDON, previous, max_age=timedelta(hours=12))
     assert window.start == previous
     assert window.end == cutoff(day, SIX, LONDON)
     assert window.end - window.start == timedelta(hours=hours)
 
 
 @pytest.mark.parametrize("day", [date(2026, 11, 24), date(2026, 3, 29), date(2026, 10, 25)])
-def test_first_edition_covers_24_hours(day: date) -> None:
-    window = window_for(day, SIX, LONDON, None)
-    assert window.end == cutoff(day, SIX, LONDON)
-    assert window.end - window.start == timedelta(hours=24)
+def test_window_reaches_back_the_maximum_age_for_late_arrivals(day: date) -> None:
+    """48 hours by default: a story imported after the edition its time belonged to still goes."""
+    previous = cutoff(day - timedelta(days=1), SIX, LONDON)
+    for earlier in (None, previous):
+        window = window_for(day, SIX, LONDON, earlier)
+        assert window.end == cutoff(day, SIX, LONDON)
+        assert window.end - window.start == timedelta(hours=48)
+
+
+def test_after_a_weekend_without_editions_the_window_reaches_back_to_friday() -> None:
+    friday = cutoff(date(2026, 11, 20), SIX, LONDON)
+    window = window_for(date(2026, 11, 23), SIX, LONDON, friday)
+    assert window.start == friday
 
 
 def test_window_is_open_at_the_start_and_closed_at_the_end() -> None:
@@ -106,9 +120,10 @@ def test_window_is_open_at_the_start_and_closed_at_the_end() -> None:
     assert window.end + US not in window
 
 
-def test_previous_cutoff_after_this_one_gives_an_empty_window() -> None:
+def test_a_previous_cutoff_after_this_one_does_not_narrow_the_window() -> None:
+    """Sending an older date after a newer one: it still takes what is free up to its cutoff."""
     window = window_for(date(2026, 11, 24), SIX, LONDON, utc(2026, 11, 24, 7))
-    assert window.start == window.end == utc(2026, 11, 24, 6)
+    assert window == Window(utc(2026, 11, 22, 6), utc(2026, 11, 24, 6))
 
 
 def test_send_time_in_the_spring_gap_resolves_as_documented() -> None:
@@ -119,8 +134,9 @@ def test_send_time_in_the_spring_gap_resolves_as_documented() -> None:
     # the gap's start is its end
     assert cutoff(date(2026, 3, 29), time(1, 0), LONDON) == utc(2026, 3, 29, 1, 0)
     # and the windows either side still meet, with nothing lost
-    before = window_for(date(2026, 3, 29), time(1, 30), LONDON, cutoff(date(2026, 3, 28), time(1, 30), LONDON))
-    after = window_for(date(2026, 3, 30), time(1, 30), LONDON, before.end)
+    hour = timedelta(hours=1)  # a short maximum age: the windows run from cutoff to cutoff
+    before = window_for(date(2026, 3, 29), time(1, 30), LONDON, cutoff(date(2026, 3, 28), time(1, 30), LONDON), hour)
+    after = window_for(date(2026, 3, 30), time(1, 30), LONDON, before.end, hour)
     assert before.end - before.start == timedelta(hours=24)
     assert after.start == before.end and after.end - after.start == timedelta(hours=23)
 
@@ -129,7 +145,8 @@ def test_send_time_in_the_repeated_autumn_hour_is_its_first_occurrence() -> None
     moment = cutoff(date(2026, 10, 25), time(1, 30), LONDON)
     assert moment == utc(2026, 10, 25, 0, 30)  # 01:30 BST, not the 01:30 GMT an hour later
     assert moment.astimezone(LONDON).utcoffset() == timedelta(hours=1)
-    window = window_for(date(2026, 10, 25), time(1, 30), LONDON, cutoff(date(2026, 10, 24), time(1, 30), LONDON))
+    previous = cutoff(date(2026, 10, 24), time(1, 30), LONDON)
+    window = window_for(date(2026, 10, 25), time(1, 30), LONDON, previous, timedelta(hours=1))
     assert window.end - window.start == timedelta(hours=24)
 
 
@@ -167,7 +184,8 @@ def test_article_exactly_at_the_cutoff_is_in_that_edition_and_a_microsecond_late
     at_cutoff = Art("At the cutoff", end)
     just_after = Art("Just after", end + US)
     first = plan(date(2026, 11, 24), window_for(date(2026, 11, 24), SIX, LONDON, None), [at_cutoff, just_after])
-    second = plan(date(2026, 11, 25), window_for(date(2026, 11, 25), SIX, LONDON, end), [at_cutoff, just_after])
+    # The store hands the next edition only articles in no edition yet.
+    second = plan(date(2026, 11, 25), window_for(date(2026, 11, 25), SIX, LONDON, end), [just_after])
     assert [s.title for s in _all(first)] == ["At the cutoff"]
     assert [s.title for s in _all(second)] == ["Just after"]
 
@@ -262,7 +280,7 @@ def test_store_boundary_at_the_cutoff(config, store, clock) -> None:
     end = utc(2026, 11, 24, 6, 0)
     add_article(store, clock, "at-cutoff", end)
     add_article(store, clock, "just-after", end + US)
-    add_article(store, clock, "first-window-start", end - timedelta(hours=24))  # excluded: window is open there
+    add_article(store, clock, "first-window-start", end - timedelta(hours=48))  # excluded: window is open there
     prepare_edition(config, store, clock, date(2026, 11, 24))
     clock.set(utc(2026, 11, 25, 6, 30))
     prepare_edition(config, store, clock, date(2026, 11, 25))

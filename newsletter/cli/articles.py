@@ -1,27 +1,31 @@
-"""``articles add / list / import / fetch``: getting the newsroom's articles in."""
+"""``articles``: getting the newsroom's articles in, and the editors' say over the edition."""
 
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 import click
 
-from newsletter.articles import ArticleInput, late_for, upsert_article
-from newsletter.cli.base import App, cli, pass_app
+from newsletter.articles import upsert_article
+from newsletter.cli.base import DATE, App, cli, pass_app
+from newsletter.config import PRIORITY_MAX, PRIORITY_MIN
 from newsletter.errors import UsageError
-from newsletter.store.store import list_articles
+from newsletter.store.articles import find_article, list_articles
+from newsletter.store.store import article_by_guid
 
 # --- articles ---------------------------------------------------------------------------
 
 
 @cli.group()
 def articles() -> None:
-    """Add, import and list articles.
+    """Add, import and list articles; pin, hide, order and correct stories.
 
     \b
     Example:
       newsletter articles list --limit 10
+      newsletter articles pin 42
     """
 
 
@@ -37,14 +41,22 @@ def _parse_published(value: str | None, app: App) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=app.config.newsletter.zone)
 
 
+PRIORITY = click.IntRange(PRIORITY_MIN, PRIORITY_MAX)
+
+
 @articles.command("add")
 @click.option("--title", required=True, help="Headline.")
 @click.option("--url", required=True, help="Link to the article on the site.")
 @click.option("--standfirst", default="", help="One or two sentences under the headline.")
+@click.option(
+    "--body", default="", help="The article's text (HTML or plain); the standfirst is taken from it if missing."
+)
 @click.option("--section", default="", help="Section, e.g. News or Sport.")
 @click.option("--author", default="", help="Byline.")
-@click.option("--image-url", default="", help="Picture for the lead story.")
+@click.option("--image-url", default="", help="Picture for the story.")
+@click.option("--image-alt", default="", help="What the picture shows, for readers who cannot see it.")
 @click.option("--image-caption", default="", help="Caption of the picture.")
+@click.option("--priority", type=PRIORITY, default=0, show_default=True, help="Higher comes first in its section.")
 @click.option("--published", help="Publication time (ISO 8601; no zone means the newsletter's). Default: now.")
 @click.option("--guid", help="Stable identifier (default: the URL). Adding the same guid again updates it.")
 @pass_app
@@ -53,68 +65,200 @@ def articles_add(
     title: str,
     url: str,
     standfirst: str,
+    body: str,
     section: str,
     author: str,
     image_url: str,
+    image_alt: str,
     image_caption: str,
+    priority: int,
     published: str | None,
     guid: str | None,
 ) -> None:
     """Add an article (or update the one with the same guid).
+
+    Says which edition it is for; an article published too long ago for the next edition is
+    added but will not be sent unless pinned (`articles pin ID`).
 
     \b
     Example:
       newsletter articles add --title "Bridge reopens" --url https://news.example.com/bridge \\
         --standfirst "Traffic flows again from Monday." --section News --published 2026-11-24T05:30
     """
-    data = ArticleInput(
+    from newsletter.articles import typed_article
+
+    data = typed_article(
         guid=guid or url,
         url=url,
-        title=title.strip(),
-        standfirst=standfirst.strip(),
-        section=section.strip(),
-        author=author.strip(),
+        title=title,
+        standfirst=standfirst,
+        body=body,
+        section=section,
+        author=author,
         image_url=image_url,
-        image_caption=image_caption.strip(),
+        image_alt=image_alt,
+        image_caption=image_caption,
+        priority=priority,
         published_at=_parse_published(published, app),
     )
     with app.store.session() as session:
         outcome = upsert_article(session, data, app.clock)
-        late = late_for(session, data.published_at) if outcome == "new" else ""
-    click.echo(f"{outcome}: {data.title}")
-    if late:
-        click.echo(f"warning: {late}", err=True)
+        article = article_by_guid(session, data.guid)
+        assert article is not None
+        article_id = article.id
+    click.echo(f"{outcome}: #{article_id} {data.title}")
+    _say_where(app, article_id)
+
+
+def _say_where(app: App, article_id: int) -> None:
+    """Which edition a new or changed article is for, or a warning when it is for none."""
+    from newsletter.publish import article_destination
+
+    where, ok = article_destination(app.config, app.store, app.clock, article_id)
+    click.echo(where if ok else f"warning: {where}", err=not ok)
 
 
 @articles.command("list")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=30, show_default=True, help="How many, newest first.")
+@click.option("--hidden", "hidden_only", is_flag=True, help="Only the hidden ones.")
 @pass_app
-def articles_list(app: App, limit: int) -> None:
-    """List the newest articles, with the edition each went into.
+def articles_list(app: App, limit: int, hidden_only: bool) -> None:
+    """List the newest articles: id, time, where each stands, priority, section and title.
+
+    The id (or the URL) names an article in `pin`, `hide`, `unhide` and `edit`. STATE is
+    "in DATE" (in that edition), "waiting" (for the next one), "lead DATE" (pinned),
+    "hidden", or "too old" (published too long before the next edition to be sent).
 
     \b
     Example:
       newsletter articles list --limit 10
     """
+    from newsletter.editorial import describe_state
+    from newsletter.publish import next_window_start
+
     zone = app.config.newsletter.zone
+    start = next_window_start(app.config, app.store, app.clock)
     with app.store.session() as session:
-        rows = list_articles(session, limit=limit)
-        lines = [
-            f"{a.published_at.astimezone(zone):%Y-%m-%d %H:%M}  "
-            f"{(a.edition.date.isoformat() if a.edition else 'unsent'):<10}  {a.section[:12]:<12}  {a.title}"
-            for a in rows
-        ]
-    if not lines:
-        click.echo("no articles yet: add one with `newsletter articles add`")
-    for line in lines:
-        click.echo(line)
+        rows = [
+            (str(a.id), f"{a.published_at.astimezone(zone):%Y-%m-%d %H:%M}", describe_state(a, start),
+             f"{a.priority:+d}" if a.priority else "", a.section[:14], a.title)
+            for a in list_articles(session, limit=limit, hidden_only=hidden_only)
+        ]  # fmt: skip
+    if not rows:
+        click.echo("no hidden articles" if hidden_only else "no articles yet: add one with `newsletter articles add`")
+        return
+    header = ("ID", "PUBLISHED", "STATE", "PRI", "SECTION", "TITLE")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    for row in [header, *rows]:
+        cells = [row[0].rjust(widths[0])] + [c.ljust(w) for c, w in zip(row[1:5], widths[1:], strict=True)]
+        click.echo("  ".join([*cells, row[5]]))
+
+
+ARTICLE = click.argument("article", metavar="ID_OR_URL")
+
+
+@articles.command("pin")
+@ARTICLE
+@click.option("--date", "day", type=DATE, help="The edition it leads (default: the next edition readers get).")
+@pass_app
+def articles_pin(app: App, article: str, day: date | None) -> None:
+    """Make a story the lead of an edition; any story pinned there before is unpinned.
+
+    A story pinned for a later date waits for that edition, even if an earlier one could
+    take it; pinning also sends a story older than the usual limit.
+
+    \b
+    Example:
+      newsletter articles pin 42 --date 2026-11-25
+    """
+    from newsletter.editorial import pin
+
+    click.echo(pin(app.config, app.store, app.clock, article, day).message)
+
+
+@articles.command("unpin")
+@ARTICLE
+@pass_app
+def articles_unpin(app: App, article: str) -> None:
+    """Let the lead be chosen as usual again (highest priority with a picture, then newest).
+
+    \b
+    Example:
+      newsletter articles unpin 42
+    """
+    from newsletter.editorial import unpin
+
+    click.echo(unpin(app.store, app.clock, article).message)
+
+
+@articles.command("hide")
+@ARTICLE
+@pass_app
+def articles_hide(app: App, article: str) -> None:
+    """Keep a story out of every edition not yet sent (a retraction, a legal problem).
+
+    \b
+    Example:
+      newsletter articles hide https://news.example.com/story-to-retract
+    """
+    from newsletter.editorial import hide
+
+    click.echo(hide(app.store, app.clock, article).message)
+
+
+@articles.command("unhide")
+@ARTICLE
+@pass_app
+def articles_unhide(app: App, article: str) -> None:
+    """Let a hidden story back into the next edition.
+
+    \b
+    Example:
+      newsletter articles unhide 42
+    """
+    from newsletter.editorial import unhide
+
+    click.echo(unhide(app.store, app.clock, article).message)
+    _say_where(app, find_article_id(app, article))
+
+
+def find_article_id(app: App, ref: str) -> int:
+    with app.store.session() as session:
+        return find_article(session, ref).id
+
+
+@articles.command("edit")
+@ARTICLE
+@click.option("--title", help="New headline.")
+@click.option("--standfirst", help='New standfirst ("" to clear).')
+@click.option("--section", help='New section ("" for none).')
+@click.option("--image-url", help='New picture URL ("" for none).')
+@click.option("--image-alt", help="What the picture shows.")
+@click.option("--image-caption", help="New caption.")
+@click.option("--priority", type=PRIORITY, help="Higher comes first in its section.")
+@pass_app
+def articles_edit(app: App, article: str, **changes: Any) -> None:
+    """Correct a story; the feed's next fetch leaves the fields edited here alone.
+
+    \b
+    Example:
+      newsletter articles edit 42 --title "Council approves £40m plan" --priority 10
+    """
+    from newsletter.editorial import edit
+
+    given = {name: value for name, value in changes.items() if value is not None}
+    if not given:
+        raise UsageError("say what to change: --title, --standfirst, --section, --image-url, --image-alt, "
+                         "--image-caption or --priority")  # fmt: skip
+    click.echo(edit(app.store, app.clock, article, given).message)
 
 
 @articles.command("import")
 @click.argument("source")
 @click.option("--section", default="", help="Put every article in this section (default: each item's category).")
+@click.option("--priority", type=PRIORITY, default=0, show_default=True, help="Priority of every new item.")
 @pass_app
-def articles_import(app: App, source: str, section: str) -> None:
+def articles_import(app: App, source: str, section: str, priority: int) -> None:
     """Import articles from a feed URL, an RSS or Atom file, or a JSON Lines file.
 
     An article already imported (same guid: the feed's id, else its link) is updated,
@@ -127,8 +271,10 @@ def articles_import(app: App, source: str, section: str) -> None:
       newsletter articles import cms-export.jsonl
     """
     from newsletter.articles import import_source, iter_details
+    from newsletter.config import FeedConfig
 
-    summary = import_source(source, app.config, app.store, app.clock, section=section.strip())
+    feed = FeedConfig(url=source, section=section.strip(), priority=priority)
+    summary = import_source(source, app.config, app.store, app.clock, section=feed.section, feed=feed)
     click.echo(summary.describe())
     for line in iter_details(summary):
         click.echo(line, err=True)

@@ -77,6 +77,11 @@ class DateType(click.ParamType):
 DATE = DateType()
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 article', '3 articles': counts in output read as English."""
+    return f"1 {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _setup_logging(verbose: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z"))

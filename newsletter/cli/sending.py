@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from newsletter.cli.base import DATE, App, Progress, cli, graceful_stop, pass_app
+from newsletter.cli.base import DATE, App, Progress, cli, graceful_stop, pass_app, plural
 from newsletter.errors import UsageError
-from newsletter.render import GMAIL_CLIP_BYTES, Markers, fill_markers
+from newsletter.render import GMAIL_CLIP_BYTES, fill_markers
 from newsletter.store import Store
 from newsletter.store import deliveries as log_
 from newsletter.store.models import DeliveryStatus, EditionStatus
@@ -42,24 +42,24 @@ def preview(app: App, day: date | None, out: Path, text: bool) -> None:
     Example:
       newsletter preview --date 2026-11-24 --out /tmp/edition.html
     """
-    from newsletter.publish import next_edition_day, plan_for, render_plan
+    from newsletter.publish import next_edition_day, preview_edition
 
     day = day or next_edition_day(app.config, app.store, app.clock)
-    with app.store.session() as session:
-        edition = edition_for(session, day)
-    if edition is not None and edition.html:
-        html, plain, markers = edition.html, edition.text, Markers.for_nonce(edition.nonce)
-        note = f"edition of {day} ({edition.status})"
-    else:
-        plan, _ = plan_for(app.config, app.store, app.clock, day, look_ahead=True)
-        rendered = render_plan(app.config, plan, "preview")
-        html, plain, markers = rendered.html, rendered.text, rendered.markers
-        note = f"edition of {day} as it would be now: {plan.story_count} articles"
+    shown = preview_edition(app.config, app.store, app.clock, day)
+    html, plain, markers = shown.html, shown.text, shown.markers
+    if shown.selection is None:
+        note = f"edition of {day} ({shown.state}): {plural(shown.story_count, 'article')}"
+    else:  # not started: `send` makes it again from the articles as they are
+        note = f"edition of {day} as it would go out now ({shown.state}): {plural(shown.story_count, 'article')}"
+    too_old = shown.selection.too_old_note(app.config.newsletter.max_age_hours) if shown.selection else ""
     sample = {"greeting": "Good morning, Ana", "unsubscribe_url": f"{app.config.web.base_url}/unsubscribe/PREVIEW"}
     content = fill_markers(plain, markers, escape=False, **sample) if text else fill_markers(html, markers, **sample)
     out.write_text(content, encoding="utf-8")
     size = len(html.encode())
-    click.echo(f"wrote {out} ({note}; HTML {size / 1024:.1f} KB)")
+    part = f"text {len(content.encode()) / 1024:.1f} KB" if text else f"HTML {size / 1024:.1f} KB"
+    click.echo(f"wrote {out} ({note}; {part})")
+    if too_old:
+        click.echo(f"warning: {too_old}", err=True)
     if size > GMAIL_CLIP_BYTES:
         click.echo("warning: the HTML is over 100 KB; Gmail will clip it and hide the footer", err=True)
 

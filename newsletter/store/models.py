@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -115,6 +116,13 @@ class Article(Base):
     section: Mapped[str] = mapped_column(String(100), default="")
     issue_number: Mapped[str] = mapped_column(String(50), default="")
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # Editors' say: a hidden story goes in no edition not yet made; within a section higher
+    # priority comes first; a story pinned for a date leads that date's edition.
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    pinned_for: Mapped[date | None] = mapped_column(Date, index=True)
+    # Fields an editor changed by hand (comma-separated): a feed's next fetch leaves them alone.
+    edited_fields: Mapped[str] = mapped_column(String(200), default="", server_default=text("''"))
     # An article belongs to at most one edition by construction: one column, not a join table.
     edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

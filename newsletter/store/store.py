@@ -19,11 +19,12 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, func, insert, or_, select
+from sqlalchemy import Engine, create_engine, event, func, insert, or_, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.errors import StoreError
+from newsletter.errors import ConflictError, StoreError
+from newsletter.store.articles import assign_articles
 from newsletter.store.models import (
     Article,
     Delivery,
@@ -161,23 +162,6 @@ class Store:
 # --- articles ---------------------------------------------------------------------------
 
 
-def articles_in_window(session: Session, start: datetime, end: datetime) -> Sequence[Article]:
-    """Unassigned articles published in (start, end], newest first."""
-    query = (
-        select(Article)
-        .where(Article.published_at > start, Article.published_at <= end, Article.edition_id.is_(None))
-        .order_by(Article.published_at.desc(), Article.id.desc())
-    )
-    return session.scalars(query).all()
-
-
-def list_articles(session: Session, *, since: datetime | None = None, limit: int = 50) -> Sequence[Article]:
-    query = select(Article).order_by(Article.published_at.desc(), Article.id.desc()).limit(limit)
-    if since is not None:
-        query = query.where(Article.published_at >= since)
-    return session.scalars(query).all()
-
-
 def article_by_guid(session: Session, guid: str) -> Article | None:
     return session.scalars(select(Article).where(Article.guid == guid)).first()
 
@@ -266,11 +250,35 @@ def previous_edition(session: Session, day: date) -> Edition | None:
     return session.scalars(query).first()
 
 
-def edition_covering(session: Session, moment: datetime) -> Edition | None:
-    """The latest edition already made whose window reaches ``moment``: an article published
-    then and added only now comes too late for it, and no later edition will take it."""
-    query = select(Edition).where(Edition.window_end >= moment).order_by(Edition.date.desc()).limit(1)
-    return session.scalars(query).first()
+OPEN_STATUSES = (EditionStatus.READY, EditionStatus.SKIPPED)
+"""An edition in these states has sent nothing yet: its stories are chosen again when it is sent."""
+
+
+def save_open_edition(
+    session: Session, day: date, values: dict[str, Any], article_ids: Sequence[int], existing: Edition | None
+) -> Edition:
+    """Make the edition for ``day``, or remake one still open, holding exactly these articles.
+
+    In the caller's transaction. The remake is conditional on the edition still being open,
+    and the articles are taken only if still free, so a race with another process raises
+    ``ConflictError`` and the caller's transaction rolls back whole.
+    """
+    if existing is None:
+        edition = Edition(date=day, **values)
+        session.add(edition)
+        session.flush()
+    else:
+        changed = session.execute(
+            update(Edition)
+            .where(Edition.id == existing.id, Edition.status.in_(OPEN_STATUSES), Edition.enqueued_at.is_(None))
+            .values(**values)
+        )
+        if not changed.rowcount:  # type: ignore[attr-defined]
+            raise ConflictError(f"the edition of {day} started going out while it was being remade")
+        edition = session.get(Edition, existing.id, populate_existing=True)  # type: ignore[assignment]
+    if assign_articles(session, edition.id, article_ids) != len(article_ids):
+        raise ConflictError(f"another edition took one of the articles of the edition of {day} meanwhile")
+    return edition
 
 
 def list_editions(session: Session, limit: int = 10) -> Sequence[Edition]:
