@@ -306,3 +306,39 @@ def test_markers_are_letters_and_digits() -> None:
     assert markers.greeting.isalnum() and markers.unsubscribe_url.isalnum()
     with pytest.raises(ValueError, match="letters and digits"):
         Markers.for_nonce("ab-12")
+
+
+def test_design_options_are_off_by_default(rendered: RenderedEdition) -> None:
+    assert "masthead-logo" not in rendered.html and 'class="thumb"' not in rendered.html
+    assert "lead-label" not in rendered.html
+
+
+def test_design_options_add_a_logo_thumbnails_and_a_lead_label() -> None:
+    from newsletter.config import DesignConfig
+
+    design = DesignConfig(
+        logo_url="https://news.example.com/logo.png",
+        logo_alt="The Example Gazette",
+        logo_width=180,
+        thumbnails=True,
+        lead_section_label=True,
+    )
+    pictured = story("Harbour regatta", "Sport", image_url="https://img.example.com/regatta.jpg")
+    plan = EditionPlan(
+        date=DAY,
+        window=WINDOW,
+        subject="s",
+        lead=LEAD,
+        sections=(Section("Sport", (pictured, story("No picture", "Sport"))), Section("", (story("Letters"),), "Also")),
+    )
+    out = render_edition(plan, BRANDING, LINKS, "design1", build_environment(), design)
+    page = out.html
+    assert re.search(r'<img class="masthead-logo" src="https://news.example.com/logo.png" width="180" '
+                     r'alt="The Example Gazette"', page)  # fmt: skip
+    assert page.count('class="thumb"') == 1  # only the secondary story that has a picture
+    thumb = r'<img class="thumb" src="https://img.example.com/regatta.jpg" width="96" alt="Harbour regatta"'
+    assert re.search(thumb, page)
+    assert page.index('class="lead-label"') < page.index("Bridge reopens after two years")
+    assert ">Also</h3>" in page and "\nALSO\n" in out.text  # a configured heading for unsectioned stories
+    assert out.text.index("\nNEWS\n") < out.text.index("Bridge reopens")  # the label in the text part too
+    assert 'width="96"' in page and "@media" in page  # phones get the smaller thumbnail from the media query
