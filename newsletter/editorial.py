@@ -70,7 +70,7 @@ def unhide(store: Store, clock: Clock, ref: str) -> Outcome:
 def _check_pin_day(config: Config, clock: Clock, day: date) -> None:
     today = clock.now().astimezone(config.newsletter.zone).date()
     if abs(day - today) > PIN_HORIZON:
-        raise UsageError(f"--date {day}: pin for an edition within a year of today ({today})")
+        raise UsageError(f"cannot pin for {day}: choose an edition within a year of today ({today})")
 
 
 def pin(config: Config, store: Store, clock: Clock, ref: str, day: date | None = None) -> Outcome:

@@ -91,7 +91,10 @@ def layout(config: Config) -> Layout:
 def _window(config: Config, clock: Clock, day: date, previous: Edition | None, look_ahead: bool) -> Window:
     n = config.newsletter
     max_age = timedelta(hours=n.max_age_hours)
-    window = window_for(day, n.send_time, n.zone, previous.window_end if previous else None, max_age)
+    try:
+        window = window_for(day, n.send_time, n.zone, previous.window_end if previous else None, max_age)
+    except OverflowError:  # the first or last days of the calendar: no window fits
+        raise UsageError(f"there is no edition for {day}: the date is out of range") from None
     now = clock.now()
     if window.end > now:
         upcoming = local_date(now, n.zone) + timedelta(days=1)  # a look ahead reaches tomorrow at most

@@ -1,28 +1,40 @@
-"""The staff admin under /admin: search and page through subscribers, change a status, follow editions.
+"""The staff admin under /admin: subscribers, editions, and steering the next edition.
 
 Every view here sits behind the login (checked before each request of this blueprint,
 so a new view cannot forget it); every form carries a CSRF token; failed logins are
-rate-limited per client in the database.
+rate-limited per client in the database. Editorial changes go through
+``newsletter.editorial``, the same functions the CLI calls, and are logged with the
+staff member's name.
 """
 
 from __future__ import annotations
 
 import hmac
-from datetime import date
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, g, make_response, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from newsletter.errors import UsageError
+from newsletter import editorial
+from newsletter.editions import Story, long_date
+from newsletter.errors import ArticleNotFoundError, NewsletterError, UsageError
+from newsletter.render import fill_markers
 from newsletter.store import deliveries as log_
-from newsletter.store.models import Edition, StaffUser, SubscriberStatus
-from newsletter.store.store import count_subscribers, edition_for
-from newsletter.subscribers import change_status, page_subscribers
+from newsletter.store.articles import list_articles
+from newsletter.store.models import Edition, EditionStatus, StaffUser, SubscriberStatus
+from newsletter.store.store import OPEN_STATUSES, count_subscribers, edition_for
+from newsletter.subscribers import change_status, normalise_email, page_subscribers
 from newsletter.web import services
 from newsletter.web.auth import authenticate, session_stamp
-from newsletter.web.security import allow_attempt, client_key, local_path, record_attempt
+from newsletter.web.security import PAGE_CSP, allow_attempt, client_key, local_path, record_attempt
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -197,3 +209,243 @@ def edition(day: str) -> str:
         counts = log_.status_counts(conn, found.id)
         errors = log_.recent_errors(conn, found.id, limit=20)
     return render_template("web/admin/edition.html", edition=found, counts=counts, errors=errors)
+
+
+# --- the next edition -----------------------------------------------------------------------
+
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_PRIORITY = re.compile(r"[-+]?[0-9]{1,4}")
+PRIORITY_LIMIT = 1000
+HIDDEN_SHOWN = 50
+TEST_COPY_KEY = "test_copy_to"  # the session remembers the address of the last test copy
+STATE_LABELS = {
+    EditionStatus.READY: "made",
+    EditionStatus.SENDING: "sending",
+    EditionStatus.SENT: "sent",
+    EditionStatus.SKIPPED: "skipped",
+}
+# The page frames its own preview, and nothing else.
+NEXT_PAGE_CSP = PAGE_CSP + "; frame-src 'self'"
+# The preview is email HTML as readers get it (inline CSS, pictures from anywhere, no
+# scripts); only the admin's own pages may frame it.
+PREVIEW_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; form-action 'none'; "
+    "frame-ancestors 'self'; base-uri 'none'"
+)
+
+
+def _day_value(value: str | None) -> date | None:
+    """A date given as YYYY-MM-DD, None when absent; 400 for anything else."""
+    if not value:
+        return None
+    if not _DAY.fullmatch(value):
+        abort(400)
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        abort(400)
+
+
+def _next_day() -> date:
+    app = services()
+    from newsletter.publish import next_edition_day
+
+    return next_edition_day(app.config, app.store, app.clock)
+
+
+@dataclass(frozen=True)
+class _Group:
+    heading: str
+    start: int  # the reading-order number of its first story
+    stories: tuple[Story, ...]
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """A story outside the edition (hidden, or too old), as the page lists it."""
+
+    id: int
+    title: str
+    published: str
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(services().config.newsletter.zone).strftime("%d %b %Y %H:%M")
+
+
+@bp.get("/next")
+def next_edition() -> Response:
+    """The next edition (or ``?date=``): its state, its stories and the controls that steer them."""
+    from newsletter.publish import plan_for
+
+    app = services()
+    upcoming = _next_day()
+    day = _day_value(request.args.get("date")) or upcoming
+    with app.store.session() as db:
+        edition = edition_for(db, day)
+        hidden = [
+            _Listed(a.id, a.title, _when(a.published_at))
+            for a in list_articles(db, hidden_only=True, limit=HIDDEN_SHOWN)
+        ]
+    frozen = edition is not None and edition.status not in OPEN_STATUSES
+    groups: list[_Group] = []
+    too_old: list[_Listed] = []
+    subject = edition.subject if edition is not None else ""
+    problem = ""
+    if not frozen:
+        try:
+            selection = plan_for(app.config, app.store, app.clock, day, look_ahead=True)
+        except UsageError as exc:
+            problem = str(exc)
+        else:
+            plan = selection.plan
+            subject = plan.subject
+            number = 1
+            if plan.lead is not None:
+                groups.append(_Group("Lead", number, (plan.lead,)))
+                number += 1
+            for section in plan.sections:
+                groups.append(_Group(section.heading, number, section.stories))
+                number += len(section.stories)
+            too_old = [_Listed(i, title, _when(at)) for i, title, at in selection.too_old]
+    page = render_template(
+        "web/admin/next.html",
+        day=day,
+        long_day=long_date(day),
+        is_next=day == upcoming,
+        previous_day=_shift(day, -1),
+        following_day=_shift(day, 1),
+        edition=edition,
+        state=STATE_LABELS.get(edition.status, edition.status.value) if edition is not None else "not made",
+        subject=subject,
+        frozen=frozen,
+        problem=problem,
+        groups=groups,
+        story_count=sum(len(grp.stories) for grp in groups),
+        too_old=too_old,
+        hidden=hidden,
+        max_age_hours=app.config.newsletter.max_age_hours,
+        priority_limit=PRIORITY_LIMIT,
+        test_address=session.get(TEST_COPY_KEY, ""),
+    )
+    response = make_response(page, 404 if problem else 200)
+    response.headers["Content-Security-Policy"] = NEXT_PAGE_CSP
+    return response
+
+
+def _shift(day: date, days: int) -> str:
+    try:
+        return (day + timedelta(days=days)).isoformat()
+    except OverflowError:
+        return ""
+
+
+@bp.get("/next/preview")
+def next_preview() -> Response:
+    """The edition's HTML exactly as a reader gets it, with a sample greeting and unsubscribe link."""
+    from newsletter.publish import preview_edition
+
+    app = services()
+    day = _day_value(request.args.get("date")) or _next_day()
+    try:
+        shown = preview_edition(app.config, app.store, app.clock, day)
+    except UsageError:
+        abort(404)
+    if not shown.html:
+        abort(404)
+    sample = {"greeting": "Good morning, Ana", "unsubscribe_url": f"{app.config.web.base_url}/unsubscribe/PREVIEW"}
+    response = make_response(fill_markers(shown.html, shown.markers, **sample))
+    response.headers["Content-Security-Policy"] = PREVIEW_CSP
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    return response
+
+
+def _back_to(day: date | None) -> Response:
+    return redirect(url_for("admin.next_edition", date=day.isoformat() if day else None), code=303)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _editorial(article_id: int, change: Callable[[str], editorial.Outcome]) -> Response:
+    """Run one editorial change on an article and go back to the page, saying what happened."""
+    day = _day_value(request.form.get("date"))
+    if article_id > MAX_ID:
+        abort(404)
+    try:
+        outcome = change(str(article_id))
+    except ArticleNotFoundError:
+        abort(404)
+    except UsageError as exc:  # the edition has gone out, a pin too far ahead, ...
+        log.info("admin %s: %s refused: %s", g.staff, request.path, exc)
+        flash(_sentence(_one_line(exc)))
+    else:
+        log.info("admin %s: %s", g.staff, outcome.message)
+        flash(outcome.message)
+    return _back_to(day)
+
+
+@bp.post("/next/articles/<int:article_id>/pin")
+def pin_story(article_id: int) -> Response:
+    app = services()
+    day = _day_value(request.form.get("date"))
+    return _editorial(article_id, lambda ref: editorial.pin(app.config, app.store, app.clock, ref, day))
+
+
+@bp.post("/next/articles/<int:article_id>/unpin")
+def unpin_story(article_id: int) -> Response:
+    app = services()
+    return _editorial(article_id, lambda ref: editorial.unpin(app.store, app.clock, ref))
+
+
+@bp.post("/next/articles/<int:article_id>/hide")
+def hide_story(article_id: int) -> Response:
+    app = services()
+    return _editorial(article_id, lambda ref: editorial.hide(app.store, app.clock, ref))
+
+
+@bp.post("/next/articles/<int:article_id>/unhide")
+def unhide_story(article_id: int) -> Response:
+    app = services()
+    return _editorial(article_id, lambda ref: editorial.unhide(app.store, app.clock, ref))
+
+
+@bp.post("/next/articles/<int:article_id>/priority")
+def set_story_priority(article_id: int) -> Response:
+    app = services()
+    raw = request.form.get("priority", "").strip()
+    if not _PRIORITY.fullmatch(raw) or abs(int(raw)) > PRIORITY_LIMIT:
+        abort(400)
+    priority = int(raw)
+    return _editorial(article_id, lambda ref: editorial.set_priority(app.store, app.clock, ref, priority))
+
+
+@bp.post("/next/test-copy")
+def send_next_test_copy() -> Response:
+    """One copy of the edition as it stands to one address (the staff member's own); nothing is recorded."""
+    from newsletter.publish import send_test_copy
+
+    app = services()
+    day = _day_value(request.form.get("date")) or _next_day()
+    try:
+        address = normalise_email(request.form.get("email", ""))
+    except UsageError as exc:
+        flash(f"No test copy sent: {_one_line(exc)}")
+        return _back_to(day)
+    session[TEST_COPY_KEY] = address
+    try:
+        reply = send_test_copy(
+            app.config, app.store, app.clock, app.tokens, day, address, transport=app.transport_factory()
+        )
+    except (NewsletterError, OSError) as exc:  # the mail server is down or refused it: say so, in one line
+        log.warning("admin %s: test copy of the edition of %s to %s failed: %s", g.staff, day, address, exc)
+        flash(f"The test copy to {address} could not be sent: {_one_line(exc)}")
+    else:
+        log.info("admin %s: test copy of the edition of %s sent to %s: %s", g.staff, day, address, reply)
+        flash(f"A test copy of the edition of {day} went to {address}.")
+    return _back_to(day)
