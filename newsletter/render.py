@@ -108,6 +108,9 @@ def inline_css(html: str) -> str:
             allow_loading_external_files=False,
             cssutils_logging_level=logging.CRITICAL,
             disable_link_rewrites=True,
+            # CSS "height: auto" would become height="auto", which is not a valid attribute value;
+            # widths stay, as Outlook needs them on images.
+            disable_basic_attributes=["height"],
         ).transform()
     except Exception as exc:
         raise RenderError(f"CSS inlining failed: {exc}") from exc

@@ -342,3 +342,40 @@ def test_design_options_add_a_logo_thumbnails_and_a_lead_label() -> None:
     assert ">Also</h3>" in page and "\nALSO\n" in out.text  # a configured heading for unsectioned stories
     assert out.text.index("\nNEWS\n") < out.text.index("Bridge reopens")  # the label in the text part too
     assert 'width="96"' in page and "@media" in page  # phones get the smaller thumbnail from the media query
+
+
+def test_markup_survives_clients_that_drop_body_styles_and_spam_filters(rendered: RenderedEdition) -> None:
+    page = rendered.html
+    assert 'height="auto"' not in page  # not a valid attribute value
+    wrapper = re.search(r'<table role="presentation" class="page"[^>]*>', page).group(0)
+    assert 'bgcolor="#f4efe9"' in wrapper and "color:#1d1d1b" in wrapper.replace(" ", "")
+    preheader = re.search(r'<div class="preheader"[^>]*>', page).group(0)
+    assert "display:none" in preheader.replace(" ", "") and "color" not in preheader  # no low-contrast trick
+
+
+def test_the_web_copy_does_not_link_to_itself(rendered: RenderedEdition) -> None:
+    assert LINKS.view_in_browser not in rendered.web_html and LINKS.subscribe in rendered.web_html
+    assert LINKS.view_in_browser in rendered.html
+
+
+@pytest.mark.parametrize(
+    ("address", "footer"),
+    [
+        ("The Example Gazette\n1 Quay Street", "The Example Gazette, 1 Quay Street"),
+        ("1 Quay Street, Portside", "The Example Gazette · 1 Quay Street, Portside"),
+        ("", "The Example Gazette"),
+    ],
+)
+def test_the_sign_up_mail_footer_names_the_publication_once(tmp_path: Path, address: str, footer: str) -> None:
+    from newsletter.web import create_app
+    from newsletter.web.mail import notice_message
+
+    config = make_config(f"sqlite:///{tmp_path / 'x.db'}", newsletter={"address": address})
+    app = create_app(config, store=object())  # type: ignore[arg-type] - rendering needs no database
+    with app.app_context():
+        message = notice_message(
+            config, "ana@example.org", "confirm", datetime(2026, 11, 24, tzinfo=UTC), confirm_url="u"
+        )
+    page = message.get_body(("html",)).get_content()
+    last_cell = page.rsplit("<td", 1)[1]
+    assert " ".join(last_cell.split(">", 1)[1].split("</td>")[0].split()) == footer
