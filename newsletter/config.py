@@ -35,6 +35,7 @@ _SECRET_URL = re.compile(r"(?<=://)([^:/@]*):[^@/]*@")
 
 
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+MAX_CONFIG_BYTES = 1_000_000  # a configuration is a few KB; anything bigger is the wrong file
 
 
 class _InvalidValueError(ValueError):
@@ -142,8 +143,8 @@ def _http_url(value: Any) -> str:
     text = _nonempty(value).rstrip("/")
     if not text.isascii() or _URL_FORBIDDEN.search(text):
         raise _InvalidValueError
-    parts = urlsplit(text)
     try:
+        parts = urlsplit(text)  # raises ValueError for a broken IPv6 literal ("http://[::1")
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError as exc:
         raise _InvalidValueError from exc
@@ -173,9 +174,11 @@ def _weekdays(value: Any) -> tuple[str, ...]:
 def _subject(value: Any) -> str:
     text = _nonempty(value)
     try:
-        # Plain names only: "{date.year}" or "{count[0]}" would fail on the morning itself.
-        if any(f is not None and f not in _SUBJECT_FIELDS for _, f, _, _ in string.Formatter().parse(text)):
-            raise _InvalidValueError
+        # Plain names only: "{date.year}" or "{count[0]}" would fail on the morning itself, and
+        # "{name:>300000000}" would build a 300 MB subject: no format specs or conversions.
+        for _, name, spec, conversion in string.Formatter().parse(text):
+            if name is not None and (name not in _SUBJECT_FIELDS or spec or conversion):
+                raise _InvalidValueError
         text.format(name="n", publication="p", date="d", count=1)
     except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
         raise _InvalidValueError from exc
@@ -583,7 +586,16 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     env = os.environ if environ is None else environ
     found = find_config_path(path, env)
     try:
-        text = found.read_text(encoding="utf-8")
+        limit = f"{MAX_CONFIG_BYTES // 1_000_000} MB"
+        if found.exists() and not found.is_file():  # a FIFO or a device would block or never end
+            raise ConfigError(
+                str(found), None, f"is not a regular file (a configuration is a text file of {limit} at most)"
+            )
+        with found.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(str(found), None, f"is larger than {limit}; is it the right file?")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(str(found), None, "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -592,4 +604,6 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(found), None, f"is not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(str(found), None, "is not valid TOML (nested too deeply)") from None
     return parse_config(data, str(found), env)

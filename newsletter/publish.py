@@ -33,7 +33,6 @@ from newsletter.store.articles import edition_candidates, free_article_count, to
 from newsletter.store.locks import DatabaseLock, process_is_gone
 from newsletter.store.models import (
     Article,
-    Delivery,
     DeliveryStatus,
     Edition,
     EditionStatus,
@@ -56,10 +55,11 @@ class SendReport:
     message: str
     stats: RunStats | None = None
     subject: str = ""
+    gave_up: bool = False  # deferred messages were turned into failures: worth a cron mail
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("skipped", "already-sent", "sent", "dry-run", "enqueued")
+        return self.outcome in ("skipped", "already-sent", "sent", "dry-run", "enqueued") and not self.gave_up
 
 
 # --- preparing -------------------------------------------------------------------------
@@ -406,23 +406,25 @@ def _release_dead_claims(store: Store, edition_id: int, clock: Clock, retry_defe
         now = clock.now()
         log_.recover(conn, edition_id, now, deferred_due=True)
         if retry_deferred:
-            conn.execute(
-                update(Delivery)
-                .where(Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.DEFERRED)
-                .values(status=DeliveryStatus.PENDING, next_attempt_at=None)
-            )
+            log_.retry_deferred_now(conn, edition_id)
 
 
-def give_up_stale(config: Config, store: Store, clock: Clock, edition: Edition) -> None:
-    """Yesterday's news is not worth retrying for ever: old deferrals become failures."""
-    if clock.now() - edition.window_end < timedelta(hours=config.delivery.give_up_hours):
-        return
+def give_up_stale(config: Config, store: Store, clock: Clock, edition: Edition) -> str:
+    """Yesterday's news is not worth retrying for ever: old deferrals become failures.
+
+    Returns what was given up on, in words for the run's summary ("" when nothing was),
+    so a resumed run never hides the readers it stopped trying.
+    """
+    hours = config.delivery.give_up_hours
+    if clock.now() - edition.window_end < timedelta(hours=hours):
+        return ""
     with store.engine.begin() as conn:
-        conn.execute(
-            update(Delivery)
-            .where(Delivery.edition_id == edition.id, Delivery.status == DeliveryStatus.DEFERRED)
-            .values(status=DeliveryStatus.FAILED, last_error="gave up: " + Delivery.last_error)
-        )
+        count, example = log_.give_up_deferred(conn, edition.id)
+    if not count:
+        return ""
+    said = f"gave up on {count} deferred after {hours} h" + (f" (last reply: {example[:200]})" if example else "")
+    log.warning("edition %s: %s", edition.date, said)
+    return said
 
 
 def finish_edition(store: Store, edition_id: int, clock: Clock) -> dict[DeliveryStatus, int]:
@@ -491,7 +493,7 @@ def send_edition(
         check_reachable(config.smtp)  # unreachable or bad credentials: say so before claiming anything
     with DatabaseLock(store, f"edition:{day.isoformat()}", clock):
         edition = _start(store, edition.id, clock)
-        give_up_stale(config, store, clock, edition)
+        gave_up = give_up_stale(config, store, clock, edition)
         _release_dead_claims(store, edition.id, clock, retry_deferred)
         stats = run_edition(
             config,
@@ -506,6 +508,9 @@ def send_edition(
         )
         counts = finish_edition(store, edition.id, clock)
     report = _report(day, edition.subject, stats, counts)
+    if gave_up:
+        report.message += f"; {gave_up}"
+        report.gave_up = True
     if too_old:
         report.message += f"; {too_old}"
     return report

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from newsletter.cli import cli
 from newsletter.config import load_config
-from newsletter.editions import cutoff, edition_date_due
+from newsletter.editions import cutoff, edition_date_due, long_date
 from newsletter.sink import free_port
 from newsletter.store import Store
 from newsletter.store.models import Delivery, Edition, EditionStatus
@@ -135,6 +135,8 @@ def test_init_in_the_current_directory(runner: CliRunner, tmp_path: Path, monkey
 def test_db_upgrade_creates_and_is_safe_to_repeat(runner: CliRunner, tmp_path: Path) -> None:
     path = write_config(tmp_path / "newsletter.toml", "sqlite:///data/new.db", None)
     site = Site(runner, path)
+    assert "data does not exist" in one_error_line(site("db", "upgrade", code=1))  # a typo is not a wish
+    (tmp_path / "data").mkdir()
     first = site("db", "upgrade")
     assert re.fullmatch(r"database sqlite:///\S+/data/new\.db is at schema \S+\n", first.stdout)
     assert site("db", "upgrade").stdout == first.stdout
@@ -368,8 +370,14 @@ def test_send_and_status(runner: CliRunner, tmp_path: Path, db_url: str, smtp_si
     status = site("status").stdout.splitlines()
     assert re.match(rf"{day}\s+sent\s+3 articles\s+4 readers: 4 sent\s+— Breakfast in red: ", status[0]), status
     assert "subscribers: 1 pending, 4 active, 0 unsubscribed, 0 bounced" in status
-    detail = site("status", "--date", day.isoformat()).stdout
-    assert detail.startswith(f"{day}  sent")
+    detail = site("status", "--date", day.isoformat()).stdout.splitlines()
+    assert detail[0] == f"edition of {day} (sent): Breakfast in red: {long_date(day)}"
+    assert re.fullmatch(r"  window:   published \d{4}-\d\d-\d\d 06:00 GMT to \d{4}-\d\d-\d\d 06:00 GMT", detail[1])
+    assert detail[3:7] == ["  articles: 3", "    #1 Story 0: Zoë & “José” <b>", "    #2 Story 1: Zoë & “José” <b>",
+                           "    #3 Story 2: Zoë & “José” <b>"]  # fmt: skip
+    assert detail[7] == "  readers:  4: 4 sent"
+    following = site("status", "--date", (day + timedelta(days=1)).isoformat()).stdout
+    assert following.startswith(f"no edition for {day + timedelta(days=1)} yet: it would hold 0 articles now")
     store = Store(db_url)
     try:
         with store.session() as session:

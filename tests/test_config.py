@@ -402,7 +402,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_unreadable_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path, {})
-    assert str(info.value).startswith(f"{tmp_path}: cannot be read")
+    assert str(info.value).startswith(f"{tmp_path}: is not a regular file")
 
 
 @pytest.mark.parametrize(

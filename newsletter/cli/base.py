@@ -9,6 +9,7 @@ for bad input. Each command builds its collaborators from ``App`` and calls one 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -62,6 +63,9 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
+FIRST_DAY, LAST_DAY = date(1970, 1, 2), date(9998, 12, 30)  # room for a window and a time zone either side
+
+
 class DateType(click.ParamType):
     name = "YYYY-MM-DD"
 
@@ -69,9 +73,12 @@ class DateType(click.ParamType):
         if isinstance(value, date):
             return value
         try:
-            return date.fromisoformat(str(value))
+            day = date.fromisoformat(str(value))
         except ValueError:
             self.fail(f"{value!r} is not a date like 2026-11-24", param, ctx)
+        if not FIRST_DAY <= day <= LAST_DAY:
+            self.fail(f"{value!r} is out of range: editions are dated {FIRST_DAY.year} to {LAST_DAY.year}", param, ctx)
+        return day
 
 
 DATE = DateType()
@@ -123,6 +130,11 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            # `newsletter status | head`: the reader has what it wanted; go quietly, and keep
+            # Python's own flush at exit from failing on the closed pipe again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(0)
         except NewsletterError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)

@@ -204,32 +204,80 @@ def status(app: App, day: date | None, limit: int) -> None:
     Example:
       newsletter status --date 2026-11-24
     """
+    if day is not None:
+        _show_edition(app, day)
+        return
     with app.store.session() as session:
-        editions = [edition_for(session, day)] if day else list(list_editions(session, limit))
+        editions = list(list_editions(session, limit))
         subs = count_subscribers(session)
-    editions = [e for e in editions if e is not None]
     if not editions:
-        click.echo(f"no edition for {day}" if day else "no editions yet")
+        click.echo("no editions yet")
     for edition in editions:
         with app.store.engine.connect() as conn:
             counts = log_.status_counts(conn, edition.id)
-            errors = log_.recent_errors(conn, edition.id, limit=5 if day else 2)
+            errors = log_.recent_errors(conn, edition.id, limit=2)
+            gave_up = log_.given_up_count(conn, edition.id)
         total = sum(counts.values())
-        detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no deliveries"
+        detail = ", ".join(f"{n:,} {s}" for s, n in counts.items() if n) or "no deliveries"
+        if gave_up:
+            detail += f" ({gave_up:,} given up after retries)"
         click.echo(
-            f"{edition.date}  {edition.status:<8} {edition.article_count:>3} articles  {total:>7} readers: "
-            f"{detail}  — {edition.subject}"
+            f"{edition.date}  {edition.status:<8} {plural(edition.article_count, 'article'):>12}  "
+            f"{plural(total, 'reader'):>13}: {detail}  — {edition.subject}"
         )
         if edition.status == EditionStatus.SENDING:
             click.echo(f"            still open: `newsletter send --date {edition.date}` resumes it")
         for email, state, error in errors:
             click.echo(f"            {state}: {email}: {error}")
-    click.echo("subscribers: " + ", ".join(f"{n} {s}" for s, n in subs.items()))
+    click.echo("subscribers: " + ", ".join(f"{n:,} {s}" for s, n in subs.items()))
     _show_workers(app, editions)
     from newsletter.scheduler import schedule_summary
 
     for line in schedule_summary(app.config, app.store, app.clock):
         click.echo(line)
+
+
+def _show_edition(app: App, day: date) -> None:
+    """`status --date D`: one edition in full, its window, stories, deliveries and failures."""
+    from newsletter.publish import plan_for
+    from newsletter.schedule import local_text
+    from newsletter.store.articles import edition_articles
+
+    zone = app.config.newsletter.zone
+    with app.store.session() as session:
+        edition = edition_for(session, day)
+        stories = [(a.id, a.title) for a in edition_articles(session, edition.id)] if edition else []
+    if edition is None:
+        selection = plan_for(app.config, app.store, app.clock, day, look_ahead=True)
+        window = selection.plan.window
+        click.echo(f"no edition for {day} yet: it would hold {plural(selection.plan.story_count, 'article')} now, "
+                   f"published {local_text(window.start, zone)} to {local_text(window.end, zone)} "
+                   f"(`newsletter preview --date {day}` shows it)")  # fmt: skip
+        return
+    with app.store.engine.connect() as conn:
+        counts = log_.status_counts(conn, edition.id)
+        errors = log_.recent_errors(conn, edition.id, limit=20)
+        gave_up = log_.given_up_count(conn, edition.id)
+    click.echo(f"edition of {day} ({edition.status}): {edition.subject}")
+    click.echo(
+        f"  window:   published {local_text(edition.window_start, zone)} to {local_text(edition.window_end, zone)}"
+    )
+    times = [("made", edition.created_at), ("started", edition.started_at), ("finished", edition.finished_at)]
+    click.echo("  when:     " + "; ".join(f"{what} {local_text(at, zone)}" for what, at in times if at))
+    click.echo(f"  articles: {len(stories) or edition.article_count}")
+    for article_id, title in stories:
+        click.echo(f"    #{article_id} {title}")
+    total = sum(counts.values())
+    detail = ", ".join(f"{n:,} {s}" for s, n in counts.items() if n) or "none yet"
+    click.echo(f"  readers:  {total:,}: {detail}")
+    if gave_up:
+        click.echo(f"  gave up:  {gave_up:,} deferred after {app.config.delivery.give_up_hours} h of retries")
+    if edition.status == EditionStatus.SENDING:
+        click.echo(f"  still open: `newsletter send --date {day}` resumes it")
+    if errors:
+        click.echo(f"  latest failures and deferrals ({len(errors)}):")
+        for email, state, error in errors:
+            click.echo(f"    {state}: {email}: {error}")
 
 
 def _show_workers(app: App, editions: list[Any]) -> None:

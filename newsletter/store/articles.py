@@ -133,6 +133,12 @@ def list_articles(
     return session.scalars(query).all()
 
 
+def edition_articles(session: Session, edition_id: int) -> Sequence[Article]:
+    """The articles an edition holds, newest first."""
+    query = select(Article).where(Article.edition_id == edition_id)
+    return session.scalars(query.order_by(Article.published_at.desc(), Article.id.desc())).all()
+
+
 def article_pinned_for(session: Session, day: date) -> Article | None:
     return session.scalars(select(Article).where(Article.pinned_for == day).order_by(Article.id)).first()
 

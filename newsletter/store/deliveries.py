@@ -318,6 +318,24 @@ def release(conn: Connection, worker: str, delivery_ids: Iterable[int] | None = 
     return result.rowcount or 0
 
 
+def settle_for_removal(conn: Connection, subscriber_id: int) -> int:
+    """Skip a reader's open deliveries and forget the servers' replies about them, before removal.
+
+    Their rows stay, so past editions keep their counts; but a claim joins subscribers, so a
+    row left pending, deferred or in flight without its subscriber would never be sent nor
+    skipped, and its edition would wait for it for ever. A reply may quote the address
+    ("550 <ana@example.org>: no such user"), so it goes too. Returns how many were skipped.
+    A worker already sending one of them still records "sent" afterwards: that is the truth.
+    """
+    skipped = conn.execute(
+        update(_D)
+        .where(_D.c.subscriber_id == subscriber_id, _D.c.status.in_([s.value for s in OPEN_STATUSES]))
+        .values(status=DeliveryStatus.SKIPPED.value, claimed_by="", claimed_until=None, next_attempt_at=None)
+    ).rowcount
+    conn.execute(update(_D).where(_D.c.subscriber_id == subscriber_id, _D.c.last_error != "").values(last_error=""))
+    return skipped or 0
+
+
 def status_counts(conn: Connection, edition_id: int) -> dict[DeliveryStatus, int]:
     rows = conn.execute(
         select(_D.c.status, func.count()).where(_D.c.edition_id == edition_id).group_by(_D.c.status)
@@ -355,6 +373,49 @@ def recent_errors(conn: Connection, edition_id: int, limit: int = 5) -> list[tup
         .limit(limit)
     )
     return [(r.email, r.status, r.last_error) for r in conn.execute(query)]
+
+
+def retry_deferred_now(conn: Connection, edition_id: int) -> int:
+    """Make an edition's deferred deliveries due again at once (a run asked to retry them)."""
+    result = conn.execute(
+        update(_D)
+        .where(_D.c.edition_id == edition_id, _D.c.status == DeliveryStatus.DEFERRED.value)
+        .values(status=DeliveryStatus.PENDING.value, next_attempt_at=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+GAVE_UP = "gave up: "  # the prefix of a deferral's error once it is given up on
+
+
+def give_up_deferred(conn: Connection, edition_id: int) -> tuple[int, str]:
+    """Turn an edition's deferred deliveries into failures; returns how many and one of their errors.
+
+    For when retrying has gone on long enough (``[delivery] give_up_hours``): the error
+    keeps the server's last reply, prefixed so `status` can count them apart.
+    """
+    example = conn.scalar(
+        select(_D.c.last_error)
+        .where(_D.c.edition_id == edition_id, _D.c.status == DeliveryStatus.DEFERRED.value)
+        .order_by(_D.c.id.desc())
+        .limit(1)
+    )
+    result = conn.execute(
+        update(_D)
+        .where(_D.c.edition_id == edition_id, _D.c.status == DeliveryStatus.DEFERRED.value)
+        .values(status=DeliveryStatus.FAILED.value, last_error=func.substr(GAVE_UP + _D.c.last_error, 1, 1000))
+    )
+    return int(result.rowcount), example or ""  # type: ignore[attr-defined]
+
+
+def given_up_count(conn: Connection, edition_id: int) -> int:
+    """How many of an edition's failures were deferrals given up on, rather than refusals."""
+    query = select(func.count()).where(
+        _D.c.edition_id == edition_id,
+        _D.c.status == DeliveryStatus.FAILED.value,
+        _D.c.last_error.startswith(GAVE_UP, autoescape=True),
+    )
+    return int(conn.scalar(query) or 0)
 
 
 class FastSentLog:

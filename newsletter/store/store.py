@@ -98,9 +98,12 @@ class Store:
 
     @staticmethod
     def _ensure_sqlite_dir(url: str) -> None:
+        """A missing folder is a typo far more often than a wish: say so instead of creating it."""
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:" and not url.startswith("sqlite:///:memory:"):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(path).parent
+            if not folder.is_dir():
+                raise StoreError(f"cannot use database {url}: the folder {folder} does not exist")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
