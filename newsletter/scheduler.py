@@ -87,6 +87,13 @@ class _JobRunner(BaseExecutor):
         self._pool.submit(self._run, job, run_times).add_done_callback(done)
 
     def _run(self, job: Job, run_times: list[datetime]) -> list[JobExecutionEvent]:
+        self._daemon.busy.set()
+        try:
+            return self._run_each(job, run_times)
+        finally:
+            self._daemon.busy.clear()
+
+    def _run_each(self, job: Job, run_times: list[datetime]) -> list[JobExecutionEvent]:
         events = []
         for run_time in run_times:
             late = self._daemon.clock.now() - run_time
@@ -167,6 +174,8 @@ class EditionScheduler:
         self.results: list[PassResult] = []
         self._missed: set[date] = set()
         self._signal: str = ""
+        self._next_logged: datetime | None = None
+        self.busy = threading.Event()  # a job is running: what a stop has to wait for
 
     # --- what the jobs do ---------------------------------------------------------------------
 
@@ -208,8 +217,10 @@ class EditionScheduler:
             log.warning("%s", line)
 
     def _log_next(self) -> None:
+        """Say when the next send is, once per send time (start-up and a caught-up job both ask)."""
         fire = self.trigger.get_next_fire_time(None, self.clock.now())
-        if fire is not None:
+        if fire is not None and fire != self._next_logged:
+            self._next_logged = fire
             day = scheduled_day(fire, self.config)
             log.info("next send: %s (the edition of %s)", local_text(fire, self.config.newsletter.zone), day)
 
@@ -280,6 +291,15 @@ class EditionScheduler:
         # run from now and forget it.
         decision = decide(self.clock.now(), self.config, self.sender.state_of)
         missed_run = {"next_run_time": decision.cutoff} if decision.action in (Action.SEND, Action.MISSED) else {}
+        if decision.action == Action.MISSED and not self._was_scheduled(decision.cutoff):
+            # A new install, or a send time moved earlier: nobody expected that edition.
+            log.info(
+                "the send time of the edition of %s passed before this schedule covered it; "
+                "the first edition it sends is the next one (`newsletter send --date %s` sends that one anyway)",
+                decision.day,
+                decision.day,
+            )
+            missed_run = {}
         scheduler.add_job(
             edition_job,
             trigger=self.trigger,
@@ -309,6 +329,18 @@ class EditionScheduler:
                 misfire_grace_time=None,
             )
 
+    def _was_scheduled(self, due_at: datetime) -> bool:
+        """Whether the schedule in force before this start expected a send at ``due_at``.
+
+        The job table remembers the previous daemon's next run: at or before ``due_at``, that
+        send was expected and is really missed. With no job table yet, it was expected only
+        if editions have gone out before (by cron or by hand); a fresh install expected none.
+        """
+        stored = stored_next_run(self.store)
+        if stored is None:
+            return _has_editions(self.store)
+        return stored <= due_at
+
     def _shutdown_on_stop(self, scheduler: BlockingScheduler, finished: threading.Event) -> None:
         self.stop.wait()
         if finished.is_set():
@@ -324,7 +356,10 @@ class EditionScheduler:
 
     def _announce_stop(self) -> None:
         because = f"{self._signal}: " if self._signal else ""
-        log.info("%sstopping: no new sends; messages in flight finish and are recorded", because)
+        if self.busy.is_set():
+            log.info("%sstopping: no new sends; messages in flight finish and are recorded", because)
+        else:
+            log.info("%sstopping (nothing was being sent)", because)
 
     def _exit_code(self) -> int:
         interrupted = sorted({r.day for p in self.results for r in p.reports if r.outcome == "interrupted"})
@@ -343,8 +378,10 @@ def _stop_on_signals(daemon: EditionScheduler) -> Iterator[None]:
 
     def handle(signum: int, _frame: Any) -> None:
         if daemon.stop.is_set():
-            os.write(2, b"second signal: exiting at once; starting again resumes the edition\n")
-            os._exit(130)
+            if daemon.busy.is_set():
+                os.write(2, b"second signal: exiting at once; starting again resumes the edition\n")
+                os._exit(130)
+            os._exit(0)  # nothing in flight: an ordinary stop, only sooner
         daemon._signal = signal.Signals(signum).name
         daemon.stop.set()
 

@@ -704,6 +704,7 @@ def test_daemon_started_past_the_grace_period_logs_the_miss_once_and_sends_nothi
     store = fresh_store
     config = real_config(db_url, smtp_sink, just_before_now(3 * 3600), grace_minutes=60)
     seed_now(store, 2)
+    earlier = _sent_edition_days_ago(store, 7)  # editions went out before: this one was expected
     running = Running(config, store)
     try:
         wait_for(lambda: "was missed" in scheduler_log.text)
@@ -714,7 +715,36 @@ def test_daemon_started_past_the_grace_period_logs_the_miss_once_and_sends_nothi
     assert len(missed) == 1 and missed[0].levelno == logging.WARNING
     assert "beyond the 60-minute grace period" in missed[0].getMessage()
     assert "sends it anyway" in missed[0].getMessage()
-    assert smtp_sink.handler.received == [] and editions(store) == {}
+    assert smtp_sink.handler.received == [] and editions(store) == {earlier: EditionStatus.SENT}
+
+
+def test_a_fresh_install_started_after_the_send_time_has_missed_nothing(
+    db_url, fresh_store, smtp_sink, scheduler_log
+) -> None:
+    config = real_config(db_url, smtp_sink, just_before_now(3 * 3600), grace_minutes=60)
+    seed_now(fresh_store, 2)
+    running = Running(config, fresh_store)
+    try:
+        wait_for(lambda: "next send:" in scheduler_log.text)
+        time_.sleep(0.5)
+    finally:
+        assert running.stop() == 0
+    assert "was missed" not in scheduler_log.text
+    assert "passed before this schedule covered it" in scheduler_log.text
+    assert scheduler_log.text.count("next send:") == 1
+    assert "stopping (nothing was being sent)" in scheduler_log.text
+    assert smtp_sink.handler.received == [] and editions(fresh_store) == {}
+
+
+def _sent_edition_days_ago(store: Store, days: int) -> date:
+    now = datetime.now(UTC)
+    day = now.date() - timedelta(days=days)
+    with store.session() as session:
+        session.add(
+            Edition(date=day, window_start=now - timedelta(days=days + 1), window_end=now - timedelta(days=days),
+                    subject="s", status=EditionStatus.SENT, nonce="n0", created_at=now - timedelta(days=days))
+        )  # fmt: skip
+    return day
 
 
 def test_daemon_fires_at_the_send_time_while_running(db_url, fresh_store, smtp_sink, scheduler_log) -> None:
