@@ -23,7 +23,7 @@ from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.delivery import DeliveryRun, MaildirPool, Personaliser, PoolFactory, RateLimiter, RunStats
 from newsletter.editions import EditionPlan, Layout, Window, edition_date_due, local_date, plan_edition, window_for
-from newsletter.errors import ConflictError, UsageError
+from newsletter.errors import ConfigError, ConflictError, UsageError
 from newsletter.message import EditionHeaders, MessageTemplate, Reader
 from newsletter.render import Branding, Links, Markers, RenderedEdition, build_environment, render_edition
 from newsletter.smtpmux import SMTPPool, check_reachable
@@ -380,6 +380,38 @@ def personaliser(config: Config, edition: Edition, template: MessageTemplate, to
     return personalise
 
 
+_RESERVED_TLDS = ("example", "test", "invalid", "localhost")  # RFC 2606 and 6761
+_RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def is_reserved_domain(domain: str) -> bool:
+    """A domain set aside for examples: mail "from" it is refused or junked everywhere."""
+    domain = domain.lower().rstrip(".")
+    return domain.rsplit(".", 1)[-1] in _RESERVED_TLDS or any(
+        domain == d or domain.endswith("." + d) for d in _RESERVED_DOMAINS
+    )
+
+
+def refuse_example_sender(config: Config) -> None:
+    """Stop a bulk send to real readers from the example configuration's sender address.
+
+    Sending through a server on this machine (the demo, a test sink, a local relay under
+    trial) is allowed; through any other server, the first real edition would go out as
+    news.example.com, and mailbox providers would bin it.
+    """
+    if config.smtp.host.lower() in _LOOPBACK or config.smtp.host.startswith("127."):
+        return
+    if is_reserved_domain(config.sender.domain):
+        raise ConfigError(
+            config.source,
+            "sender.from_address",
+            f"expected an address at your own domain; {config.sender.from_address} is an example address, "
+            f"and an edition from it to real readers through {config.smtp.host} would be refused or junked "
+            "(`send --to` and the demo still work with it)",
+        )
+
+
 def transport_factory(config: Config) -> Callable[[], Transport]:
     """One blocking connection at a time: for single messages (test copies, confirmations)."""
     if config.delivery.transport == "maildir":
@@ -463,6 +495,8 @@ def send_edition(
     day = resolve_day(config, clock, day)
     if dry_run:
         return _dry_run(config, store, clock, day)
+    if pools is None and config.delivery.transport == "smtp":
+        refuse_example_sender(config)  # before anything is made or recorded
     edition, selection = make_edition(config, store, clock, day)
     too_old = selection.too_old_note(config.newsletter.max_age_hours) if selection else ""
     if too_old:

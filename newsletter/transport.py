@@ -96,8 +96,9 @@ def _tls_context(cfg: SMTPConfig) -> ssl.SSLContext:
 def open_smtp(cfg: SMTPConfig) -> smtplib.SMTP:
     """A ready SMTP session: connected, EHLO, STARTTLS or implicit TLS, AUTH; errors classified."""
     where = f"{cfg.host}:{cfg.effective_port}"
+    step = ["connect"]  # how far the session got, so a timeout says where it stalled
     try:
-        return _open_session(cfg, where)
+        return _open_session(cfg, where, step)
     except smtplib.SMTPAuthenticationError as exc:
         raise SystemicDeliveryError(
             f"SMTP server {where} refused the login for {cfg.username!r}: "
@@ -123,10 +124,19 @@ def open_smtp(cfg: SMTPConfig) -> smtplib.SMTP:
             f"SMTP server {where} is not accepting mail now: {reply}", code=exc.smtp_code, stage="connect"
         ) from None
     except (smtplib.SMTPException, OSError) as exc:
-        raise TemporaryDeliveryError(f"cannot connect to SMTP server {where}: {exc}", stage="connect") from None
+        if step[0] == "connect":
+            raise TemporaryDeliveryError(f"cannot connect to SMTP server {where}: {exc}", stage="connect") from None
+        stage = "auth" if step[0] == "login" else "connect"
+        raise TemporaryDeliveryError(
+            f"SMTP server {where} stopped answering during {_STEPS[step[0]]}: {exc}", stage=stage
+        ) from None
 
 
-def _open_session(cfg: SMTPConfig, where: str) -> smtplib.SMTP:
+_STEPS = {"greeting": "its greeting (EHLO)", "starttls": "STARTTLS", "login": "login (AUTH)"}
+
+
+def _open_session(cfg: SMTPConfig, where: str, step: list[str]) -> smtplib.SMTP:
+    """Connect, greet, encrypt and log in, noting each step in ``step[0]`` as it starts."""
     host, port = cfg.host, cfg.effective_port
     smtp: smtplib.SMTP | None = None
     try:
@@ -140,6 +150,7 @@ def _open_session(cfg: SMTPConfig, where: str) -> smtplib.SMTP:
         # segment is unacknowledged waits for the peer's delayed ACK (40 ms).
         if smtp.sock is not None:
             smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        step[0] = "greeting"
         code, reply = smtp.ehlo()
         if not 200 <= code <= 299:
             if code == 421:  # "closing the channel" (too many connections): no HELO on a closing line
@@ -154,9 +165,11 @@ def _open_session(cfg: SMTPConfig, where: str) -> smtplib.SMTP:
                     "the connection is local and trusted",
                     stage="connect",
                 )
+            step[0] = "starttls"
             smtp.starttls(context=_tls_context(cfg))
             smtp.ehlo()
         if cfg.username:
+            step[0] = "login"
             smtp.login(cfg.username, cfg.password)
         return smtp
     except BaseException:

@@ -29,7 +29,7 @@ from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.delivery import PoolFactory, RateLimiter, RunStats
 from newsletter.errors import DeliveryError, NewsletterError, UsageError
-from newsletter.publish import finish_edition, give_up_stale, run_edition
+from newsletter.publish import finish_edition, give_up_stale, refuse_example_sender, run_edition
 from newsletter.smtpmux import check_reachable
 from newsletter.store import Store, worker_identity
 from newsletter.store import deliveries as log_
@@ -208,6 +208,7 @@ def run_worker(
                     finish_edition(store, edition.id, clock)
                     continue
                 if pools is None and config.delivery.transport == "smtp":
+                    refuse_example_sender(config)
                     check_reachable(config.smtp)
                 stats = _send_one(
                     config, store, clock, tokens, edition, identity, registry, totals, limiter, pools, stop, on_progress

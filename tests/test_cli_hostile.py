@@ -138,3 +138,30 @@ def test_a_run_that_gives_up_on_deferred_readers_says_so(db_url, store, clock, t
     with store.engine.connect() as conn:
         assert log_.status_counts(conn, edition_id)[DeliveryStatus.FAILED] == 3
         assert log_.given_up_count(conn, edition_id) == 3
+
+
+def test_the_example_sender_never_reaches_real_readers(runner: CliRunner, tmp_path: Path) -> None:
+    from newsletter.errors import ConfigError
+    from newsletter.publish import refuse_example_sender
+
+    remote = {"smtp": {"host": "smtp.relay.invalid", "port": 587}}
+    path = write_config(tmp_path / "newsletter.toml", "sqlite:///site.db", None, **remote)
+    Site(runner, path)("db", "upgrade")
+    result = runner.invoke(cli, ["--config", str(path), "send"])
+    assert result.exit_code == 2
+    assert "sender.from_address: expected an address at your own domain" in one_line(result)
+    for host, sender, refused in [
+        ("smtp.relay.invalid", "breakfast@news.example.com", True),
+        ("smtp.relay.invalid", "breakfast@example.org", True),
+        ("smtp.relay.invalid", "news@paper.test", True),
+        ("127.0.0.1", "breakfast@news.example.com", False),  # the demo and local trials
+        ("localhost", "breakfast@news.example.com", False),
+        ("smtp.relay.invalid", "breakfast@gazette.co.uk", False),
+        ("smtp.relay.invalid", "breakfast@example.com.au", False),
+    ]:
+        config = make_config("sqlite:///x.db", smtp={"host": host}, sender={"from_address": sender})
+        if refused:
+            with pytest.raises(ConfigError):
+                refuse_example_sender(config)
+        else:
+            refuse_example_sender(config)

@@ -362,3 +362,38 @@ def test_reconnects_after_a_421_timeout_on_an_idle_connection() -> None:
         transport.close()
         listener.close()
     assert len(accepted) == 2 and transport.connections_opened == 2
+
+
+def test_a_server_that_stalls_after_auth_is_said_to_time_out_during_login() -> None:
+    """Not "cannot connect": the connection worked, the login is what hung."""
+    import socket
+    import threading
+
+    from newsletter.config import SMTPConfig
+    from newsletter.errors import TemporaryDeliveryError
+    from newsletter.transport import open_smtp
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"220 stalls.example ESMTP\r\n")
+            conn.recv(1024)  # EHLO
+            conn.sendall(b"250-stalls.example\r\n250 AUTH PLAIN LOGIN\r\n")
+            conn.recv(1024)  # AUTH ...: never answered
+            stop.wait(10)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        config = SMTPConfig(host="127.0.0.1", port=port, security="none", username="u", password="p", timeout=1)
+        with pytest.raises(TemporaryDeliveryError) as caught:
+            open_smtp(config)
+    finally:
+        stop.set()
+        listener.close()
+    assert "stopped answering during login (AUTH)" in str(caught.value)
+    assert caught.value.stage == "auth"
