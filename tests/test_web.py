@@ -618,3 +618,12 @@ def test_a_burst_of_parallel_sign_ups_cannot_pass_the_limit_together(store, cloc
     for thread in threads:
         thread.join()
     assert sorted(allowed) == [False] * 7 + [True] * 5
+
+
+def test_without_a_proxy_the_app_serves_under_base_urls_path_too(db_url, smtp_sink, store, clock):
+    """`newsletter serve` on its own: the links in mails (base_url/...) must work as they are."""
+    client = browser(create_app(make_config(db_url, smtp_sink), store=store, clock=clock))
+    page = client.get("/newsletter/subscribe")
+    assert page.status_code == 200 and 'action="/newsletter/subscribe"' in page.get_data(as_text=True)
+    assert client.get("/newsletter/").headers["Location"] == "/newsletter/subscribe"
+    assert client.get("/newsletter/unsubscribe/forged-token").status_code in (200, 400, 404)

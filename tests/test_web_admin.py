@@ -87,7 +87,8 @@ def test_nothing_under_admin_without_a_login(app, path):
     response = browser(app).get(path)
     assert response.status_code == 302
     location = urlsplit(response.headers["Location"])
-    assert location.path == "/admin/login" and parse_qs(location.query)["next"] == [path.rstrip("?")]
+    # The mount point is base_url's path (/newsletter); ``next`` is relative to it.
+    assert location.path == "/newsletter/admin/login" and parse_qs(location.query)["next"] == [path.rstrip("?")]
 
 
 def test_posts_under_admin_need_a_login_and_a_csrf_token(app, store, clock):
@@ -137,7 +138,7 @@ def test_login_next_is_only_ever_a_local_path(app, next_path, lands_on):
     response = log_in(browser(app), next_path=next_path)
     assert response.status_code == 302
     location = urlsplit(response.headers["Location"])
-    assert location.netloc in ("", "localhost") and location.path == lands_on
+    assert location.netloc in ("", "localhost") and location.path == "/newsletter" + lands_on
 
 
 def test_failed_logins_are_rate_limited_in_the_database(app, config, store, clock):

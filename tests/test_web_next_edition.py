@@ -39,6 +39,16 @@ def make_app(config: Config, store: Store, clock: FixedClock) -> Flask:
     return create_app(config, store=store, clock=clock)
 
 
+# The site at the root of its host, so paths here are the app's own; serving under
+# base_url's path is tested in test_web.py.
+SITE = {"base_url": "https://news.example.com"}
+
+
+@pytest.fixture
+def config(db_url: str, smtp_sink) -> Config:
+    return make_config(db_url, smtp_sink, web=SITE)
+
+
 @pytest.fixture
 def app(config: Config, store: Store, clock: FixedClock) -> Flask:
     return make_app(config, store, clock)
@@ -169,7 +179,7 @@ def test_not_made_shows_the_next_edition_with_its_stories_and_a_framable_preview
     assert preview.status_code == 200
     html = preview.get_data(as_text=True)
     assert "Good morning, Ana" in html and "NLGREET" not in html and "NLUNSUB" not in html
-    assert "https://news.example.com/newsletter/unsubscribe/PREVIEW" in html
+    assert "https://news.example.com/unsubscribe/PREVIEW" in html
     assert lead_headline(html) == "Story story-0"
     csp = preview.headers["Content-Security-Policy"]
     assert "frame-ancestors 'self'" in csp and "default-src 'none'" in csp and "script-src" not in csp
@@ -373,7 +383,7 @@ def test_a_bad_address_gets_a_notice_and_no_mail(staff, store, clock, smtp_sink,
 
 
 def test_a_test_copy_with_the_mail_server_down_is_a_notice_not_an_error(db_url, store, clock):
-    config = make_config(db_url, smtp={"port": free_port()})  # nothing listens there
+    config = make_config(db_url, smtp={"port": free_port()}, web=SITE)  # nothing listens there
     staff = logged_in(make_app(config, store, clock))
     morning_articles(store, clock)
     response = post(staff, "/admin/next/test-copy", email="ana@example.org")
