@@ -7,7 +7,12 @@ line and exits non-zero, so nothing below the interfaces needs to know about exi
     ├── ConfigError                  bad or missing configuration (exit 2)
     ├── UsageError                   a command was asked for something impossible (exit 2)
     │   ├── ArticleNotFoundError     no article has that id or URL (or several share the URL)
-    │   └── EditionFrozenError       the edition has started going out; its content is fixed
+    │   ├── EditionFrozenError       the edition has started going out; its content is fixed
+    │   ├── InvalidAddressError      (subscribers.py) not an email address we can send to
+    │   ├── InvalidTextError         (subscribers.py) a name or source with control characters
+    │   ├── NotListedError           (subscribers.py) addresses not on the list; nothing changed
+    │   ├── ConsentRequiredError     (subscribers.py) re-activating a reader who left, unconfirmed
+    │   └── UnknownStaffError        (web/auth.py) no staff account has that name
     ├── StoreError                   the database cannot be reached or is not migrated
     │   ├── LockHeldError            another process is sending this edition
     │   └── ConflictError            another process changed the same rows first: try again

@@ -13,31 +13,44 @@ timestamps truthful and writes a ``SubscriberEvent``, the record ``stats`` count
     removed       the row was deleted; the event keeps no link to it
 
 Someone who left is never made active again except by their own fresh double opt-in or
-an explicit ``force`` from staff.
+an explicit, confirmed ``reactivate`` by staff, recorded with who did it.
+
+Text is checked here, where every interface (CLI, CSV import, web form) enters: names are
+kept as typed (trimmed, never reordered), and no control character gets in, so nothing
+stored can later retitle or recolour the terminal of whoever lists it.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
 from newsletter.clock import Clock
 from newsletter.errors import UsageError
+from newsletter.store.deliveries import settle_for_removal
 from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
+from newsletter.store.readers import (
+    MAX_SUBSCRIBER_ID,
+    delete_subscriber,
+    subscriber_by_id,
+    subscribers_by_email,
+)
 from newsletter.store.store import subscriber_by_email
 from newsletter.tokens import TokenClaim
 
 MAX_NAME = 200
 MAX_EMAIL = 254
+MAX_SOURCE = 50  # the column's width
 
 SUBSCRIBED = "subscribed"
 CONFIRMED = "confirmed"
@@ -46,9 +59,68 @@ UNSUBSCRIBED = "unsubscribed"
 BOUNCED = "bounced"
 REMOVED = "removed"
 
+LEFT = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED)
+"""Readers who left: made active again only with their consent, confirmed by whoever does it."""
+
+# C0 controls except tab, DEL and C1 controls: the characters a terminal acts on. Lone
+# surrogates are what undecodable bytes in a command line become; no database stores them.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_OR_TAB = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
 
 class InvalidAddressError(UsageError):
     """Raised when an email address is malformed, has a line break, or is not deliverable in form."""
+
+
+class InvalidTextError(UsageError):
+    """Raised when a name or source holds control characters or is too long; ``field`` names which."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field} {problem}")
+
+
+class NotListedError(UsageError):
+    """Raised when addresses (or ids) to act on are not on the list; nothing has been changed."""
+
+    def __init__(self, missing: Sequence[str | int]) -> None:
+        self.missing = tuple(missing)
+        shown = ", ".join(f"id {m}" if isinstance(m, int) else escape_controls(m) for m in self.missing[:5])
+        more = f" and {len(self.missing) - 5} more" if len(self.missing) > 5 else ""
+        super().__init__(f"not on the list: {shown}{more}; nothing was changed")
+
+
+class ConsentRequiredError(UsageError):
+    """Raised when re-activating a reader who left is asked for without confirming they agreed to it."""
+
+    def __init__(self, email: str, status: SubscriberStatus) -> None:
+        self.email = email
+        self.status = status
+        super().__init__(
+            f"{email} is {status.value}: making them active again needs their consent, confirmed explicitly"
+        )
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character shown as an escape (ESC as ``\\x1b``), safe to print.
+
+    For output: a row stored before names were checked, or an address echoed back in an
+    error, must not be able to retitle or recolour the terminal it is printed on.
+    """
+    return _CONTROL_OR_TAB.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def _refuse_controls(field: str, text: str) -> None:
+    found = _CONTROL.search(text)
+    if found is None:
+        return
+    char = found.group()
+    if char in "\r\n":
+        raise InvalidTextError(field, "cannot contain line breaks")
+    if "\ud800" <= char <= "\udfff":
+        raise InvalidTextError(field, "is not valid text (bytes that are not UTF-8)")
+    raise InvalidTextError(field, f"cannot contain control characters (found {escape_controls(char)})")
 
 
 def normalise_email(raw: str, *, check_deliverability: bool = False) -> str:
@@ -59,7 +131,7 @@ def normalise_email(raw: str, *, check_deliverability: bool = False) -> str:
     if not text:
         raise InvalidAddressError("the email address is empty")
     if len(text) > MAX_EMAIL:
-        raise InvalidAddressError(f"{text[:40]}…: an email address has at most {MAX_EMAIL} characters")
+        raise InvalidAddressError(f"{escape_controls(text[:40])}…: an email address has at most {MAX_EMAIL} characters")
     try:
         info = validate_email(text, check_deliverability=check_deliverability, allow_smtputf8=False)
     except EmailNotValidError as exc:
@@ -68,19 +140,34 @@ def normalise_email(raw: str, *, check_deliverability: bool = False) -> str:
 
 
 def clean_name(raw: str) -> str:
-    if any(c in raw for c in "\r\n\x00"):
-        raise UsageError("a subscriber's name cannot contain line breaks")
-    name = " ".join(raw.split())
+    """A name as typed, trimmed, with runs of spaces made one; never reordered.
+
+    "Li Wei" stays "Li Wei" and "García, Ana" stays as it is: only the reader knows which
+    part is which. A tab becomes a space; any other control character is refused
+    (``InvalidTextError``), for the greeting, the To header and every list that shows it.
+    """
+    text = raw.replace("\t", " ")
+    _refuse_controls("a subscriber's name", text)
+    name = " ".join(text.split())
     if len(name) > MAX_NAME:
-        raise UsageError(f"a subscriber's name has at most {MAX_NAME} characters")
+        raise InvalidTextError("a subscriber's name", f"has at most {MAX_NAME} characters")
     return name
+
+
+def clean_source(raw: str, field: str = "a source") -> str:
+    """A source or "who did it" label (``--source``, "admin:ana"), checked like a name."""
+    text = raw.strip()
+    _refuse_controls(field, text)
+    if len(text) > MAX_SOURCE:
+        raise InvalidTextError(field, f"has at most {MAX_SOURCE} characters")
+    return text
 
 
 # --- events and status ------------------------------------------------------------------
 
 
 def record_event(session: Session, subscriber_id: int | None, event: str, source: str, at: datetime) -> None:
-    session.add(SubscriberEvent(subscriber_id=subscriber_id, event=event, source=source[:50], at=at))
+    session.add(SubscriberEvent(subscriber_id=subscriber_id, event=event, source=source[:MAX_SOURCE], at=at))
 
 
 def _event_for(old: SubscriberStatus, new: SubscriberStatus) -> str | None:
@@ -123,7 +210,7 @@ def new_subscriber(address: str, name: str, status: SubscriberStatus, source: st
         email=address,
         name=name,
         status=status,
-        source=source[:50],
+        source=source[:MAX_SOURCE],
         created_at=now,
         updated_at=now,
         confirmed_at=now if status == SubscriberStatus.ACTIVE else None,
@@ -150,10 +237,17 @@ def add_subscriber(
     status: SubscriberStatus = SubscriberStatus.ACTIVE,
     source: str = "cli",
     force: bool = False,
+    by: str = "",
 ) -> AddResult:
-    """Add a reader, or return the existing one; someone who left stays left unless ``force``."""
+    """Add a reader, or return the existing one; someone who left stays left unless ``force``.
+
+    ``force`` is staff confirming the reader agreed to come back; the "reactivated" event
+    records ``by`` (who did it, "cli:ana") rather than ``source``, when given.
+    """
     address = normalise_email(email)
     cleaned = clean_name(name)
+    source = clean_source(source)
+    who = clean_source(by, "who did it") if by else source
     existing = subscriber_by_email(session, address)
     if existing is None:
         now = clock.now()
@@ -166,7 +260,7 @@ def add_subscriber(
         existing = subscriber_by_email(session, address)
         assert existing is not None
     if force or (existing.status == SubscriberStatus.PENDING and status == SubscriberStatus.ACTIVE):
-        set_status(existing, status, clock, source=source)
+        set_status(existing, status, clock, source=who if existing.status in LEFT else source)
     if cleaned and force:
         existing.name = cleaned
     return AddResult(existing, created=False)
@@ -180,14 +274,93 @@ def change_status(session: Session, subscriber_id: int, status: SubscriberStatus
     return set_status(subscriber, status, clock, source=source)
 
 
-def remove_subscriber(session: Session, email: str, clock: Clock, *, source: str = "cli") -> bool:
-    """Delete a reader and their delivery history; the day's "removed" count keeps no address."""
-    subscriber = subscriber_by_email(session, normalise_email(email))
+def reactivate(session: Session, subscriber_id: int, clock: Clock, *, by: str, confirmed: bool) -> bool:
+    """Make a reader active again on behalf of staff; returns whether anything changed.
+
+    Someone who unsubscribed or bounced comes back only with their consent, so unless the
+    staff member ``confirmed`` it this raises ``ConsentRequiredError`` and changes nothing.
+    ``by`` is who did it, recorded as the event's source ("admin:ana"). A pending reader is
+    activated as staff adding them would; an active one is left alone.
+
+    :raises NotListedError: no subscriber has this id.
+    """
+    who = clean_source(by, "who did it")
+    if not who:
+        raise InvalidTextError("who did it", "must be given (a staff member's name)")
+    subscriber = subscriber_by_id(session, subscriber_id, for_update=True)
     if subscriber is None:
+        raise NotListedError([subscriber_id])
+    if subscriber.status in LEFT and not confirmed:
+        raise ConsentRequiredError(subscriber.email, subscriber.status)
+    return set_status(subscriber, SubscriberStatus.ACTIVE, clock, source=who)
+
+
+def _listed(session: Session, emails: Iterable[str], *, for_update: bool = False) -> list[Subscriber]:
+    """The subscribers for ``emails``, once each in the order given, or ``NotListedError`` naming the rest.
+
+    Every address is checked before anything changes, so a typo in one of several stops
+    the whole command rather than leaving it half done.
+    """
+    addresses = list(dict.fromkeys(normalise_email(e) for e in emails))
+    found = subscribers_by_email(session, addresses, for_update=for_update)
+    missing = [a for a in addresses if a not in found]
+    if missing:
+        raise NotListedError(missing)
+    return [found[a] for a in addresses]
+
+
+@dataclass(frozen=True)
+class Unsubscribed:
+    email: str
+    was: SubscriberStatus  # the status before: UNSUBSCRIBED means there was nothing to do
+
+
+def unsubscribe_addresses(session: Session, emails: Iterable[str], clock: Clock, *, source: str) -> list[Unsubscribed]:
+    """Staff unsubscribing readers: the rows and their history stay, and an event records it.
+
+    All or nothing: ``NotListedError`` if any address is not on the list.
+    """
+    source = clean_source(source)
+    done = []
+    for subscriber in _listed(session, emails, for_update=True):
+        was = subscriber.status
+        set_status(subscriber, SubscriberStatus.UNSUBSCRIBED, clock, source=source)
+        done.append(Unsubscribed(subscriber.email, was))
+    return done
+
+
+@dataclass(frozen=True)
+class Removed:
+    email: str
+    skipped: int  # deliveries still to be sent that were skipped instead
+
+
+def remove_subscribers(session: Session, emails: Iterable[str], clock: Clock, *, source: str) -> list[Removed]:
+    """Delete readers (erasure requests), keeping every edition's counts and no trace of the address.
+
+    Their delivery rows stay without a subscriber, so an edition still says it went to as
+    many readers as it did; the ones not yet sent are skipped first, in this same
+    transaction, or the edition would wait for them for ever. A "removed" event without a
+    link keeps the day's count. All or nothing: ``NotListedError`` if any address is not
+    on the list.
+    """
+    source = clean_source(source)
+    removed = []
+    for subscriber in _listed(session, emails, for_update=True):
+        email = subscriber.email
+        skipped = settle_for_removal(session.connection(), subscriber.id)
+        delete_subscriber(session, subscriber)
+        record_event(session, None, REMOVED, source, clock.now())
+        removed.append(Removed(email, skipped))
+    return removed
+
+
+def remove_subscriber(session: Session, email: str, clock: Clock, *, source: str = "cli") -> bool:
+    """Remove one reader as ``remove_subscribers`` does; False if the address is not on the list."""
+    try:
+        remove_subscribers(session, [email], clock, source=source)
+    except NotListedError:
         return False
-    session.execute(delete(Subscriber).where(Subscriber.id == subscriber.id))
-    session.expunge(subscriber)
-    record_event(session, None, REMOVED, source, clock.now())
     return True
 
 
@@ -212,6 +385,7 @@ def request_subscription(session: Session, email: str, clock: Clock, *, name: st
     """
     address = normalise_email(email)
     cleaned = clean_name(name)
+    source = clean_source(source)
     now = clock.now()
     subscriber = subscriber_by_email(session, address)
     if subscriber is None:
@@ -336,6 +510,8 @@ def page_subscribers(
     size: int = 50,
 ) -> Page:
     """Keyset paging in id order: each page costs the same however deep in a big list."""
+    # Beyond the id range PostgreSQL refuses the comparison instead of finding nothing.
+    after_id, before_id = min(after_id, MAX_SUBSCRIBER_ID), min(before_id, MAX_SUBSCRIBER_ID)
     query = select(Subscriber)
     if status is not None:
         query = query.where(Subscriber.status == status)

@@ -9,31 +9,52 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select, update
 
 from newsletter.cli import cli
 from newsletter.clock import FixedClock
 from newsletter.errors import UsageError
+from newsletter.publish import send_edition
 from newsletter.store import Store
-from newsletter.store.models import Delivery, StaffUser, Subscriber, SubscriberEvent, SubscriberStatus
+from newsletter.store.deliveries import status_counts
+from newsletter.store.models import (
+    Base,
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+    StaffUser,
+    Subscriber,
+    SubscriberEvent,
+    SubscriberStatus,
+)
 from newsletter.subscriber_csv import export_rows
 from newsletter.subscribers import (
+    LEFT,
     ConfirmResult,
+    ConsentRequiredError,
     InvalidAddressError,
+    InvalidTextError,
     LeaveResult,
+    NotListedError,
     add_subscriber,
     confirm_subscription,
     daily_counts,
+    escape_controls,
     leave,
     leave_by_address,
+    new_subscriber,
     normalise_email,
     page_subscribers,
+    reactivate,
     remove_subscriber,
+    remove_subscribers,
     request_subscription,
     set_status,
+    unsubscribe_addresses,
 )
 from newsletter.tokens import CONFIRM, UNSUBSCRIBE, Tokens
-from tests.conftest import SECRET, add_subscribers
+from tests.conftest import SECRET, add_subscribers, morning_articles
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -42,6 +63,11 @@ def events(store: Store) -> list[tuple[int | None, str, str]]:
     with store.session() as session:
         rows = session.scalars(select(SubscriberEvent).order_by(SubscriberEvent.id))
         return [(e.subscriber_id, e.event, e.source) for e in rows]
+
+
+def names(store: Store) -> dict[str, str]:
+    with store.session() as session:
+        return dict(session.execute(select(Subscriber.email, Subscriber.name)).all())
 
 
 def config_file(tmp_path: Path, db_url: str, smtp_port: int = 2525) -> str:
@@ -162,22 +188,185 @@ def test_leave_by_address(store, clock):
         assert leave_by_address(session, "nobody@example.org", clock, source="mailto") == LeaveResult.NOT_LISTED
 
 
-def test_removal_deletes_the_row_and_its_deliveries_but_keeps_an_anonymous_count(config, store, clock, tokens):
-    from newsletter.publish import send_edition
-    from tests.conftest import morning_articles
+def everything_stored(store: Store) -> str:
+    """Every value of every row of every table, as one lower-cased text to search."""
+    with store.engine.connect() as conn:
+        return "\n".join(
+            repr(tuple(row)).lower() for table in Base.metadata.sorted_tables for row in conn.execute(table.select())
+        )
 
+
+def test_removal_keeps_the_editions_counts_and_no_trace_of_the_address(config, store, clock, tokens):
     morning_articles(store, clock)
-    add_subscribers(store, clock, 2)
-    with store.session() as session:
-        set_status(session.scalars(select(Subscriber).order_by(Subscriber.id)).first(), SubscriberStatus.BOUNCED, clock)
-    send_edition(config, store, clock, tokens)
+    add_subscribers(store, clock, 3)
+    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    with store.engine.begin() as conn:  # a server's reply may quote the address
+        conn.execute(
+            update(Delivery)
+            .where(Delivery.subscriber_id == 2)
+            .values(last_error="250 2.1.5 <reader1@example.org>: Reader 1 ok")
+        )
+    assert "reader1@example.org" in everything_stored(store)
     with store.session() as session:
         assert remove_subscriber(session, "Reader1@example.org", clock, source="cli")
         assert not remove_subscriber(session, "reader1@example.org", clock, source="cli")
-        assert session.scalar(select(func.count()).select_from(Delivery)) == 0
-        assert session.scalars(select(Subscriber.email)).all() == ["reader0@example.org"]
+        edition_id = session.scalars(select(Edition.id)).one()
+    with store.engine.connect() as conn:
+        counts = status_counts(conn, edition_id)
+    assert counts[DeliveryStatus.SENT] == 3 and sum(counts.values()) == 3
+    stored = everything_stored(store)
+    assert "reader1@example.org" not in stored and "reader 1" not in stored
+    assert "reader0@example.org" in stored and "reader2@example.org" in stored
+    with store.session() as session:
+        assert session.scalars(select(Delivery.subscriber_id).order_by(Delivery.id)).all() == [1, None, 3]
     assert events(store)[-1] == (None, "removed", "cli")
-    assert all(sid is None or sid == 1 for sid, _, _ in events(store))
+    assert all(sid != 2 for sid, _, _ in events(store))
+
+
+def test_removal_skips_the_readers_open_deliveries_so_the_edition_can_finish(config, store, clock, tokens, smtp_sink):
+    morning_articles(store, clock)
+    add_subscribers(store, clock, 4)
+    assert send_edition(config, store, clock, tokens, enqueue_only=True).outcome == "enqueued"
+    with store.engine.begin() as conn:  # one in flight with a worker, one waiting for a retry
+        conn.execute(update(Delivery).where(Delivery.subscriber_id == 3).values(status=DeliveryStatus.DEFERRED))
+        conn.execute(
+            update(Delivery)
+            .where(Delivery.subscriber_id == 4)
+            .values(status=DeliveryStatus.SENDING, claimed_by="elsewhere:1", claimed_until=clock.now())
+        )
+    with store.session() as session:
+        removed = remove_subscribers(
+            session, ["reader1@example.org", "reader2@example.org", "reader3@example.org"], clock, source="cli"
+        )
+    assert [(r.email, r.skipped) for r in removed] == [
+        ("reader1@example.org", 1),
+        ("reader2@example.org", 1),
+        ("reader3@example.org", 1),
+    ]
+    with store.session() as session:
+        rows = session.execute(select(Delivery.subscriber_id, Delivery.status, Delivery.claimed_by)).all()
+    assert sorted(rows, key=lambda r: r[0] or 0) == [
+        (None, DeliveryStatus.SKIPPED, ""),
+        (None, DeliveryStatus.SKIPPED, ""),
+        (None, DeliveryStatus.SKIPPED, ""),
+        (1, DeliveryStatus.PENDING, ""),
+    ]
+    report = send_edition(config, store, clock, tokens)
+    assert report.outcome == "sent", report.message
+    assert sorted(smtp_sink.handler.by_recipient()) == ["reader0@example.org"]
+    with store.session() as session:
+        edition = session.scalars(select(Edition)).one()
+        assert edition.status == EditionStatus.SENT
+        assert (edition.sent_count, edition.skipped_count, edition.recipient_count) == (1, 3, 4)
+
+
+def test_removing_several_is_all_or_nothing(store, clock):
+    add_subscribers(store, clock, 2)
+    with store.session() as session, pytest.raises(NotListedError) as caught:
+        remove_subscribers(session, ["reader0@example.org", "nobody@example.org"], clock, source="cli")
+    assert caught.value.missing == ("nobody@example.org",)
+    assert str(caught.value) == "not on the list: nobody@example.org; nothing was changed"
+    with store.session() as session:
+        assert len(session.scalars(select(Subscriber)).all()) == 2
+        with pytest.raises(InvalidAddressError):
+            remove_subscribers(session, ["reader0@example.org", "not an address"], clock, source="cli")
+        twice = remove_subscribers(session, ["reader0@example.org", "READER0@example.org"], clock, source="cli")
+        assert [r.email for r in twice] == ["reader0@example.org"]
+
+
+# --- unsubscribing and re-activating by staff -----------------------------------------------
+
+
+def test_unsubscribe_keeps_the_reader_and_their_history(store, clock):
+    add_subscribers(store, clock, 1)
+    add_subscribers(store, clock, 1, SubscriberStatus.BOUNCED, prefix="dead")
+    with store.session() as session:
+        done = unsubscribe_addresses(
+            session, ["Reader0@example.org", "dead0@example.org", "reader0@example.org"], clock, source="cli"
+        )
+        again = unsubscribe_addresses(session, ["reader0@example.org"], clock, source="cli")
+    assert [(d.email, d.was) for d in done] == [
+        ("reader0@example.org", SubscriberStatus.ACTIVE),
+        ("dead0@example.org", SubscriberStatus.BOUNCED),
+    ]
+    assert [(d.email, d.was) for d in again] == [("reader0@example.org", SubscriberStatus.UNSUBSCRIBED)]
+    with store.session() as session:
+        reader = session.scalars(select(Subscriber).where(Subscriber.email == "reader0@example.org")).one()
+        assert reader.status == SubscriberStatus.UNSUBSCRIBED and reader.unsubscribed_at == clock.now()
+    assert events(store) == [(1, "unsubscribed", "cli"), (2, "unsubscribed", "cli")]
+    with store.session() as session, pytest.raises(NotListedError):
+        unsubscribe_addresses(session, ["dead0@example.org", "nobody@example.org"], clock, source="cli")
+
+
+def test_reactivate_needs_confirmed_consent_and_records_who(store, clock):
+    add_subscribers(store, clock, 1, SubscriberStatus.UNSUBSCRIBED, prefix="gone")
+    add_subscribers(store, clock, 1, SubscriberStatus.BOUNCED, prefix="dead")
+    add_subscribers(store, clock, 1, SubscriberStatus.PENDING, prefix="wait")
+    with store.session() as session:
+        for subscriber_id in (1, 2):
+            with pytest.raises(ConsentRequiredError) as caught:
+                reactivate(session, subscriber_id, clock, by="admin:ana", confirmed=False)
+            assert isinstance(caught.value, UsageError) and caught.value.status in LEFT
+        assert caught.value.email == "dead0@example.org"
+        assert reactivate(session, 3, clock, by="admin:ana", confirmed=False)  # pending: never left
+        assert reactivate(session, 1, clock, by="admin:ana", confirmed=True)
+        assert not reactivate(session, 1, clock, by="admin:ana", confirmed=True)  # already active
+        with pytest.raises(NotListedError):
+            reactivate(session, 99, clock, by="admin:ana", confirmed=True)
+        with pytest.raises(InvalidTextError):
+            reactivate(session, 2, clock, by="admin:\x1b[2J", confirmed=True)
+        with pytest.raises(InvalidTextError):
+            reactivate(session, 2, clock, by=" ", confirmed=True)
+    assert events(store) == [(3, "confirmed", "admin:ana"), (1, "reactivated", "admin:ana")]
+    with store.session() as session:
+        statuses = dict(session.execute(select(Subscriber.id, Subscriber.status)).all())
+    assert statuses == {1: SubscriberStatus.ACTIVE, 2: SubscriberStatus.BOUNCED, 3: SubscriberStatus.ACTIVE}
+
+
+def test_cli_force_records_who_reactivated(runner, tmp_path, db_url, store, clock, monkeypatch):
+    monkeypatch.setenv("LOGNAME", "tom")
+    monkeypatch.setenv("USER", "tom")
+    add_subscribers(store, clock, 2, SubscriberStatus.UNSUBSCRIBED, prefix="gone")
+    cfg = config_file(tmp_path, db_url)
+    kept = runner.invoke(cli, ["--config", cfg, "subscribers", "add", "gone0@example.org"])
+    assert kept.exit_code == 0 and kept.output == "already listed: gone0@example.org (unsubscribed)\n"
+    forced = runner.invoke(cli, ["--config", cfg, "subscribers", "add", "gone0@example.org", "--force"])
+    assert forced.exit_code == 0 and forced.output == "already listed: gone0@example.org (active)\n"
+    csv_file = tmp_path / "back.csv"
+    csv_file.write_text("email\ngone1@example.org\n", encoding="utf-8")
+    imported = runner.invoke(cli, ["--config", cfg, "subscribers", "import", str(csv_file), "--force"])
+    assert imported.exit_code == 0 and "re-activated 1" in imported.output
+    assert events(store) == [(1, "reactivated", "cli:tom"), (2, "reactivated", "cli:tom")]
+
+
+# --- names as typed, and no control characters ---------------------------------------------
+
+
+def test_names_are_kept_in_the_order_typed(store, clock):
+    with store.session() as session:
+        add_subscriber(session, "li@example.org", clock, name="  Li   Wei ")
+        add_subscriber(session, "ana@example.org", clock, name="García, Ana")
+        request_subscription(session, "wei@example.org", clock, name="Wei\tLi")
+    assert names(store) == {"li@example.org": "Li Wei", "ana@example.org": "García, Ana", "wei@example.org": "Wei Li"}
+
+
+@pytest.mark.parametrize("bad", ["\x1b]0;owned\x07", "Ana\x07", "Ana\x7f", "Ana\x9b31m", "Ana\x00", "Ana\udcff"])
+def test_control_characters_never_get_into_a_name(store, clock, bad):
+    with store.session() as session:
+        with pytest.raises(InvalidTextError) as caught:
+            add_subscriber(session, "ana@example.org", clock, name=bad)
+        assert caught.value.field == "a subscriber's name"
+        assert escape_controls(str(caught.value)) == str(caught.value)  # the message is safe to print
+        with pytest.raises(InvalidTextError):
+            request_subscription(session, "ana@example.org", clock, name=bad)  # the public form's entry point
+        with pytest.raises(InvalidTextError):
+            add_subscriber(session, "ana@example.org", clock, source=f"crm{bad}")
+    assert names(store) == {}
+
+
+def test_escape_controls_shows_them_as_escapes():
+    assert escape_controls("Ana\x1b]0;x\x07 Zoë\x7f\x9b\t") == "Ana\\x1b]0;x\\x07 Zoë\\x7f\\x9b\\t"
+    assert escape_controls("Li Wei 李伟") == "Li Wei 李伟"
 
 
 def test_keyset_pages(store, clock):
@@ -251,11 +440,69 @@ def test_cli_add_remove_list(runner, tmp_path, db_url, store):
     assert "r2@example.org" in rest.output and "r0@example.org" not in rest.output
     searched = runner.invoke(cli, ["--config", cfg, "subscribers", "list", "--search", "ANA"])
     assert "ana@example.org" in searched.output and "r1@" not in searched.output
-    removed = runner.invoke(cli, ["--config", cfg, "subscribers", "remove", "ana@example.org", "zed@example.org"])
-    assert removed.exit_code == 0
-    assert "removed: ana@example.org" in removed.output and "not on the list: zed@example.org" in removed.output
+    unknown = runner.invoke(cli, ["--config", cfg, "subscribers", "remove", "ana@example.org", "zed@example.org"])
+    assert unknown.exit_code == 2
+    assert unknown.stdout == "" and unknown.stderr == "error: not on the list: zed@example.org; nothing was changed\n"
+    assert "ana@example.org" in runner.invoke(cli, ["--config", cfg, "subscribers", "list"]).output
+    removed = runner.invoke(cli, ["--config", cfg, "subscribers", "remove", "ana@example.org", "Ana@Example.org"])
+    assert removed.exit_code == 0 and removed.output == "removed: ana@example.org\n"
     bad = runner.invoke(cli, ["--config", cfg, "subscribers", "remove", "not-an-address"])
     assert bad.exit_code == 2 and bad.output.startswith("error: ") and "Traceback" not in bad.output
+
+
+def test_cli_unsubscribe(runner, tmp_path, db_url, store, clock):
+    add_subscribers(store, clock, 2)
+    add_subscribers(store, clock, 1, SubscriberStatus.BOUNCED, prefix="dead")
+    cfg = config_file(tmp_path, db_url)
+    unknown = runner.invoke(cli, ["--config", cfg, "subscribers", "unsubscribe", "reader0@example.org", "zed@x.org"])
+    assert unknown.exit_code == 2 and unknown.stdout == ""
+    assert unknown.stderr == "error: not on the list: zed@x.org; nothing was changed\n"
+    assert events(store) == []
+    done = runner.invoke(
+        cli, ["--config", cfg, "subscribers", "unsubscribe", "Reader0@example.org", "dead0@example.org"]
+    )
+    assert done.exit_code == 0, done.output
+    assert done.output == "unsubscribed: reader0@example.org\nunsubscribed: dead0@example.org (was bounced)\n"
+    again = runner.invoke(cli, ["--config", cfg, "subscribers", "unsubscribe", "reader0@example.org"])
+    assert again.exit_code == 0 and again.output == "already unsubscribed: reader0@example.org\n"
+    assert events(store) == [(1, "unsubscribed", "cli"), (3, "unsubscribed", "cli")]
+    with store.session() as session:
+        assert [s.status for s in session.scalars(select(Subscriber).order_by(Subscriber.id))] == [
+            SubscriberStatus.UNSUBSCRIBED,
+            SubscriberStatus.ACTIVE,
+            SubscriberStatus.UNSUBSCRIBED,
+        ]
+    help_text = runner.invoke(cli, ["subscribers", "unsubscribe", "--help"]).output
+    assert "newsletter subscribers unsubscribe" in help_text.split("Example:")[1]
+
+
+def test_cli_list_is_aligned_and_escapes_what_was_stored(runner, tmp_path, db_url, store, clock):
+    with store.session() as session:
+        for email, name in [
+            ("a@example.org", "Li Wei"),
+            ("long.address.here@example.org", "N" * 60),
+            ("esc@example.org", "Evil\x1b]0;owned\x07 \x9b2J"),  # stored before names were checked
+        ]:
+            session.add(new_subscriber(email, name, SubscriberStatus.ACTIVE, "test", clock.now()))
+        session.add(new_subscriber("p@example.org", "", SubscriberStatus.PENDING, "test", clock.now()))
+    cfg = config_file(tmp_path, db_url)
+    listed = runner.invoke(cli, ["--config", cfg, "subscribers", "list"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[:4] == [
+        "1  active   a@example.org                  Li Wei",
+        "2  active   long.address.here@example.org  " + "N" * 39 + "…",
+        "3  active   esc@example.org                Evil\\x1b]0;owned\\x07 \\x9b2J",
+        "4  pending  p@example.org",
+    ]
+    assert not any(c in listed.output for c in "\x1b\x07\x9b")
+    huge = runner.invoke(cli, ["--config", cfg, "subscribers", "list", "--after", "99999999999999999999999"])
+    assert huge.exit_code == 2 and "Traceback" not in huge.output and "--after" in huge.output
+    last = runner.invoke(cli, ["--config", cfg, "subscribers", "list", "--after", str(2**31 - 1)])
+    assert last.exit_code == 0 and "no subscribers match" in last.output
+    with store.session() as session:
+        assert page_subscribers(session, after_id=2**63).rows == []
+        assert [s.id for s in page_subscribers(session, before_id=2**63, size=2).rows] == [3, 4]
 
 
 def test_cli_export_and_stats(runner, tmp_path, db_url, store, clock):

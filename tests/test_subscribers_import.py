@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from sqlalchemy import select
 
 from newsletter.cli import cli
+from newsletter.errors import UsageError
 from newsletter.store import Store
 from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
-from newsletter.subscriber_csv import CsvRow, ImportFileError, import_rows, read_csv
+from newsletter.subscriber_csv import MAX_FILE_BYTES, MAX_LINE_BYTES, CsvRow, ImportFileError, import_rows, read_csv
 from tests.conftest import add_subscribers
 from tests.test_subscribers import config_file
 
@@ -32,8 +35,13 @@ def test_bom_semicolons_crlf_and_split_names():
     assert rows(data) == [(2, "ana@example.org", "Ana García"), (4, "tom@example.org", "Tom")]
 
 
-def test_last_name_column_first_still_reads_first_name_first():
-    assert rows(b"Surname,Email,Given name\nGarcia,ana@example.org,Ana\n") == [(2, "ana@example.org", "Ana Garcia")]
+def test_name_columns_are_joined_in_the_files_order_never_reordered():
+    assert rows(b"Surname,Email,Given name\nLi,li@example.org,Wei\n") == [(2, "li@example.org", "Li Wei")]
+    assert rows(b"First name,Last name,Email\nAna,Garcia,ana@example.org\n") == [(2, "ana@example.org", "Ana Garcia")]
+    assert rows(b'email,name\nli@example.org,Li Wei\nana@example.org,"Garcia, Ana"\n') == [
+        (2, "li@example.org", "Li Wei"),
+        (3, "ana@example.org", "Garcia, Ana"),
+    ]
 
 
 def test_excel_unicode_text_is_utf16_with_tabs():
@@ -54,6 +62,10 @@ def test_no_header_one_column_with_blank_lines():
     parsed = read_csv(data)
     assert not parsed.header
     assert rows(data) == [(2, "ana@example.org", ""), (5, "tom@example.org", "")]
+
+
+def test_thousands_of_blank_lines_before_the_header_are_skipped():
+    assert rows(b"\n" * 5000 + b"email\nana@example.org\n") == [(5002, "ana@example.org", "")]
 
 
 def test_no_header_two_columns_in_either_order():
@@ -163,7 +175,7 @@ def test_cli_import_of_a_messy_file_is_per_row(runner, tmp_path, db_url, store, 
     assert "line 5: skipped: ana@example.org is already on line 2" in out
     assert "line 6: skipped: gone0@example.org is unsubscribed; not re-added without --force" in out
     assert "utf-8, delimiter ';', a header row; 5 rows" in out
-    assert "added 2," in out and "1 rejected (the other rows were imported)" in out
+    assert "added 2," in out and "1 duplicate, 1 rejected: 2 of 5 rows imported" in out
     assert listed(store) == {
         "ana@example.org": ("active", "Ana García"),
         "tom@example.org": ("active", "Smith; Tom"),
@@ -182,3 +194,116 @@ def test_cli_import_of_an_unreadable_file_is_one_error_line(runner, tmp_path, db
     assert result.exit_code == 2 and result.output == f"error: {binary}: this is not a text (CSV) file\n"
     missing = runner.invoke(cli, ["--config", cfg, "subscribers", "import", str(tmp_path / "nope.csv")])
     assert missing.exit_code == 2 and "does not exist" in missing.output and "Traceback" not in missing.output
+
+
+# --- bad lines are rejected one by one ----------------------------------------------------------
+
+
+def test_a_nul_byte_rejects_only_its_line():
+    parsed = read_csv(b"email,name\nana@example.org,Ana\nbad@example.org,B\x00b\ntom@example.org,Tom\n")
+    assert [(r.line, r.email) for r in parsed.rows] == [(2, "ana@example.org"), (4, "tom@example.org")]
+    assert parsed.rejected == [(3, "contains a NUL byte (is part of this line binary?)")]
+
+
+def test_a_field_over_the_limit_or_a_line_over_1_mb_rejects_only_that_row():
+    big_field = b"x" * 200_000
+    big_line = b"y" * (MAX_LINE_BYTES + 10)
+    data = (
+        b"email,name\nana@example.org,Ana\nbig@example.org," + big_field + b"\n" + big_line + b"\ntom@example.org,T\n"
+    )
+    parsed = read_csv(data)
+    assert [(r.line, r.email) for r in parsed.rows] == [(2, "ana@example.org"), (5, "tom@example.org")]
+    assert [line for line, _ in parsed.rejected] == [3, 4]
+    assert "field larger than field limit" in parsed.rejected[0][1]
+    assert parsed.rejected[1][1] == "longer than 1 MB: not read"
+
+
+def test_mixed_utf8_and_latin1_lines_keep_the_utf8_names_and_reject_the_others():
+    data = (
+        "email,name\nzoe@example.org,Zoë Ünal\n".encode()
+        + "jose@example.org,José Núñez\n".encode("latin-1")
+        + "li@example.org,李伟\n".encode()
+    )
+    parsed = read_csv(data)
+    assert parsed.encoding == "utf-8"
+    assert [(r.line, r.name) for r in parsed.rows] == [(2, "Zoë Ünal"), (4, "李伟")]
+    assert parsed.rejected == [(3, "not UTF-8, unlike the rest of the file: save the file as UTF-8")]
+
+
+def test_a_file_wholly_in_windows_1252_is_read_as_such():
+    parsed = read_csv("email,name\nzoe@example.org,Zoë – €5\nana@example.org,Ana\n".encode("cp1252"))
+    assert parsed.encoding == "cp1252" and parsed.rejected == []
+    assert [r.name for r in parsed.rows] == ["Zoë – €5", "Ana"]
+    undefined = read_csv(b"email,name\nzoe@example.org,Zo\xeb\nx@example.org,bad \x81\n")
+    assert [r.name for r in undefined.rows] == ["Zoë"]
+    assert undefined.rejected == [(3, "has bytes that are neither UTF-8 nor Windows-1252 text")]
+
+
+def test_a_quote_left_open_does_not_swallow_the_readers_after_it():
+    parsed = read_csv(
+        b'email,name\nana@example.org,"Ana\ntom@example.org,Tom\nzed@example.org,Zed"\nli@example.org,Li\n'
+    )
+    assert [(r.line, r.email) for r in parsed.rows] == [(5, "li@example.org")]
+    assert parsed.rejected == [(2, "a quoted field opened here runs on to line 4: check the quotes")]
+
+
+def test_control_characters_in_a_name_reject_the_row(store, clock):
+    parsed = read_csv(b"email,name\nana@example.org,Ana\x1b]0;owned\x07\ntom@example.org,Tom\tSmith\n")
+    with store.session() as session:
+        report = import_rows(session, parsed.rows, clock)
+    assert report.rejected == [(2, "a subscriber's name cannot contain control characters (found \\x1b)")]
+    assert listed(store) == {"tom@example.org": ("active", "Tom Smith")}
+
+
+def test_a_control_character_in_the_source_is_refused_before_anything_changes(store, clock):
+    with store.session() as session, pytest.raises(UsageError, match="control characters"):
+        import_rows(session, [CsvRow(2, "ana@example.org", "")], clock, source="crm\x1b[2J")
+    assert listed(store) == {}
+
+
+# --- the command: files that are not lists, and saying what happened ----------------------------
+
+
+def import_cli(runner, cfg: str, *args: str):
+    result = runner.invoke(cli, ["--config", cfg, "subscribers", "import", *args])
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_cli_refuses_devices_pipes_and_huge_files_in_one_line(runner, tmp_path, db_url, store):
+    cfg = config_file(tmp_path, db_url)
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.csv"
+    with huge.open("wb") as handle:
+        handle.truncate(MAX_FILE_BYTES + 1)  # sparse: costs no disk
+    for path, words in [
+        ("/dev/zero", "/dev/zero is a pipe, device or socket, not a regular file"),
+        (str(fifo), "is a pipe, device or socket, not a regular file"),
+        (str(huge), "is over 100 MB, the most one import reads: split it"),
+        (str(tmp_path / "nope.csv"), "nope.csv does not exist"),
+    ]:
+        result = import_cli(runner, cfg, path)
+        assert result.exit_code == 2, (path, result.output)
+        assert result.stdout == "" and result.stderr.count("\n") == 1 and words in result.stderr
+    assert listed(store) == {}
+
+
+@pytest.mark.parametrize(
+    ("content", "options", "outcome"),
+    [
+        ("email\nana@example.org\ntom@example.org\n", [], "all 2 rows imported"),
+        ("email\nana@example.org\n", [], "the only row imported"),
+        ("email\nana@example.org\nbroken@\n", [], "1 of 2 rows imported"),
+        ("email\nbroken@\nalso broken\n", [], "no row imported"),
+        ("email\nana@example.org\nbroken@\n", ["--dry-run"], "1 of 2 rows would be imported; dry run: nothing changed"),
+        ("email\nbroken@\n", ["--dry-run"], "no row would be imported; dry run: nothing changed"),
+    ],
+)
+def test_cli_summary_says_what_happened(runner, tmp_path, db_url, store, content, options, outcome):
+    path = tmp_path / "list.csv"
+    path.write_text(content, encoding="utf-8")
+    result = import_cli(runner, config_file(tmp_path, db_url), str(path), *options)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1].endswith(": " + outcome)
+    assert "other rows were imported" not in result.output

@@ -1,23 +1,70 @@
-"""Readers: the subscriber list, staff accounts, the web app and mailed unsubscribes."""
+"""Readers: the subscriber list, staff accounts, the web app and mailed unsubscribes.
+
+What these commands print may come from anyone (a name typed into the sign-up form, a
+row of an imported file), so every stored text is printed with its control characters
+escaped: a row cannot retitle or recolour the terminal listing it.
+"""
 
 from __future__ import annotations
 
+import getpass
 import sys
 from pathlib import Path
 
 import click
 
-from newsletter.cli.base import App, cli, pass_app
+from newsletter.cli.base import App, cli, pass_app, plural
 from newsletter.store.models import SubscriberStatus
+from newsletter.store.readers import MAX_SUBSCRIBER_ID
 from newsletter.store.store import count_subscribers
-from newsletter.subscribers import add_subscriber
+from newsletter.subscribers import add_subscriber, escape_controls
+
+MAX_SEARCH = 200
+NAME_WIDTH = 40  # `subscribers list` cuts longer names, with an ellipsis
+
+
+def _operator() -> str:
+    """Who ran the command, for the record of a consent change: "cli:$USER", else "cli"."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError, ImportError):
+        return "cli"
+    user = "".join(c for c in user if c.isprintable() and not c.isspace())[:40]
+    return f"cli:{user}" if user else "cli"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _columns(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> list[str]:
+    """Rows as aligned text columns (``right``: the right-aligned ones); the last is not padded."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.rjust(widths[i]) if i in right else cell if i == len(row) - 1 else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def _check_search(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if len(value) > MAX_SEARCH:
+        raise click.BadParameter(f"at most {MAX_SEARCH} characters")
+    if escape_controls(value) != value:
+        raise click.BadParameter("cannot contain control characters")
+    return value
+
 
 # --- subscribers ------------------------------------------------------------------------
 
 
 @cli.group()
 def subscribers() -> None:
-    """Add, remove, list, import, export and count subscribers.
+    """Add, unsubscribe, remove, list, import, export and count subscribers.
 
     \b
     Example:
@@ -27,12 +74,15 @@ def subscribers() -> None:
 
 @subscribers.command("add")
 @click.argument("email")
-@click.option("--name", default="", help="The reader's name, used in the greeting.")
+@click.option("--name", default="", help="The reader's name as they write it, used in the greeting.")
 @click.option("--pending", is_flag=True, help="Add as pending (not sent to until confirmed).")
-@click.option("--force", is_flag=True, help="Re-activate someone who unsubscribed or bounced.")
+@click.option("--force", is_flag=True, help="Re-activate someone who unsubscribed or bounced: only with their consent.")
 @pass_app
 def subscribers_add(app: App, email: str, name: str, pending: bool, force: bool) -> None:
     """Add a subscriber; an address already on the list is left as it is unless --force.
+
+    Someone who unsubscribed or bounced is made active again only with --force, which
+    says they asked to come back; the change is recorded with your user name.
 
     \b
     Example:
@@ -40,20 +90,28 @@ def subscribers_add(app: App, email: str, name: str, pending: bool, force: bool)
     """
     status = SubscriberStatus.PENDING if pending else SubscriberStatus.ACTIVE
     with app.store.session() as session:
-        result = add_subscriber(session, email, app.clock, name=name, status=status, force=force)
+        result = add_subscriber(session, email, app.clock, name=name, status=status, force=force, by=_operator())
         subscriber = result.subscriber
         line = f"{'added' if result.created else 'already listed'}: {subscriber.email} ({subscriber.status})"
-    click.echo(line)
+    click.echo(escape_controls(line))
 
 
 @subscribers.command("list")
 @click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]), help="Only this status.")
-@click.option("--search", default="", help="Text in the address or name.")
+@click.option("--search", default="", callback=_check_search, help="Text in the address or name.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True, help="How many to show.")
-@click.option("--after", type=click.IntRange(0), default=0, help="Start after this subscriber id (the next page).")
+@click.option(
+    "--after",
+    type=click.IntRange(0, MAX_SUBSCRIBER_ID),
+    default=0,
+    help="Start after this subscriber id (the next page).",
+)
 @pass_app
 def subscribers_list(app: App, status: str | None, search: str, limit: int, after: int) -> None:
-    """List subscribers in id order (oldest first), with counts by status.
+    """List subscribers in id order (oldest first): id, status, address, name; then counts by status.
+
+    Names longer than 40 characters are cut with "…"; control characters are shown
+    escaped (ESC as \\x1b).
 
     \b
     Example:
@@ -66,45 +124,76 @@ def subscribers_list(app: App, status: str | None, search: str, limit: int, afte
         page = page_subscribers(
             session, status=SubscriberStatus(status) if status else None, search=search, after_id=after, size=limit
         )
-        lines = [f"{s.id:>7}  {s.status:<12}  {s.email}  {s.name}" for s in page.rows]
+        rows = [
+            (str(s.id), s.status.value, escape_controls(s.email), escape_controls(_cut(s.name, NAME_WIDTH)))
+            for s in page.rows
+        ]
         counts = count_subscribers(session)
-    for line in lines:
+    for line in _columns(rows, right=(0,)):
         click.echo(line)
-    if not lines:
+    if not rows:
         click.echo("no subscribers match")
     if page.next_after:
         click.echo(f"more: add --after {page.next_after}")
     click.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
 
 
+@subscribers.command("unsubscribe")
+@click.argument("emails", nargs=-1, required=True, metavar="EMAIL...")
+@pass_app
+def subscribers_unsubscribe(app: App, emails: tuple[str, ...]) -> None:
+    """Stop sending to readers, keeping them on the list as unsubscribed, with their history.
+
+    For a reader who asks by phone or letter. They can join again only by signing up
+    themselves (or by `subscribers add --force`, with their consent). Every address
+    must be on the list; otherwise nothing changes.
+
+    \b
+    Example:
+      newsletter subscribers unsubscribe ana@example.org tom@example.org
+    """
+    from newsletter.subscribers import unsubscribe_addresses
+
+    with app.store.session() as session:
+        done = unsubscribe_addresses(session, emails, app.clock, source="cli")
+    for item in done:
+        if item.was == SubscriberStatus.UNSUBSCRIBED:
+            click.echo(f"already unsubscribed: {item.email}")
+        elif item.was == SubscriberStatus.ACTIVE:
+            click.echo(f"unsubscribed: {item.email}")
+        else:
+            click.echo(f"unsubscribed: {item.email} (was {item.was.value})")
+
+
 @subscribers.command("remove")
 @click.argument("emails", nargs=-1, required=True, metavar="EMAIL...")
 @pass_app
 def subscribers_remove(app: App, emails: tuple[str, ...]) -> None:
-    """Delete subscribers and their delivery history (for erasure requests).
+    """Delete subscribers and their address and name (for erasure requests).
 
-    To stop sending to someone but remember that they left, unsubscribe them instead
-    (the admin pages, or the link in any edition). A removal is counted in `stats`
-    without the address.
+    Past editions keep their counts: their deliveries stay, without the address, and any
+    not yet sent are skipped. A removal is counted in `stats` without the address. To stop
+    sending to someone but remember that they left, use `subscribers unsubscribe`. Every
+    address must be on the list; otherwise nothing changes.
 
     \b
     Example:
       newsletter subscribers remove ana@example.org tom@example.org
     """
-    from newsletter.subscribers import remove_subscriber
+    from newsletter.subscribers import remove_subscribers
 
     with app.store.session() as session:
-        lines = [
-            f"{'removed' if remove_subscriber(session, email, app.clock, source='cli') else 'not on the list'}: {email}"
-            for email in emails
-        ]
-    for line in lines:
-        click.echo(line)
+        removed = remove_subscribers(session, emails, app.clock, source="cli")
+    for item in removed:
+        skipped = f" ({plural(item.skipped, 'unsent delivery')} skipped)" if item.skipped else ""
+        click.echo(f"removed: {item.email}{skipped}")
 
 
 @subscribers.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--force", is_flag=True, help="Re-activate listed readers who unsubscribed or bounced.")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--force", is_flag=True, help="Re-activate listed readers who unsubscribed or bounced: only with their consent."
+)
 @click.option("--dry-run", is_flag=True, help="Check the file and report; change nothing.")
 @click.option("--source", default="import", show_default=True, help="Recorded as where these readers came from.")
 @pass_app
@@ -114,47 +203,59 @@ def subscribers_import(app: App, file: Path, force: bool, dry_run: bool, source:
     Per row, not all or nothing: every good row is imported (in one transaction) and
     every bad line is reported with its line number and the reason. Addresses are
     validated (without DNS lookups), lower-cased and de-duplicated, within the file and
-    against the list. Someone who unsubscribed or bounced stays out unless --force.
+    against the list. Names are kept as written, in the file's column order. Someone who
+    unsubscribed or bounced stays out unless --force (recorded with your user name).
 
-    The file may be UTF-8 (with or without BOM), UTF-16 or Latin-1; separated by commas,
-    semicolons or tabs; with a header row naming email / e-mail and name (or first name and
-    last name) columns in any case, or without one.
+    The file may be UTF-8 (with or without BOM), UTF-16 or Windows-1252/Latin-1; separated
+    by commas, semicolons or tabs; with a header row naming email / e-mail and name (or
+    first name and last name) columns in any case, or without one. It must be a regular
+    file of at most 100 MB; a line over 1 MB, with a NUL byte, or in another encoding than
+    the rest of the file is rejected.
 
     \b
     Example:
       newsletter subscribers import readers.csv --dry-run
       newsletter subscribers import readers.csv
     """
-    from newsletter.subscriber_csv import ImportFileError, import_rows, read_csv
+    from newsletter.subscriber_csv import import_rows, read_subscriber_file
+    from newsletter.subscribers import clean_source
 
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise ImportFileError(f"{file}: cannot be read ({exc.strerror})") from None
-    try:
-        parsed = read_csv(data)
-    except ImportFileError as exc:
-        raise ImportFileError(f"{file}: {exc}") from None
+    source = clean_source(source)  # before reading what may be a big file
+    parsed = read_subscriber_file(file)
     with app.store.session() as session:
-        report = import_rows(session, parsed.rows, app.clock, force=force, dry_run=dry_run, source=source)
+        report = import_rows(
+            session, parsed.rows, app.clock, force=force, dry_run=dry_run, source=source, by=_operator()
+        )
         if dry_run:
             session.rollback()
     rejected = sorted(parsed.rejected + report.rejected)
     for line, reason in rejected:
-        click.echo(f"line {line}: rejected: {reason}")
+        click.echo(escape_controls(f"line {line}: rejected: {reason}"))
     for line, reason in sorted(report.duplicates + report.kept_out):
-        click.echo(f"line {line}: skipped: {reason}")
+        click.echo(escape_controls(f"line {line}: skipped: {reason}"))
     layout = "delimiter " + {"\t": "tab"}.get(parsed.delimiter, repr(parsed.delimiter))
+    rows = len(parsed.rows) + len(parsed.rejected)
     click.echo(
-        f"{file.name}: {parsed.encoding}, {layout}, {'a header row' if parsed.header else 'no header row'}; "
-        f"{len(parsed.rows) + len(parsed.rejected)} rows"
+        escape_controls(f"{file.name}: ")
+        + f"{parsed.encoding}, {layout}, {'a header row' if parsed.header else 'no header row'}; "
+        + plural(rows, "row")
     )
-    verb = "would add" if dry_run else "added"
+    changed = report.added + report.activated + report.reactivated
+    verb = "would be imported" if dry_run else "imported"
+    if changed == rows:
+        outcome = f"the only row {verb}" if rows == 1 else f"all {rows:,} rows {verb}"
+    elif changed == 0:
+        outcome = f"no row {verb}"
+    else:
+        outcome = f"{changed:,} of {rows:,} rows {verb}"
+    done = (
+        f"would add {report.added}, activate {report.activated} pending, re-activate {report.reactivated}"
+        if dry_run
+        else f"added {report.added}, activated {report.activated} pending, re-activated {report.reactivated}"
+    )
     click.echo(
-        f"{verb} {report.added}, activated {report.activated} pending, re-activated {report.reactivated}; "
-        f"{report.unchanged} already subscribed, {len(report.kept_out)} left earlier (not re-added), "
-        f"{len(report.duplicates)} duplicates, {len(rejected)} rejected"
-        + (" (the other rows were imported)" if rejected and not dry_run else "")
+        f"{done}; {report.unchanged} already subscribed, {len(report.kept_out)} left earlier (not re-added), "
+        f"{plural(len(report.duplicates), 'duplicate')}, {len(rejected)} rejected: {outcome}"
         + ("; dry run: nothing changed" if dry_run else "")
     )
 
@@ -230,12 +331,34 @@ def subscribers_stats(app: App, days: int) -> None:
 
 @cli.group()
 def staff() -> None:
-    """Staff accounts for the web admin (/admin).
+    """Staff accounts for the web admin (/admin): add, list, change a password, remove.
 
     \b
     Example:
       newsletter staff add ana
     """
+
+
+def _password(from_stdin: bool) -> str:
+    """The new password: the first line of stdin, or typed twice at a hidden prompt.
+
+    Stdin is read to at most one line of the longest password allowed, so a stream that
+    never ends (/dev/zero) is refused instead of filling memory.
+    """
+    from newsletter.errors import UsageError
+    from newsletter.web.auth import MAX_PASSWORD, check_password
+
+    if from_stdin:
+        try:
+            line = sys.stdin.readline(MAX_PASSWORD + 2)
+        except UnicodeDecodeError:
+            raise UsageError("the password on stdin is not valid UTF-8") from None
+        password = line.removesuffix("\n").removesuffix("\r")
+        if len(password) > MAX_PASSWORD:
+            raise UsageError(f"the password is too long: at most {MAX_PASSWORD} characters")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt="Repeat it")
+    return check_password(password)
 
 
 @staff.command("add")
@@ -251,17 +374,88 @@ def staff_add(app: App, username: str, password_stdin: bool, replace: bool) -> N
       newsletter staff add ana
       printf '%s\\n' "$PASSWORD" | newsletter staff add ana --password-stdin
     """
-    from newsletter.web.auth import add_staff_user, check_password, check_username
+    from newsletter.web.auth import add_staff_user, check_username
 
     name = check_username(username)
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt="Repeat it")
-    check_password(password)
+    password = _password(password_stdin)
     with app.store.session() as session:
         created = add_staff_user(session, name, password, app.clock, replace=replace)
     click.echo(f"{'created' if created else 'new password set for'} staff user {name}")
+
+
+@staff.command("list")
+@pass_app
+def staff_list(app: App) -> None:
+    """List the staff accounts: name, when created, last login (in the newsletter's time zone).
+
+    \b
+    Example:
+      newsletter staff list
+    """
+    from newsletter.web.auth import staff_accounts
+
+    zone = app.config.newsletter.zone
+    with app.store.session() as session:
+        users = [(u.username, u.created_at, u.last_login_at) for u in staff_accounts(session)]
+    if not users:
+        click.echo("no staff accounts: `newsletter staff add NAME` creates one")
+        return
+    rows = [("name", "created", "last login")] + [
+        (
+            escape_controls(name),
+            created.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+            last.astimezone(zone).strftime("%Y-%m-%d %H:%M") if last else "never",
+        )
+        for name, created, last in users
+    ]
+    for line in _columns(rows):
+        click.echo(line)
+
+
+@staff.command("password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@pass_app
+def staff_password(app: App, username: str, password_stdin: bool) -> None:
+    """Set a new password for a staff user; every admin session they have open ends.
+
+    The password is asked for twice (not shown), or read from the first line of stdin.
+
+    \b
+    Example:
+      newsletter staff password ana
+      printf '%s\\n' "$PASSWORD" | newsletter staff password ana --password-stdin
+    """
+    from newsletter.web.auth import require_staff_user, set_staff_password
+
+    with app.store.session() as session:  # an unknown name fails before the password is typed
+        name = require_staff_user(session, username).username
+    password = _password(password_stdin)
+    with app.store.session() as session:
+        set_staff_password(session, name, password)
+    click.echo(f"new password set for staff user {name}; their open admin sessions have ended")
+
+
+@staff.command("remove")
+@click.argument("username")
+@pass_app
+def staff_remove(app: App, username: str) -> None:
+    """Delete a staff account; their open admin sessions end at their next click.
+
+    Removing the last account is allowed: the admin then lets nobody in until
+    `newsletter staff add` creates one.
+
+    \b
+    Example:
+      newsletter staff remove ana
+    """
+    from newsletter.web.auth import remove_staff_user
+
+    with app.store.session() as session:
+        left = remove_staff_user(session, username)
+    click.echo(f"removed staff user {username.strip()}; their admin sessions have ended")
+    if not left:
+        click.echo("no staff account is left: `newsletter staff add NAME` creates one")
 
 
 @cli.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,6 +17,13 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from newsletter.clock import Clock
 from newsletter.errors import UsageError
 from newsletter.store.models import StaffUser
+from newsletter.store.readers import (
+    count_staff_users,
+    delete_staff_user,
+    set_staff_password_hash,
+    staff_user_named,
+    staff_users,
+)
 
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
@@ -30,6 +38,8 @@ def check_username(username: str) -> str:
 
 
 def check_password(password: str) -> str:
+    if any("\ud800" <= c <= "\udfff" for c in password):
+        raise UsageError("the password is not valid text (bytes that are not UTF-8)")
     if len(password) < MIN_PASSWORD:
         raise UsageError(f"the password is too short: use at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
@@ -49,6 +59,51 @@ def add_staff_user(session: Session, username: str, password: str, clock: Clock,
         return False
     session.add(StaffUser(username=name, password_hash=hashed, created_at=clock.now()))
     return True
+
+
+class UnknownStaffError(UsageError):
+    """Raised when a staff account named by a command does not exist."""
+
+    def __init__(self, username: str) -> None:
+        self.username = username
+        super().__init__(f"there is no staff user {username!r}; `newsletter staff list` shows them")
+
+
+def staff_accounts(session: Session) -> Sequence[StaffUser]:
+    """Every staff account, by name, for `staff list`."""
+    return staff_users(session)
+
+
+def require_staff_user(session: Session, username: str) -> StaffUser:
+    """The staff user, or ``UnknownStaffError``; checked before asking for a new password."""
+    name = check_username(username)
+    user = staff_user_named(session, name)
+    if user is None:
+        raise UnknownStaffError(name)
+    return user
+
+
+def set_staff_password(session: Session, username: str, password: str) -> None:
+    """Give a staff user a new password; every admin session opened with the old one ends.
+
+    The session stamp is derived from the stored hash, and a new hash (new salt) never
+    matches the old stamp, even for the same password.
+    """
+    name = check_username(username)
+    if not set_staff_password_hash(session, name, generate_password_hash(check_password(password))):
+        raise UnknownStaffError(name)
+
+
+def remove_staff_user(session: Session, username: str) -> int:
+    """Delete a staff account, which ends its admin sessions; returns how many accounts are left.
+
+    The admin loads the user of every request's session by id, so a session whose user
+    row is gone is logged out on its next request.
+    """
+    name = check_username(username)
+    if not delete_staff_user(session, name):
+        raise UnknownStaffError(name)
+    return count_staff_users(session)
 
 
 @functools.cache

@@ -1,0 +1,107 @@
+"""Readers and staff in the store: each change to a subscriber row or a staff account as one function.
+
+The subscriber rows a command is about to change are read ``FOR UPDATE`` on PostgreSQL, so
+a send enqueuing at the same moment waits for the change instead of adding a delivery for a
+row that is going away. (SQLite takes the whole database for each write transaction.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from newsletter.store.models import StaffUser, Subscriber, SubscriberEvent
+
+LOOKUP_CHUNK = 500  # addresses per IN (...): well under every driver's parameter limit
+MAX_SUBSCRIBER_ID = 2**31 - 1  # the id column's range on PostgreSQL: a larger number names nobody
+
+
+# --- subscribers --------------------------------------------------------------------------
+
+
+def subscribers_by_email(
+    session: Session, addresses: Collection[str], *, for_update: bool = False
+) -> dict[str, Subscriber]:
+    """The listed subscribers among ``addresses`` (already normalised), keyed by address.
+
+    ``for_update`` locks the rows until the transaction ends, for a caller about to change them.
+    """
+    found: dict[str, Subscriber] = {}
+    wanted = list(dict.fromkeys(addresses))
+    for i in range(0, len(wanted), LOOKUP_CHUNK):
+        query = select(Subscriber).where(Subscriber.email.in_(wanted[i : i + LOOKUP_CHUNK]))
+        if for_update:
+            query = query.with_for_update()
+        found.update((s.email, s) for s in session.scalars(query))
+    return found
+
+
+def insert_subscribers(
+    session: Session, subscribers: Sequence[Subscriber], event: str, source: str, at: datetime
+) -> None:
+    """Insert new readers, and one ``event`` each, in the caller's transaction (an import's rows)."""
+    session.add_all(subscribers)
+    session.flush()
+    session.execute(
+        insert(SubscriberEvent),
+        [{"subscriber_id": s.id, "event": event, "source": source[:50], "at": at} for s in subscribers],
+    )
+
+
+def subscriber_by_id(session: Session, subscriber_id: int, *, for_update: bool = False) -> Subscriber | None:
+    """One subscriber by id, locked with ``for_update`` like ``subscribers_by_email``."""
+    if not 0 < subscriber_id <= MAX_SUBSCRIBER_ID:
+        return None  # PostgreSQL would refuse the comparison rather than find nothing
+    query = select(Subscriber).where(Subscriber.id == subscriber_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).first()
+
+
+def delete_subscriber(session: Session, subscriber: Subscriber) -> None:
+    """Delete the row; the database sets its deliveries' and events' subscriber_id to NULL.
+
+    The caller settles the reader's open deliveries first (see
+    ``deliveries.settle_for_removal``): a claim joins subscribers, so an open delivery
+    without one would never be sent nor skipped.
+    """
+    session.execute(delete(Subscriber).where(Subscriber.id == subscriber.id))
+    if subscriber in session:
+        session.expunge(subscriber)
+
+
+# --- staff ----------------------------------------------------------------------------------
+
+
+def staff_users(session: Session) -> Sequence[StaffUser]:
+    """Every staff account, by name."""
+    return session.scalars(select(StaffUser).order_by(StaffUser.username)).all()
+
+
+def staff_user_named(session: Session, username: str) -> StaffUser | None:
+    return session.scalars(select(StaffUser).where(StaffUser.username == username)).first()
+
+
+def set_staff_password_hash(session: Session, username: str, password_hash: str) -> bool:
+    """Store a new password hash; False if there is no such user.
+
+    The admin's session stamp is derived from the hash, so every session opened with the
+    old password ends with this change.
+    """
+    changed = session.execute(
+        update(StaffUser).where(StaffUser.username == username).values(password_hash=password_hash)
+    )
+    return bool(changed.rowcount)  # type: ignore[attr-defined]
+
+
+def delete_staff_user(session: Session, username: str) -> bool:
+    """Delete a staff account; False if there is no such user. Their admin sessions end with the row."""
+    deleted = session.execute(delete(StaffUser).where(StaffUser.username == username))
+    return bool(deleted.rowcount)  # type: ignore[attr-defined]
+
+
+def count_staff_users(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(StaffUser)) or 0
