@@ -22,7 +22,16 @@ from sqlalchemy.exc import IntegrityError
 from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.delivery import DeliveryRun, MaildirPool, Personaliser, PoolFactory, RateLimiter, RunStats
-from newsletter.editions import EditionPlan, Layout, Window, edition_date_due, local_date, plan_edition, window_for
+from newsletter.editions import (
+    EditionPlan,
+    Layout,
+    Window,
+    counted,
+    edition_date_due,
+    local_date,
+    plan_edition,
+    window_for,
+)
 from newsletter.errors import ConfigError, ConflictError, UsageError
 from newsletter.message import EditionHeaders, MessageTemplate, Reader
 from newsletter.render import Branding, Links, Markers, RenderedEdition, build_environment, render_edition
@@ -510,7 +519,7 @@ def send_edition(
         return SendReport(
             day,
             "already-sent",
-            f"the edition of {day} was already sent to {edition.sent_count} readers; nothing to do",
+            f"the edition of {day} was already sent to {counted(edition.sent_count, 'reader')}; nothing to do",
             subject=edition.subject,
         )
     if enqueue_only:
@@ -645,7 +654,7 @@ def _dry_run(config: Config, store: Store, clock: Clock, day: date) -> SendRepor
             day,
             "dry-run",
             f"the edition of {day} exists ({edition.status}): {edition.sent_count} sent, "
-            f"{edition.article_count} articles; {active} active subscribers",
+            f"{counted(edition.article_count, 'article')}; {counted(active, 'active subscriber')}",
             subject=edition.subject,
         )
     selection = plan_for(config, store, clock, day)  # no look ahead: what `send` itself would do
@@ -659,7 +668,7 @@ def _dry_run(config: Config, store: Store, clock: Clock, day: date) -> SendRepor
     return SendReport(
         day,
         "dry-run",
-        f"would send {plan.story_count} articles to {active} active subscribers; "
+        f"would send {counted(plan.story_count, 'article')} to {counted(active, 'active subscriber')}; "
         f"HTML {rendered.html_bytes // 1024} KB{too_old}",
         subject=plan.subject,
     )

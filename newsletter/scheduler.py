@@ -241,7 +241,11 @@ class EditionScheduler:
         with _stop_on_signals(self):
             startup = PassResult()
             self.results.append(startup)
-            self.sender.resume_unfinished(retry_deferred=False, result=startup)
+            self.busy.set()
+            try:
+                self.sender.resume_unfinished(retry_deferred=False, result=startup)
+            finally:
+                self.busy.clear()
             if self.stop.is_set():
                 self._announce_stop()
             else:

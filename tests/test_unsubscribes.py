@@ -104,7 +104,7 @@ def test_cli_process(runner, tmp_path, db_url, store, clock):
     cfg = config_file(tmp_path, db_url)
     result = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process", str(tmp_path / "box")])
     assert result.exit_code == 0, result.output
-    assert result.output == "unsubscribed: reader0@example.org\n1 messages: 1 unsubscribed\n"
+    assert result.output == "unsubscribed: reader0@example.org\n1 message: 1 unsubscribed\n"
     assert statuses(store) == {"reader0@example.org": "unsubscribed"}
     again = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process", str(tmp_path / "box")])
     assert again.output == "no new messages\n"

@@ -220,7 +220,7 @@ def test_over_tls_verified_against_the_ca_file(dovecot, user, db_url, store, clo
     port = dovecot.tls_port if security == "ssl" else dovecot.port
     settings = dovecot.settings(user, security=security, port=port, ca_file=str(dovecot.ca), processed_mailbox="Done")
     report = process_imap(imap_config(db_url, **settings), store, clock, tokens)
-    assert report.summary() == "1 messages: 1 unsubscribed"
+    assert report.summary() == "1 message: 1 unsubscribed"
     assert len(dovecot.folder(user, "Done")) == 1
 
 
@@ -258,7 +258,7 @@ def test_cli_reads_the_imap_mailbox_of_the_config(dovecot, user, runner, tmp_pat
     env = {"NEWSLETTER_IMAP_PASSWORD": password}
     result = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process"], env=env)
     assert result.exit_code == 0, result.output
-    assert result.output == "unsubscribed: reader0@example.org\n1 messages: 1 unsubscribed\n"
+    assert result.output == "unsubscribed: reader0@example.org\n1 message: 1 unsubscribed\n"
     wrong = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process"], env={"NEWSLETTER_IMAP_PASSWORD": "no"})
     assert wrong.exit_code == 1 and wrong.output.startswith("error: IMAP server 127.0.0.1")
     assert len(wrong.output.strip().splitlines()) == 1

@@ -26,6 +26,7 @@ from newsletter import __version__
 from newsletter.clock import SystemClock
 from newsletter.config import Config, load_config
 from newsletter.delivery import RunStats
+from newsletter.editions import counted
 from newsletter.errors import NewsletterError
 from newsletter.store import Store
 from newsletter.tokens import Tokens
@@ -84,9 +85,7 @@ class DateType(click.ParamType):
 DATE = DateType()
 
 
-def plural(n: int, noun: str) -> str:
-    """'1 article', '3 articles': counts in output read as English."""
-    return f"1 {noun}" if n == 1 else f"{n:,} {noun}s"
+plural = counted  # the CLI's name for it
 
 
 def _setup_logging(verbose: int) -> None:

@@ -295,7 +295,7 @@ def subscribers_export(app: App, out: Path | None, status: str | None) -> None:
             for row in export_rows(session, chosen):
                 writer.writerow(row)
                 count += 1
-    click.echo(f"wrote {count} subscribers to {out}", err=True)
+    click.echo(f"wrote {plural(count, 'subscriber')} to {out}", err=True)
 
 
 @subscribers.command("stats")
