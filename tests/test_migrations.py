@@ -91,3 +91,14 @@ def test_the_suites_databases_match_the_models(db_url: str) -> None:
         assert schema_differences(store) == []
     finally:
         store.dispose()
+
+
+def test_the_history_has_one_head(tmp_path: Path) -> None:
+    """Two heads would make `alembic heads` and `status` show two schema versions."""
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        assert "," not in store.head_revision()
+        store.upgrade()
+        assert store.current_revision() == store.head_revision()
+    finally:
+        store.dispose()

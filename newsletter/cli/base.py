@@ -29,6 +29,7 @@ from newsletter.delivery import RunStats
 from newsletter.editions import counted
 from newsletter.errors import NewsletterError
 from newsletter.store import Store
+from newsletter.subscribers import escape_controls
 from newsletter.tokens import Tokens
 
 log = logging.getLogger("newsletter")
@@ -135,7 +136,8 @@ class _Group(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(0)
         except NewsletterError as exc:
-            click.echo(f"error: {exc}", err=True)
+            # A message may echo input (a name, a path): never let it drive the terminal.
+            click.echo(f"error: {escape_controls(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except SQLAlchemyError as exc:
             # A database that went away mid-command: the rows say where things stand, and
