@@ -516,7 +516,7 @@ def test_cli_export_and_stats(runner, tmp_path, db_url, store, clock):
     assert rows[1][:3] == ["ana@example.org", "Ana García", "active"] and rows[2][2] == "pending"
     target = tmp_path / "active.csv"
     written = runner.invoke(cli, ["--config", cfg, "subscribers", "export", "--status", "active", "--out", str(target)])
-    assert "wrote 1 subscribers" in written.output
+    assert "wrote 1 subscriber to" in written.output
     assert target.read_text(encoding="utf-8").splitlines()[1].startswith("ana@example.org,Ana García,active,")
     stats = runner.invoke(cli, ["--config", cfg, "subscribers", "stats", "--days", "3"])
     assert stats.exit_code == 0, stats.output
