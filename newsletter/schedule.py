@@ -236,12 +236,16 @@ def state_reader(store: Store, waiting: Callable[[date], int] | None = None) -> 
     def state_of(day: date) -> EditionState | None:
         with store.session() as session:
             edition = edition_for(session, day)
-            if edition is None:
-                return None
-            if edition.status == EditionStatus.SKIPPED and waiting is not None:
-                return EditionState(edition.status, waiting=waiting(day))
-            if edition.status != EditionStatus.SENDING:
-                return EditionState(edition.status)
+            status = edition.status if edition is not None else None
+        if edition is None or status is None:
+            return None
+        if status == EditionStatus.SKIPPED and waiting is not None:
+            # Outside the session above: counting opens its own, and on SQLite a second
+            # session inside the first would wait for the first's write lock for ever.
+            return EditionState(status, waiting=waiting(day))
+        if status != EditionStatus.SENDING:
+            return EditionState(status)
+        with store.session() as session:
             open_now, deferred, next_retry = edition_progress(session, edition.id)
             return EditionState(edition.status, open_now, deferred, next_retry)
 

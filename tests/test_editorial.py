@@ -282,3 +282,36 @@ def test_a_feeds_category_table_sets_priority(config, store, clock, tmp_path):
     import_source(str(feed), config, store, clock, feed=source)
     with store.session() as session:
         assert dict(session.execute(select(Article.title, Article.priority)).all()) == {"Flash": 20, "Plain": 1}
+
+
+def test_cron_sends_a_skipped_day_whose_articles_arrive_within_the_grace_period(
+    config, store, clock, tokens, smtp_sink
+):
+    """`send --scheduled` every few minutes, on SQLite and PostgreSQL: never a locked database."""
+    from newsletter.schedule import send_scheduled
+
+    add_subscribers(store, clock, 2)
+    clock.set(END + timedelta(minutes=1))
+    first = send_scheduled(config, store, clock, tokens)
+    assert [r.outcome for r in first.reports] == ["skipped"]
+    add_article(store, clock, "late", END - timedelta(minutes=30))
+    clock.set(END + timedelta(minutes=20))
+    second = send_scheduled(config, store, clock, tokens)
+    assert [r.outcome for r in second.reports] == ["sent"] and second.exit_code == 0
+    assert placed(store) == {"late": DAY} and len(smtp_sink.handler.received) == 2
+
+
+def test_a_skipped_day_is_not_a_previous_edition(config, store, clock, tokens, smtp_sink):
+    """Nothing went out on the skipped days, so a story from before them is not too old."""
+    add_subscribers(store, clock, 1)
+    add_article(store, clock, "sent", END - timedelta(hours=1))
+    clock.set(END + timedelta(minutes=1))
+    send_edition(config, store, clock, tokens, day=DAY)
+    for n in (1, 2):
+        clock.set(END + timedelta(days=n, minutes=1))
+        assert send_edition(config, store, clock, tokens).outcome == "skipped"
+    add_article(store, clock, "late", END + timedelta(hours=1))  # after the last sent edition, 3 days ago
+    clock.set(END + timedelta(days=3, minutes=1))
+    report = send_edition(config, store, clock, tokens)
+    assert report.outcome == "sent" and "too long before" not in report.message
+    assert placed(store)["late"] == DAY + timedelta(days=3)

@@ -248,8 +248,15 @@ def edition_for(session: Session, day: date) -> Edition | None:
 
 
 def previous_edition(session: Session, day: date) -> Edition | None:
-    """The latest edition dated before ``day``: its cutoff starts the next window."""
-    query = select(Edition).where(Edition.date < day).order_by(Edition.date.desc()).limit(1)
+    """The latest edition dated before ``day`` that has gone out (or started to): its cutoff
+    is where the next window may start. A skipped day sent nothing, so it does not count:
+    a story from before it is not "too old" while no edition has gone out since."""
+    query = (
+        select(Edition)
+        .where(Edition.date < day, Edition.status.in_([EditionStatus.SENDING, EditionStatus.SENT]))
+        .order_by(Edition.date.desc())
+        .limit(1)
+    )
     return session.scalars(query).first()
 
 
