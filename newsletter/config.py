@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 import string
 import tomllib
 from collections.abc import Callable, Mapping
@@ -228,6 +229,29 @@ def _ca_file(value: Any) -> str:
     return str(Path(text).expanduser()) if text else ""
 
 
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_ADDRESS_LITERAL = re.compile(r"\[(?:\d{1,3}(?:\.\d{1,3}){3}|IPv6:[0-9A-Fa-f:.]+)\]")
+
+
+def _helo_name(value: Any) -> str:
+    text = _text(value)
+    if text and not (_HOST_NAME.fullmatch(text) or _ADDRESS_LITERAL.fullmatch(text)):
+        raise _InvalidValueError
+    return text
+
+
+def default_helo_name(hostname: str, sender_domain: str) -> str:
+    """What to say in EHLO when the configuration does not say: this machine's name when it
+    is a full domain name, else the sender's domain; never a bare address literal, which
+    remote servers score as a spam sign (RFC 5321 4.1.4 wants the client's domain)."""
+    name = hostname.strip().rstrip(".").lower()
+    if "." in name and _HOST_NAME.fullmatch(name) and not name.replace(".", "").isdigit():
+        return name
+    return sender_domain
+
+
 def _mailbox_name(value: Any) -> str:
     text = _nonempty(value)
     if not text.isascii() or not text.isprintable():
@@ -304,7 +328,11 @@ class SMTPConfig:
     connections: int = _meta("a whole number of connections from 1 to 64", _int_range(1, 64), default=4)
     max_messages_per_connection: int = _meta("a whole number from 1 to 1000000", _int_range(1, 1_000_000), default=1000)
     max_per_second: float = _meta("messages per second (0 for no limit)", _number_range(0, 100_000), default=0.0)
-    helo: str = _meta("the name to announce in EHLO (text)", _text, default="")
+    helo_name: str = _meta(
+        'a host name such as "mail.news.example.com" or an address literal such as "[192.0.2.1]"',
+        _helo_name,
+        default="",
+    )
     ca_file: str = _meta("a path to a CA bundle for verifying the server", _ca_file, default="")
 
     @property
@@ -496,6 +524,9 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
         if key not in _SECTIONS and key != "feeds":
             raise ConfigError(source, key, f"unknown section; expected one of: {', '.join([*_SECTIONS, 'feeds'])}")
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    smtp_table = data.get("smtp")
+    if isinstance(smtp_table, dict) and "helo" in smtp_table and "helo_name" not in smtp_table:
+        smtp_table["helo_name"] = smtp_table.pop("helo")  # the key's name before 0.2
     env_overrides = {
         ("smtp", "password"): "NEWSLETTER_SMTP_PASSWORD",
         ("imap", "password"): "NEWSLETTER_IMAP_PASSWORD",
@@ -527,6 +558,10 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
 
     smtp: SMTPConfig = sections["smtp"]
     imap: ImapConfig = sections["imap"]
+    if not smtp.helo_name:
+        smtp = sections["smtp"] = dataclasses.replace(
+            smtp, helo_name=default_helo_name(socket.gethostname(), sections["sender"].domain)
+        )
     for name, server in (("smtp", smtp), ("imap", imap)):
         if server.username and server.security == "none" and server.host not in ("localhost", "127.0.0.1", "::1"):
             raise ConfigError(

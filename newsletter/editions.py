@@ -118,6 +118,7 @@ class EditionPlan:
     subject: str
     lead: Story | None
     sections: tuple[Section, ...] = field(default_factory=tuple)
+    previous: date | None = None  # the last edition that went out before this one, if any
 
     @property
     def story_count(self) -> int:
@@ -250,6 +251,7 @@ def plan_edition(
     name: str,
     publication: str,
     layout: Layout = Layout(),
+    previous: date | None = None,
 ) -> EditionPlan:
     """Lay out an edition from the articles already selected for it.
 
@@ -260,4 +262,16 @@ def plan_edition(
     lead = choose_lead(stories)
     rest = [s for s in stories if s is not lead]
     subject = subject_for(subject_template, name=name, publication=publication, day=day, count=len(stories))
-    return EditionPlan(date=day, window=window, subject=subject, lead=lead, sections=group_by_section(rest, layout))
+    sections = group_by_section(rest, layout)
+    return EditionPlan(date=day, window=window, subject=subject, lead=lead, sections=sections, previous=previous)
+
+
+def since_words(day: date, previous: date | None) -> str:
+    """'since yesterday’s edition', 'since Friday’s edition', or '' for a first edition."""
+    if previous is None:
+        return ""
+    if previous == day - timedelta(days=1):
+        return "since yesterday’s edition"
+    if timedelta(days=1) < day - previous < timedelta(days=7):
+        return f"since {previous:%A}’s edition"
+    return "since the last edition"

@@ -24,7 +24,7 @@ from newsletter.store import articles as db
 from newsletter.store.models import Article, Edition
 from newsletter.store.store import OPEN_STATUSES, edition_for
 
-PIN_HORIZON = timedelta(days=366)  # a pin further ahead than a year is a typo, not a plan
+PIN_HORIZON = timedelta(days=60)  # further ahead is a typo (2027 for 2026), not a plan
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,11 @@ def hide(store: Store, clock: Clock, ref: str) -> Outcome:
             raise EditionFrozenError(
                 article.edition.date, article.edition.status.value, f"{_label(article)} has gone out in it already"
             )
+        was_lead = article.pinned_for
         changed = db.set_article_hidden(session, article.id, True, clock.now())
         what = "hidden: it goes in no edition" if changed else "already hidden"
+        if changed and was_lead is not None:
+            what += f" (it no longer leads the edition of {was_lead}: pin it again after `articles unhide`)"
         return Outcome(article.id, article.title, f"{_label(article)} {what}")
 
 
@@ -67,10 +70,17 @@ def unhide(store: Store, clock: Clock, ref: str) -> Outcome:
         return Outcome(article.id, article.title, f"{_label(article)} {what}")
 
 
-def _check_pin_day(config: Config, clock: Clock, day: date) -> None:
-    today = clock.now().astimezone(config.newsletter.zone).date()
-    if abs(day - today) > PIN_HORIZON:
-        raise UsageError(f"cannot pin for {day}: choose an edition within a year of today ({today})")
+def _check_pin_day(config: Config, clock: Clock, day: date, first: date) -> None:
+    """A pin is for an edition still to go out: from ``first`` (the next one) to two months on."""
+    if day < first:
+        raise UsageError(
+            f"cannot pin for {day}: that edition's send time has passed and it is not going out unattended; "
+            f"pin for {first} or later (or send it by hand: `newsletter send --date {day}`)"
+        )
+    if day - first > PIN_HORIZON:
+        raise UsageError(
+            f"cannot pin for {day}: choose an edition within {PIN_HORIZON.days} days of the next one ({first})"
+        )
 
 
 def pin(config: Config, store: Store, clock: Clock, ref: str, day: date | None = None) -> Outcome:
@@ -79,10 +89,11 @@ def pin(config: Config, store: Store, clock: Clock, ref: str, day: date | None =
     A story pinned for a date waits for that date's edition; any other story pinned there
     is unpinned. A hidden story is shown again, since pinning it says it should go out.
     """
-    from newsletter.publish import next_edition_day
+    from newsletter.publish import next_edition_day, resolve_day
 
-    day = day or next_edition_day(config, store, clock)
-    _check_pin_day(config, clock, day)
+    first = next_edition_day(config, store, clock)
+    day = day or first
+    _check_pin_day(config, clock, day, min(first, resolve_day(config, clock, None)))
     n = config.newsletter
     with store.session() as session:
         article = db.find_article(session, ref)
@@ -100,9 +111,13 @@ def pin(config: Config, store: Store, clock: Clock, ref: str, day: date | None =
                 f"{_label(article)} is published after the send time of the edition of {day}; pin it for a later date"
             )
         was_hidden = article.hidden
+        before = db.article_pinned_for(session, day)
         db.pin_article(session, article.id, day, clock.now())
-        shown = " (it was hidden: it is shown again)" if was_hidden else ""
-        return Outcome(article.id, article.title, f"{_label(article)} leads the edition of {day}{shown}")
+        notes = [f"#{before.id} no longer leads it"] if before is not None and before.id != article.id else []
+        if was_hidden:
+            notes.append("it was hidden: it is shown again")
+        said = f" ({'; '.join(notes)})" if notes else ""
+        return Outcome(article.id, article.title, f"{_label(article)} leads the edition of {day}{said}")
 
 
 def unpin(store: Store, clock: Clock, ref: str) -> Outcome:
@@ -168,6 +183,9 @@ def _validate(article: Article, changes: dict[str, Any]) -> None:
         replace(current, **changes)
     except TypeError as exc:  # a value of the wrong type: a bug in the caller, said plainly
         raise UsageError(f"cannot edit {_label(article)}: {exc}") from None
+    except UsageError as exc:  # said of the guid; the editor named the article by its id
+        reason = str(exc).removeprefix(f"article {article.guid[:80]}: ")
+        raise UsageError(f"cannot edit {_label(article)}: {reason}") from None
 
 
 def describe_state(article: Article, next_window_start: datetime | None) -> str:

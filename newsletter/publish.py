@@ -108,8 +108,12 @@ def _window(config: Config, clock: Clock, day: date, previous: Edition | None, l
     if window.end > now:
         upcoming = local_date(now, n.zone) + timedelta(days=1)  # a look ahead reaches tomorrow at most
         if day > local_date(now, n.zone) and not (look_ahead and day == upcoming):
-            hint = f"; the next one, {upcoming}, can be previewed as it stands" if look_ahead else ""
-            raise UsageError(f"the edition for {day} is in the future; its articles are not written yet{hint}")
+            hint = (
+                f"; the next one, {upcoming}, can be previewed as it stands"
+                if look_ahead
+                else f"; `newsletter preview --date {upcoming}` shows the next one as it stands"
+            )
+            raise UsageError(f"the edition for {day} is not due yet: it goes out at its send time{hint}")
         # Sent early by hand, or looked at ahead of time: cover up to now (a send makes the
         # next edition start from here, so nothing published before its send time is lost).
         window = Window(start=window.start, end=now)
@@ -151,8 +155,18 @@ def plan_for(config: Config, store: Store, clock: Clock, day: date, *, look_ahea
         articles = edition_candidates(session, day, window.start, window.end, edition_id=remaking)
         old = too_old_articles(session, day, window.start, previous.created_at if previous else None)
         too_old = tuple((a.id, a.title, a.published_at) for a in old)
+        previous_day = previous.date if previous is not None else None
     n = config.newsletter
-    plan = plan_edition(day, window, articles, n.subject, name=n.name, publication=n.publication, layout=layout(config))
+    plan = plan_edition(
+        day,
+        window,
+        articles,
+        n.subject,
+        name=n.name,
+        publication=n.publication,
+        layout=layout(config),
+        previous=previous_day,
+    )
     return Selection(plan, tuple(s.id for s in plan.stories), too_old)
 
 
@@ -508,8 +522,6 @@ def send_edition(
         refuse_example_sender(config)  # before anything is made or recorded
     edition, selection = make_edition(config, store, clock, day)
     too_old = selection.too_old_note(config.newsletter.max_age_hours) if selection else ""
-    if too_old:
-        log.warning("edition %s: %s", day, too_old)
     if edition.status == EditionStatus.SKIPPED:
         message = f"no articles for the edition of {day}: nothing sent" + _waiting_note(
             store, clock, edition.window_end
@@ -519,7 +531,8 @@ def send_edition(
         return SendReport(
             day,
             "already-sent",
-            f"the edition of {day} was already sent to {counted(edition.sent_count, 'reader')}; nothing to do",
+            f"the edition of {day} was already sent to {counted(edition.sent_count, 'reader')}; nothing to do"
+            + _waiting_note(store, clock, edition.window_end),
             subject=edition.subject,
         )
     if enqueue_only:

@@ -20,7 +20,7 @@ import jinja2
 from premailer import Premailer
 
 from newsletter.config import DesignConfig
-from newsletter.editions import EditionPlan, long_date
+from newsletter.editions import EditionPlan, long_date, since_words
 from newsletter.errors import RenderError
 
 log = logging.getLogger(__name__)
@@ -123,13 +123,14 @@ def _context(
     preheader = next((s.standfirst for s in stories if s.standfirst), "")
     issue_number = next((s.issue_number for s in stories if s.issue_number), "")
     count = plan.story_count
-    since = f"from {branding.publication} since yesterday’s edition"
+    since = since_words(plan.date, plan.previous)
+    source = f"from {branding.publication}" + (f" {since}" if since else "")
     summary = (
-        f"Nothing new has been published {since.removeprefix('from ' + branding.publication + ' ')}."
+        (f"Nothing new has been published {since}." if since else f"Nothing new from {branding.publication} yet.")
         if count == 0
-        else f"Here is the one story {since}."
+        else f"Here is the one story {source}."
         if count == 1
-        else f"Here are {count} stories {since}."
+        else f"Here are {count} stories {source}."
     )
     return {
         "newsletter": branding,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from newsletter.config import SMTPConfig
 from newsletter.errors import DeliveryError, SystemicDeliveryError, TemporaryDeliveryError
-from newsletter.transport import open_smtp, reply_error
+from newsletter.transport import mail_command, open_smtp, reply_error
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class _Connection:
         self.smtp: smtplib.SMTP | None = None
         self.sock: socket.socket | None = None
         self.pipelining = False
+        self.offers_size = False
         self.state = "closed"  # closed | idle | envelope | body | gate | final | reset
         self.current: Outgoing | None = None
         self.expect: list[str] = []  # stages whose replies are awaited, in order
@@ -90,6 +91,7 @@ class _Connection:
         sock.setblocking(False)
         self.sock = sock
         self.pipelining = bool(self.smtp.does_esmtp and self.smtp.has_extn("pipelining"))
+        self.offers_size = bool(self.smtp.does_esmtp and self.smtp.has_extn("size"))
         self.state = "idle"
         self.delivered = 0
         self.inbuf.clear()
@@ -120,7 +122,10 @@ class _Connection:
         self.current = message
         self.replies.clear()
         self.state = "envelope"
-        mail, rcpt = f"MAIL FROM:<{message.mail_from}>\r\n", f"RCPT TO:<{message.recipient}>\r\n"
+        data = message.data
+        size = len(data) if isinstance(data, bytes | bytearray | memoryview) else sum(len(part) for part in data)
+        mail = mail_command(message.mail_from, size, self.offers_size) + "\r\n"
+        rcpt = f"RCPT TO:<{message.recipient}>\r\n"
         if self.pipelining:
             self.write(f"{mail}{rcpt}DATA\r\n".encode())
             self.expect = ["mail", "rcpt", "data"]
@@ -426,7 +431,8 @@ class SMTPPool:
 
     def close(self) -> None:
         for conn in self.connections:
-            if conn.state == "idle":
+            # QUIT wherever the server is still talking: idle, or resetting after a refusal.
+            if conn.state in ("idle", "reset"):
                 conn.close(polite=True)
             else:
                 conn.close()

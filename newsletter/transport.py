@@ -93,6 +93,11 @@ def _tls_context(cfg: SMTPConfig) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cfg.ca_file or None)
 
 
+def mail_command(mail_from: str, size: int, offers_size: bool) -> str:
+    """The MAIL command, declaring the message's size when the server offers SIZE (RFC 1870)."""
+    return f"MAIL FROM:<{mail_from}> SIZE={size}" if offers_size else f"MAIL FROM:<{mail_from}>"
+
+
 def open_smtp(cfg: SMTPConfig) -> smtplib.SMTP:
     """A ready SMTP session: connected, EHLO, STARTTLS or implicit TLS, AUTH; errors classified."""
     where = f"{cfg.host}:{cfg.effective_port}"
@@ -142,10 +147,10 @@ def _open_session(cfg: SMTPConfig, where: str, step: list[str]) -> smtplib.SMTP:
     try:
         if cfg.security == "ssl":
             smtp = smtplib.SMTP_SSL(
-                host, port, local_hostname=cfg.helo or None, timeout=cfg.timeout, context=_tls_context(cfg)
+                host, port, local_hostname=cfg.helo_name or None, timeout=cfg.timeout, context=_tls_context(cfg)
             )
         else:
-            smtp = smtplib.SMTP(host, port, local_hostname=cfg.helo or None, timeout=cfg.timeout)
+            smtp = smtplib.SMTP(host, port, local_hostname=cfg.helo_name or None, timeout=cfg.timeout)
         # Commands are small writes; with Nagle's algorithm one sent while an earlier
         # segment is unacknowledged waits for the peer's delayed ACK (40 ms).
         if smtp.sock is not None:
@@ -172,8 +177,15 @@ def _open_session(cfg: SMTPConfig, where: str, step: list[str]) -> smtplib.SMTP:
             step[0] = "login"
             smtp.login(cfg.username, cfg.password)
         return smtp
-    except BaseException:
+    except BaseException as exc:
         if smtp is not None:
+            closing = isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code == 421
+            talking = isinstance(exc, smtplib.SMTPResponseException | smtplib.SMTPNotSupportedError | DeliveryError)
+            if talking and not closing:  # after a 421 the server hangs up itself
+                # The server is still talking (it refused the login, or offers no STARTTLS):
+                # end the session properly rather than drop it ("lost connection after AUTH").
+                with contextlib.suppress(smtplib.SMTPException, OSError):
+                    smtp.quit()
             smtp.close()
         raise
 
@@ -242,13 +254,14 @@ class SMTPTransport:
             # closing it; we read that as the answer to MAIL. Nothing was sent: try afresh.
             return self._transaction(mail_from, recipient, wire)
 
-    def _envelope(self, smtp: smtplib.SMTP, mail_from: str, recipient: str, stage: list[str]) -> None:
+    def _envelope(self, smtp: smtplib.SMTP, mail_from: str, recipient: str, stage: list[str], size: int) -> None:
         """MAIL, RCPT and DATA; one round trip when the server offers PIPELINING (RFC 2920).
 
         Addresses are checked plain addr-specs by now, so they are written as they are,
-        sparing smtplib's per-call address parsing.
+        sparing smtplib's per-call address parsing. The size is declared (RFC 1870) where
+        the server offers SIZE, so a message too big is refused before it is transmitted.
         """
-        commands = (f"MAIL FROM:<{mail_from}>", f"RCPT TO:<{recipient}>", "DATA")
+        commands = (mail_command(mail_from, size, smtp.has_extn("size")), f"RCPT TO:<{recipient}>", "DATA")
         if smtp.does_esmtp and smtp.has_extn("pipelining"):
             smtp.send("".join(f"{c}\r\n" for c in commands))
             replies = []
@@ -279,7 +292,7 @@ class SMTPTransport:
         smtp = self._connection()
         stage = ["mail"]
         try:
-            self._envelope(smtp, mail_from, recipient, stage)
+            self._envelope(smtp, mail_from, recipient, stage, len(wire))
             stage[0] = "commit"
             smtp.send(wire + b".\r\n")
             code, reply = smtp.getreply()

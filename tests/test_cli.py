@@ -211,7 +211,8 @@ def test_editors_steer_the_edition_from_the_cli(site: Site, tmp_path: Path) -> N
         (["edit", "1", "--title", "  "], "title is empty"),
         (["edit", "1", "--image-url", "javascript:alert(1)"], "whole http(s)"),
         (["edit", "1", "--priority", "5000"], "5000 is not in the range"),
-        (["pin", "1", "--date", "2001-01-01"], "within a year"),
+        (["pin", "1", "--date", "2001-01-01"], "that edition's send time has passed"),
+        (["pin", "1", "--date", "2090-01-01"], "within 60 days of the next one"),
     ]:
         result = site("articles", *args, code=2)
         assert words in result.stderr and "Traceback" not in result.output, (args, result.output)
@@ -341,7 +342,7 @@ def test_send_to_one_address_records_nothing(site: Site, smtp_sink: SMTPServer) 
     add_morning(site, day)
     site("subscribers", "add", "ana@example.org")
     result = site("send", "--to", "Editor@Example.NET", "--date", day.isoformat())
-    assert result.stdout.startswith("test copy sent to editor@example.net: 250")
+    assert result.stdout.startswith(f"test copy of the edition of {day} sent to editor@example.net: 250")
     (received,) = smtp_sink.handler.received
     assert received.rcpt_tos == ["editor@example.net"]
     assert received.message["Subject"].startswith("[Test] Breakfast in red: ")
@@ -398,7 +399,7 @@ def test_send_with_no_articles_is_skipped_and_exits_0(site: Site, smtp_sink: SMT
 
 def test_send_a_future_edition_is_refused(site: Site) -> None:
     future = (datetime.now(UTC) + timedelta(days=3)).date()
-    assert "in the future" in one_error_line(site("send", "--date", future.isoformat(), code=2))
+    assert "is not due yet" in one_error_line(site("send", "--date", future.isoformat(), code=2))
 
 
 def test_bad_date_is_a_usage_error(site: Site) -> None:

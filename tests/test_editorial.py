@@ -235,7 +235,7 @@ def test_pins_and_names_that_cannot_work_are_one_clear_error(config, store, cloc
     assert len(shared.value.candidates) == 2
     with pytest.raises(UsageError, match="after the send time"):
         editorial.pin(config, store, clock, "after", DAY)
-    with pytest.raises(UsageError, match="within a year"):
+    with pytest.raises(UsageError, match="within 60 days"):
         editorial.pin(config, store, clock, "a", date(9999, 12, 31))
     prepare_edition(config, store, clock, DAY)
     with store.session() as session:
@@ -243,6 +243,39 @@ def test_pins_and_names_that_cannot_work_are_one_clear_error(config, store, cloc
         edition.status = EditionStatus.SENT
     with pytest.raises(EditionFrozenError, match="cannot take a new lead"):
         editorial.pin(config, store, clock, "after", DAY)
+
+
+def test_editors_are_told_what_a_pin_or_a_hide_undid(config, store, clock):
+    add_article(store, clock, "first", END - timedelta(hours=1))
+    add_article(store, clock, "second", END - timedelta(hours=2))
+    clock.set(END + timedelta(minutes=1))
+    editorial.pin(config, store, clock, "first", DAY)
+    assert "(#1 no longer leads it)" in editorial.pin(config, store, clock, "second", DAY).message
+    hidden = editorial.hide(store, clock, "second").message
+    assert "it no longer leads the edition of 2026-11-24: pin it again after `articles unhide`" in hidden
+    with pytest.raises(UsageError, match=r"cannot pin for 2026-11-23: that edition's send time has passed"):
+        editorial.pin(config, store, clock, "first", DAY - timedelta(days=1))
+    with pytest.raises(UsageError, match=r"cannot edit #1 “Story first”: the title is empty"):
+        editorial.edit(store, clock, "1", {"title": " "})
+
+
+@pytest.mark.parametrize(
+    ("previous", "words"),
+    [
+        (None, "Here is the one story from The Example Gazette."),
+        (DAY - timedelta(days=1), "Here is the one story from The Example Gazette since yesterday’s edition."),
+        (DAY - timedelta(days=3), "Here is the one story from The Example Gazette since Saturday’s edition."),
+        (DAY - timedelta(days=30), "Here is the one story from The Example Gazette since the last edition."),
+    ],
+)
+def test_the_greeting_says_since_when_truthfully(config, store, clock, previous, words):
+    from newsletter.publish import render_plan
+
+    add_article(store, clock, "only", END - timedelta(hours=1))
+    clock.set(END + timedelta(minutes=1))
+    plan = plan_for(config, store, clock, DAY).plan
+    plan = type(plan)(**{**plan.__dict__, "previous": previous})
+    assert words in " ".join(render_plan(config, plan, "since1").text.split())
 
 
 def test_edits_are_checked_and_survive_the_next_feed_fetch(config, store, clock, tmp_path):

@@ -379,3 +379,8 @@ def test_the_sign_up_mail_footer_names_the_publication_once(tmp_path: Path, addr
     page = message.get_body(("html",)).get_content()
     last_cell = page.rsplit("<td", 1)[1]
     assert " ".join(last_cell.split(">", 1)[1].split("</td>")[0].split()) == footer
+
+
+def test_a_word_longer_than_the_screen_wraps(rendered: RenderedEdition) -> None:
+    headline = re.search(r'<h4 class="story-headline"[^>]*>', rendered.html).group(0)
+    assert "overflow-wrap:anywhere" in headline.replace(" ", "")

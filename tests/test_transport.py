@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import mailbox
+import re
 import socket
 import ssl
 import threading
@@ -397,3 +399,159 @@ def test_a_server_that_stalls_after_auth_is_said_to_time_out_during_login() -> N
         listener.close()
     assert "stopped answering during login (AUTH)" in str(caught.value)
     assert caught.value.stage == "auth"
+
+
+class LineServer:
+    """A plain-socket SMTP server that keeps every line a client sends until it hangs up.
+
+    aiosmtpd cancels its handler when the client closes, so a QUIT followed at once by a
+    close may never reach a hook; here every byte that arrived is read and kept.
+    """
+
+    def __init__(self, refuse: frozenset[str] = frozenset()) -> None:
+        self.refuse = refuse
+        self.lines: list[str] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.listener.settimeout(0.2)
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # a client that hangs up mid-reply
+            self._converse(conn)
+
+    def _converse(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            conn.sendall(b"220 lines.example ESMTP\r\n")
+            in_data = False
+            for raw in reader:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if in_data:
+                    if line == ".":
+                        in_data = False
+                        conn.sendall(b"250 2.0.0 queued\r\n")
+                    continue
+                self.lines.append(line)
+                verb = line[:4].upper()
+                if verb == "EHLO":
+                    conn.sendall(b"250-lines.example\r\n250-SIZE 10000000\r\n250 8BITMIME\r\n")
+                elif verb == "RCPT":
+                    refused = any(address in line for address in self.refuse)
+                    conn.sendall(b"550 5.1.1 no such user\r\n" if refused else b"250 2.1.5 OK\r\n")
+                elif verb == "DATA":
+                    in_data = True
+                    conn.sendall(b"354 go ahead\r\n")
+                elif verb == "QUIT":
+                    conn.sendall(b"221 2.0.0 bye\r\n")
+                else:
+                    conn.sendall(b"250 2.0.0 OK\r\n")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.acceptor.join(2)
+        for thread in self.threads:
+            thread.join(2)
+        self.listener.close()
+
+    def said(self, verb: str) -> list[str]:
+        return [line for line in self.lines if line.upper().startswith(verb)]
+
+
+def test_smtp_manners_size_declared_quit_after_a_refusal_and_a_proper_ehlo_name(db_url, store, clock, tokens):
+    """What a real Postfix logged against us: no SIZE=, "lost connection after RSET", EHLO [127.0.0.1]."""
+    from newsletter.publish import send_edition
+    from tests.conftest import add_subscribers, make_config, morning_articles
+
+    morning_articles(store, clock)
+    emails = add_subscribers(store, clock, 3)
+    server = LineServer(refuse=frozenset({emails[-1]}))  # the last message of the run is refused
+    try:
+        config = make_config(db_url, None, smtp={"port": server.port, "connections": 1})
+        report = send_edition(config, store, clock, tokens)
+    finally:
+        server.close()
+    assert report.stats.sent == 2 and report.stats.failed == 1
+    mails = server.said("MAIL FROM")
+    assert len(mails) == 3 and all(re.fullmatch(r"(?i)MAIL FROM:<[^>]+> SIZE=\d{4,}", m) for m in mails), mails
+    assert len(server.said("QUIT")) == 2  # the check before sending, and the session whose last message was refused
+    assert [line.lower() for line in server.said("EHLO")] == [f"ehlo {config.smtp.helo_name}"] * 2
+    assert not config.smtp.helo_name.startswith("[")
+
+
+def test_a_refused_login_is_ended_with_quit() -> None:
+    from newsletter.transport import open_smtp
+
+    server = LoginRefusingServer()
+    try:
+        config = SMTPConfig(host="127.0.0.1", port=server.port, security="none", username="u", password="p", timeout=5)
+        with pytest.raises(SystemicDeliveryError, match="refused the login"):
+            open_smtp(config)
+    finally:
+        server.close()
+    assert [line.upper() for line in server.said("QUIT")] == ["QUIT"]
+
+
+class LoginRefusingServer(LineServer):
+    """Offers AUTH and refuses every login with 535."""
+
+    def _converse(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            conn.sendall(b"220 lines.example ESMTP\r\n")
+            for raw in reader:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                self.lines.append(line)
+                if line.upper().startswith("EHLO"):
+                    conn.sendall(b"250-lines.example\r\n250 AUTH PLAIN LOGIN\r\n")
+                elif line.upper().startswith("AUTH"):
+                    conn.sendall(b"535 5.7.8 authentication failed\r\n")
+                elif line.upper().startswith("QUIT"):
+                    conn.sendall(b"221 bye\r\n")
+                else:
+                    conn.sendall(b"500 what\r\n")
+
+
+@pytest.mark.parametrize(
+    ("hostname", "domain", "expected"),
+    [
+        ("mail.gazette.co.uk", "gazette.co.uk", "mail.gazette.co.uk"),
+        ("vm", "gazette.co.uk", "gazette.co.uk"),
+        ("localhost", "gazette.co.uk", "gazette.co.uk"),
+        ("192.0.2.7", "gazette.co.uk", "gazette.co.uk"),
+        ("MAIL.Gazette.co.uk.", "gazette.co.uk", "mail.gazette.co.uk"),
+    ],
+)
+def test_the_default_ehlo_name_is_never_a_bare_address(hostname: str, domain: str, expected: str) -> None:
+    from newsletter.config import default_helo_name
+
+    assert default_helo_name(hostname, domain) == expected
+
+
+def test_helo_name_is_checked_and_the_old_key_still_read() -> None:
+    from newsletter.errors import ConfigError
+
+    base = {
+        "newsletter": {"publication": "P"},
+        "sender": {"from_address": "news@gazette.co.uk"},
+        "web": {"base_url": "https://gazette.co.uk"},
+    }
+    assert (
+        parse_config({**base, "smtp": {"helo": "mx.gazette.co.uk"}}, "<memory>", {}).smtp.helo_name
+        == "mx.gazette.co.uk"
+    )
+    assert parse_config({**base, "smtp": {"helo_name": "[192.0.2.1]"}}, "<memory>", {}).smtp.helo_name == "[192.0.2.1]"
+    for bad in ("mx gazette", "mx.gazette.co.uk\r\nMAIL FROM:<x>", "-bad-.example", "[999]"):
+        with pytest.raises(ConfigError, match=r"smtp\.helo_name"):
+            parse_config({**base, "smtp": {"helo_name": bad}}, "<memory>", {})

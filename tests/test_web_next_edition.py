@@ -452,7 +452,7 @@ def test_other_dates_can_be_looked_at(staff, config, store, clock):
     assert f'href="/admin/next?date={DAY}"' in tomorrow and 'href="/admin/next">Next edition</a>' in tomorrow
     assert staff.get("/admin/next/preview?date=2026-11-25").status_code == 200
     future = staff.get("/admin/next?date=2026-11-27")
-    assert future.status_code == 404 and "in the future" in unescape(future.get_data(as_text=True))
+    assert future.status_code == 404 and "is not due yet" in unescape(future.get_data(as_text=True))
     assert staff.get("/admin/next/preview?date=2026-11-27").status_code == 404
     day_before = DAY - timedelta(days=1)
     assert "not made" in text_of(staff, f"/admin/next?date={day_before}")

@@ -101,9 +101,12 @@ def send(
         if dry_run or enqueue_only:
             raise UsageError("--to sends one test copy and records nothing; it cannot be combined with "
                              "--dry-run or --enqueue-only")  # fmt: skip
+        from newsletter.publish import next_edition_day
+
         address = normalise_email(to_address)
+        day = day or next_edition_day(app.config, app.store, app.clock)
         reply = send_test_copy(app.config, app.store, app.clock, app.tokens, day, address)
-        click.echo(f"test copy sent to {address}: {reply}")
+        click.echo(f"test copy of the edition of {day} sent to {address}: {reply}")
         return
     progress = Progress(enabled=sys.stderr.isatty() and not dry_run)
     with graceful_stop() as stop:
