@@ -12,6 +12,7 @@ line and exits non-zero, so nothing below the interfaces needs to know about exi
     │   ├── InvalidTextError         (subscribers.py) a name or source with control characters
     │   ├── NotListedError           (subscribers.py) addresses not on the list; nothing changed
     │   ├── ConsentRequiredError     (subscribers.py) re-activating a reader who left, unconfirmed
+    │   ├── NotPendingError          (subscribers.py) a confirmation resent for a reader not pending
     │   └── UnknownStaffError        (web/auth.py) no staff account has that name
     ├── StoreError                   the database cannot be reached or is not migrated
     │   ├── LockHeldError            another process is sending this edition
@@ -20,6 +21,7 @@ line and exits non-zero, so nothing below the interfaces needs to know about exi
     ├── MessageError                 a message cannot be built
     │   └── HeaderInjectionError     CR/LF or NUL in a header value
     ├── TokenError                   a signed link is invalid, expired or for another purpose
+    │   └── TokenExpiredError        a genuine link, older than its lifetime
     ├── ArticleImportError           an article source cannot be read at all (see articles.py)
     ├── MailboxError                 the unsubscribe mailbox (Maildir or IMAP) cannot be read
     └── DeliveryError                SMTP or Maildir delivery failed
@@ -116,6 +118,10 @@ class HeaderInjectionError(MessageError):
 
 class TokenError(NewsletterError):
     """Raised when a signed link is forged, expired or meant for another purpose."""
+
+
+class TokenExpiredError(TokenError):
+    """Raised when a signed link is genuine but older than its lifetime (a new one can be sent)."""
 
 
 class ArticleImportError(NewsletterError):

@@ -356,6 +356,19 @@ class ScheduledSender:
         log.log(level, "edition %s: %s", day, report.message)
         result.reports.append(report)
 
+    def deliver_signup_mails(self) -> None:
+        """Send the confirmation mails still queued (the mail server was down at sign-up)."""
+        from newsletter.outbox import deliver_outbox
+        from newsletter.publish import transport_factory
+
+        try:
+            report = deliver_outbox(self.config, self.store, self.clock, transport_factory(self.config))
+        except NewsletterError as exc:
+            log.error("sign-up mails were not delivered: %s; %s", exc, self.retry_hint)
+            return
+        if report.sent or report.deferred or report.given_up:
+            log.log(logging.WARNING if report.given_up else logging.INFO, "%s", report.summary())
+
     def fetch_feeds(self, why: str) -> None:
         """Import the feeds; a feed that fails is logged and the morning goes on without it."""
         if self.fetch is None:
@@ -385,4 +398,7 @@ def send_scheduled(
     wait for their retry time.
     """
     sender = ScheduledSender(config, store, clock, tokens, fetch=fetch, stop=stop, lock_level=logging.INFO)
-    return sender.run_pass(retry_deferred=False, others=True, missed_level=logging.INFO)
+    result = sender.run_pass(retry_deferred=False, others=True, missed_level=logging.INFO)
+    if not sender.stop.is_set():
+        sender.deliver_signup_mails()
+    return result

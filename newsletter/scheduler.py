@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 EDITION_JOB_ID = "newsletter-edition"
 RETRY_JOB_ID = "newsletter-retry"
 FETCH_JOB_ID = "newsletter-fetch-feeds"
+OUTBOX_JOB_ID = "newsletter-signup-mails"
+OUTBOX_MINUTES = 1  # a reader waits for the confirmation mail: try queued ones every minute
 JOB_TABLE = "apscheduler_jobs"
 # A process needs a moment to wake: a send this late is on time whatever the grace period.
 ON_TIME = timedelta(minutes=1)
@@ -134,6 +136,11 @@ def edition_job(*, daemon: EditionScheduler | None = None) -> None:
 def retry_job(*, daemon: EditionScheduler | None = None) -> None:
     """Every ``retry_deferred_minutes``: retry deferrals, resume anything left part-sent."""
     _given(daemon).on_retry_tick()
+
+
+def outbox_job(*, daemon: EditionScheduler | None = None) -> None:
+    """Every minute: send sign-up mails the mail server could not take when they were asked for."""
+    _given(daemon).sender.deliver_signup_mails()
 
 
 def fetch_job(*, daemon: EditionScheduler | None = None) -> None:
@@ -319,6 +326,15 @@ class EditionScheduler:
             minutes=max(1, self.config.delivery.retry_deferred_minutes),
             id=RETRY_JOB_ID,
             name="retrying deferred messages",
+            jobstore="memory",
+            misfire_grace_time=None,
+        )
+        scheduler.add_job(
+            outbox_job,
+            "interval",
+            minutes=OUTBOX_MINUTES,
+            id=OUTBOX_JOB_ID,
+            name="sending queued sign-up mails",
             jobstore="memory",
             misfire_grace_time=None,
         )

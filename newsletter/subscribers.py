@@ -69,7 +69,22 @@ _CONTROL_OR_TAB = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class InvalidAddressError(UsageError):
-    """Raised when an email address is malformed, has a line break, or is not deliverable in form."""
+    """Raised when an email address is malformed, has a line break, or is not deliverable in form.
+
+    ``reason`` says which (``EMPTY``, ``LINE_BREAK``, ``TOO_LONG`` or ``MALFORMED``) and
+    ``detail`` what the validator found, so a form can word its own message without
+    taking this one apart.
+    """
+
+    EMPTY = "empty"
+    LINE_BREAK = "line-break"
+    TOO_LONG = "too-long"
+    MALFORMED = "malformed"
+
+    def __init__(self, message: str, *, reason: str = MALFORMED, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(message)
 
 
 class InvalidTextError(UsageError):
@@ -102,6 +117,23 @@ class ConsentRequiredError(UsageError):
         )
 
 
+class NotPendingError(UsageError):
+    """Raised when a new confirmation link is asked for a reader who is not pending; ``status`` says what they are.
+
+    An active reader has nothing to confirm; one who left comes back only by signing up
+    again themselves, so staff cannot send them a link that would do it.
+    """
+
+    def __init__(self, email: str, status: SubscriberStatus) -> None:
+        self.email = email
+        self.status = status
+        if status == SubscriberStatus.ACTIVE:
+            message = f"{email} is already active: there is nothing to confirm"
+        else:
+            message = f"{email} is {status.value}: to come back they sign up again through the form themselves"
+        super().__init__(escape_controls(message))
+
+
 def escape_controls(text: str) -> str:
     """``text`` with every control character shown as an escape (ESC as ``\\x1b``), safe to print.
 
@@ -126,16 +158,23 @@ def _refuse_controls(field: str, text: str) -> None:
 def normalise_email(raw: str, *, check_deliverability: bool = False) -> str:
     """The canonical form of an address, or ``InvalidAddressError`` saying what is wrong with it."""
     if any(c in raw for c in "\r\n\x00"):
-        raise InvalidAddressError(f"{raw[:80]!r} is not an email address: it contains a line break")
+        raise InvalidAddressError(
+            f"{raw[:80]!r} is not an email address: it contains a line break", reason=InvalidAddressError.LINE_BREAK
+        )
     text = raw.strip()
     if not text:
-        raise InvalidAddressError("the email address is empty")
+        raise InvalidAddressError("the email address is empty", reason=InvalidAddressError.EMPTY)
     if len(text) > MAX_EMAIL:
-        raise InvalidAddressError(f"{escape_controls(text[:40])}…: an email address has at most {MAX_EMAIL} characters")
+        raise InvalidAddressError(
+            f"{escape_controls(text[:40])}…: an email address has at most {MAX_EMAIL} characters",
+            reason=InvalidAddressError.TOO_LONG,
+        )
     try:
         info = validate_email(text, check_deliverability=check_deliverability, allow_smtputf8=False)
     except EmailNotValidError as exc:
-        raise InvalidAddressError(f"{text!r} is not a valid email address: {exc}") from None
+        raise InvalidAddressError(
+            f"{text!r} is not a valid email address: {exc}", reason=InvalidAddressError.MALFORMED, detail=str(exc)
+        ) from None
     return (info.ascii_email or info.normalized).lower()
 
 
@@ -295,6 +334,26 @@ def reactivate(session: Session, subscriber_id: int, clock: Clock, *, by: str, c
     return set_status(subscriber, SubscriberStatus.ACTIVE, clock, source=who)
 
 
+def pending_reader(session: Session, *, email: str | None = None, subscriber_id: int | None = None) -> Subscriber:
+    """The pending reader to send a fresh confirmation link, named by address or by id.
+
+    :raises NotListedError: nobody on the list has that address or id.
+    :raises NotPendingError: the reader is active, or left (they re-subscribe themselves).
+    """
+    if email is not None:
+        address = normalise_email(email)
+        subscriber = subscriber_by_email(session, address)
+        missing: str | int = address
+    else:
+        subscriber = subscriber_by_id(session, subscriber_id or 0)
+        missing = subscriber_id or 0
+    if subscriber is None:
+        raise NotListedError([missing])
+    if subscriber.status != SubscriberStatus.PENDING:
+        raise NotPendingError(subscriber.email, subscriber.status)
+    return subscriber
+
+
 def _listed(session: Session, emails: Iterable[str], *, for_update: bool = False) -> list[Subscriber]:
     """The subscribers for ``emails``, once each in the order given, or ``NotListedError`` naming the rest.
 
@@ -407,6 +466,7 @@ class ConfirmResult(enum.StrEnum):
     REACTIVATED = "reactivated"
     ALREADY = "already"
     STALE = "stale"  # a link from before the reader left, with no request since
+    SUPERSEDED = "superseded"  # a link from before the reader left; a newer one went out since
     UNKNOWN = "unknown"  # no such subscriber (removed), or the row is for another address
 
 
@@ -418,28 +478,59 @@ def subscriber_for(session: Session, claim: TokenClaim) -> Subscriber | None:
     return subscriber if subscriber is not None and claim.matches(subscriber.email) else None
 
 
-def _asked_since_leaving(session: Session, subscriber: Subscriber) -> bool:
-    def latest(*events: str) -> SubscriberEvent | None:
-        query = (
-            select(SubscriberEvent)
-            .where(SubscriberEvent.subscriber_id == subscriber.id, SubscriberEvent.event.in_(events))
-            .order_by(SubscriberEvent.id.desc())
-            .limit(1)
-        )
-        return session.scalars(query).first()
+def _latest(session: Session, subscriber: Subscriber, *events: str) -> SubscriberEvent | None:
+    query = (
+        select(SubscriberEvent)
+        .where(SubscriberEvent.subscriber_id == subscriber.id, SubscriberEvent.event.in_(events))
+        .order_by(SubscriberEvent.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
 
-    asked, left = latest(SUBSCRIBED), latest(UNSUBSCRIBED, BOUNCED)
+
+def _asked_since_leaving(session: Session, subscriber: Subscriber) -> bool:
+    asked, left = _latest(session, subscriber, SUBSCRIBED), _latest(session, subscriber, UNSUBSCRIBED, BOUNCED)
     if asked is None:
         return False
     if left is not None:
         return asked.id > left.id
     # Left without an event (a bounce recorded by the send loop): compare times instead.
-    left_at = subscriber.unsubscribed_at or subscriber.updated_at
-    return asked.at >= left_at
+    return asked.at >= _left_at(session, subscriber)
 
 
-def confirm_subscription(session: Session, claim: TokenClaim, clock: Clock, *, source: str = "web") -> ConfirmResult:
-    """Activate the subscriber a valid confirm token names (double opt-in)."""
+def _left_at(session: Session, subscriber: Subscriber) -> datetime:
+    """When a reader who left last left: their latest leaving event, else the row's own times."""
+    left = _latest(session, subscriber, UNSUBSCRIBED, BOUNCED)
+    if left is not None:
+        return left.at
+    return subscriber.unsubscribed_at or subscriber.updated_at
+
+
+def _issued_before(issued_at: datetime, moment: datetime) -> bool:
+    """Whether a token signed at ``issued_at`` predates ``moment``.
+
+    Token stamps are whole seconds, so a token from the same second as ``moment`` counts
+    as issued after it: a real departure and a sign-up that follows are never that close.
+    """
+    return int(issued_at.timestamp()) < int(moment.timestamp())
+
+
+def confirm_subscription(
+    session: Session,
+    claim: TokenClaim,
+    clock: Clock,
+    *,
+    source: str = "web",
+    issued_at: datetime | None = None,
+) -> ConfirmResult:
+    """Activate the subscriber a valid confirm token names (double opt-in).
+
+    Someone who left comes back only by a link issued after they left, in answer to a
+    request they made since: a link from an older email (kept, forwarded, re-read by a
+    scanner) must not undo their leaving just because somebody has signed the address up
+    again meanwhile. ``issued_at`` is when the token was signed; callers holding the
+    token pass it (without it only the request is checked).
+    """
     subscriber = subscriber_for(session, claim)
     if subscriber is None:
         return ConfirmResult.UNKNOWN
@@ -450,6 +541,8 @@ def confirm_subscription(session: Session, claim: TokenClaim, clock: Clock, *, s
         return ConfirmResult.CONFIRMED
     if not _asked_since_leaving(session, subscriber):
         return ConfirmResult.STALE
+    if issued_at is not None and _issued_before(issued_at, _left_at(session, subscriber)):
+        return ConfirmResult.SUPERSEDED
     set_status(subscriber, SubscriberStatus.ACTIVE, clock, source=source)
     return ConfirmResult.REACTIVATED
 

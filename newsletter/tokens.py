@@ -12,12 +12,13 @@ import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 from itsdangerous.signer import HMACAlgorithm
 
 from newsletter.clock import Clock, SystemClock
-from newsletter.errors import TokenError
+from newsletter.errors import TokenError, TokenExpiredError
 
 CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
@@ -34,6 +35,7 @@ class TokenClaim:
 
     subscriber_id: int
     digest: str
+    issued_at: datetime | None = None  # when the link was signed (UTC, to the second)
 
     def matches(self, email: str) -> bool:
         return self.digest == email_digest(email)
@@ -89,12 +91,13 @@ class Tokens:
         if not token or len(token) > 256 or not token.isascii():
             raise TokenError("this link is not valid")
         try:
-            value = signer.unsign(token, max_age=max_age_days * 86_400).decode("ascii")
+            raw, stamp = signer.unsign(token, max_age=max_age_days * 86_400, return_timestamp=True)
+            value = raw.decode("ascii")
         except SignatureExpired as exc:
-            raise TokenError("this link has expired") from exc
+            raise TokenExpiredError("this link has expired") from exc
         except BadSignature as exc:
             raise TokenError("this link is not valid") from exc
         sid, _, digest = value.partition("-")
         if not sid.isdigit() or len(digest) != 10:
             raise TokenError("this link is not valid")
-        return TokenClaim(subscriber_id=int(sid), digest=digest)
+        return TokenClaim(subscriber_id=int(sid), digest=digest, issued_at=stamp.astimezone(UTC))

@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from sqlalchemy import select
+from werkzeug.security import generate_password_hash
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from newsletter.clock import FixedClock
 from newsletter.publish import send_edition
 from newsletter.store import Store
-from newsletter.store.models import Subscriber, SubscriberStatus
+from newsletter.store.models import StaffUser, Subscriber, SubscriberStatus
 from newsletter.tokens import Tokens
 from newsletter.web import create_app
 from tests.conftest import PG_ENV, SECRET, SMTPServer, add_article, add_subscribers, make_config, morning_articles
@@ -163,3 +164,109 @@ def test_subscribe_confirm_receive_unsubscribe_in_a_real_browser(
     assert problems == []  # no CSP violations or failed requests in the pages
     assert (ARTIFACTS / "subscribe.png").stat().st_size > 1000
     assert (ARTIFACTS / "unsubscribe.png").stat().st_size > 1000
+
+
+STAFF_PASSWORD = "correct horse battery staple"
+LONG_ADDRESS = "a-rather-long-address-of-someone-who-left@subdomain.of.an.example.org"
+
+
+def test_admin_fits_a_phone_lines_up_on_a_desktop_and_keeps_a_mistyped_login(
+    db_url: str, store: Store, smtp_sink: SMTPServer, server: tuple[str, dict[str, Any]]
+) -> None:
+    """At 375 px the page never scrolls sideways (the table scrolls in its own box); at 1200 px the filter
+    labels share one line; a failed login keeps the user name and never the password."""
+    _require_chromium()
+    base, slot = server
+    clock = FixedClock(datetime(2026, 11, 23, 20, 0, tzinfo=UTC))
+    config = make_config(db_url, smtp_sink, web={"base_url": base, "production": False})
+    slot["app"] = create_app(config, store=store, clock=clock)
+    with store.session() as session:
+        cheap = generate_password_hash(STAFF_PASSWORD, method="pbkdf2:sha256:1000")
+        session.add(StaffUser(username="ana", password_hash=cheap, created_at=clock.now()))
+    add_subscribers(store, clock, 8)
+    add_subscribers(store, clock, 2, SubscriberStatus.PENDING, prefix="waiting")
+    with store.session() as session:
+        session.add(
+            Subscriber(
+                email=LONG_ADDRESS,
+                name="Someone With A Rather Long Name Indeed",
+                status=SubscriberStatus.UNSUBSCRIBED,
+                source="test",
+                created_at=clock.now(),
+                updated_at=clock.now(),
+            )
+        )
+    ARTIFACTS.mkdir(exist_ok=True)
+    problems: list[str] = []
+
+    def watch(message: ConsoleMessage) -> None:
+        expected = "favicon" in message.location.get("url", "") or "status of 401" in message.text  # the wrong password
+        if message.type == "error" and not expected:
+            problems.append(message.text)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"],
+        )
+        try:
+            for width, height in ((375, 812), (1200, 900)):
+                context = browser.new_context(viewport={"width": width, "height": height})
+                context.set_default_timeout(10_000)
+                page = context.new_page()
+                page.on("console", watch)
+
+                # A failed login keeps what was typed as the user name, and never the password.
+                page.goto(f"{base}/admin/login")
+                page.get_by_label("User name").fill("ana")
+                page.get_by_label("Password").fill("not the password")
+                page.get_by_role("button", name="Log in").click()
+                page.get_by_role("alert").filter(has_text="Wrong user name or password").wait_for()
+                assert page.get_by_label("User name").input_value() == "ana"
+                assert page.get_by_label("Password").input_value() == ""
+                page.get_by_label("Password").fill(STAFF_PASSWORD)
+                page.get_by_role("button", name="Log in").click()
+                page.wait_for_url(f"{base}/admin/subscribers")
+
+                sizes = page.evaluate(
+                    """() => {
+                        const box = document.querySelector('.table-scroll');
+                        return {page: document.documentElement.scrollWidth, view: document.documentElement.clientWidth,
+                                box: box.scrollWidth, boxView: box.clientWidth};
+                    }"""
+                )
+                assert sizes["page"] <= sizes["view"], f"the page scrolls sideways at {width} px: {sizes}"
+                if width == 375:
+                    assert sizes["box"] > sizes["boxView"], sizes  # the table scrolls inside its own box
+                    page.screenshot(path=str(ARTIFACTS / "admin-subscribers-375.png"), full_page=True)
+                    context.close()
+                    continue
+
+                query, status = (
+                    page.locator("label[for=q]").bounding_box(),
+                    page.locator("label[for=status]").bounding_box(),
+                )
+                fields = [page.locator(s).bounding_box() for s in ("#q", "#status", "form.filters button")]
+                assert query and status and all(fields)
+                assert status["x"] > query["x"] and abs(status["y"] - query["y"]) < 1, (query, status)
+                bottoms = {round(f["y"] + f["height"]) for f in fields if f}
+                assert len(bottoms) == 1, fields  # the search box, the list and the button end on one line
+                page.screenshot(path=str(ARTIFACTS / "admin-subscribers-1200.png"), full_page=True)
+
+                # Making a reader who left active again: refused until the consent box is ticked.
+                page.get_by_label(f"New status for {LONG_ADDRESS}").select_option("active")
+                page.get_by_role("button", name=f"Save the status of {LONG_ADDRESS}").click()
+                page.get_by_role("status").filter(has_text="nothing changed").wait_for()
+                assert _status(store, LONG_ADDRESS) == SubscriberStatus.UNSUBSCRIBED
+                page.get_by_label(f"New status for {LONG_ADDRESS}").select_option("active")
+                page.get_by_label(f"They asked to come back ({LONG_ADDRESS})").check()
+                page.get_by_role("button", name=f"Save the status of {LONG_ADDRESS}").click()
+                page.get_by_role("status").filter(has_text="is now active").wait_for()
+                assert _status(store, LONG_ADDRESS) == SubscriberStatus.ACTIVE
+                context.close()
+        finally:
+            browser.close()
+    assert problems == []
+    assert (ARTIFACTS / "admin-subscribers-375.png").stat().st_size > 1000
+    assert (ARTIFACTS / "admin-subscribers-1200.png").stat().st_size > 1000

@@ -104,3 +104,19 @@ def test_a_secret_key_is_required(clock: FixedClock) -> None:
     with pytest.raises(TokenError, match="no secret key"):
         Tokens("", clock)
     assert Tokens(SECRET).make(CONFIRM, 1, "a@example.org")  # the system clock when none is given
+
+
+def test_an_expired_link_is_its_own_class_and_a_claim_says_when_it_was_signed() -> None:
+    from datetime import UTC, datetime
+
+    from newsletter.clock import FixedClock
+    from newsletter.errors import TokenExpiredError
+    from newsletter.tokens import CONFIRM, Tokens
+
+    clock = FixedClock(datetime(2026, 11, 24, 6, 0, 30, 500_000, tzinfo=UTC))
+    tokens = Tokens("k" * 40, clock)
+    token = tokens.make(CONFIRM, 7, "ana@example.org")
+    assert tokens.read(CONFIRM, token, 7).issued_at == datetime(2026, 11, 24, 6, 0, 30, tzinfo=UTC)
+    clock.advance(8 * 86_400)
+    with pytest.raises(TokenExpiredError):
+        tokens.read(CONFIRM, token, 7)

@@ -277,6 +277,95 @@ def test_an_old_confirm_link_does_not_bring_back_someone_who_left(client, store,
     assert subscriber(store, "ana@example.org").status == SubscriberStatus.UNSUBSCRIBED
 
 
+def test_a_link_from_before_leaving_stays_dead_after_anyone_signs_the_address_up_again(client, store, smtp_sink, clock):
+    subscribe(client, "ana@example.org")
+    old_link = local(confirm_link(mails_to(smtp_sink, "ana@example.org")[0]))  # T1
+    assert client.get(old_link).status_code == 200
+    ana = subscriber(store, "ana@example.org")
+    assert ana.status == SubscriberStatus.ACTIVE
+    clock.advance(3600)
+    tokens = client.application.extensions["newsletter"].tokens
+    one_click = client.post(f"/unsubscribe/{tokens.make(UNSUBSCRIBE, ana.id, ana.email)}")
+    assert one_click.status_code == 200
+    clock.advance(3600)
+    # Anyone at all fills in the form for the address: it is a new request, so a new link goes out.
+    stranger = browser(client.application)
+    assert subscribe(stranger, "ana@example.org").status_code == 303
+    first, new = mails_to(smtp_sink, "ana@example.org")
+    assert confirm_link(new) != confirm_link(first)
+    before = events(store)
+
+    stale = client.get(old_link)  # the old email, kept, forwarded or re-read by a link scanner
+    page = stale.get_data(as_text=True)
+    assert stale.status_code == 400 and "This link has expired" in page and "newer one has been sent" in page
+    assert "You are subscribed" not in page
+    assert subscriber(store, "ana@example.org").status == SubscriberStatus.UNSUBSCRIBED
+    assert events(store) == before
+
+    clock.advance(60)
+    fresh = client.get(local(confirm_link(new)))  # the link sent after the new sign-up still works
+    assert fresh.status_code == 200 and "welcome back" in fresh.get_data(as_text=True)
+    assert subscriber(store, "ana@example.org").status == SubscriberStatus.ACTIVE
+    assert events(store)[-1] == ("reactivated", "web")
+
+
+def test_link_pages_follow_the_error_class_not_its_wording(client, store, smtp_sink, clock, monkeypatch):
+    from newsletter.errors import TokenError, TokenExpiredError
+
+    subscribe(client, "ana@example.org")
+    link = local(confirm_link(mails_to(smtp_sink, "ana@example.org")[0]))
+    token = link.rsplit("/", 1)[1]
+    tokens = client.application.extensions["newsletter"].tokens
+
+    def refuse(error: TokenError):
+        def read(purpose: str, value: str, max_age_days: int):
+            raise error
+
+        return read
+
+    # Reworded messages: an old link still reads as expired, a forged one as broken.
+    monkeypatch.setattr(tokens, "read", refuse(TokenExpiredError("too late for this one")))
+    for path in (link, f"/unsubscribe/{token}"):
+        assert "This link has expired" in client.get(path).get_data(as_text=True)
+    monkeypatch.setattr(tokens, "read", refuse(TokenError("this link has expired (not really)")))
+    forged = client.get(link).get_data(as_text=True)
+    assert "This link does not work" in forged and "has expired" not in forged
+    assert subscriber(store, "ana@example.org").status == SubscriberStatus.PENDING
+
+
+def test_form_messages_come_from_the_errors_attributes_not_their_text(client, store, smtp_sink, monkeypatch):
+    from newsletter.subscribers import InvalidAddressError, InvalidTextError
+    from newsletter.web import public
+
+    def bad_address(reason: str, detail: str = ""):
+        def normalise(raw: str) -> str:
+            raise InvalidAddressError("worded any way at all: x: y", reason=reason, detail=detail)
+
+        return normalise
+
+    expected = {
+        InvalidAddressError.EMPTY: "Please enter your email address.",
+        InvalidAddressError.LINE_BREAK: "An email address cannot contain line breaks.",
+        InvalidAddressError.TOO_LONG: "An email address has at most 254 characters.",
+    }
+    for reason, message in expected.items():
+        monkeypatch.setattr(public, "normalise_email", bad_address(reason))
+        body = subscribe(client, "ana@example.org").get_data(as_text=True)
+        assert message in body and "worded any way" not in body
+    monkeypatch.setattr(public, "normalise_email", bad_address(InvalidAddressError.MALFORMED, "no @-sign: none"))
+    body = subscribe(client, "ana@example.org").get_data(as_text=True)
+    assert "That is not a valid email address: no @-sign: none" in body
+
+    def bad_name(raw: str) -> str:
+        raise InvalidTextError("the reader's name", "is worded differently now")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(public, "clean_name", bad_name)
+    body = subscribe(client, "ana@example.org", "Ana").get_data(as_text=True)
+    assert "Your name is worded differently now." in body
+    assert subscriber(store, "ana@example.org") is None
+
+
 def test_the_honeypot_answers_like_a_success_and_does_nothing(client, store, smtp_sink):
     response = subscribe(client, "bot@example.org", website="https://spam.example")
     assert response.status_code == 303 and response.headers["Location"].endswith("/check-your-inbox")

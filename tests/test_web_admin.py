@@ -14,12 +14,15 @@ from werkzeug.security import generate_password_hash
 
 from newsletter.clock import FixedClock
 from newsletter.config import Config
+from newsletter.sink import free_port
 from newsletter.store import Store
 from newsletter.store.models import (
     Delivery,
     DeliveryStatus,
     Edition,
     EditionStatus,
+    OutboxMessage,
+    OutboxStatus,
     StaffUser,
     Subscriber,
     SubscriberEvent,
@@ -27,7 +30,7 @@ from newsletter.store.models import (
 )
 from newsletter.web import create_app
 from newsletter.web.auth import add_staff_user
-from tests.conftest import add_subscribers
+from tests.conftest import SMTPServer, add_subscribers, make_config
 
 PASSWORD = "correct horse battery staple"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -201,7 +204,9 @@ def test_change_a_status_with_csrf(staff, store, clock):
     with store.session() as session:
         event = session.scalars(select(SubscriberEvent)).one()
         assert (event.event, event.source, event.subscriber_id) == ("unsubscribed", "admin:ana", reader_id)
-    evil_back = staff.post(url, data={"csrf_token": token, "status": "active", "back": "https://evil.example/"})
+    evil_back = staff.post(
+        url, data={"csrf_token": token, "status": "active", "consent": "yes", "back": "https://evil.example/"}
+    )
     assert evil_back.headers["Location"].endswith("/admin/subscribers")
     assert status_of(store, "reader1@example.org") == SubscriberStatus.ACTIVE
     assert staff.post(url, data={"csrf_token": token, "status": "pending"}).status_code == 400
@@ -256,3 +261,156 @@ def test_editions_with_delivery_counts_and_failures(staff, store, clock):
     assert "451 4.3.0 try again later" in detail and "/editions/2026-11-24" in detail
     assert staff.get("/admin/editions/2026-11-25").status_code == 404
     assert staff.get("/admin/editions?before=garbage").status_code == 400
+
+
+# --- readers who left, and fresh confirmation links ------------------------------------------
+
+
+def subscriber_id(store: Store, email: str) -> int:
+    with store.session() as session:
+        return session.scalars(select(Subscriber.id).where(Subscriber.email == email)).one()
+
+
+def events_of(store: Store) -> list[tuple[str, str]]:
+    with store.session() as session:
+        return [(e.event, e.source) for e in session.scalars(select(SubscriberEvent).order_by(SubscriberEvent.id))]
+
+
+def flashed(client: FlaskClient) -> list[str]:
+    page = client.get("/admin/subscribers").get_data(as_text=True)
+    return re.findall(r'<p class="notice" role="status">([^<]*)</p>', page)
+
+
+@pytest.mark.parametrize("left", [SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED])
+def test_a_reader_who_left_becomes_active_only_with_their_consent_ticked(staff, store, clock, left):
+    add_subscribers(store, clock, 1, left, prefix="gone")
+    add_subscribers(store, clock, 1)
+    reader = subscriber_id(store, "gone0@example.org")
+    page = staff.get("/admin/subscribers").get_data(as_text=True)
+    # The box is offered for the reader who left, and only for them.
+    assert page.count('name="consent"') == 1 and f'id="consent-{reader}"' in page
+    assert "They asked to come back" in page
+    token = CSRF.search(page).group(1)
+    url = f"/admin/subscribers/{reader}/status"
+    back = "/admin/subscribers?q=gone"
+
+    refused = staff.post(url, data={"csrf_token": token, "status": "active", "back": back})
+    assert refused.status_code == 303 and refused.headers["Location"].endswith(back)
+    (message,) = flashed(staff)
+    assert "gone0@example.org" in message and "nothing changed" in message and "\n" not in message
+    assert status_of(store, "gone0@example.org") == left
+    assert events_of(store) == []
+
+    done = staff.post(url, data={"csrf_token": token, "status": "active", "consent": "yes", "back": back})
+    assert done.status_code == 303
+    assert flashed(staff) == [f"Subscriber {reader} is now active."]
+    assert status_of(store, "gone0@example.org") == SubscriberStatus.ACTIVE
+    assert events_of(store) == [("reactivated", "admin:ana")]
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"consent": "no"},
+        {"consent": "YES"},
+        {"consent": "yes\x00"},
+        {"consent": "y" * 5000},
+        {"consent": ["yes", "yes"]},
+        {"consent": "yes", "status": ["active", "unsubscribed"]},
+        {"status": "active\r\n"},
+        {"status": ""},
+    ],
+)
+def test_forged_status_forms_change_nothing(staff, store, clock, forged):
+    add_subscribers(store, clock, 1, SubscriberStatus.UNSUBSCRIBED, prefix="gone")
+    token = token_on(staff, "/admin/subscribers")
+    data = {"csrf_token": token, "status": "active", **forged}
+    response = staff.post(f"/admin/subscribers/{subscriber_id(store, 'gone0@example.org')}/status", data=data)
+    assert response.status_code == 400 and "Traceback" not in response.get_data(as_text=True)
+    assert status_of(store, "gone0@example.org") == SubscriberStatus.UNSUBSCRIBED
+    assert events_of(store) == []
+
+
+def test_a_pending_reader_can_still_be_made_active_without_the_box(staff, store, clock):
+    add_subscribers(store, clock, 1, SubscriberStatus.PENDING, prefix="waiting")
+    token = token_on(staff, "/admin/subscribers")
+    url = f"/admin/subscribers/{subscriber_id(store, 'waiting0@example.org')}/status"
+    assert staff.post(url, data={"csrf_token": token, "status": "active"}).status_code == 303
+    assert status_of(store, "waiting0@example.org") == SubscriberStatus.ACTIVE
+    assert events_of(store) == [("confirmed", "admin:ana")]
+
+
+def outbox_rows(store: Store) -> list[OutboxMessage]:
+    with store.session() as session:
+        return list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+def test_resend_confirmation_for_a_pending_reader(staff, store, clock, smtp_sink: SMTPServer):
+    add_subscribers(store, clock, 1, SubscriberStatus.PENDING, prefix="waiting")
+    add_subscribers(store, clock, 1)
+    add_subscribers(store, clock, 1, SubscriberStatus.UNSUBSCRIBED, prefix="gone")
+    pending, active, gone = (
+        subscriber_id(store, e) for e in ("waiting0@example.org", "reader0@example.org", "gone0@example.org")
+    )
+    page = staff.get("/admin/subscribers").get_data(as_text=True)
+    assert page.count("Resend confirmation") == 1 and f"/admin/subscribers/{pending}/resend-confirmation" in page
+    token = CSRF.search(page).group(1)
+    url = f"/admin/subscribers/{pending}/resend-confirmation"
+    assert staff.post(url).status_code == 400  # no CSRF token
+    assert staff.post(url, data={"csrf_token": token + "x"}).status_code == 400
+    assert outbox_rows(store) == []
+
+    done = staff.post(url, data={"csrf_token": token, "back": "/admin/subscribers?status=pending"})
+    assert done.status_code == 303 and done.headers["Location"].endswith("/admin/subscribers?status=pending")
+    assert flashed(staff) == ["A new confirmation link went to waiting0@example.org."]
+    (mail,) = smtp_sink.handler.by_recipient()["waiting0@example.org"]
+    link = re.search(
+        r"https://news.example.com/newsletter(/confirm/\S+)", mail.message.get_body(("plain",)).get_content()
+    )
+    assert staff.get(link.group(1)).status_code == 200
+    assert status_of(store, "waiting0@example.org") == SubscriberStatus.ACTIVE
+    assert [r.status for r in outbox_rows(store)] == [OutboxStatus.SENT]
+
+    for other, words in ((active, "already active"), (gone, "sign up again")):
+        refused = staff.post(f"/admin/subscribers/{other}/resend-confirmation", data={"csrf_token": token})
+        assert refused.status_code == 303
+        (message,) = flashed(staff)
+        assert message.startswith("No confirmation sent:") and words in message
+    for absent in (9999, 99999999999):
+        assert (
+            staff.post(f"/admin/subscribers/{absent}/resend-confirmation", data={"csrf_token": token}).status_code
+            == 404
+        )
+    assert len(smtp_sink.handler.received) == 1 and len(outbox_rows(store)) == 1
+
+
+def test_resend_confirmation_while_the_mail_server_is_down_says_it_is_queued(db_url, store, clock):
+    config = make_config(db_url, None, smtp={"port": free_port(), "timeout": 2})
+    cheap = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000")
+    with store.session() as session:
+        session.add(StaffUser(username="ana", password_hash=cheap, created_at=clock.now()))
+    client = browser(create_app(config, store=store, clock=clock))
+    assert log_in(client).status_code == 302
+    add_subscribers(store, clock, 1, SubscriberStatus.PENDING, prefix="waiting")
+    token = token_on(client, "/admin/subscribers")
+    reader = subscriber_id(store, "waiting0@example.org")
+    response = client.post(f"/admin/subscribers/{reader}/resend-confirmation", data={"csrf_token": token})
+    assert response.status_code == 303
+    (message,) = flashed(client)
+    assert "is queued but not sent yet" in message and "cannot connect" in message
+    (row,) = outbox_rows(store)
+    assert row.status == OutboxStatus.PENDING and row.attempts == 1 and row.last_error
+
+
+def test_a_failed_login_keeps_the_user_name_but_never_the_password(app):
+    client = browser(app)
+    wrong = log_in(client, "not the password at all")
+    html = wrong.get_data(as_text=True)
+    assert wrong.status_code == 401
+    assert re.search(r'<input id="username"[^>]* value="ana"', html)
+    assert "not the password at all" not in html
+    assert not re.search(r'<input id="password"[^>]* value=', html)
+    odd = log_in(client, "guess", username='"><script>x</script>')
+    assert "<script>x" not in odd.get_data(as_text=True) and "&#34;&gt;&lt;script&gt;" in odd.get_data(as_text=True)
+    control = log_in(client, "guess", username="an\x1ba")
+    assert re.search(r'<input id="username"[^>]* value=""', control.get_data(as_text=True))

@@ -302,3 +302,52 @@ class RateBucket(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OutboxKind(enum.StrEnum):
+    CONFIRM = "confirm"  # the double opt-in's confirm link
+    ALREADY = "already"  # "you already get it", with an unsubscribe link
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for its next attempt, or in flight under a claim
+    SENT = "sent"
+    SKIPPED = "skipped"  # no longer needed when its turn came (the reader confirmed, or left)
+    FAILED = "failed"  # refused for good, or still failing when the retry window closed
+
+
+class OutboxMessage(Base):
+    """A sign-up mail waiting to go out, written in the same transaction as the sign-up.
+
+    It holds what rebuilds the message at send time (who, which kind), never the rendered
+    message or its signed link: the token is made when the mail leaves, so nothing secret
+    sits in the table. A failed attempt stays here with its error and the time of the next.
+    """
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        # Claims walk the due rows in time order; sent and failed rows stay out of the index.
+        Index(
+            "ix_outbox_messages_due",
+            "next_attempt_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_outbox_messages_subscriber_id", "subscriber_id"),
+        CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Removing a reader (erasure) removes their queued mail with them.
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    recipient: Mapped[str] = mapped_column(String(320))
+    kind: Mapped[OutboxKind] = mapped_column(_enum(OutboxKind, "outbox_kind"))
+    status: Mapped[OutboxStatus] = mapped_column(_enum(OutboxStatus, "outbox_status"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(String(1000), default="")
+    # The latest request for this mail: the retry window counts from here.
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str] = mapped_column(String(200), default="")
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

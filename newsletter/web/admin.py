@@ -24,14 +24,27 @@ from werkzeug.wrappers import Response
 from newsletter import editorial
 from newsletter.editions import Story, long_date
 from newsletter.errors import ArticleNotFoundError, NewsletterError, UsageError
+from newsletter.outbox import queue_signup_mail
 from newsletter.render import fill_markers
 from newsletter.store import deliveries as log_
-from newsletter.store.articles import list_articles
-from newsletter.store.models import Edition, EditionStatus, StaffUser, SubscriberStatus
+from newsletter.store.articles import edition_articles, list_articles
+from newsletter.store.models import Edition, EditionStatus, OutboxKind, StaffUser, SubscriberStatus
 from newsletter.store.store import OPEN_STATUSES, count_subscribers, edition_for
-from newsletter.subscribers import change_status, normalise_email, page_subscribers
+from newsletter.subscribers import (
+    LEFT,
+    MAX_SOURCE,
+    ConsentRequiredError,
+    NotListedError,
+    NotPendingError,
+    change_status,
+    normalise_email,
+    page_subscribers,
+    pending_reader,
+    reactivate,
+)
 from newsletter.web import services
-from newsletter.web.auth import authenticate, session_stamp
+from newsletter.web.auth import MAX_USERNAME, authenticate, session_stamp
+from newsletter.web.mail import deliver_now
 from newsletter.web.security import PAGE_CSP, allow_attempt, client_key, local_path, record_attempt
 
 log = logging.getLogger(__name__)
@@ -43,6 +56,7 @@ PAGE_SIZE = 50
 EDITIONS_PER_PAGE = 20
 MAX_SEARCH = 200
 STAFF_STATUSES = (SubscriberStatus.ACTIVE, SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED)
+CONSENT = "yes"  # the value of the "they asked to come back" checkbox
 
 
 @bp.before_request
@@ -69,8 +83,9 @@ def login() -> Response | tuple[str, int] | str:
     if request.method == "GET":
         if g.staff:
             return redirect(request.script_root + next_path if next_path else url_for("admin.subscribers"))
-        return render_template("web/admin/login.html", next=next_path, error="")
+        return render_template("web/admin/login.html", next=next_path, error="", username="")
     username, password = request.form.get("username", ""), request.form.get("password", "")
+    typed = username[:MAX_USERNAME] if username.isprintable() else ""  # shown again; the password never is
     client = client_key(app.config.web.secret_key, request.remote_addr)
     now = app.clock.now()
     with app.store.session() as db:
@@ -81,10 +96,15 @@ def login() -> Response | tuple[str, int] | str:
         found = (user.id, session_stamp(user)) if user else None
     if not allowed:
         return render_template(
-            "web/admin/login.html", next=next_path, error="Too many failed logins. Please wait an hour and try again."
+            "web/admin/login.html",
+            next=next_path,
+            error="Too many failed logins. Please wait an hour and try again.",
+            username=typed,
         ), 429
     if found is None:
-        return render_template("web/admin/login.html", next=next_path, error="Wrong user name or password."), 401
+        return render_template(
+            "web/admin/login.html", next=next_path, error="Wrong user name or password.", username=typed
+        ), 401
     session.clear()  # a fresh session: nothing from before the login carries over
     session.permanent = True
     session["staff_id"], session["staff_stamp"] = found
@@ -144,32 +164,99 @@ def subscribers() -> str:
         status=status.value if status else "",
         statuses=list(SubscriberStatus),
         staff_statuses=STAFF_STATUSES,
+        left=LEFT,
+        consent=CONSENT,
         filters=filters,
         back=request.full_path.rstrip("?"),
     )
 
 
-@bp.post("/subscribers/<int:subscriber_id>/status")
-def set_subscriber_status(subscriber_id: int) -> Response:
-    app = services()
-    if subscriber_id > MAX_ID:
-        abort(404)
-    try:
-        status = SubscriberStatus(request.form.get("status", ""))
-    except ValueError:
+def _one_value(name: str) -> str:
+    """A form field sent once; 400 when it is missing or repeated (no browser repeats it)."""
+    values = request.form.getlist(name)
+    if len(values) != 1:
         abort(400)
-    if status not in STAFF_STATUSES:
-        abort(400)
-    try:
-        with app.store.session() as db:
-            changed = change_status(db, subscriber_id, status, app.clock, source=f"admin:{g.staff}")
-    except UsageError:
-        abort(404)
-    flash(f"Subscriber {subscriber_id} is now {status.value}." if changed else "Nothing to change.")
+    return values[0]
+
+
+def _back_to_list() -> Response:
     back = local_path(request.form.get("back"))
     if back and back.startswith("/admin/"):
         return redirect(request.script_root + back, code=303)
     return redirect(url_for("admin.subscribers"), code=303)
+
+
+def _who() -> str:
+    """The staff member, as recorded with the change ("admin:ana"), within the column's width."""
+    return f"admin:{g.staff}"[:MAX_SOURCE]
+
+
+@bp.post("/subscribers/<int:subscriber_id>/status")
+def set_subscriber_status(subscriber_id: int) -> Response:
+    """Change one reader's status; making someone who left active needs the consent checkbox.
+
+    Someone who unsubscribed, bounced or complained comes back only if they asked to, so
+    without "they asked to come back" ticked nothing changes and the page says why.
+    """
+    app = services()
+    if subscriber_id > MAX_ID:
+        abort(404)
+    try:
+        status = SubscriberStatus(_one_value("status"))
+    except ValueError:
+        abort(400)
+    if status not in STAFF_STATUSES:
+        abort(400)
+    consent = request.form.getlist("consent")
+    if consent not in ([], [CONSENT]):  # a checkbox sends its value once, or nothing
+        abort(400)
+    try:
+        with app.store.session() as db:
+            if status == SubscriberStatus.ACTIVE:
+                changed = reactivate(db, subscriber_id, app.clock, by=_who(), confirmed=bool(consent))
+            else:
+                changed = change_status(db, subscriber_id, status, app.clock, source=_who())
+    except ConsentRequiredError as exc:
+        log.info("admin %s: subscriber %d not reactivated: no consent confirmed", g.staff, subscriber_id)
+        flash(
+            f"{exc.email} is {exc.status.value}: nothing changed. Make them active again only if they asked "
+            "to come back, and tick “They asked to come back” to say so."
+        )
+        return _back_to_list()
+    except UsageError:  # no such subscriber
+        abort(404)
+    if changed:
+        log.info("admin %s: subscriber %d is now %s", g.staff, subscriber_id, status.value)
+    flash(f"Subscriber {subscriber_id} is now {status.value}." if changed else "Nothing to change.")
+    return _back_to_list()
+
+
+@bp.post("/subscribers/<int:subscriber_id>/resend-confirmation")
+def resend_confirmation(subscriber_id: int) -> Response:
+    """Queue a fresh confirmation link for a pending reader and try to send it now, saying what happened."""
+    app = services()
+    if subscriber_id > MAX_ID:
+        abort(404)
+    now = app.clock.now()
+    try:
+        with app.store.session() as db:
+            reader = pending_reader(db, subscriber_id=subscriber_id)
+            email = reader.email
+            mail_id = queue_signup_mail(db, reader.id, email, OutboxKind.CONFIRM, now)
+    except NotListedError:
+        abort(404)
+    except NotPendingError as exc:
+        flash(f"No confirmation sent: {_one_line(exc)}.")
+        return _back_to_list()
+    report = deliver_now(app, mail_id, subscriber_id)
+    if report is not None and report.sent:
+        log.info("admin %s: a new confirmation link went to subscriber %d", g.staff, subscriber_id)
+        flash(f"A new confirmation link went to {email}.")
+    else:
+        problem = report.last_error if report is not None and report.last_error else "the mail server is unavailable"
+        log.warning("admin %s: confirmation for subscriber %d queued, not sent yet", g.staff, subscriber_id)
+        flash(f"The confirmation to {email} is queued but not sent yet ({problem}); it is retried automatically.")
+    return _back_to_list()
 
 
 @bp.get("/editions")
@@ -267,6 +354,7 @@ class _Listed:
     id: int
     title: str
     published: str
+    section: str = ""
 
 
 def _when(moment: datetime) -> str:
@@ -288,6 +376,12 @@ def next_edition() -> Response:
             for a in list_articles(db, hidden_only=True, limit=HIDDEN_SHOWN)
         ]
     frozen = edition is not None and edition.status not in OPEN_STATUSES
+    fixed_stories: list[_Listed] = []
+    if frozen and edition is not None:
+        with app.store.session() as db:
+            fixed_stories = [
+                _Listed(a.id, a.title, _when(a.published_at), a.section) for a in edition_articles(db, edition.id)
+            ]
     groups: list[_Group] = []
     too_old: list[_Listed] = []
     subject = edition.subject if edition is not None else ""
@@ -319,6 +413,7 @@ def next_edition() -> Response:
         state=STATE_LABELS.get(edition.status, edition.status.value) if edition is not None else "not made",
         subject=subject,
         frozen=frozen,
+        fixed_stories=fixed_stories,
         problem=problem,
         groups=groups,
         story_count=sum(len(grp.stories) for grp in groups),

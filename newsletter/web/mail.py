@@ -1,75 +1,53 @@
-"""The mail a sign-up sends: the double opt-in's confirm link, or "you already get it".
+"""The mail a sign-up sends (the double opt-in's confirm link, or "you already get it"), via the outbox.
 
-It goes through the same single-message transport as test copies (SMTP or the Maildir,
-per configuration). A failure is logged for the staff and not shown to the visitor: the
-page after a sign-up must read the same whether or not the address was already listed.
+The mail is queued in the sign-up's own transaction, then the request tries to deliver
+it at once, so the reader has it within seconds whenever the mail server is up. A
+failure is logged for the staff and not shown to the visitor: the page after a sign-up
+must read the same whether or not the address was already listed, and whether or not
+the server took the mail; the outbox retries it (see ``newsletter.outbox``).
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, make_msgid
 
-from flask import render_template
+from sqlalchemy.orm import Session
 
 from newsletter.config import Config
-from newsletter.errors import DeliveryError
-from newsletter.message import check_header
+from newsletter.errors import NewsletterError
+from newsletter.outbox import OutboxReport, deliver_outbox, queue_signup_mail, signup_message
+from newsletter.store.models import OutboxKind
 from newsletter.subscribers import Signup
-from newsletter.tokens import CONFIRM, UNSUBSCRIBE
 from newsletter.web import Services
 
 log = logging.getLogger(__name__)
 
-SUBJECTS = {
-    "confirm": "Please confirm your subscription to {name}",
-    "already": "You already get {name}",
-}
-
 
 def notice_message(config: Config, email: str, kind: str, now: datetime, **context: object) -> EmailMessage:
-    """Text and HTML parts in UTF-8, rendered from ``web/email/{kind}.*``."""
-    context |= {"email": email, "days": config.web.confirm_days}
-    msg = EmailMessage()
-    msg["Subject"] = check_header("Subject", SUBJECTS[kind].format(name=config.newsletter.name))
-    msg["From"] = Address(display_name=config.from_name, addr_spec=config.sender.from_address)
-    msg["To"] = check_header("To", email)
-    if config.sender.reply_to:
-        msg["Reply-To"] = config.sender.reply_to
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = make_msgid(kind, domain=config.sender.domain)
-    # RFC 3834: out-of-office robots must not answer it.
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(render_template(f"web/email/{kind}.txt", **context), charset="utf-8")
-    msg.add_alternative(render_template(f"web/email/{kind}.html", **context), subtype="html", charset="utf-8")
-    return msg
+    """Text and HTML parts in UTF-8, rendered from ``web/email/{kind}.*`` (see ``outbox.signup_message``)."""
+    return signup_message(config, email, kind, now, **context)
 
 
-def send_signup_mail(services: Services, signup: Signup) -> bool:
-    """Mail the signed confirm link, or tell an active reader they already get it.
+def queue_for(session: Session, signup: Signup, now: datetime) -> int:
+    """Queue the mail this sign-up calls for, in the sign-up's transaction; returns its outbox id."""
+    kind = OutboxKind.CONFIRM if signup.send_confirmation else OutboxKind.ALREADY
+    return queue_signup_mail(session, signup.subscriber_id, signup.email, kind, now)
 
-    Either way a sign-up costs one mail, so the time the form takes says nothing about
-    whether the address was on the list. False (and a log line) if the server refused it.
+
+def deliver_now(services: Services, mail_id: int, subscriber_id: int) -> OutboxReport | None:
+    """Try to send one queued mail at once; None when even trying failed (it stays queued).
+
+    Whatever happens here is logged, never raised: the visitor's answer does not change.
     """
-    config, tokens, now = services.config, services.tokens, services.clock.now()
-    if signup.send_confirmation:
-        url = f"{config.web.base_url}/confirm/{tokens.make(CONFIRM, signup.subscriber_id, signup.email)}"
-        msg = notice_message(config, signup.email, "confirm", now, confirm_url=url)
-    else:
-        url = f"{config.web.base_url}/unsubscribe/{tokens.make(UNSUBSCRIBE, signup.subscriber_id, signup.email)}"
-        msg = notice_message(config, signup.email, "already", now, unsubscribe_url=url)
-    transport = services.transport_factory()
     try:
-        transport.send(
-            config.sender.envelope_from or config.sender.from_address, signup.email, msg.as_bytes(policy=SMTP)
+        report = deliver_outbox(
+            services.config, services.store, services.clock, services.transport_factory, limit=1, only=mail_id
         )
-    except DeliveryError as exc:
-        log.error("sign-up email to subscriber %d not sent: %s", signup.subscriber_id, exc)
-        return False
-    finally:
-        transport.close()
-    return True
+    except (NewsletterError, OSError) as exc:
+        log.error("sign-up email to subscriber %d not sent now, left queued: %s", subscriber_id, exc)
+        return None
+    if not report.sent and report.last_error:
+        log.error("sign-up email to subscriber %d not sent now, queued to retry: %s", subscriber_id, report.last_error)
+    return report

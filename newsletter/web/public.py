@@ -14,13 +14,15 @@ from datetime import date
 from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from newsletter.errors import TokenError, UsageError
+from newsletter.errors import TokenError, TokenExpiredError
 from newsletter.store.models import SubscriberStatus
 from newsletter.store.store import edition_for
 from newsletter.subscribers import (
     MAX_EMAIL,
     MAX_NAME,
     ConfirmResult,
+    InvalidAddressError,
+    InvalidTextError,
     LeaveResult,
     clean_name,
     confirm_subscription,
@@ -31,7 +33,7 @@ from newsletter.subscribers import (
 )
 from newsletter.tokens import CONFIRM, UNSUBSCRIBE
 from newsletter.web import services
-from newsletter.web.mail import send_signup_mail
+from newsletter.web.mail import deliver_now, queue_for
 from newsletter.web.security import EDITION_CSP, allow_attempt, client_key, recipient_key
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ def subscribe() -> tuple[str, int]:
 
 @bp.post("/subscribe")
 def subscribe_post() -> BaseResponse | tuple[str, int]:
-    """Sign up: validate, rate-limit, record a pending reader, mail the confirm link."""
+    """Sign up: validate, rate-limit, record a pending reader and queue its mail, then try to send it."""
     app = services()
     email, name = request.form.get("email", ""), request.form.get("name", "")
     client = client_key(app.config.web.secret_key, request.remote_addr)
@@ -90,20 +92,23 @@ def subscribe_post() -> BaseResponse | tuple[str, int]:
     errors: dict[str, str] = {}
     try:
         normalise_email(email)
-    except UsageError as exc:
-        errors["email"] = _address_problem(email, exc)
+    except InvalidAddressError as exc:
+        errors["email"] = _address_problem(exc)
     try:
         clean_name(name)
-    except UsageError as exc:
-        errors["name"] = str(exc).replace("a subscriber's name", "Your name").capitalize()
+    except InvalidTextError as exc:
+        errors["name"] = f"Your name {exc.problem}."
     if errors:
         return _subscribe_form(400, email=email, name=name, errors=errors)
+    now = app.clock.now()
     with app.store.session() as session:
         signup = request_subscription(session, email, app.clock, name=name, source="web")
         recipient = recipient_key(app.config.web.secret_key, signup.email)
-        may_mail = allow_attempt(session, "signup-mail", recipient, app.clock.now(), MAILS_PER_ADDRESS_PER_HOUR)
-    if may_mail:
-        send_signup_mail(app, signup)
+        # Queued mails count too: the limit holds while the mail server is down.
+        may_mail = allow_attempt(session, "signup-mail", recipient, now, MAILS_PER_ADDRESS_PER_HOUR)
+        mail_id = queue_for(session, signup, now) if may_mail else None
+    if mail_id is not None:
+        deliver_now(app, mail_id, signup.subscriber_id)
     else:  # someone is filling a stranger's inbox through the form
         log.warning(
             "sign-up mail to subscriber %d held back: %d sent this hour",
@@ -113,15 +118,19 @@ def subscribe_post() -> BaseResponse | tuple[str, int]:
     return redirect(url_for("public.check_inbox"), code=303)
 
 
-def _address_problem(raw: str, exc: UsageError) -> str:
-    if not raw.strip():
+def _address_problem(exc: InvalidAddressError) -> str:
+    if exc.reason == InvalidAddressError.EMPTY:
         return "Please enter your email address."
-    if any(c in raw for c in "\r\n\x00"):
+    if exc.reason == InvalidAddressError.LINE_BREAK:
         return "An email address cannot contain line breaks."
-    if len(raw.strip()) > MAX_EMAIL:
+    if exc.reason == InvalidAddressError.TOO_LONG:
         return f"An email address has at most {MAX_EMAIL} characters."
-    detail = str(exc).split(": ", 1)[-1]
-    return f"That is not a valid email address: {detail}"
+    return f"That is not a valid email address: {exc.detail}" if exc.detail else "That is not a valid email address."
+
+
+def _link_state(exc: TokenError) -> str:
+    """The page a link that ``Tokens.read`` refused gets: "expired" or "invalid"."""
+    return "expired" if isinstance(exc, TokenExpiredError) else "invalid"
 
 
 @bp.get("/subscribe/check-your-inbox")
@@ -138,11 +147,11 @@ def confirm(token: str) -> tuple[str, int]:
     try:
         claim = app.tokens.read(CONFIRM, token, app.config.web.confirm_days)
     except TokenError as exc:
-        state = "expired" if "expired" in str(exc) else "invalid"
-        return render_template("web/confirm.html", state=state), 400
+        return render_template("web/confirm.html", state=_link_state(exc)), 400
     with app.store.session() as session:
-        result = confirm_subscription(session, claim, app.clock, source="web")
-    status = 400 if result in (ConfirmResult.UNKNOWN, ConfirmResult.STALE) else 200
+        result = confirm_subscription(session, claim, app.clock, source="web", issued_at=claim.issued_at)
+    refused = (ConfirmResult.UNKNOWN, ConfirmResult.STALE, ConfirmResult.SUPERSEDED)
+    status = 400 if result in refused else 200
     return render_template("web/confirm.html", state=result.value), status
 
 
@@ -158,8 +167,7 @@ def unsubscribe(token: str) -> Response:
     try:
         claim = app.tokens.read(UNSUBSCRIBE, token, app.config.web.unsubscribe_days)
     except TokenError as exc:
-        state = "expired" if "expired" in str(exc) else "invalid"
-        return _unsubscribe_page(state, 400)
+        return _unsubscribe_page(_link_state(exc), 400)
     if request.method == "POST":
         source = "web" if request.form.get("via") == "page" else "one-click"
         with app.store.session() as session:
