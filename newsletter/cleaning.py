@@ -1,12 +1,14 @@
 """Article text and HTML made fit for email: sanitised, tidied, with links that work.
 
 Pure functions over strings, shared by every source ``articles.py`` reads. Cleaning HTML
-is two passes. nh3 does the security part against an allowlist fit for email (no scripts,
-styles, frames, forms or event handlers; only http, https and mailto URLs). A small parser
-then walks nh3's well-formed output to do what an allowlist cannot: resolve relative links
-against the article URL, drop tracking pixels, collapse whitespace that is layout noise,
-and find the first paragraph, image and caption. It never rewrites the words themselves,
-so curly quotes, dashes and accents arrive as they were written.
+is two passes, after one that writes out the end tags HTML implies and caps the nesting,
+so that no input, however hostile, makes the parsers slow (see ``_Balancer``). nh3 does
+the security part against an allowlist fit for email (no scripts, styles, frames, forms
+or event handlers; only http, https and mailto URLs). A small parser then walks nh3's
+well-formed output to do what an allowlist cannot: resolve relative links against the
+article URL, drop tracking pixels, collapse whitespace that is layout noise, and find the
+first paragraph, image and caption. It never rewrites the words themselves, so curly
+quotes, dashes and accents arrive as they were written; only control characters go.
 """
 
 from __future__ import annotations
@@ -43,7 +45,42 @@ _TRACKER_HOSTS = (
     "feeds.feedburner.com", "pixel.wp.com", "stats.wordpress.com", "google-analytics.com",
     "pixel.quantserve.com", "scorecardresearch.com", "facebook.com", "doubleclick.net",
 )
+# For balancing markup before nh3 (see _Balancer): elements with no end tag, whose content is
+# raw text, that stop a search for an open element, and that close an open <p>.
+_VOID = frozenset({
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "keygen", "link", "meta", "param", "source",
+    "track", "wbr",
+})
+_RAW_TEXT = frozenset({
+    "script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "noscript", "plaintext",
+})
+_SCOPE = frozenset({"applet", "caption", "html", "table", "td", "th", "marquee", "object", "template"})
+_CLOSE_P = frozenset({
+    "address", "article", "aside", "blockquote", "center", "details", "dialog", "dir", "div", "dl", "dd",
+    "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header",
+    "hgroup", "li", "listing", "main", "menu", "nav", "ol", "p", "pre", "section", "summary", "table", "ul",
+})
+_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_TABLE_SECTIONS = frozenset({"thead", "tbody", "tfoot"})
+# Opening one of these closes the innermost open element named on the left, when no element
+# named on the right stands between (HTML's implied end tags, simplified).
+_CLOSES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "li": (frozenset({"li"}), _SCOPE | {"ul", "ol"}),
+    "dt": (frozenset({"dt", "dd"}), _SCOPE | {"dl"}),
+    "dd": (frozenset({"dt", "dd"}), _SCOPE | {"dl"}),
+    "td": (frozenset({"td", "th"}), frozenset({"table", "tr"})),
+    "th": (frozenset({"td", "th"}), frozenset({"table", "tr"})),
+    "tr": (frozenset({"tr"}), frozenset({"table"}) | _TABLE_SECTIONS),
+    **dict.fromkeys(_TABLE_SECTIONS, (_TABLE_SECTIONS, frozenset({"table"}))),
+    "option": (frozenset({"option"}), frozenset({"select", "datalist"}) | _SCOPE),
+    "a": (frozenset({"a"}), _SCOPE),
+    **dict.fromkeys(_HEADINGS, (_HEADINGS, _SCOPE | (_CLOSE_P - _HEADINGS))),
+}
 # fmt: on
+NESTING_MAX = 100  # elements open at once; real articles stay within a few dozen
+# A tag: a name, then anything but "<" or ">" (so that each character is looked at a bounded
+# number of times, whatever the input).
+_TAG = re.compile(r"<(/?)([A-Za-z][^\s/<>]*)[^<>]*>")
 # style on img only so the second pass can spot hidden pixels; it never reaches the output.
 _ATTRIBUTES = {
     "a": {"href", "title"},
@@ -56,10 +93,73 @@ _ATTRIBUTES = {
     "th": {"colspan", "rowspan"},
 }
 _NOISE = re.compile(r"[ \t\r\n\f\v\u00a0\u0085\u2028\u2029]{2,}|[\t\r\n\f\v\u0085\u2028\u2029]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 (but tab, LF, CR), DEL and C1 (but NEL, a line break that _NOISE turns into a space): a
+# terminal or mail client may act on them (ESC [ and its one-byte form CSI, U+009B, start
+# escape sequences), and no text is written with them. Also lone surrogates (JSON's "\ud800",
+# half an emoji): not characters at all, so nothing can encode them, from nh3 to the database.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff]")
 _HIDDEN_STYLE = re.compile(
     r"(?:^|;)\s*(?:(?:width|height)\s*:\s*[01](?:px)?\s*(?:;|$)|display\s*:\s*none|visibility\s*:\s*hidden)", re.I
 )
+
+
+class _Balancer:
+    """Rewrites markup so that every element it closes is closed by its own end tag, and none
+    is opened deeper than ``NESTING_MAX``; a callable for ``_TAG.sub``.
+
+    Why: nh3's HTML parser does work in proportion to the depth for every tag, and re-opens
+    every formatting element (``<b>``, ``<a href>``, …) that a paragraph's end closed by
+    implication in each paragraph after it, copying its attributes. So 100,000 nested tags,
+    or paragraphs each leaving a ``<b title="…">`` open, cost minutes and gigabytes however
+    short the input. Following the nesting roughly as a browser does, in one pass, and
+    writing out the end tags that HTML implies, leaves nothing to re-open; tags past the
+    depth limit are dropped and their text stays. Ordinary markup comes out as it went in,
+    bar those explicit end tags. nh3 still does all the sanitising afterwards, so a mistake
+    here can only cost formatting, never let anything through.
+    """
+
+    def __init__(self) -> None:
+        self.open: list[str] = []
+        self.raw = ""  # inside <script>, <style> and the like, whose content is text
+
+    def _innermost(self, names: frozenset[str], stop: frozenset[str]) -> int | None:
+        for index in range(len(self.open) - 1, -1, -1):
+            if self.open[index] in names:
+                return index
+            if self.open[index] in stop:
+                return None
+        return None
+
+    def _close_from(self, index: int | None) -> str:
+        if index is None:
+            return ""
+        closed = "".join(f"</{name}>" for name in reversed(self.open[index:]))
+        del self.open[index:]
+        return closed
+
+    def __call__(self, tag: re.Match[str]) -> str:
+        name = tag[2].lower()
+        if self.raw:
+            if tag[1] and name == self.raw:
+                self.raw = ""
+            return tag[0]
+        if name in _VOID:
+            return tag[0]
+        if tag[1]:  # an end tag closes the innermost open element of its name, and all inside it
+            index = self._innermost(frozenset({name}), _SCOPE - {name})
+            if index is None:
+                return tag[0]  # HTML ignores it (or makes an empty <p> of a stray </p>)
+            return self._close_from(index + 1) + self._close_from(index)
+        closed = self._close_from(self._innermost(frozenset({"p"}), _SCOPE | {"button"})) if name in _CLOSE_P else ""
+        if name in _CLOSES:
+            closed += self._close_from(self._innermost(*_CLOSES[name]))
+        if name in _RAW_TEXT:
+            self.raw = name
+            return closed + tag[0]
+        if len(self.open) >= NESTING_MAX:
+            return closed
+        self.open.append(name)
+        return closed + tag[0]
 
 
 def squash(text: str) -> str:
@@ -141,7 +241,7 @@ class _Tidy(HTMLParser):
         self._wants_caption = False
 
     def _emit(self, tag: str, attrs: Mapping[str, str]) -> None:
-        self.out.append(f"<{tag}" + "".join(f' {k}="{escape(v)}"' for k, v in attrs.items()) + ">")
+        self.out.append(f"<{tag}" + "".join(f' {k}="{escape(_CONTROL.sub("", v))}"' for k, v in attrs.items()) + ">")
 
     def _boundary(self, in_pre: bool = False) -> None:
         """Spaces before a block edge or a line break are trailing noise (except in a <pre>)."""
@@ -223,9 +323,9 @@ class _Tidy(HTMLParser):
         self.out.append(f"</{tag}>" + ("\n" if tag in _BLOCKS else ""))
 
     def handle_data(self, data: str) -> None:
+        data = _CONTROL.sub("", data)  # in a <pre> too: an escape sequence is no layout
         if "pre" not in self._stack:
-            data = _NOISE.sub(" ", _CONTROL.sub("", data))
-            data = data.lstrip(self._strip)
+            data = _NOISE.sub(" ", data).lstrip(self._strip)
         if not data:
             return
         self._strip = " " if data.endswith(" ") else ""
@@ -238,8 +338,9 @@ class _Tidy(HTMLParser):
 
 def clean_html(html: str, base_url: str) -> CleanHTML:
     """Sanitise an article body for email and resolve its links against ``base_url``."""
+    html = _CONTROL.sub("", html)  # they would go anyway; nh3 cannot even take a lone surrogate
     safe = nh3.clean(
-        html,
+        _TAG.sub(_Balancer(), html) if "<" in html else html,
         tags=set(_INLINE | _BLOCKS),
         clean_content_tags=set(_DROP_WITH_CONTENT),
         attributes=_ATTRIBUTES,
@@ -274,9 +375,30 @@ def text_to_html(text: str) -> str:
 
 # --- dates --------------------------------------------------------------------------------
 
+# The years an article can be dated in. Far outside them a date is a mistake, and at the very
+# edges (year 1 or 9999 in a far time zone) it cannot even be turned into UTC for the database.
+EARLIEST_YEAR = 1970
+LATEST_YEAR = 2100
+_EARLIEST = datetime(EARLIEST_YEAR, 1, 1, tzinfo=UTC)
+_AFTER_LATEST = datetime(LATEST_YEAR + 1, 1, 1, tzinfo=UTC)
+DATE_RANGE = f"the years {EARLIEST_YEAR} to {LATEST_YEAR}"
+
+
+def date_in_range(moment: datetime) -> bool:
+    """Whether an aware ``moment`` falls in ``EARLIEST_YEAR`` to ``LATEST_YEAR`` (UTC).
+
+    Comparing aware datetimes works from their offsets without converting either, so this
+    is safe for 9999-12-31T23:59:59-12:00, which ``astimezone(UTC)`` cannot represent.
+    """
+    return _EARLIEST <= moment < _AFTER_LATEST
+
 
 def parse_date(raw: str, zone: ZoneInfo) -> datetime | None:
-    """An aware datetime from RFC 822 or ISO 8601 text; a time with no zone is read in ``zone``."""
+    """An aware datetime from RFC 822 or ISO 8601 text; a time with no zone is read in ``zone``.
+
+    None when it cannot be read. A date that can be read is returned even when it is not
+    ``date_in_range``: the caller says which date it refuses, and why.
+    """
     raw = raw.strip()
     if not raw:
         return None
@@ -284,9 +406,9 @@ def parse_date(raw: str, zone: ZoneInfo) -> datetime | None:
         moment = parsedate_to_datetime(raw)
         if moment.tzinfo is None and raw.endswith("-0000"):  # RFC 5322: UTC, local zone unknown
             moment = moment.replace(tzinfo=UTC)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         try:
             moment = datetime.fromisoformat(raw)
-        except ValueError:
+        except (ValueError, OverflowError):
             return None
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)

@@ -1,14 +1,20 @@
 """Importing articles from feed and JSON Lines files into the store, and on into an edition.
 
 The files under tests/data/ are written for these tests: an RSS feed with hostile HTML and
-its later version, an Atom feed, a CMS export in JSON Lines, a truncated feed and an HTML
-error page where a feed should be.
+its later version, an Atom feed, a CMS export in JSON Lines, a truncated feed, an HTML
+error page where a feed should be, bylines in RSS and Atom, and Media RSS pictures.
+Files built to attack the import are in test_articles_hostile.py.
 """
 
 from __future__ import annotations
 
 import html
+import json
+import os
 import re
+import sys
+import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -270,6 +276,208 @@ def test_json_lines_duplicates_across_two_imports_are_one_article(store, db_url,
     assert stored(store)["cms-5001"].title == "Lighthouse keeper’s cottage opens as a museum on Saturday"
 
 
+# --- bylines and pictures --------------------------------------------------------------------
+
+
+def test_rss_bylines_keep_the_name_and_never_the_address(store, db_url, clock) -> None:
+    summary = import_source(str(DATA / "bylines.rss"), make_config(db_url), store, clock)
+    assert (summary.new, summary.rejections) == (8, [])
+    bylines = {a.title: a.author for a in stored(store).values()}
+    assert bylines == {
+        "Spec form": "Priya Shah",  # RSS 2.0: "email (Name)"
+        "Mail header form": "Priya Shah",
+        "Bare address": "",
+        "Plain name": "Priya Shah",
+        "Quoted name in a mail header form": "Shah, Priya",
+        "Author and creator": "Priya Shah, Tom Jones",
+        "Two creators with addresses": "Priya Shah, Tom Jones",
+        "Name with a remark in brackets": "Priya Shah (Political Editor)",
+    }
+
+
+def test_atom_bylines_are_the_names_of_the_entrys_own_authors(store, db_url, clock) -> None:
+    import_source(str(DATA / "bylines.atom"), make_config(db_url), store, clock)
+    (article,) = stored(store).values()
+    assert article.author == "Priya Shah, Tom Jones"
+
+
+def test_media_rss_gives_the_picture_its_alt_and_caption_and_the_article_its_text(store, db_url, clock) -> None:
+    summary = import_source(str(DATA / "media.rss"), make_config(db_url), store, clock)
+    assert (summary.new, summary.rejections) == (6, [])
+    articles = {a.url.rsplit("/", 1)[1]: a for a in stored(store).values()}
+
+    def picture(name: str) -> tuple[str, str, str]:
+        a = articles[name]
+        return a.image_url, a.image_alt, a.image_caption
+
+    def text(name: str) -> tuple[str, str]:
+        return articles[name].standfirst, articles[name].body
+
+    assert picture("m1") == (
+        "https://paper.example/img/ferry.jpg",
+        "A ferry at the quay",
+        "The first sailing leaves at six. Photograph: Jo Bloggs",
+    )
+    assert text("m1") == ("Ferries run again from Monday.", "Ferries run again from Monday.")
+    assert picture("m2") == ("https://paper.example/img/market.jpg", "", "Stalls on Quay Street")
+    assert text("m2") == ("The Christmas market opens on Friday.", "The Christmas market opens on Friday.")
+    assert picture("m3") == (
+        "https://paper.example/img/pier.jpg",
+        "The pier at low tide",
+        "Rebuilt piles, photographed on Sunday. Photograph: Sam Lee",
+    )
+    assert text("m3") == (
+        "A year of repairs ends.",
+        "<p>The pier reopens after a year of repairs.</p>\n<p>More to follow.</p>",
+    )
+    # A group's title, description and credit are every member's; the video is no picture.
+    assert picture("m4") == (
+        "https://paper.example/img/storm.jpg",
+        "Storm over the bay",
+        "Waves break over the harbour wall. Photograph: Ana Ruiz",
+    )
+    assert text("m4") == ("Storm warning for the coast.", "Storm warning for the coast.")
+    assert picture("m5") == ("https://paper.example/img/gulls.jpg", "", "Gulls on the harbour wall.")
+    assert text("m5") == ("", "")
+    assert articles["m6"].title == "Harbour lights at dusk"
+    assert picture("m6") == ("https://paper.example/img/lights.jpg", "Harbour lights at dusk", "")
+    for article in articles.values():
+        for words in ("sailing", "Stalls", "Rebuilt", "Waves", "Video", "Gulls", "ferry at", "low tide"):
+            assert words not in article.standfirst + article.body + article.title, (article.url, words)
+        assert article.author == ""
+
+
+# --- dates, numbers and nesting a source should never have ---------------------------------------
+
+
+def good_line(slug: str, title: str = "") -> str:
+    """A JSON Lines item that must go in whatever its neighbours hold."""
+    return json.dumps(
+        {
+            "url": f"https://news.example.com/{slug}",
+            "title": title or f"Good {slug}",
+            "published_at": "2026-11-24T05:00:00Z",
+        }
+    )
+
+
+def rss_item(slug: str, extra: str = "", title: str = "") -> str:
+    return (
+        f"<item><title>{title or 'Good ' + slug}</title><link>https://news.example.com/{slug}</link>"
+        f"<pubDate>Tue, 24 Nov 2026 05:00:00 GMT</pubDate>{extra}</item>"
+    )
+
+
+def rss_feed(*items: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel><title>The Example Gazette</title>'
+        f"<link>https://news.example.com/</link>{''.join(items)}</channel></rss>\n"
+    )
+
+
+def test_an_out_of_range_date_rejects_only_its_item(store, db_url, clock, tmp_path) -> None:
+    export = tmp_path / "dates.jsonl"
+    lines = [
+        good_line("a"),
+        '{"url": "https://news.example.com/b", "title": "B", "published_at": "9999-12-31T23:59:59-12:00"}',
+        '{"url": "https://news.example.com/c", "title": "C", "published_at": "0001-01-01T00:00:00+14:00"}',
+        '{"url": "https://news.example.com/d", "title": "D", "published_at": "1969-12-31T23:59:59Z"}',
+        good_line("e"),
+    ]
+    export.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary = import_source(str(export), make_config(db_url), store, clock)
+    assert summary.new == 2
+    assert summary.rejections == [
+        "line 2: published_at '9999-12-31T23:59:59-12:00' is outside the years 1970 to 2100",
+        "line 3: published_at '0001-01-01T00:00:00+14:00' is outside the years 1970 to 2100",
+        "line 4: published_at '1969-12-31T23:59:59Z' is outside the years 1970 to 2100",
+    ]
+    assert sorted(a.title for a in stored(store).values()) == ["Good a", "Good e"]
+
+    feed = tmp_path / "dates.rss"
+    feed.write_text(
+        rss_feed(
+            rss_item("f"),
+            "<item><title>G</title><link>https://news.example.com/g</link>"
+            "<pubDate>Fri, 31 Dec 9999 23:59:59 -1200</pubDate></item>",
+        ),
+        encoding="utf-8",
+    )
+    summary = import_source(str(feed), make_config(db_url), store, clock)
+    assert (summary.new, summary.rejections) == (
+        1,
+        ["item 2 “G”: its date 'Fri, 31 Dec 9999 23:59:59 -1200' is outside the years 1970 to 2100"],
+    )
+
+
+def test_a_line_nested_too_deeply_is_rejected_and_the_rest_go_in(store, db_url, clock, tmp_path) -> None:
+    export = tmp_path / "deep.jsonl"
+    deep_array = "[" * 100_000 + "]" * 100_000
+    deep_object = '{"a":' * 100_000 + "1" + "}" * 100_000
+    deep_field = '{"url": "https://news.example.com/x", "title": "X", "tags": ' + deep_array + "}"
+    export.write_text("\n".join([good_line("a"), deep_array, deep_object, deep_field, good_line("b")]) + "\n")
+    summary = import_source(str(export), make_config(db_url), store, clock)
+    assert summary.new == 2
+    assert summary.rejections == [f"line {n}: nested too deeply" for n in (2, 3, 4)]
+
+
+def test_huge_numbers_reject_their_line_and_the_rest_go_in(store, db_url, clock, tmp_path) -> None:
+    export = tmp_path / "numbers.jsonl"
+    export.write_text(
+        "\n".join(
+            [
+                good_line("a"),
+                '{"url": "https://news.example.com/b", "title": "B", "issue_number": ' + "9" * 5000 + "}",
+                '{"url": "https://news.example.com/c", "title": "C", "priority": -' + "9" * 100_000 + "}",
+                '{"url": "https://news.example.com/d", "title": 1e999999}',
+                '{"url": "https://news.example.com/e", "title": "E", "priority": 1e400}',
+                '{"url": "https://news.example.com/f", "title": "F", "issue_number": 1.5e300}',
+                '{"url": "https://news.example.com/g", "title": "G", "issue_number": 12345678901234567890}',
+                good_line("h"),
+            ]
+        )
+        + "\n"
+    )
+    summary = import_source(str(export), make_config(db_url), store, clock)
+    assert summary.rejections == [
+        "line 2: a number with 5000 digits; at most 40 are allowed",
+        "line 3: a number with 100000 digits; at most 40 are allowed",
+        "line 4: title must be a string, not float",
+        "line 5: priority must be a whole number from -1000 to 1000",
+        "line 6: issue_number must be a string, not float",
+    ]
+    assert sorted(a.title for a in stored(store).values()) == ["G", "Good a", "Good h"]
+    assert stored(store)["https://news.example.com/g"].issue_number == "12345678901234567890"
+
+
+def test_control_characters_never_reach_the_store(store, db_url, clock, tmp_path) -> None:
+    export = tmp_path / "controls.jsonl"
+    export.write_text(
+        json.dumps(
+            {
+                "url": "https://news.example.com/a",
+                "title": "Harbour \x1b[31mred\x1b[0m alert\x07 \x9b2J\x7f now",
+                "author": "Priya\x00 Shah\x85",
+                "image_url": "https://news.example.com/a.jpg",
+                "image_caption": "Quay\x90 at\x1b]0;pwned\x07 dawn",
+                "body": "<p>One\x1b[2J two</p><pre>keep\n  lines\x9b6n</pre>",
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    summary = import_source(str(export), make_config(db_url), store, clock)
+    assert summary.new == 1, summary.rejections
+    article = stored(store)["https://news.example.com/a"]
+    assert article.title == "Harbour [31mred[0m alert 2J now"
+    assert article.author == "Priya Shah"
+    assert article.image_caption == "Quay at]0;pwned dawn"
+    assert article.body == "<p>One[2J two</p>\n<pre>keep\n  lines6n</pre>"
+    controls = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+    for name in ("title", "author", "image_caption", "standfirst", "body"):
+        assert not controls.search(getattr(article, name)), name
+
+
 # --- bad sources -----------------------------------------------------------------------------
 
 
@@ -304,6 +512,76 @@ def test_an_empty_file_imports_nothing_and_says_so(store, db_url, clock, tmp_pat
     empty.write_text("\n\n")
     summary = import_source(str(empty), make_config(db_url), store, clock)
     assert (summary.new, summary.rejected, summary.warnings) == (0, 0, [f"{empty}: empty; nothing to import"])
+
+
+def test_a_file_larger_than_fetch_max_bytes_is_refused_naming_the_limit(store, db_url, clock, tmp_path) -> None:
+    config = make_config(db_url, fetch={"max_bytes": 1000})
+    export = tmp_path / "big.jsonl"
+    line = good_line("a") + "\n"
+    export.write_text(line + " " * (1000 - len(line)), encoding="utf-8")
+    assert import_source(str(export), config, store, clock).new == 1  # exactly the limit is allowed
+    export.write_text(line + " " * (1001 - len(line)), encoding="utf-8")
+    with pytest.raises(ArticleImportError) as caught:
+        import_source(str(export), config, store, clock)
+    assert str(caught.value) == f"{export}: larger than fetch.max_bytes (1,000 bytes); refusing it"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_an_endless_device_is_read_only_up_to_the_limit(store, db_url, clock) -> None:
+    config = make_config(db_url, fetch={"max_bytes": 100_000})
+    with pytest.raises(ArticleImportError) as caught:
+        import_source("/dev/zero", config, store, clock)
+    assert str(caught.value) == "/dev/zero: larger than fetch.max_bytes (100,000 bytes); refusing it"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="opens a named pipe for reading and writing")
+def test_a_named_pipe_is_read_within_the_time_limit(store, db_url, clock, tmp_path) -> None:
+    config = make_config(db_url, fetch={"timeout": 1})
+    pipe = tmp_path / "export.jsonl"
+    os.mkfifo(pipe)
+    # Nobody writing: nothing to import, at once (opening it must not wait for a writer).
+    summary = import_source(str(pipe), config, store, clock)
+    assert summary.warnings == [f"{pipe}: empty; nothing to import"]
+
+    # A writer that sends a line and then stalls without closing is given up on after fetch.timeout.
+    stalled = os.open(pipe, os.O_RDWR)
+    try:
+        os.write(stalled, (good_line("a") + "\n").encode())
+        started = time.monotonic()
+        with pytest.raises(ArticleImportError) as caught:
+            import_source(str(pipe), config, store, clock)
+        assert str(caught.value) == f"{pipe}: no end of the data within fetch.timeout (1 s)"
+        assert time.monotonic() - started < 5
+    finally:
+        os.close(stalled)
+    assert count_articles(store) == 0
+
+    # A writer that finishes, as with `newsletter articles import <(cms-export)`: imported like a file.
+    def write() -> None:
+        with open(pipe, "wb") as writer:  # waits for the import below to open the pipe
+            writer.write((good_line("b") + "\n").encode())
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for _ in range(500):  # until the writer has the pipe open, the import reads it as empty
+            summary = import_source(str(pipe), config, store, clock)
+            if summary.new:
+                break
+            time.sleep(0.01)
+    finally:
+        writer.join(10)
+    assert summary.new == 1
+
+
+def test_invalid_utf8_in_a_feed_imports_what_can_be_read(store, db_url, clock, tmp_path) -> None:
+    feed = tmp_path / "bad-bytes.rss"
+    feed.write_bytes(rss_feed(rss_item("a"), rss_item("b", title="Caf\udce9 opens")).encode("utf-8", "surrogateescape"))
+    summary = import_source(str(feed), make_config(db_url), store, clock)
+    assert summary.new == 2 and summary.rejections == []
+    (warning,) = summary.warnings
+    assert warning.startswith(f"{feed}: the feed is not well-formed (document declared as utf-8, but parsed as ")
+    assert stored(store)["https://news.example.com/b"].title == "Café opens"  # read as Latin-1 or Windows-1252
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from zoneinfo import ZoneInfo
@@ -13,6 +14,7 @@ from newsletter.cleaning import (
     STANDFIRST_MAX,
     absolute_url,
     clean_html,
+    date_in_range,
     html_to_text,
     parse_date,
     squash,
@@ -284,3 +286,84 @@ def test_parse_date_reads_a_zoneless_time_in_the_given_zone() -> None:
     parsed = parse_date("2026-11-24T00:30:00", ZoneInfo("America/New_York"))
     assert parsed is not None and parsed.utcoffset() == timedelta(hours=-5)
     assert parsed.astimezone(UTC) == datetime(2026, 11, 24, 5, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Red\x1b[31m alert\x1b[0m", "Red[31m alert[0m"),  # ESC (C0)
+        ("Bell\x07 rings", "Bell rings"),
+        ("Delete\x7f me", "Delete me"),  # DEL
+        ("CSI\x9b2J clears", "CSI2J clears"),  # the one-byte C1 form of ESC [
+        ("OSC\x9d0;title\x9c here", "OSC0;title here"),
+        ("All of C1: " + "".join(map(chr, range(0x80, 0x85))) + "".join(map(chr, range(0x86, 0xA0))), "All of C1:"),
+        ("Next\x85line", "Next line"),  # NEL is a line break: a space, not glued words
+        ("Half \ud83d an emoji\udfff", "Half an emoji"),  # lone surrogates: nothing can encode them
+        ("Keep é, ß, ©,\u00a0and —", "Keep é, ß, ©,\u00a0and —"),
+    ],
+)
+def test_squash_removes_every_control_character(raw: str, expected: str) -> None:
+    assert squash(raw) == expected
+    assert html_to_text(raw) == expected
+
+
+def test_control_characters_go_from_preformatted_text_and_attributes_too() -> None:
+    cleaned = clean_html('<pre>a\x1b[2J\tb\x9b\nc</pre><a href="/x" title="t\x07\x9bx">l</a>', ARTICLE)
+    assert cleaned.html == '<pre>a[2J\tb\nc</pre>\n<a href="https://news.example.com/x" title="tx">l</a>'
+
+
+@pytest.mark.parametrize("tag", ["div", "b", "x", "blockquote", "span", "ul", "table", "a", "p", "li", "td"])
+def test_html_nested_100000_deep_is_cleaned_quickly_and_keeps_its_words(tag: str) -> None:
+    started = time.monotonic()
+    cleaned = clean_html(f"<{tag}>" * 100_000 + "Deep words" + f"</{tag}>" * 100_000 + "<p>After</p>", ARTICLE)
+    assert time.monotonic() - started < 5
+    assert "Deep words" in cleaned.text and "After" in cleaned.text
+
+
+def test_ordinary_html_is_not_flattened() -> None:
+    nested = "<div>" * 40 + "<p>Deep</p>" + "</div>" * 40
+    assert clean_html(nested, ARTICLE).html.count("<div>") == 40
+    sloppy = "<ul>" + "<li>item" * 500 + "</ul>" + "<p>para" * 500  # unclosed, as old CMSes write it
+    cleaned = clean_html(sloppy, ARTICLE)
+    assert cleaned.html.count("<li>") == 500 and cleaned.html.count("<p>") == 500
+
+
+@pytest.mark.parametrize(
+    ("raw", "year"),
+    [
+        ("9999-12-31T23:59:59-12:00", 9999),
+        ("0001-01-01T00:00:00+14:00", 1),
+        ("Fri, 31 Dec 9999 23:59:59 -1200", 9999),
+        ("1969-12-31T23:59:59Z", 1969),
+        ("2101-01-01T00:00:00Z", 2101),
+    ],
+)
+def test_dates_outside_the_supported_years_are_read_but_not_in_range(raw: str, year: int) -> None:
+    parsed = parse_date(raw, LONDON)
+    assert parsed is not None and parsed.year == year
+    assert not date_in_range(parsed)
+
+
+@pytest.mark.parametrize("raw", ["1970-01-01T00:00:00Z", "2100-12-31T23:59:59Z", "2026-11-24T05:30:00+14:00"])
+def test_dates_inside_the_supported_years(raw: str) -> None:
+    parsed = parse_date(raw, LONDON)
+    assert parsed is not None and date_in_range(parsed)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["Fri, 31 Dec 99999999999999999999 23:59:59 +0000", "Fri, 31 Dec 2026 23:59:59 +9999", "9" * 5000, "\x00"],
+)
+def test_dates_that_cannot_be_read_are_none_never_an_exception(raw: str) -> None:
+    assert parse_date(raw, LONDON) is None
+
+
+def test_formatting_left_open_in_each_paragraph_is_not_copied_into_every_later_one() -> None:
+    # An HTML parser re-opens an unclosed <b> in every later paragraph, attributes and all:
+    # output (and time) grow with the square of the input unless the end tags are written out.
+    html = "".join(f'<p>x<b title="{i:04}{"t" * 40}"></p>' for i in range(4000))
+    started = time.monotonic()
+    cleaned = clean_html(html, ARTICLE)
+    assert time.monotonic() - started < 5
+    assert len(cleaned.html) < 2 * len(html)
+    assert cleaned.text == " ".join(["x"] * 4000)
