@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from newsletter.articles import ArticleInput
 from newsletter.cleaning import squash
 from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.editions import cutoff
 from newsletter.errors import EditionFrozenError, UsageError
+from newsletter.items import ArticleInput
 from newsletter.store import Store
 from newsletter.store import articles as db
 from newsletter.store.models import Article, Edition

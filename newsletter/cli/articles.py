@@ -85,7 +85,7 @@ def articles_add(
       newsletter articles add --title "Bridge reopens" --url https://news.example.com/bridge \\
         --standfirst "Traffic flows again from Monday." --section News --published 2026-11-24T05:30
     """
-    from newsletter.articles import typed_article
+    from newsletter.items import typed_article
 
     data = typed_article(
         guid=guid or url,
