@@ -17,7 +17,7 @@ from newsletter.cleaning import squash
 from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.editions import cutoff
-from newsletter.errors import EditionFrozenError, UsageError
+from newsletter.errors import EditionFrozenError, InvalidArticleError, UsageError
 from newsletter.items import ArticleInput
 from newsletter.store import Store
 from newsletter.store import articles as db
@@ -183,9 +183,8 @@ def _validate(article: Article, changes: dict[str, Any]) -> None:
         replace(current, **changes)
     except TypeError as exc:  # a value of the wrong type: a bug in the caller, said plainly
         raise UsageError(f"cannot edit {_label(article)}: {exc}") from None
-    except UsageError as exc:  # said of the guid; the editor named the article by its id
-        reason = str(exc).removeprefix(f"article {article.guid[:80]}: ")
-        raise UsageError(f"cannot edit {_label(article)}: {reason}") from None
+    except InvalidArticleError as exc:  # said of the guid; the editor named the article by its id
+        raise UsageError(f"cannot edit {_label(article)}: {exc.reason}") from None
 
 
 def describe_state(article: Article, next_window_start: datetime | None) -> str:

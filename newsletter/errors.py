@@ -6,6 +6,7 @@ line and exits non-zero, so nothing below the interfaces needs to know about exi
     NewsletterError
     ├── ConfigError                  bad or missing configuration (exit 2)
     ├── UsageError                   a command was asked for something impossible (exit 2)
+    │   ├── InvalidArticleError      an article's field is missing, malformed or out of range
     │   ├── ArticleNotFoundError     no article has that id or URL (or several share the URL)
     │   ├── EditionFrozenError       the edition has started going out; its content is fixed
     │   ├── InvalidAddressError      (subscribers.py) not an email address we can send to
@@ -56,6 +57,15 @@ class UsageError(NewsletterError):
     """Raised when a command is given arguments it cannot act on."""
 
     exit_code = 2
+
+
+class InvalidArticleError(UsageError):
+    """Raised when an article (imported, typed or edited) has a field it cannot be stored with."""
+
+    def __init__(self, guid: str, reason: str) -> None:
+        self.guid = guid
+        self.reason = reason
+        super().__init__(f"article {guid[:80]}: {reason}")
 
 
 class ArticleNotFoundError(UsageError):

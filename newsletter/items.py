@@ -19,7 +19,7 @@ from newsletter.cleaning import (
     trim_standfirst,
 )
 from newsletter.config import PRIORITY_MAX, PRIORITY_MIN
-from newsletter.errors import UsageError
+from newsletter.errors import InvalidArticleError
 from newsletter.store.models import Article
 
 
@@ -43,26 +43,24 @@ class ArticleInput:
 
     def __post_init__(self) -> None:
         if not self.guid.strip():
-            raise UsageError("an article needs a guid (or a URL to use as one)")
+            raise InvalidArticleError("", "an article needs a guid (or a URL to use as one)")
         if not self.title.strip():
-            raise UsageError(f"article {self.guid}: the title is empty")
+            raise InvalidArticleError(self.guid, "the title is empty")
         if not self.url.startswith(("http://", "https://")) or absolute_url(self.url, "") != self.url:
-            raise UsageError(f"article {self.guid}: the URL must start with http:// or https:// and name a host")
+            raise InvalidArticleError(self.guid, "the URL must start with http:// or https:// and name a host")
         if self.image_url and absolute_url(self.image_url, "") != self.image_url:
-            raise UsageError(f"article {self.guid}: the image URL must be a whole http(s) address")
+            raise InvalidArticleError(self.guid, "the image URL must be a whole http(s) address")
         if self.published_at.tzinfo is None:
-            raise UsageError(f"article {self.guid}: the publication time needs a time zone")
+            raise InvalidArticleError(self.guid, "the publication time needs a time zone")
         if not date_in_range(self.published_at):
             when = self.published_at.isoformat()
-            raise UsageError(f"article {self.guid[:80]}: the publication time {when} is outside {DATE_RANGE}")
+            raise InvalidArticleError(self.guid, f"the publication time {when} is outside {DATE_RANGE}")
         if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
-            raise UsageError(f"article {self.guid[:80]}: the priority must be from {PRIORITY_MIN} to {PRIORITY_MAX}")
+            raise InvalidArticleError(self.guid, f"the priority must be from {PRIORITY_MIN} to {PRIORITY_MAX}")
         for name, limit in FIELD_LIMITS.items():
             value = getattr(self, name, None)
             if isinstance(value, str) and len(value) > limit:
-                raise UsageError(
-                    f"article {self.guid[:80]}: the {name.replace('_', ' ')} is longer than {limit} characters"
-                )
+                raise InvalidArticleError(self.guid, f"the {name.replace('_', ' ')} is longer than {limit} characters")
 
 
 STORED_FIELDS = [f.name for f in fields(ArticleInput) if f.name != "guid"]
@@ -73,22 +71,22 @@ FIELD_LIMITS = {c.name: c.type.length for c in Article.__table__.columns if geta
 def typed_article(*, body: str = "", priority: int = 0, published_at: datetime, **fields: str) -> ArticleInput:
     """An article typed in by hand (the CLI), cleaned as an imported one is but never cut short.
 
-    :raises UsageError: a value too long, a URL that is not a whole http(s) address, and
+    :raises InvalidArticleError: a value too long, a URL that is not a whole http(s) address, and
         anything else an import would reject, said the same way.
     """
     values = {name: squash(value) for name, value in fields.items()}
     guid = values.get("guid") or values.get("url", "")
     for name, value in values.items():
         if name in FIELD_LIMITS and len(value) > FIELD_LIMITS[name]:
-            raise UsageError(
-                f"article {guid[:80]}: the {name.replace('_', ' ')} is longer than {FIELD_LIMITS[name]} characters"
+            raise InvalidArticleError(
+                guid, f"the {name.replace('_', ' ')} is longer than {FIELD_LIMITS[name]} characters"
             )
     image = values.get("image_url", "")
     if image and absolute_url(image, "") != image:  # typed by hand: no guessing what it is relative to
-        raise UsageError(f"article {guid[:80]}: the image URL must be a whole http(s) address")
+        raise InvalidArticleError(guid, "the image URL must be a whole http(s) address")
     candidate = finish_item("the article", values, body, values.pop("standfirst", ""), values.get("section", ""))
     if candidate.error:
-        raise UsageError(f"article {guid[:80]}: {candidate.error}")
+        raise InvalidArticleError(guid, candidate.error)
     return ArticleInput(published_at=published_at, priority=priority, **candidate.fields)
 
 
@@ -136,4 +134,5 @@ def finish_item(
     for name, limit in FIELD_LIMITS.items():
         if name in values and len(values[name]) > limit:
             values[name] = trim_standfirst(values[name], limit)
+            notes.append(f"{where}: the {name.replace('_', ' ')} was cut to {limit} characters")
     return Candidate(where, values, notes=notes)

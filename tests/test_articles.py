@@ -740,3 +740,15 @@ def test_summary_lines() -> None:
     )
     failed = ImportSummary("f", error="f: no such file")
     assert not failed.ok and failed.describe() == "f: no such file"
+
+
+def test_a_field_too_long_is_cut_and_the_import_says_so(store, db_url, clock, tmp_path) -> None:
+    source = tmp_path / "long.jsonl"
+    title = "word " * 200
+    source.write_text(json.dumps({"url": "https://news.example.com/long", "title": title}) + "\n", encoding="utf-8")
+    summary = import_source(str(source), make_config(db_url), store, clock)
+    assert summary.new == 1
+    assert "line 1: the title was cut to 500 characters" in summary.warnings
+    with store.session() as session:
+        stored_title = session.scalars(select(Article.title)).one()
+    assert len(stored_title) <= 500 and stored_title.endswith("…")
