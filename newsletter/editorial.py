@@ -40,6 +40,13 @@ def _frozen(edition: Edition | None) -> bool:
     return edition is not None and edition.status not in OPEN_STATUSES
 
 
+def _refuse_if_gone_out(article: Article) -> None:
+    """A story in an edition that has started going out stays as readers got it."""
+    edition = article.edition
+    if edition is not None and _frozen(edition):
+        raise EditionFrozenError(edition.date, edition.status.value, f"{_label(article)} has gone out in it already")
+
+
 def _label(article: Article) -> str:
     return f"#{article.id} “{article.title[:60]}”"
 
@@ -48,11 +55,7 @@ def hide(store: Store, clock: Clock, ref: str) -> Outcome:
     """Keep a story out of every edition not yet started (a retraction, a legal problem)."""
     with store.session() as session:
         article = db.find_article(session, ref)
-        if _frozen(article.edition):
-            assert article.edition is not None
-            raise EditionFrozenError(
-                article.edition.date, article.edition.status.value, f"{_label(article)} has gone out in it already"
-            )
+        _refuse_if_gone_out(article)
         was_lead = article.pinned_for
         changed = db.set_article_hidden(session, article.id, True, clock.now())
         what = "hidden: it goes in no edition" if changed else "already hidden"
@@ -97,11 +100,7 @@ def pin(config: Config, store: Store, clock: Clock, ref: str, day: date | None =
     n = config.newsletter
     with store.session() as session:
         article = db.find_article(session, ref)
-        if _frozen(article.edition):
-            assert article.edition is not None
-            raise EditionFrozenError(
-                article.edition.date, article.edition.status.value, f"{_label(article)} went out in it already"
-            )
+        _refuse_if_gone_out(article)
         target = edition_for(session, day)
         if _frozen(target):
             assert target is not None

@@ -267,6 +267,41 @@ def morning_articles(store: Store, clock: FixedClock, count: int = 3) -> None:
         add_article(store, clock, f"story-{i}", cutoff - timedelta(hours=1 + i), section=["News", "Sport"][i % 2])
 
 
+# --- a browser and a web server -------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; a browser is never downloaded
+
+
+def require_chromium() -> None:
+    """Skip on a laptop without Chromium; fail in CI, where the browser tests must run."""
+    if CHROMIUM.exists():
+        return
+    if os.environ.get(PG_ENV):
+        pytest.fail(f"{CHROMIUM} is missing; install Debian's chromium package")
+    pytest.skip(f"{CHROMIUM} is not installed")
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, dict[str, Any]]]:
+    """A real threaded WSGI server on a free 127.0.0.1 port; the app is plugged in once its URL is known."""
+    from werkzeug.serving import BaseWSGIServer, make_server
+
+    slot: dict[str, Any] = {}
+
+    def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
+        return slot["app"](environ, start_response)
+
+    httpd: BaseWSGIServer = make_server("127.0.0.1", 0, dispatch, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, name="wsgi", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}", slot
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
 # --- TLS ------------------------------------------------------------------------------------
 
 

@@ -7,10 +7,7 @@ edition, leave through the unsubscribe link in it, and miss the edition after th
 
 from __future__ import annotations
 
-import os
 import re
-import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,6 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from newsletter.clock import FixedClock
 from newsletter.publish import send_edition
@@ -27,40 +23,21 @@ from newsletter.store import Store
 from newsletter.store.models import StaffUser, Subscriber, SubscriberStatus
 from newsletter.tokens import Tokens
 from newsletter.web import create_app
-from tests.conftest import PG_ENV, SECRET, SMTPServer, add_article, add_subscribers, make_config, morning_articles
+from tests.conftest import (
+    CHROMIUM,
+    SECRET,
+    SMTPServer,
+    add_article,
+    add_subscribers,
+    make_config,
+    morning_articles,
+    require_chromium,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 READER = "ana.garcia@example.org"
 
 pytestmark = pytest.mark.slow
-
-
-def _require_chromium() -> None:
-    if CHROMIUM.exists():
-        return
-    if os.environ.get(PG_ENV):  # CI: the browser test must run, not quietly skip
-        pytest.fail(f"{CHROMIUM} is missing; install Debian's chromium package")
-    pytest.skip(f"{CHROMIUM} is not installed")
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[str, dict[str, Any]]]:
-    """A real threaded WSGI server on a free 127.0.0.1 port; the app is plugged in once its URL is known."""
-    slot: dict[str, Any] = {}
-
-    def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
-        return slot["app"](environ, start_response)
-
-    httpd: BaseWSGIServer = make_server("127.0.0.1", 0, dispatch, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, name="wsgi", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}", slot
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 def _status(store: Store, email: str) -> SubscriberStatus | None:
@@ -77,7 +54,7 @@ def _link(pattern: str, text: str) -> str:
 def test_subscribe_confirm_receive_unsubscribe_in_a_real_browser(
     db_url: str, store: Store, smtp_sink: SMTPServer, server: tuple[str, dict[str, Any]], tmp_path: Path
 ) -> None:
-    _require_chromium()
+    require_chromium()
     base, slot = server
     clock = FixedClock(datetime(2026, 11, 23, 20, 0, tzinfo=UTC))  # the evening before
     config = make_config(db_url, smtp_sink, web={"base_url": base, "production": False})
@@ -175,7 +152,7 @@ def test_admin_fits_a_phone_lines_up_on_a_desktop_and_keeps_a_mistyped_login(
 ) -> None:
     """At 375 px the page never scrolls sideways (the table scrolls in its own box); at 1200 px the filter
     labels share one line; a failed login keeps the user name and never the password."""
-    _require_chromium()
+    require_chromium()
     base, slot = server
     clock = FixedClock(datetime(2026, 11, 23, 20, 0, tzinfo=UTC))
     config = make_config(db_url, smtp_sink, web={"base_url": base, "production": False})

@@ -8,9 +8,6 @@ else) are tested for real here: a refused frame is a console error and an empty 
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,46 +16,17 @@ import pytest
 from playwright.sync_api import ConsoleMessage, FrameLocator, Page, sync_playwright
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from newsletter.clock import FixedClock
 from newsletter.store import Store
 from newsletter.store.models import Article, StaffUser
 from newsletter.web import create_app
-from tests.conftest import PG_ENV, SMTPServer, make_config, morning_articles
+from tests.conftest import CHROMIUM, SMTPServer, make_config, morning_articles, require_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "correct horse battery staple"
 PHONE, DESKTOP = 375, 1200
 
 pytestmark = pytest.mark.slow
-
-
-def _require_chromium() -> None:
-    if CHROMIUM.exists():
-        return
-    if os.environ.get(PG_ENV):  # CI: the browser test must run, not quietly skip
-        pytest.fail(f"{CHROMIUM} is missing; install Debian's chromium package")
-    pytest.skip(f"{CHROMIUM} is not installed")
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[str, dict[str, Any]]]:
-    """A real threaded WSGI server on a free 127.0.0.1 port; the app is plugged in once its URL is known."""
-    slot: dict[str, Any] = {}
-
-    def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
-        return slot["app"](environ, start_response)
-
-    httpd: BaseWSGIServer = make_server("127.0.0.1", 0, dispatch, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, name="wsgi", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}", slot
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 def _article_id(store: Store, guid: str) -> int:
@@ -96,7 +64,7 @@ def _shot(page: Page, folder: Path, name: str) -> Path:
 def test_pin_and_hide_with_the_preview_following_at_desktop_and_phone_widths(
     db_url: str, store: Store, smtp_sink: SMTPServer, server: tuple[str, dict[str, Any]], tmp_path: Path
 ) -> None:
-    _require_chromium()
+    require_chromium()
     base, slot = server
     clock = FixedClock(datetime(2026, 11, 24, 6, 30, tzinfo=UTC))
     config = make_config(db_url, smtp_sink, web={"base_url": base, "production": False})
