@@ -91,7 +91,7 @@ def _seed(config_path: Path, subscribers: int, articles: int) -> None:
     from newsletter.clock import SystemClock
     from newsletter.config import load_config
     from newsletter.editions import cutoff
-    from newsletter.publish import resolve_day
+    from newsletter.preparation import resolve_day
     from newsletter.store import Store
     from newsletter.store.models import Article, Delivery, Edition, Subscriber
     from newsletter.store.store import add_active_subscribers
@@ -131,7 +131,8 @@ def _seed(config_path: Path, subscribers: int, articles: int) -> None:
 def _child_pipeline(config_path: str) -> dict[str, float]:
     from newsletter.clock import SystemClock
     from newsletter.config import load_config
-    from newsletter.publish import prepare_edition, resolve_day, send_edition
+    from newsletter.preparation import prepare_edition, resolve_day
+    from newsletter.publish import send_edition
     from newsletter.store import Store
     from newsletter.tokens import Tokens
 
@@ -149,7 +150,8 @@ def _child_pipeline(config_path: str) -> dict[str, float]:
 def _child_floor(config_path: str, count: int) -> dict[str, float]:
     from newsletter.clock import SystemClock
     from newsletter.config import load_config
-    from newsletter.publish import compile_template, personaliser, resolve_day
+    from newsletter.preparation import resolve_day
+    from newsletter.publish import compile_template, personaliser
     from newsletter.smtpmux import Outgoing, SMTPPool
     from newsletter.store import Store
     from newsletter.store.deliveries import Work

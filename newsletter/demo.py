@@ -26,7 +26,8 @@ from newsletter.config import Config, load_config
 from newsletter.delivery import RunStats
 from newsletter.editions import cutoff
 from newsletter.errors import NewsletterError, UsageError
-from newsletter.publish import SendReport, resolve_day, send_edition
+from newsletter.preparation import resolve_day
+from newsletter.publish import SendReport, send_edition
 from newsletter.render import Markers, fill_markers
 from newsletter.sink import free_port
 from newsletter.store import Store

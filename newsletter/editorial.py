@@ -1,6 +1,6 @@
 """Editors steering the edition: hide, pin, order and correct stories, from the CLI or the admin.
 
-An edition's stories are chosen when it starts going out (``publish.make_edition``), so a
+An edition's stories are chosen when it starts going out (``preparation.make_edition``), so a
 change here needs no re-rendering: it takes effect in every edition not yet started, and a
 preview shows it at once. Once an edition has started going out its stories are fixed:
 a change that would alter it is refused with ``EditionFrozenError``, saying why, rather
@@ -92,7 +92,7 @@ def pin(config: Config, store: Store, clock: Clock, ref: str, day: date | None =
     A story pinned for a date waits for that date's edition; any other story pinned there
     is unpinned. A hidden story is shown again, since pinning it says it should go out.
     """
-    from newsletter.publish import next_edition_day, resolve_day
+    from newsletter.preparation import next_edition_day, resolve_day
 
     first = next_edition_day(config, store, clock)
     day = day or first

@@ -17,38 +17,36 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 
 from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.delivery import DeliveryRun, MaildirPool, Personaliser, PoolFactory, RateLimiter, RunStats
 from newsletter.editions import (
-    EditionPlan,
-    Layout,
-    Window,
     counted,
-    edition_date_due,
-    local_date,
-    plan_edition,
-    window_for,
 )
-from newsletter.errors import ConfigError, ConflictError, UsageError
+from newsletter.errors import ConfigError
 from newsletter.message import EditionHeaders, MessageTemplate, Reader
-from newsletter.render import Branding, Links, Markers, RenderedEdition, build_environment, render_edition
+from newsletter.preparation import (
+    make_edition,
+    next_edition_day,
+    plan_for,
+    render_plan,
+    resolve_day,
+    waiting_note,
+)
+from newsletter.render import Markers, RenderedEdition
 from newsletter.smtpmux import SMTPPool, check_reachable
 from newsletter.store import Store, worker_identity
 from newsletter.store import deliveries as log_
-from newsletter.store.articles import edition_candidates, free_article_count, too_old_articles
 from newsletter.store.locks import DatabaseLock, process_is_gone
 from newsletter.store.models import (
-    Article,
     DeliveryStatus,
     Edition,
     EditionStatus,
     Subscriber,
     SubscriberStatus,
 )
-from newsletter.store.store import OPEN_STATUSES, edition_for, previous_edition, save_open_edition
+from newsletter.store.store import OPEN_STATUSES, edition_for
 from newsletter.tokens import UNSUBSCRIBE, Tokens
 from newsletter.transport import MaildirTransport, SMTPTransport, Transport
 
@@ -69,283 +67,6 @@ class SendReport:
     @property
     def ok(self) -> bool:
         return self.outcome in ("skipped", "already-sent", "sent", "dry-run", "enqueued") and not self.gave_up
-
-
-# --- preparing -------------------------------------------------------------------------
-
-
-def branding(config: Config) -> Branding:
-    n = config.newsletter
-    return Branding(name=n.name, publication=n.publication, address=n.address)
-
-
-def links_for(config: Config, day: date) -> Links:
-    base = config.web.base_url
-    return Links(view_in_browser=f"{base}/editions/{day.isoformat()}", subscribe=f"{base}/subscribe")
-
-
-def resolve_day(config: Config, clock: Clock, day: date | None) -> date:
-    """No date means the edition most recently due: today's after its send time, else yesterday's."""
-    if day is not None:
-        return day
-    n = config.newsletter
-    return edition_date_due(clock.now(), n.send_time, n.zone)
-
-
-def layout(config: Config) -> Layout:
-    n = config.newsletter
-    return Layout(sections=n.sections, more_stories=n.more_stories)
-
-
-def _window(config: Config, clock: Clock, day: date, previous: Edition | None, look_ahead: bool) -> Window:
-    n = config.newsletter
-    max_age = timedelta(hours=n.max_age_hours)
-    try:
-        window = window_for(day, n.send_time, n.zone, previous.window_end if previous else None, max_age)
-    except OverflowError:  # the first or last days of the calendar: no window fits
-        raise UsageError(f"there is no edition for {day}: the date is out of range") from None
-    now = clock.now()
-    if window.end > now:
-        upcoming = local_date(now, n.zone) + timedelta(days=1)  # a look ahead reaches tomorrow at most
-        if day > local_date(now, n.zone) and not (look_ahead and day == upcoming):
-            hint = (
-                f"; the next one, {upcoming}, can be previewed as it stands"
-                if look_ahead
-                else f"; `newsletter preview --date {upcoming}` shows the next one as it stands"
-            )
-            raise UsageError(f"the edition for {day} is not due yet: it goes out at its send time{hint}")
-        # Sent early by hand, or looked at ahead of time: cover up to now (a send makes the
-        # next edition start from here, so nothing published before its send time is lost).
-        window = Window(start=window.start, end=now)
-    return window
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What the edition for a date holds if it is made now, and what is too old to go in it."""
-
-    plan: EditionPlan
-    article_ids: tuple[int, ...]
-    too_old: tuple[tuple[int, str, datetime], ...]  # (id, title, published_at) of each
-
-    def too_old_note(self, max_age_hours: int) -> str:
-        if not self.too_old:
-            return ""
-        n = len(self.too_old)
-        what = "1 article was" if n == 1 else f"{n} articles were"
-        return (
-            f"{what} published too long before this edition (over {max_age_hours} hours, and before the "
-            "previous edition) and will not be sent: `newsletter articles list` marks them; "
-            "`articles pin ID` puts one in"
-        )
-
-
-def plan_for(config: Config, store: Store, clock: Clock, day: date, *, look_ahead: bool = False) -> Selection:
-    """Select and lay out an edition still open (not made, made, or skipped) without writing anything.
-
-    The same selection makes the edition when it is sent, so a preview shows what would go
-    out now. ``look_ahead`` (for previews and test copies, which record nothing) also accepts
-    the edition after the one due now, with the articles published so far.
-    """
-    with store.session() as session:
-        existing = edition_for(session, day)
-        previous = previous_edition(session, day)
-        window = _window(config, clock, day, previous, look_ahead)
-        remaking = existing.id if existing is not None and existing.status in OPEN_STATUSES else None
-        articles = edition_candidates(session, day, window.start, window.end, edition_id=remaking)
-        old = too_old_articles(session, day, window.start, previous.created_at if previous else None)
-        too_old = tuple((a.id, a.title, a.published_at) for a in old)
-        previous_day = previous.date if previous is not None else None
-    n = config.newsletter
-    plan = plan_edition(
-        day,
-        window,
-        articles,
-        n.subject,
-        name=n.name,
-        publication=n.publication,
-        layout=layout(config),
-        previous=previous_day,
-    )
-    return Selection(plan, tuple(s.id for s in plan.stories), too_old)
-
-
-def next_edition_day(config: Config, store: Store, clock: Clock) -> date:
-    """The edition a reader will get next: the one due now, unless it has gone out (or was
-    skipped), or is empty while newer articles wait (a new install after the send time);
-    then the first one after it that has not gone out."""
-    due = resolve_day(config, clock, None)
-    with store.session() as session:
-        made = edition_for(session, due)
-        if made is not None and made.status != EditionStatus.READY:
-            following = due + timedelta(days=1)
-            while (later := edition_for(session, following)) is not None and later.status != EditionStatus.READY:
-                following += timedelta(days=1)
-            return following
-    plan = plan_for(config, store, clock, due).plan
-    if plan.is_empty and waiting_after(store, clock, plan.window.end):
-        return due + timedelta(days=1)
-    return due
-
-
-def next_window_start(config: Config, store: Store, clock: Clock) -> datetime:
-    """How far back the next edition readers get reaches: anything older and unsent is too old."""
-    day = next_edition_day(config, store, clock)
-    with store.session() as session:
-        return _window(config, clock, day, previous_edition(session, day), look_ahead=True).start
-
-
-def article_destination(config: Config, store: Store, clock: Clock, article_id: int) -> tuple[str, bool]:
-    """Where an article stands, in words, and whether that is fine (False: it will not be sent)."""
-    with store.session() as session:
-        article = session.get(Article, article_id)
-        assert article is not None
-        made = article.edition
-        if made is not None and made.status not in OPEN_STATUSES:
-            return f"it is in the edition of {made.date} ({made.status})", True
-        hidden, pinned, published = article.hidden, article.pinned_for, article.published_at
-    if hidden:
-        return "it is hidden: no edition takes it until `articles unhide`", True
-    day = next_edition_day(config, store, clock)
-    if pinned is not None and pinned > day:
-        return f"it is pinned to lead the edition of {pinned}, and waits for it", True
-    selection = plan_for(config, store, clock, day, look_ahead=True)
-    if article_id in selection.article_ids:
-        due = resolve_day(config, clock, None)
-        with store.session() as session:
-            skipped = (made := edition_for(session, due)) is not None and made.status == EditionStatus.SKIPPED
-        if due != day and skipped and article_id in plan_for(config, store, clock, due).article_ids:
-            return (
-                f"it goes in the next edition, of {day}; or in the edition of {due}, skipped for want of "
-                f"articles, if that is sent now (`newsletter send --date {due}`)",
-                True,
-            )
-        return f"it goes in the next edition, of {day}", True
-    if published > selection.plan.window.end:
-        return f"it is dated after the next edition ({day}) and waits for a later one", True
-    return (
-        f"it was published too long before the next edition ({day}) to be sent (over "
-        f"{config.newsletter.max_age_hours} hours, and before the previous edition): "
-        f"`newsletter articles pin {article_id}` sends it anyway",
-        False,
-    )
-
-
-def articles_waiting(config: Config, store: Store, clock: Clock, day: date) -> int:
-    """How many articles the edition for ``day`` would hold if it were made now."""
-    return len(plan_for(config, store, clock, day).article_ids)
-
-
-def waiting_after(store: Store, clock: Clock, moment: datetime) -> int:
-    """Articles already published after ``moment`` (a cutoff), waiting for a later edition."""
-    with store.session() as session:
-        return free_article_count(session, moment, clock.now())
-
-
-def _waiting_note(store: Store, clock: Clock, cutoff_: datetime) -> str:
-    waiting = waiting_after(store, clock, cutoff_)
-    if not waiting:
-        return ""
-    counted = "1 newer article waits" if waiting == 1 else f"{waiting} newer articles wait"
-    return f" ({counted} for the next edition)"
-
-
-def render_plan(config: Config, plan: EditionPlan, nonce: str) -> RenderedEdition:
-    env = build_environment(config.newsletter.templates or None)
-    return render_edition(plan, branding(config), links_for(config, plan.date), nonce, env, config.design)
-
-
-@dataclass(frozen=True)
-class Preview:
-    """An edition as it would reach a reader now: what `preview` writes and the admin shows."""
-
-    day: date
-    status: EditionStatus | None  # None: not made yet
-    html: str
-    text: str
-    markers: Markers
-    story_count: int
-    selection: Selection | None  # None once the edition has started going out: its stories are fixed
-
-    @property
-    def state(self) -> str:
-        """'not made', 'made', 'sending', 'sent' or 'skipped', in the words staff use."""
-        if self.status is None:
-            return "not made"
-        return "made" if self.status == EditionStatus.READY else self.status.value
-
-
-def preview_edition(config: Config, store: Store, clock: Clock, day: date) -> Preview:
-    """The edition for ``day`` as it stands: the stored copy once it has started going out,
-    else what `send` would make from the articles now (the same selection, so they agree)."""
-    with store.session() as session:
-        edition = edition_for(session, day)
-    if edition is not None and edition.status not in OPEN_STATUSES:
-        markers = Markers.for_nonce(edition.nonce)
-        return Preview(day, edition.status, edition.html, edition.text, markers, edition.article_count, None)
-    selection = plan_for(config, store, clock, day, look_ahead=True)
-    rendered = render_plan(config, selection.plan, "preview")
-    status = edition.status if edition is not None else None
-    return Preview(day, status, rendered.html, rendered.text, rendered.markers, selection.plan.story_count, selection)
-
-
-PREPARE_ATTEMPTS = 3
-
-
-def prepare_edition(config: Config, store: Store, clock: Clock, day: date) -> Edition:
-    """The edition for ``day``, made now unless it has started going out (see ``make_edition``)."""
-    return make_edition(config, store, clock, day)[0]
-
-
-def make_edition(config: Config, store: Store, clock: Clock, day: date) -> tuple[Edition, Selection | None]:
-    """The edition for ``day``, made now if it has not started going out, with what was selected.
-
-    An edition still open (made but not started, or skipped for want of articles) is made
-    again from the articles as they are now: stories that arrived late, were hidden, pinned
-    or edited since count, and a skipped day with articles now goes out. Once deliveries
-    exist the edition is fixed, and the selection returned is None.
-    """
-    for _ in range(PREPARE_ATTEMPTS):
-        with store.session() as session:
-            existing = edition_for(session, day)
-        if existing is not None and existing.status not in OPEN_STATUSES:
-            return existing, None
-        selection = plan_for(config, store, clock, day)
-        plan = selection.plan
-        nonce = existing.nonce if existing is not None else secrets.token_hex(8)
-        empty = plan.is_empty and not config.newsletter.send_when_empty
-        rendered = None if empty else render_plan(config, plan, nonce)
-        now = clock.now()
-        values = {
-            "window_start": plan.window.start,
-            "window_end": plan.window.end,
-            "subject": plan.subject,
-            "status": EditionStatus.SKIPPED if empty else EditionStatus.READY,
-            "html": rendered.html if rendered else "",
-            "text": rendered.text if rendered else "",
-            "web_html": rendered.web_html if rendered else "",
-            "nonce": nonce,
-            "article_count": plan.story_count,
-            "created_at": existing.created_at if existing is not None else now,
-            "finished_at": now if empty else None,
-        }
-        try:
-            with store.session() as session:
-                edition = save_open_edition(session, day, values, selection.article_ids, existing)
-        except (IntegrityError, ConflictError) as exc:
-            log.info("edition %s changed while it was being made (%s); selecting again", day, exc)
-            continue
-        log.info(
-            "edition %s %s: %d articles, window %s to %s%s",
-            day,
-            "remade" if existing is not None else "prepared",
-            plan.story_count,
-            plan.window.start.isoformat(timespec="minutes"),
-            plan.window.end.isoformat(timespec="minutes"),
-            " (empty: skipped)" if empty else "",
-        )
-        return edition, selection
-    raise ConflictError(f"the edition of {day} kept changing while it was being made; run send again")
 
 
 # --- personalising ---------------------------------------------------------------------
@@ -523,16 +244,14 @@ def send_edition(
     edition, selection = make_edition(config, store, clock, day)
     too_old = selection.too_old_note(config.newsletter.max_age_hours) if selection else ""
     if edition.status == EditionStatus.SKIPPED:
-        message = f"no articles for the edition of {day}: nothing sent" + _waiting_note(
-            store, clock, edition.window_end
-        )
+        message = f"no articles for the edition of {day}: nothing sent" + waiting_note(store, clock, edition.window_end)
         return SendReport(day, "skipped", message + (f"; {too_old}" if too_old else ""), subject=edition.subject)
     if edition.status == EditionStatus.SENT:
         return SendReport(
             day,
             "already-sent",
             f"the edition of {day} was already sent to {counted(edition.sent_count, 'reader')}; nothing to do"
-            + _waiting_note(store, clock, edition.window_end),
+            + waiting_note(store, clock, edition.window_end),
             subject=edition.subject,
         )
     if enqueue_only:
@@ -675,7 +394,7 @@ def _dry_run(config: Config, store: Store, clock: Clock, day: date) -> SendRepor
     too_old = selection.too_old_note(config.newsletter.max_age_hours)
     too_old = f"; {too_old}" if too_old else ""
     if plan.is_empty and not config.newsletter.send_when_empty:
-        message = f"no articles for {day}: the edition would be skipped" + _waiting_note(store, clock, plan.window.end)
+        message = f"no articles for {day}: the edition would be skipped" + waiting_note(store, clock, plan.window.end)
         return SendReport(day, "dry-run", message + too_old, subject=plan.subject)
     rendered = render_plan(config, plan, "dryrun")
     return SendReport(

@@ -29,7 +29,8 @@ from newsletter.clock import Clock
 from newsletter.config import WEEKDAYS, Config
 from newsletter.editions import cutoff, edition_date_due, local_date
 from newsletter.errors import LockHeldError, NewsletterError
-from newsletter.publish import SendReport, articles_waiting, send_edition
+from newsletter.preparation import articles_waiting
+from newsletter.publish import SendReport, send_edition
 from newsletter.store import Store
 from newsletter.store.models import EditionStatus
 from newsletter.store.store import edition_for, edition_progress, unfinished_editions

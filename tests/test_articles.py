@@ -26,7 +26,7 @@ from newsletter.articles import ImportSummary, import_source
 from newsletter.cli import cli
 from newsletter.editions import EditionPlan
 from newsletter.errors import ArticleImportError
-from newsletter.publish import plan_for, render_plan
+from newsletter.preparation import plan_for, render_plan
 from newsletter.store import Store
 from newsletter.store.models import Article
 from tests.conftest import make_config

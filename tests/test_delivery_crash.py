@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from newsletter.clock import SystemClock
 from newsletter.config import load_config
 from newsletter.editions import cutoff
-from newsletter.publish import resolve_day
+from newsletter.preparation import resolve_day
 from newsletter.sink import start_controller
 from newsletter.store import Store
 from newsletter.store.models import Delivery, DeliveryStatus

@@ -15,7 +15,8 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from newsletter.errors import SystemicDeliveryError, TemporaryDeliveryError
-from newsletter.publish import pool_factory, prepare_edition, send_edition
+from newsletter.preparation import prepare_edition
+from newsletter.publish import pool_factory, send_edition
 from newsletter.sink import free_port
 from newsletter.smtpmux import Outgoing, SMTPPool
 from newsletter.store import deliveries as log_

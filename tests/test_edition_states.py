@@ -17,7 +17,8 @@ from sqlalchemy import select
 
 from newsletter import editorial
 from newsletter.editions import cutoff
-from newsletter.publish import _start, prepare_edition, preview_edition, send_edition
+from newsletter.preparation import prepare_edition, preview_edition
+from newsletter.publish import _start, send_edition
 from newsletter.store.models import Delivery, DeliveryStatus, EditionStatus
 from tests.conftest import add_article, add_subscribers
 

@@ -21,7 +21,7 @@ from newsletter.editions import (
     subject_for,
     window_for,
 )
-from newsletter.publish import prepare_edition
+from newsletter.preparation import prepare_edition
 from newsletter.store.models import Article
 from tests.conftest import add_article
 

@@ -18,7 +18,8 @@ from newsletter.articles import import_source
 from newsletter.config import FeedConfig
 from newsletter.editions import Layout, Story, Window, belongs, choose_lead, cutoff, group_by_section
 from newsletter.errors import ArticleNotFoundError, EditionFrozenError, UsageError
-from newsletter.publish import plan_for, prepare_edition, send_edition
+from newsletter.preparation import plan_for, prepare_edition
+from newsletter.publish import send_edition
 from newsletter.schedule import Action, EditionState, decide
 from newsletter.store.models import Article, EditionStatus
 from newsletter.store.store import edition_for
@@ -269,7 +270,7 @@ def test_editors_are_told_what_a_pin_or_a_hide_undid(config, store, clock):
     ],
 )
 def test_the_greeting_says_since_when_truthfully(config, store, clock, previous, words):
-    from newsletter.publish import render_plan
+    from newsletter.preparation import render_plan
 
     add_article(store, clock, "only", END - timedelta(hours=1))
     clock.set(END + timedelta(minutes=1))

@@ -128,7 +128,8 @@ def test_test_copy_goes_to_one_address_and_records_nothing(config, store, clock,
 def test_unsubscribed_before_their_turn_are_skipped(config, store, clock, tokens, smtp_sink):
     morning_articles(store, clock)
     emails = add_subscribers(store, clock, 3)
-    from newsletter.publish import _start, prepare_edition
+    from newsletter.preparation import prepare_edition
+    from newsletter.publish import _start
 
     edition = prepare_edition(config, store, clock, date(2026, 11, 24))
     _start(store, edition.id, clock)

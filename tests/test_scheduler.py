@@ -30,7 +30,8 @@ from newsletter.clock import FixedClock, SystemClock
 from newsletter.config import Config, FeedConfig
 from newsletter.editions import cutoff
 from newsletter.errors import ArticleImportError
-from newsletter.publish import _start, prepare_edition, send_edition
+from newsletter.preparation import prepare_edition
+from newsletter.publish import _start, send_edition
 from newsletter.schedule import (
     Action,
     EditionState,

@@ -15,7 +15,8 @@ from werkzeug.security import generate_password_hash
 
 from newsletter.clock import FixedClock
 from newsletter.config import Config
-from newsletter.publish import prepare_edition, send_edition
+from newsletter.preparation import prepare_edition
+from newsletter.publish import send_edition
 from newsletter.sink import free_port
 from newsletter.store import Store
 from newsletter.store.models import Article, Edition, EditionStatus, StaffUser

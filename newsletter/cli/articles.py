@@ -112,7 +112,7 @@ def articles_add(
 
 def _say_where(app: App, article_id: int) -> None:
     """Which edition a new or changed article is for, or a warning when it is for none."""
-    from newsletter.publish import article_destination
+    from newsletter.preparation import article_destination
 
     where, ok = article_destination(app.config, app.store, app.clock, article_id)
     click.echo(where if ok else f"warning: {where}", err=not ok)
@@ -134,7 +134,7 @@ def articles_list(app: App, limit: int, hidden_only: bool) -> None:
       newsletter articles list --limit 10
     """
     from newsletter.editorial import describe_state
-    from newsletter.publish import next_window_start
+    from newsletter.preparation import next_window_start
 
     zone = app.config.newsletter.zone
     start = next_window_start(app.config, app.store, app.clock)

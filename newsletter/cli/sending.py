@@ -42,7 +42,7 @@ def preview(app: App, day: date | None, out: Path, text: bool) -> None:
     Example:
       newsletter preview --date 2026-11-24 --out /tmp/edition.html
     """
-    from newsletter.publish import next_edition_day, preview_edition
+    from newsletter.preparation import next_edition_day, preview_edition
 
     day = day or next_edition_day(app.config, app.store, app.clock)
     shown = preview_edition(app.config, app.store, app.clock, day)
@@ -101,7 +101,7 @@ def send(
         if dry_run or enqueue_only:
             raise UsageError("--to sends one test copy and records nothing; it cannot be combined with "
                              "--dry-run or --enqueue-only")  # fmt: skip
-        from newsletter.publish import next_edition_day
+        from newsletter.preparation import next_edition_day
 
         address = normalise_email(to_address)
         day = day or next_edition_day(app.config, app.store, app.clock)
@@ -242,7 +242,7 @@ def status(app: App, day: date | None, limit: int) -> None:
 
 def _show_edition(app: App, day: date) -> None:
     """`status --date D`: one edition in full, its window, stories, deliveries and failures."""
-    from newsletter.publish import plan_for
+    from newsletter.preparation import plan_for
     from newsletter.schedule import local_text
     from newsletter.store.articles import edition_articles
 

@@ -335,7 +335,7 @@ def _day_value(value: str | None) -> date | None:
 
 def _next_day() -> date:
     app = services()
-    from newsletter.publish import next_edition_day
+    from newsletter.preparation import next_edition_day
 
     return next_edition_day(app.config, app.store, app.clock)
 
@@ -364,7 +364,7 @@ def _when(moment: datetime) -> str:
 @bp.get("/next")
 def next_edition() -> Response:
     """The next edition (or ``?date=``): its state, its stories and the controls that steer them."""
-    from newsletter.publish import plan_for
+    from newsletter.preparation import plan_for
 
     app = services()
     upcoming = _next_day()
@@ -438,7 +438,7 @@ def _shift(day: date, days: int) -> str:
 @bp.get("/next/preview")
 def next_preview() -> Response:
     """The edition's HTML exactly as a reader gets it, with a sample greeting and unsubscribe link."""
-    from newsletter.publish import preview_edition
+    from newsletter.preparation import preview_edition
 
     app = services()
     day = _day_value(request.args.get("date")) or _next_day()
