@@ -526,7 +526,7 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     smtp_table = data.get("smtp")
     if isinstance(smtp_table, dict) and "helo" in smtp_table and "helo_name" not in smtp_table:
-        smtp_table["helo_name"] = smtp_table.pop("helo")  # the key's name before 0.2
+        smtp_table["helo_name"] = smtp_table.pop("helo")  # the key's earlier name, still read
     env_overrides = {
         ("smtp", "password"): "NEWSLETTER_SMTP_PASSWORD",
         ("imap", "password"): "NEWSLETTER_IMAP_PASSWORD",

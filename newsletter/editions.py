@@ -182,9 +182,12 @@ def long_date(day: date) -> str:
     return f"{day:%A} {day.day} {day:%B %Y}"
 
 
-def counted(n: int, noun: str) -> str:
-    """'1 article', '3 articles', '1,200 readers': counts in messages read as English."""
-    return f"1 {noun}" if n == 1 else f"{n:,} {noun}s"
+def counted(n: int, noun: str, nouns: str = "") -> str:
+    """'1 article', '3 articles', '1,200 readers': counts in messages read as English.
+
+    :param nouns: the plural when it is not ``noun`` + "s" ("deliveries").
+    """
+    return f"1 {noun}" if n == 1 else f"{n:,} {nouns or noun + 's'}"
 
 
 def subject_for(template: str, *, name: str, publication: str, day: date, count: int) -> str:

@@ -21,8 +21,8 @@ from newsletter.errors import EditionFrozenError, InvalidArticleError, UsageErro
 from newsletter.items import ArticleInput
 from newsletter.store import Store
 from newsletter.store import articles as db
-from newsletter.store.models import Article, Edition
-from newsletter.store.store import OPEN_STATUSES, edition_for
+from newsletter.store.models import Article
+from newsletter.store.store import edition_for, has_gone_out
 
 PIN_HORIZON = timedelta(days=60)  # further ahead is a typo (2027 for 2026), not a plan
 
@@ -36,14 +36,10 @@ class Outcome:
     message: str
 
 
-def _frozen(edition: Edition | None) -> bool:
-    return edition is not None and edition.status not in OPEN_STATUSES
-
-
 def _refuse_if_gone_out(article: Article) -> None:
     """A story in an edition that has started going out stays as readers got it."""
     edition = article.edition
-    if edition is not None and _frozen(edition):
+    if has_gone_out(edition):
         raise EditionFrozenError(edition.date, edition.status.value, f"{_label(article)} has gone out in it already")
 
 
@@ -102,8 +98,7 @@ def pin(config: Config, store: Store, clock: Clock, ref: str, day: date | None =
         article = db.find_article(session, ref)
         _refuse_if_gone_out(article)
         target = edition_for(session, day)
-        if _frozen(target):
-            assert target is not None
+        if has_gone_out(target):
             raise EditionFrozenError(day, target.status.value, "it cannot take a new lead")
         if article.published_at > cutoff(day, n.send_time, n.zone):
             raise UsageError(
@@ -160,8 +155,7 @@ def edit(store: Store, clock: Clock, ref: str, changes: dict[str, Any]) -> Outco
         if not changed:
             return Outcome(article.id, article.title, f"{_label(article)}: nothing to change")
         note = ""
-        if _frozen(article.edition):
-            assert article.edition is not None
+        if has_gone_out(article.edition):
             note = f"; the edition of {article.edition.date} has gone out already and keeps its copy"
         return Outcome(article.id, article.title, f"{_label(article)}: changed {', '.join(changed)}{note}")
 
@@ -188,10 +182,12 @@ def _validate(article: Article, changes: dict[str, Any]) -> None:
 
 def describe_state(article: Article, next_window_start: datetime | None) -> str:
     """The short state `articles list` prints: where a story stands in the editions."""
-    if article.edition is not None:
-        return f"in {article.edition.date.isoformat()}" + ("" if _frozen(article.edition) else " (not sent)")
-    if article.hidden:
+    if has_gone_out(article.edition):
+        return f"in {article.edition.date.isoformat()}"
+    if article.hidden:  # even if a made edition still lists it: that edition drops it when sent
         return "hidden"
+    if article.edition is not None:
+        return f"in {article.edition.date.isoformat()} (not sent)"
     if article.pinned_for is not None:
         return f"lead {article.pinned_for.isoformat()}"
     if next_window_start is not None and article.published_at <= next_window_start:

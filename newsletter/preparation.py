@@ -36,7 +36,7 @@ from newsletter.store.models import (
     Edition,
     EditionStatus,
 )
-from newsletter.store.store import OPEN_STATUSES, edition_for, previous_edition, save_open_edition
+from newsletter.store.store import edition_for, has_gone_out, previous_edition, save_open_edition
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def plan_for(config: Config, store: Store, clock: Clock, day: date, *, look_ahea
         existing = edition_for(session, day)
         previous = previous_edition(session, day)
         window = edition_window(config, clock, day, previous, look_ahead)
-        remaking = existing.id if existing is not None and existing.status in OPEN_STATUSES else None
+        remaking = existing.id if existing is not None and not has_gone_out(existing) else None
         articles = edition_candidates(session, day, window.start, window.end, edition_id=remaking)
         old = too_old_articles(session, day, window.start, previous.created_at if previous else None)
         too_old = tuple((a.id, a.title, a.published_at) for a in old)
@@ -168,7 +168,7 @@ def article_destination(config: Config, store: Store, clock: Clock, article_id: 
         article = session.get(Article, article_id)
         assert article is not None
         made = article.edition
-        if made is not None and made.status not in OPEN_STATUSES:
+        if has_gone_out(made):
             return f"it is in the edition of {made.date} ({made.status})", True
         hidden, pinned, published = article.hidden, article.pinned_for, article.published_at
     if hidden:
@@ -247,7 +247,7 @@ def preview_edition(config: Config, store: Store, clock: Clock, day: date) -> Pr
     else what `send` would make from the articles now (the same selection, so they agree)."""
     with store.session() as session:
         edition = edition_for(session, day)
-    if edition is not None and edition.status not in OPEN_STATUSES:
+    if has_gone_out(edition):
         markers = Markers.for_nonce(edition.nonce)
         return Preview(day, edition.status, edition.html, edition.text, markers, edition.article_count, None)
     selection = plan_for(config, store, clock, day, look_ahead=True)
@@ -275,7 +275,7 @@ def make_edition(config: Config, store: Store, clock: Clock, day: date) -> tuple
     for _ in range(PREPARE_ATTEMPTS):
         with store.session() as session:
             existing = edition_for(session, day)
-        if existing is not None and existing.status not in OPEN_STATUSES:
+        if has_gone_out(existing):
             return existing, None
         selection = plan_for(config, store, clock, day)
         plan = selection.plan

@@ -46,7 +46,7 @@ from newsletter.store.models import (
     Subscriber,
     SubscriberStatus,
 )
-from newsletter.store.store import OPEN_STATUSES, edition_for
+from newsletter.store.store import edition_for, has_gone_out
 from newsletter.tokens import UNSUBSCRIBE, Tokens
 from newsletter.transport import MaildirTransport, SMTPTransport, Transport
 
@@ -381,7 +381,7 @@ def _dry_run(config: Config, store: Store, clock: Clock, day: date) -> SendRepor
         active = session.scalar(
             select(func.count()).select_from(Subscriber).where(Subscriber.status == SubscriberStatus.ACTIVE)
         )
-    if edition is not None and edition.status not in OPEN_STATUSES:
+    if has_gone_out(edition):
         return SendReport(
             day,
             "dry-run",
@@ -422,7 +422,7 @@ def send_test_copy(
     day = day or next_edition_day(config, store, clock)
     with store.session() as session:
         edition = edition_for(session, day)
-    if edition is None or edition.status in OPEN_STATUSES:
+    if edition is None or not has_gone_out(edition):
         plan = plan_for(config, store, clock, day, look_ahead=True).plan
         nonce = secrets.token_hex(8)
         rendered = render_plan(config, plan, nonce)

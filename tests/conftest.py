@@ -281,6 +281,25 @@ def require_chromium() -> None:
     pytest.skip(f"{CHROMIUM} is not installed")
 
 
+def open_chromium(playwright: Any, profile: Path, **options: Any) -> Any:
+    """Debian's Chromium, headless, with a fresh profile and nothing that reaches out to the network."""
+    return playwright.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+        **options,
+    )
+
+
 @pytest.fixture
 def server() -> Iterator[tuple[str, dict[str, Any]]]:
     """A real threaded WSGI server on a free 127.0.0.1 port; the app is plugged in once its URL is known."""

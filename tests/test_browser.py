@@ -31,6 +31,7 @@ from tests.conftest import (
     add_subscribers,
     make_config,
     morning_articles,
+    open_chromium,
     require_chromium,
 )
 
@@ -70,20 +71,7 @@ def test_subscribe_confirm_receive_unsubscribe_in_a_real_browser(
             problems.append(message.text)
 
     with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),  # a fresh profile every run
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        context = open_chromium(playwright, tmp_path / "profile")
         try:
             context.set_default_timeout(10_000)
             page: Page = context.pages[0] if context.pages else context.new_page()

@@ -21,7 +21,7 @@ from newsletter.clock import FixedClock
 from newsletter.store import Store
 from newsletter.store.models import Article, StaffUser
 from newsletter.web import create_app
-from tests.conftest import CHROMIUM, SMTPServer, make_config, morning_articles, require_chromium
+from tests.conftest import SMTPServer, make_config, morning_articles, open_chromium, require_chromium
 
 PASSWORD = "correct horse battery staple"
 PHONE, DESKTOP = 375, 1200
@@ -82,21 +82,7 @@ def test_pin_and_hide_with_the_preview_following_at_desktop_and_phone_widths(
             problems.append(message.text)
 
     with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),  # a fresh profile every run
-            executable_path=str(CHROMIUM),
-            headless=True,
-            viewport={"width": DESKTOP, "height": 900},
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        context = open_chromium(playwright, tmp_path / "profile", viewport={"width": DESKTOP, "height": 900})
         try:
             context.set_default_timeout(10_000)
             page: Page = context.pages[0] if context.pages else context.new_page()

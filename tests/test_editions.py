@@ -291,3 +291,12 @@ def test_store_boundary_at_the_cutoff(config, store, clock) -> None:
         "just-after": date(2026, 11, 25),
         "first-window-start": None,
     }
+
+
+def test_counts_read_as_english() -> None:
+    from newsletter.editions import counted
+
+    assert counted(1, "article") == "1 article"
+    assert counted(1200, "reader") == "1,200 readers"
+    assert counted(0, "story", "stories") == "0 stories"
+    assert counted(2, "unsent delivery", "unsent deliveries") == "2 unsent deliveries"

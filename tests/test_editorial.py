@@ -349,3 +349,15 @@ def test_a_skipped_day_is_not_a_previous_edition(config, store, clock, tokens, s
     report = send_edition(config, store, clock, tokens)
     assert report.outcome == "sent" and "too long before" not in report.message
     assert placed(store)["late"] == DAY + timedelta(days=3)
+
+
+def test_a_hidden_story_in_a_made_edition_is_listed_as_hidden(config, store, clock):
+    from newsletter.editorial import describe_state
+    from newsletter.store.articles import find_article
+
+    add_article(store, clock, "story", END - timedelta(hours=1))
+    clock.set(END + timedelta(minutes=1))
+    prepare_edition(config, store, clock, DAY)  # made, not started: the row still names the edition
+    editorial.hide(store, clock, "story")
+    with store.session() as session:
+        assert describe_state(find_article(session, "story"), None) == "hidden"

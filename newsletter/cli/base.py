@@ -26,7 +26,6 @@ from newsletter import __version__
 from newsletter.clock import SystemClock
 from newsletter.config import Config, load_config
 from newsletter.delivery import RunStats
-from newsletter.editions import counted
 from newsletter.errors import NewsletterError
 from newsletter.store import Store
 from newsletter.subscribers import escape_controls
@@ -84,9 +83,6 @@ class DateType(click.ParamType):
 
 
 DATE = DateType()
-
-
-plural = counted  # the CLI's name for it
 
 
 def _setup_logging(verbose: int) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import click
 
-from newsletter.cli.base import App, Progress, cli, pass_app, plural
+from newsletter.cli.base import App, Progress, cli, pass_app
 from newsletter.clock import SystemClock
 from newsletter.config import load_config
+from newsletter.editions import counted
 from newsletter.errors import UsageError
 from newsletter.store import Store
 
@@ -109,7 +110,7 @@ def demo(directory: Path, count: int) -> None:
     """
     from newsletter.demo import run_demo
 
-    click.echo(f"demo in {directory.resolve()}: {plural(count, 'subscriber')}, local SMTP server on 127.0.0.1")
+    click.echo(f"demo in {directory.resolve()}: {counted(count, 'subscriber')}, local SMTP server on 127.0.0.1")
     progress = Progress(enabled=sys.stderr.isatty())
     try:
         result = run_demo(directory, count, SystemClock(), on_progress=progress)
@@ -121,7 +122,7 @@ def demo(directory: Path, count: int) -> None:
         click.echo(f"messages sent:      {stats.sent}")
         click.echo(f"elapsed:            {stats.elapsed:.2f} s")
         click.echo(f"messages/second:    {stats.rate:.0f}")
-    click.echo(f"delivered to outbox: {plural(result.delivered, 'message')} in {result.outbox}/new")
+    click.echo(f"delivered to outbox: {counted(result.delivered, 'message')} in {result.outbox}/new")
     click.echo(f"preview of the edition: {result.preview}")
     click.echo(f'read one message:   less "$(ls -d {result.outbox}/new/* | head -n 1)"')
     click.echo(f"its configuration:  {result.config_path}")

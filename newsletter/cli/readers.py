@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from newsletter.cli.base import App, cli, pass_app, plural
+from newsletter.cli.base import App, cli, pass_app
+from newsletter.editions import counted
 from newsletter.store.models import SubscriberStatus
 from newsletter.store.readers import MAX_SUBSCRIBER_ID
 from newsletter.store.store import count_subscribers
@@ -185,7 +186,7 @@ def subscribers_remove(app: App, emails: tuple[str, ...]) -> None:
     with app.store.session() as session:
         removed = remove_subscribers(session, emails, app.clock, source="cli")
     for item in removed:
-        skipped = f" ({plural(item.skipped, 'unsent delivery')} skipped)" if item.skipped else ""
+        skipped = f" ({counted(item.skipped, 'unsent delivery', 'unsent deliveries')} skipped)" if item.skipped else ""
         click.echo(f"removed: {item.email}{skipped}")
 
 
@@ -238,7 +239,7 @@ def subscribers_import(app: App, file: Path, force: bool, dry_run: bool, source:
     click.echo(
         escape_controls(f"{file.name}: ")
         + f"{parsed.encoding}, {layout}, {'a header row' if parsed.header else 'no header row'}; "
-        + plural(rows, "row")
+        + counted(rows, "row")
     )
     changed = report.added + report.activated + report.reactivated
     verb = "would be imported" if dry_run else "imported"
@@ -255,7 +256,7 @@ def subscribers_import(app: App, file: Path, force: bool, dry_run: bool, source:
     )
     click.echo(
         f"{done}; {report.unchanged} already subscribed, {len(report.kept_out)} left earlier (not re-added), "
-        f"{plural(len(report.duplicates), 'duplicate')}, {len(rejected)} rejected: {outcome}"
+        f"{counted(len(report.duplicates), 'duplicate')}, {len(rejected)} rejected: {outcome}"
         + ("; dry run: nothing changed" if dry_run else "")
     )
 
@@ -295,7 +296,7 @@ def subscribers_export(app: App, out: Path | None, status: str | None) -> None:
             for row in export_rows(session, chosen):
                 writer.writerow(row)
                 count += 1
-    click.echo(f"wrote {plural(count, 'subscriber')} to {out}", err=True)
+    click.echo(f"wrote {counted(count, 'subscriber')} to {out}", err=True)
 
 
 @subscribers.command("stats")

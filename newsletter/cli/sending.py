@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from newsletter.cli.base import DATE, App, Progress, cli, graceful_stop, pass_app, plural
+from newsletter.cli.base import DATE, App, Progress, cli, graceful_stop, pass_app
+from newsletter.editions import counted
 from newsletter.errors import UsageError
 from newsletter.render import GMAIL_CLIP_BYTES, fill_markers
 from newsletter.store import Store
@@ -48,9 +49,9 @@ def preview(app: App, day: date | None, out: Path, text: bool) -> None:
     shown = preview_edition(app.config, app.store, app.clock, day)
     html, plain, markers = shown.html, shown.text, shown.markers
     if shown.selection is None:
-        note = f"edition of {day} ({shown.state}): {plural(shown.story_count, 'article')}"
+        note = f"edition of {day} ({shown.state}): {counted(shown.story_count, 'article')}"
     else:  # not started: `send` makes it again from the articles as they are
-        note = f"edition of {day} as it would go out now ({shown.state}): {plural(shown.story_count, 'article')}"
+        note = f"edition of {day} as it would go out now ({shown.state}): {counted(shown.story_count, 'article')}"
     too_old = shown.selection.too_old_note(app.config.newsletter.max_age_hours) if shown.selection else ""
     sample = {"greeting": "Good morning, Ana", "unsubscribe_url": f"{app.config.web.base_url}/unsubscribe/PREVIEW"}
     content = fill_markers(plain, markers, escape=False, **sample) if text else fill_markers(html, markers, **sample)
@@ -225,8 +226,8 @@ def status(app: App, day: date | None, limit: int) -> None:
         if gave_up:
             detail += f" ({gave_up:,} given up after retries)"
         click.echo(
-            f"{edition.date}  {edition.status:<8} {plural(edition.article_count, 'article'):>12}  "
-            f"{plural(total, 'reader'):>13}: {detail}  — {edition.subject}"
+            f"{edition.date}  {edition.status:<8} {counted(edition.article_count, 'article'):>12}  "
+            f"{counted(total, 'reader'):>13}: {detail}  — {edition.subject}"
         )
         if edition.status == EditionStatus.SENDING:
             click.echo(f"            still open: `newsletter send --date {edition.date}` resumes it")
@@ -253,7 +254,7 @@ def _show_edition(app: App, day: date) -> None:
     if edition is None:
         selection = plan_for(app.config, app.store, app.clock, day, look_ahead=True)
         window = selection.plan.window
-        click.echo(f"no edition for {day} yet: it would hold {plural(selection.plan.story_count, 'article')} now, "
+        click.echo(f"no edition for {day} yet: it would hold {counted(selection.plan.story_count, 'article')} now, "
                    f"published {local_text(window.start, zone)} to {local_text(window.end, zone)} "
                    f"(`newsletter preview --date {day}` shows it)")  # fmt: skip
         return

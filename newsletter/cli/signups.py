@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 import click
 
-from newsletter.cli.base import App, pass_app, plural
+from newsletter.cli.base import App, pass_app
 from newsletter.cli.readers import subscribers
+from newsletter.editions import counted
 from newsletter.outbox import OutboxReport, deliver_outbox, queue_signup_mail
 from newsletter.store.models import OutboxKind, OutboxStatus
 from newsletter.store.outbox import outbox_counts, waiting_mails
@@ -92,7 +93,7 @@ def subscribers_outbox(app: App, send_now: bool, limit: int) -> None:
                 str(m.id),
                 m.kind.value,
                 escape_controls(m.recipient),
-                plural(m.attempts, "attempt"),
+                counted(m.attempts, "attempt"),
                 m.next_attempt_at.strftime("%Y-%m-%d %H:%M"),
                 escape_controls(_cut(m.last_error, ERROR_WIDTH)),
             )

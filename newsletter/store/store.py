@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -260,8 +260,13 @@ def previous_edition(session: Session, day: date) -> Edition | None:
     return session.scalars(query).first()
 
 
-OPEN_STATUSES = (EditionStatus.READY, EditionStatus.SKIPPED)
+OPEN_EDITION_STATUSES = (EditionStatus.READY, EditionStatus.SKIPPED)
 """An edition in these states has sent nothing yet: its stories are chosen again when it is sent."""
+
+
+def has_gone_out(edition: Edition | None) -> TypeGuard[Edition]:
+    """Whether an edition has started going out, so that its stories are fixed."""
+    return edition is not None and edition.status not in OPEN_EDITION_STATUSES
 
 
 def save_open_edition(
@@ -280,7 +285,7 @@ def save_open_edition(
     else:
         changed = session.execute(
             update(Edition)
-            .where(Edition.id == existing.id, Edition.status.in_(OPEN_STATUSES), Edition.enqueued_at.is_(None))
+            .where(Edition.id == existing.id, Edition.status.in_(OPEN_EDITION_STATUSES), Edition.enqueued_at.is_(None))
             .values(**values)
         )
         if not changed.rowcount:  # type: ignore[attr-defined]

@@ -29,7 +29,7 @@ from newsletter.render import fill_markers
 from newsletter.store import deliveries as log_
 from newsletter.store.articles import edition_articles, list_articles
 from newsletter.store.models import Edition, EditionStatus, OutboxKind, StaffUser, SubscriberStatus
-from newsletter.store.store import OPEN_STATUSES, count_subscribers, edition_for
+from newsletter.store.store import count_subscribers, edition_for, has_gone_out
 from newsletter.subscribers import (
     LEFT,
     MAX_SOURCE,
@@ -375,7 +375,7 @@ def next_edition() -> Response:
             _Listed(a.id, a.title, _when(a.published_at))
             for a in list_articles(db, hidden_only=True, limit=HIDDEN_SHOWN)
         ]
-    frozen = edition is not None and edition.status not in OPEN_STATUSES
+    frozen = has_gone_out(edition)
     fixed_stories: list[_Listed] = []
     if frozen and edition is not None:
         with app.store.session() as db:
