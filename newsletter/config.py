@@ -252,6 +252,38 @@ def default_helo_name(hostname: str, sender_domain: str) -> str:
     return sender_domain
 
 
+def _domain(value: Any) -> str:
+    text = _text(value).lower().rstrip(".")
+    if text and not (_HOST_NAME.fullmatch(text) and "." in text):
+        raise _InvalidValueError('a domain name such as "news.example.com"')
+    return text
+
+
+def _selector(value: Any) -> str:
+    text = _text(value)
+    if text and not _HOST_NAME.fullmatch(text):  # a selector is dot-separated labels
+        raise _InvalidValueError('a DKIM selector: letters, digits, "-" and "." such as "breakfast2026"')
+    return text
+
+
+def _delimiter(value: Any) -> str:
+    text = _text(value)
+    if text not in ("+", "-", "=", "_"):
+        raise _InvalidValueError('one of "+", "-", "=" or "_"')
+    return text
+
+
+def _key_text(value: Any) -> str:
+    """PEM text of a private key: several lines, so ``_text`` cannot check it."""
+    if not isinstance(value, str) or "\x00" in value:
+        raise _InvalidValueError
+    return value.strip()
+
+
+def _path(value: Any) -> str:
+    return str(Path(_text(value)).expanduser()) if _text(value) else ""
+
+
 def _mailbox_name(value: Any) -> str:
     text = _nonempty(value)
     if not text.isascii() or not text.isprintable():
@@ -438,6 +470,53 @@ class FetchConfig:
 
 
 @dataclass(frozen=True)
+class BouncesConfig:
+    """Where bounces, complaints and mailed unsubscribes come back, and what they do to a reader.
+
+    With ``verp`` on, each message's envelope sender is ``local+CODE@domain`` of ``address``;
+    the signed CODE names the edition and the reader, so a bounce is attributed from the
+    address it was sent to, whatever the report looks like. The mail server of that domain
+    must deliver ``local+anything`` to ``local`` (Postfix: ``recipient_delimiter = +``).
+    """
+
+    address: str = _meta(
+        'an email address for bounces, or "" for [sender] envelope_from (else from_address)',
+        _optional_email,
+        default="",
+    )
+    verp: bool = _meta("true or false", _bool, default=True)
+    delimiter: str = _meta('one of "+", "-", "=" or "_"', _delimiter, default="+")
+    maildir: str = _meta('a Maildir path, or "" to read only the [imap] mailbox', _path, default="")
+    soft_bounces: int = _meta("a whole number from 1 to 100", _int_range(1, 100), default=3)
+    soft_window_days: int = _meta("days, from 1 to 365", _int_range(1, 365), default=14)
+    process_minutes: int = _meta("minutes, from 0 to 1440 (0 turns it off)", _int_range(0, 1440), default=5)
+
+    def return_address(self, sender: SenderConfig) -> str:
+        return self.address or sender.envelope_from or sender.from_address
+
+
+DKIM_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
+
+
+@dataclass(frozen=True)
+class DkimConfig:
+    """DKIM signing: off until a domain is set. A second, ed25519 signature is optional."""
+
+    domain: str = _meta('a domain name such as "news.example.com", or "" for no signing', _domain, default="")
+    selector: str = _meta('a DKIM selector such as "breakfast2026"', _selector, default="")
+    algorithm: str = _meta('"rsa-sha256" or "ed25519-sha256"', _choice(*DKIM_ALGORITHMS), default="rsa-sha256")
+    key_file: str = _meta("the path of a PEM private key file", _path, default="")
+    key: str = _meta("PEM private key text", _key_text, default="", repr=False)
+    ed25519_selector: str = _meta('a DKIM selector, or "" for no second signature', _selector, default="")
+    ed25519_key_file: str = _meta("the path of a PEM ed25519 private key file", _path, default="")
+    ed25519_key: str = _meta("PEM private key text", _key_text, default="", repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.domain)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the sender needs, built once per process by ``load_config``."""
 
@@ -451,6 +530,8 @@ class Config:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
     design: DesignConfig = field(default_factory=DesignConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
     feeds: tuple[FeedConfig, ...] = ()
     source: str = "<memory>"
 
@@ -483,12 +564,14 @@ _SECTIONS: dict[str, type] = {
     "fetch": FetchConfig,
     "imap": ImapConfig,
     "design": DesignConfig,
+    "bounces": BouncesConfig,
+    "dkim": DkimConfig,
 }
 
 
 def _shown(name: str, value: Any) -> Any:
     """A rejected value as an error message may show it: secrets hidden, URL passwords masked."""
-    if name.endswith(("password", "secret_key")):
+    if name.endswith(("password", "secret_key", "key")):
         return "(hidden)"
     return _SECRET_URL.sub(r"\1:***@", value) if isinstance(value, str) else value
 
@@ -532,6 +615,8 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
         ("imap", "password"): "NEWSLETTER_IMAP_PASSWORD",
         ("web", "secret_key"): "NEWSLETTER_SECRET_KEY",
         ("store", "url"): "NEWSLETTER_DATABASE_URL",
+        ("dkim", "key"): "NEWSLETTER_DKIM_KEY",
+        ("dkim", "ed25519_key"): "NEWSLETTER_DKIM_ED25519_KEY",
     }
     from_env: dict[str, dict[str, str]] = {}
     for (section, key), var in env_overrides.items():
@@ -573,6 +658,7 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
         raise ConfigError(source, "imap.username", "missing; expected the login of the unsubscribe mailbox")
     if imap.processed_mailbox == imap.mailbox:
         raise ConfigError(source, "imap.processed_mailbox", "expected a folder other than imap.mailbox")
+    _check_dkim(sections["dkim"], sections["sender"], source)
     web: WebConfig = sections["web"]
     if web.secret_key and len(web.secret_key) < 32:
         raise ConfigError(
@@ -590,6 +676,15 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
             sections["store"] = StoreConfig(url=f"sqlite:///{(base / relative).as_posix()}")
         delivery: DeliveryConfig = sections["delivery"]
         sections["delivery"] = dataclasses.replace(delivery, maildir=str(base / delivery.maildir))
+        bounces: BouncesConfig = sections["bounces"]
+        if bounces.maildir:
+            sections["bounces"] = dataclasses.replace(bounces, maildir=str(base / bounces.maildir))
+        dkim: DkimConfig = sections["dkim"]
+        sections["dkim"] = dataclasses.replace(
+            dkim,
+            key_file=str(base / dkim.key_file) if dkim.key_file else "",
+            ed25519_key_file=str(base / dkim.ed25519_key_file) if dkim.ed25519_key_file else "",
+        )
         newsletter: NewsletterConfig = sections["newsletter"]
         if newsletter.templates:
             sections["newsletter"] = dataclasses.replace(newsletter, templates=str(base / newsletter.templates))
@@ -598,6 +693,34 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
             for feed in feeds
         )
     return Config(**sections, feeds=feeds, source=source)
+
+
+def _check_dkim(dkim: DkimConfig, sender: SenderConfig, source: str) -> None:
+    """A signing setup that could not sign, or whose signature DMARC would not count, is refused now."""
+    if not dkim.enabled:
+        return
+    if not dkim.selector:
+        raise ConfigError(source, "dkim.selector", "missing; expected the selector of the published key")
+    if not (dkim.key_file or dkim.key):
+        raise ConfigError(
+            source, "dkim.key_file", "missing; expected a PEM key file, or the key in $NEWSLETTER_DKIM_KEY"
+        )
+    if bool(dkim.ed25519_selector) != bool(dkim.ed25519_key_file or dkim.ed25519_key):
+        raise ConfigError(
+            source,
+            "dkim.ed25519_selector",
+            "expected both ed25519_selector and ed25519_key_file (or $NEWSLETTER_DKIM_ED25519_KEY), or neither",
+        )
+    if dkim.ed25519_selector and dkim.algorithm == "ed25519-sha256":
+        raise ConfigError(
+            source, "dkim.ed25519_selector", 'a second ed25519 signature goes with algorithm = "rsa-sha256"'
+        )
+    if sender.domain != dkim.domain and not sender.domain.endswith("." + dkim.domain):
+        raise ConfigError(
+            source,
+            "dkim.domain",
+            f"expected {sender.domain!r} or a parent of it: DMARC counts only a signature aligned with the From domain",
+        )
 
 
 def find_config_path(path: str | os.PathLike[str] | None, environ: Mapping[str, str], cwd: Path | None = None) -> Path:
