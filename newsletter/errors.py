@@ -24,7 +24,8 @@ line and exits non-zero, so nothing below the interfaces needs to know about exi
     ├── TokenError                   a signed link is invalid, expired or for another purpose
     │   └── TokenExpiredError        a genuine link, older than its lifetime
     ├── ArticleImportError           an article source cannot be read at all (see articles.py)
-    ├── MailboxError                 the unsubscribe mailbox (Maildir or IMAP) cannot be read
+    ├── MailboxError                 the bounce/unsubscribe mailbox (Maildir, mbox, IMAP) cannot be read
+    ├── DkimError                    a DKIM key cannot be used, or a signature does not verify
     └── DeliveryError                SMTP or Maildir delivery failed
         ├── TemporaryDeliveryError   4xx, timeouts, dropped connections: retry later
         ├── PermanentDeliveryError   5xx for one recipient: do not retry
@@ -139,7 +140,18 @@ class ArticleImportError(NewsletterError):
 
 
 class MailboxError(NewsletterError):
-    """Raised when the mailbox of emailed unsubscribe requests cannot be reached or read."""
+    """Raised when the mailbox of bounces and emailed unsubscribe requests cannot be reached or read."""
+
+
+class DkimError(NewsletterError):
+    """Raised when a DKIM key cannot be read or used, or a signature fails its check.
+
+    ``reason`` is a short fixed word callers may branch on ("key", "verify", "dns").
+    """
+
+    def __init__(self, message: str, reason: str = "key") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class DeliveryError(NewsletterError):
