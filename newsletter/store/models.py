@@ -226,18 +226,46 @@ class Lock(Base):
 
 
 class SubscriberEvent(Base):
-    """What happened to a subscription and when: the record behind joins/leaves per day."""
+    """What happened to a subscription and when: the record behind joins/leaves per day.
+
+    Reports from the mailbox (bounces, complaints) are events too, with the edition they
+    were about, the DSN status and the server's diagnostic: the history says why a reader
+    left, and an edition's feedback is counted from here.
+    """
 
     __tablename__ = "subscriber_events"
-    __table_args__ = (Index("ix_subscriber_events_at", "at"),)
+    __table_args__ = (
+        Index("ix_subscriber_events_at", "at"),
+        # A reader's history by kind (their soft bounces in the window, why they bounced);
+        # its leading column also serves the subscriber foreign key.
+        Index("ix_subscriber_events_subscriber_event", "subscriber_id", "event", "at"),
+        # An edition's feedback counted by kind; its leading column serves the edition foreign key.
+        Index("ix_subscriber_events_edition_event", "edition_id", "event"),
+        # One event per report and reader, whoever reads the mailbox and however often.
+        Index(
+            "ix_subscriber_events_reference",
+            "subscriber_id",
+            "reference",
+            unique=True,
+            sqlite_where=text("reference <> ''"),
+            postgresql_where=text("reference <> ''"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # NULL once the subscriber row is removed: the day's counts survive, the address does not.
-    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), index=True)
-    # subscribed | confirmed | unsubscribed | bounced | reactivated | removed
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"))
+    # subscribed | confirmed | unsubscribed | bounced | reactivated | removed, and from the
+    # mailbox hard_bounce | soft_bounce | sender_block | complaint
     event: Mapped[str] = mapped_column(String(20))
     source: Mapped[str] = mapped_column(String(50), default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The edition a report was about; NULL when not known (or the edition is gone).
+    edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(10), default="", server_default=text("''"))  # "5.1.1"
+    detail: Mapped[str] = mapped_column(String(300), default="", server_default=text("''"))  # the diagnostic
+    # The caller's idempotency key for a report (a hash of the message and the recipient).
+    reference: Mapped[str] = mapped_column(String(64), default="", server_default=text("''"))
 
 
 class StaffUser(Base):
