@@ -4,7 +4,8 @@ Bounce handling is only worth testing against the reports a real mail server wri
 this starts Debian's Postfix (``/usr/sbin/postfix``) the way the IMAP tests start
 Dovecot: its own ``main.cf`` and ``master.cf`` in a fresh folder, its own queue and data
 directories, one SMTP listener on a free 127.0.0.1 port, and nothing shared with a
-system instance (``/etc/postfix`` is never read or written, and none needs to run).
+system instance, which need not run (``/etc/postfix`` is never written; Postfix's start-up
+script only reads it, to look for a multi-instance setup).
 
 What the instance does with mail:
 
@@ -43,6 +44,7 @@ from newsletter.sink import free_port
 POSTFIX = Path("/usr/sbin/postfix")
 POSTQUEUE = Path("/usr/sbin/postqueue")
 DELIVERY_USER = "nobody"  # Postfix's delivery agents refuse to write mail as root
+PREFIX = "newsletter-postfix-"  # of each instance's folder in the temporary directory
 NO_RELAY = "error:5.7.1 this test instance delivers nothing off the machine"
 
 
@@ -234,6 +236,55 @@ def _stop(instance: Postfix) -> None:
         time.sleep(0.05)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reap_abandoned() -> None:
+    """Stop instances whose test run was killed before its finalizer could (a SIGKILL, a CI timeout).
+
+    Each instance's folder names the process that started it; an instance of a run that
+    is still going (another pytest, in parallel) is left alone.
+    """
+    for folder in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        with contextlib.suppress(OSError, ValueError):
+            if _alive(int((folder / "owner.pid").read_text())):
+                continue
+            for pid in _own_processes(folder / "etc"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_config(
+    folder: Path, port: int, known: Iterable[str], local_domain: str, return_domain: str, return_local: str
+) -> None:
+    nobody = pwd.getpwnam(DELIVERY_USER)
+    postfix_user = pwd.getpwnam("postfix")
+    for name in ("etc", "queue", "data", "spool", "mail", "mail/readers"):
+        (folder / name).mkdir()
+    os.chown(folder / "data", postfix_user.pw_uid, postfix_user.pw_gid)
+    for name in ("mail", "mail/readers"):
+        os.chown(folder / name, nobody.pw_uid, nobody.pw_gid)
+    etc = folder / "etc"
+    (etc / "main.cf").write_text(_main_cf(folder, local_domain, return_domain), encoding="utf-8")
+    (etc / "master.cf").write_text(_master_cf(port), encoding="utf-8")
+    aliases = "".join(f"{local} {folder}/mail/readers/{local}/\n" for local in known)
+    (etc / "aliases").write_text(aliases, encoding="utf-8")
+    (etc / "virtual").write_text(f"{return_local}@{return_domain} {return_local}/\n", encoding="utf-8")
+    # Postfix waits (in 0.3 s steps) until a configuration file is a second old, in case it
+    # is still being written; these are complete, so date them back and skip the wait.
+    settled = time.time() - 60
+    for path in etc.iterdir():
+        os.utime(path, (settled, settled))
+
+
 @contextlib.contextmanager
 def start_postfix(
     known: Iterable[str] = (),
@@ -251,40 +302,25 @@ def start_postfix(
     reason = unavailable_reason()
     if reason:
         raise RuntimeError(reason)
-    folder = Path(tempfile.mkdtemp(prefix="newsletter-postfix-"))
-    folder.chmod(0o755)
-    nobody = pwd.getpwnam(DELIVERY_USER)
-    postfix_user = pwd.getpwnam("postfix")
-    for name in ("etc", "queue", "data", "spool", "mail", "mail/readers"):
-        (folder / name).mkdir()
-    os.chown(folder / "data", postfix_user.pw_uid, postfix_user.pw_gid)
-    for name in ("mail", "mail/readers"):
-        os.chown(folder / name, nobody.pw_uid, nobody.pw_gid)
-    port = free_port()
-    etc = folder / "etc"
-    (etc / "main.cf").write_text(_main_cf(folder, local_domain, return_domain), encoding="utf-8")
-    (etc / "master.cf").write_text(_master_cf(port), encoding="utf-8")
-    aliases = "".join(f"{local} {folder}/mail/readers/{local}/\n" for local in known)
-    (etc / "aliases").write_text(aliases, encoding="utf-8")
-    (etc / "virtual").write_text(f"{return_local}@{return_domain} {return_local}/\n", encoding="utf-8")
-    # Postfix waits (in 0.3 s steps) until a configuration file is a second old, in case it
-    # is still being written; these are complete, so date them back and skip the wait.
-    settled = time.time() - 60
-    for path in etc.iterdir():
-        os.utime(path, (settled, settled))
-
-    output = folder / "output.txt"
-    with output.open("wb") as out:
-        # start-fg keeps the master a child of ours, so it is reaped, and the session is ours to kill.
-        process = subprocess.Popen(
-            [str(POSTFIX), "-c", str(etc), "start-fg"],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    instance = Postfix(folder, port, local_domain, return_domain, return_local, process)
+    _reap_abandoned()
+    folder = Path(tempfile.mkdtemp(prefix=PREFIX))
+    instance: Postfix | None = None
     try:
+        (folder / "owner.pid").write_text(str(os.getpid()))
+        folder.chmod(0o755)  # the delivery agents, running as nobody, must reach the Maildirs
+        port = free_port()
+        _write_config(folder, port, known, local_domain, return_domain, return_local)
+        output = folder / "output.txt"
+        with output.open("wb") as out:
+            # start-fg keeps the master a child of ours, so it is reaped, in a session of its own.
+            process = subprocess.Popen(
+                [str(POSTFIX), "-c", str(folder / "etc"), "start-fg"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        instance = Postfix(folder, port, local_domain, return_domain, return_local, process)
         deadline = time.monotonic() + timeout
         while not _listening(port):
             if process.poll() is not None or time.monotonic() > deadline:
@@ -292,5 +328,6 @@ def start_postfix(
             time.sleep(0.05)
         yield instance
     finally:
-        _stop(instance)
+        if instance is not None:
+            _stop(instance)
         shutil.rmtree(folder, ignore_errors=True)
