@@ -165,14 +165,15 @@ def _child_floor(config_path: str, count: int) -> dict[str, float]:
         edition = edition_for(session, resolve_day(config, clock, None))
     template = compile_template(config, edition)
     personalise = personaliser(config, edition, template, Tokens(config.web.secret_key, clock))
-    message = b"".join(personalise(Work(1, 1, "reader1@example.org", "Reader 1", 0), clock.now()))
+    personal = personalise(Work(1, 1, "reader1@example.org", "Reader 1", 0), clock.now())
+    message = b"".join(personal.data)
     store.dispose()
     pool = SMTPPool(config.smtp, config.smtp.connections, lambda _key: True)
     started = time.perf_counter()
     queued, finished = 0, 0
     while finished < count:
         while queued < count and pool.idle():
-            pool.start(Outgoing(queued, template.headers.mail_from, f"reader{queued}@example.org", message))
+            pool.start(Outgoing(queued, personal.mail_from, f"reader{queued}@example.org", message))
             queued += 1
         for completion in pool.poll(0.2):
             if completion.error is not None:

@@ -496,6 +496,7 @@ class BouncesConfig:
 
 
 DKIM_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
+VERP_CODE_CHARS = 32  # the longest code newsletter.returnpath makes
 
 
 @dataclass(frozen=True)
@@ -659,6 +660,15 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
     if imap.processed_mailbox == imap.mailbox:
         raise ConfigError(source, "imap.processed_mailbox", "expected a folder other than imap.mailbox")
     _check_dkim(sections["dkim"], sections["sender"], source)
+    bounces: BouncesConfig = sections["bounces"]
+    local = bounces.return_address(sections["sender"]).rpartition("@")[0]
+    if bounces.verp and len(local) + len(bounces.delimiter) + VERP_CODE_CHARS > 64:
+        raise ConfigError(
+            source,
+            "bounces.address",
+            f"expected a shorter local part than {local!r}: with a VERP code it must fit in the "
+            "64 characters SMTP allows (use bounces@..., or set verp = false)",
+        )
     web: WebConfig = sections["web"]
     if web.secret_key and len(web.secret_key) < 32:
         raise ConfigError(
@@ -676,7 +686,7 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
             sections["store"] = StoreConfig(url=f"sqlite:///{(base / relative).as_posix()}")
         delivery: DeliveryConfig = sections["delivery"]
         sections["delivery"] = dataclasses.replace(delivery, maildir=str(base / delivery.maildir))
-        bounces: BouncesConfig = sections["bounces"]
+        bounces = sections["bounces"]
         if bounces.maildir:
             sections["bounces"] = dataclasses.replace(bounces, maildir=str(base / bounces.maildir))
         dkim: DkimConfig = sections["dkim"]

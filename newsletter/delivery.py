@@ -56,8 +56,17 @@ _T = TypeVar("_T")
 # systemd's TimeoutStopSec (90 s in contrib/), even though the final "." may take minutes.
 STOP_WAIT_SECONDS = 30.0
 
-Personaliser = Callable[[Work, datetime], Sequence[bytes]]
-"""Builds one reader's message as canonical wire bytes, in parts; its Message-ID is prefix + delivery id + suffix."""
+
+@dataclass(frozen=True, slots=True)
+class Personal:
+    """One reader's message: its envelope sender (a VERP address per reader) and its wire bytes in parts."""
+
+    mail_from: str
+    data: Sequence[bytes]
+
+
+Personaliser = Callable[[Work, datetime], Personal]
+"""Builds one reader's message; its Message-ID is prefix + delivery id + suffix."""
 
 
 class Pool(Protocol):
@@ -141,7 +150,6 @@ class DeliveryRun:
         edition_id: int,
         personalise: Personaliser,
         pool_factory: PoolFactory,
-        mail_from: str,
         clock: Clock,
         config: DeliveryConfig,
         *,
@@ -155,7 +163,6 @@ class DeliveryRun:
         self.edition_id = edition_id
         self.personalise = personalise
         self.pool_factory = pool_factory
-        self.mail_from = mail_from
         self.clock = clock
         self.config = config
         self.worker = worker
@@ -265,7 +272,7 @@ class DeliveryRun:
             else:
                 return
             try:
-                data = self.personalise(work, self.clock.now())
+                personal = self.personalise(work, self.clock.now())
             except NewsletterError as exc:  # a malformed address or header: this reader only
                 self._unrecorded.append(
                     Result(work.delivery_id, work.subscriber_id, DeliveryStatus.FAILED, 0, str(exc))
@@ -274,7 +281,7 @@ class DeliveryRun:
             self._limiter.take(now)
             self._tries[work.delivery_id] = self._tries.get(work.delivery_id, 0) + 1
             self._inflight[work.delivery_id] = work
-            if not pool.start(Outgoing(work.delivery_id, self.mail_from, work.email, data)):
+            if not pool.start(Outgoing(work.delivery_id, personal.mail_from, work.email, personal.data)):
                 return  # a connection would not open: count that failure before trying again
 
     def _is_durable(self, key: Hashable) -> bool:
@@ -562,4 +569,4 @@ class MaildirPool:
         self.box.close()
 
 
-__all__ = ["DeliveryRun", "MaildirPool", "Pool", "RunStats", "StoreError"]
+__all__ = ["DeliveryRun", "MaildirPool", "Personal", "Pool", "RunStats", "StoreError"]

@@ -37,6 +37,7 @@ _FORBIDDEN = re.compile(r"[\r\n\x00]")
 _PLAIN_ADDRESS = re.compile(r"[!#-'*+\-/-9=?A-Z^-~]+(?:\.[!#-'*+\-/-9=?A-Z^-~]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#-'*+\-/=?^_`{|}~]*")  # atext and spaces: no quoting needed
 _PRINTABLE_ASCII = re.compile(r"[ -~]*")
+DELIVERY_HEADER = "X-Newsletter-Delivery"  # names the delivery in a returned message's headers
 _SHORT_TO = 72  # "To: " + this stays within the 78 characters RFC 5322 asks of a line
 
 
@@ -107,6 +108,7 @@ class Reader:
     unsubscribe_url: str
     unsubscribe_mailto: str
     message_id: str
+    return_code: str = ""  # the signed VERP code, repeated in a header for relays that rewrite the envelope
 
 
 _HTML_SAFE_URL = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$()*+,;=%-]*")  # nothing html.escape would change
@@ -251,23 +253,26 @@ class MessageTemplate:
         already-encoded segments, so a sender that can write them in one gather call never
         copies the message at all."""
         check_address("To", reader.email)
-        personal_values = reader.name + reader.message_id + reader.unsubscribe_url + reader.unsubscribe_mailto
+        personal_values = (
+            reader.name + reader.message_id + reader.unsubscribe_url + reader.unsubscribe_mailto + reader.return_code
+        )
         if _FORBIDDEN.search(personal_values):
             for header, value in (
                 ("To", reader.name),
                 ("Message-ID", reader.message_id),
                 ("List-Unsubscribe", reader.unsubscribe_url + reader.unsubscribe_mailto),
+                (DELIVERY_HEADER, reader.return_code),
             ):
                 check_header(header, value)
         to = self._to_header(reader.name, reader.email)
         # Built by hand so the email package's folding cannot turn the URLs into
         # RFC 2047 encoded-words, which no client would follow.
-        personal = (
-            self._date_header(now)
-            + f"Message-ID: {reader.message_id}\r\n"
+        delivery = f"{DELIVERY_HEADER}: {reader.return_code}\r\n" if reader.return_code else ""
+        personal = self._date_header(now) + (
+            f"Message-ID: {reader.message_id}\r\n"
             f"To: {to}\r\n"
-            f"List-Unsubscribe: <{reader.unsubscribe_url}>,\r\n <{reader.unsubscribe_mailto}>\r\n".encode("ascii")
-        )
+            f"List-Unsubscribe: <{reader.unsubscribe_url}>,\r\n <{reader.unsubscribe_mailto}>\r\n{delivery}"
+        ).encode("ascii")
         greeting_text, greeting_html = self._greeting(reader.name)
         url = reader.unsubscribe_url
         url_text = qp_encode_value(url)

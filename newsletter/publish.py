@@ -20,7 +20,15 @@ from sqlalchemy import func, select, update
 
 from newsletter.clock import Clock
 from newsletter.config import Config
-from newsletter.delivery import DeliveryRun, MaildirPool, Personaliser, PoolFactory, RateLimiter, RunStats
+from newsletter.delivery import (
+    DeliveryRun,
+    MaildirPool,
+    Personal,
+    Personaliser,
+    PoolFactory,
+    RateLimiter,
+    RunStats,
+)
 from newsletter.editions import (
     counted,
 )
@@ -35,6 +43,7 @@ from newsletter.preparation import (
     waiting_note,
 )
 from newsletter.render import Markers, RenderedEdition
+from newsletter.returnpath import return_paths
 from newsletter.smtpmux import SMTPPool, check_reachable
 from newsletter.store import Store, worker_identity
 from newsletter.store import deliveries as log_
@@ -80,7 +89,7 @@ def edition_headers(config: Config, subject: str) -> EditionHeaders:
         reply_to=config.sender.reply_to,
         list_id=config.list_id,
         list_name=config.newsletter.name,
-        envelope_from=config.sender.envelope_from,
+        envelope_from=config.bounces.return_address(config.sender),
     )
 
 
@@ -105,21 +114,25 @@ def message_id_parts(config: Config, edition: Edition) -> tuple[str, str]:
 
 
 def personaliser(config: Config, edition: Edition, template: MessageTemplate, tokens: Tokens) -> Personaliser:
-    """Per reader: a signed token, two links, a Message-ID; everything else was done once."""
+    """Per reader: a signed token, two links, a Message-ID, a return path; everything else was done once."""
     base = config.web.base_url
     mailbox = unsubscribe_mailbox(config)
     prefix, suffix = message_id_parts(config, edition)
+    paths = return_paths(config)
+    edition_id = edition.id
 
-    def personalise(work: log_.Work, now: datetime) -> list[bytes]:
+    def personalise(work: log_.Work, now: datetime) -> Personal:
         token = tokens.make(UNSUBSCRIBE, work.subscriber_id, work.email)
+        code = paths.code(edition_id, work.subscriber_id)
         reader = Reader(
             email=work.email,
             name=work.name,
             unsubscribe_url=f"{base}/unsubscribe/{token}",
             unsubscribe_mailto=f"mailto:{mailbox}?subject=unsubscribe%20{token}",
             message_id=f"{prefix}{work.delivery_id}{suffix}",
+            return_code=code,
         )
-        return template.render_parts(reader, now)
+        return Personal(paths.mail_from(code), template.render_parts(reader, now))
 
     return personalise
 
@@ -311,7 +324,6 @@ def run_edition(
         edition.id,
         personaliser(config, edition, template, tokens),
         pools or pool_factory(config),
-        template.headers.mail_from,
         clock,
         config.delivery,
         limiter=limiter or RateLimiter(config.smtp.max_per_second),

@@ -8,7 +8,16 @@ from datetime import UTC, date, datetime
 from sqlalchemy import func, select
 
 from newsletter.publish import send_edition, send_test_copy
-from newsletter.store.models import Article, Delivery, DeliveryStatus, Edition, EditionStatus, SubscriberStatus
+from newsletter.returnpath import Attribution, return_paths
+from newsletter.store.models import (
+    Article,
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+    Subscriber,
+    SubscriberStatus,
+)
 from newsletter.tokens import UNSUBSCRIBE
 from tests.conftest import add_article, add_subscribers, morning_articles
 
@@ -34,9 +43,18 @@ def test_one_message_per_active_subscriber_with_correct_parts_and_headers(config
     assert sorted(got) == sorted(active)
     assert all(len(copies) == 1 for copies in got.values())
     links = set()
+    paths = return_paths(config)
+    with store.session() as session:
+        ids = {s.email: s.id for s in session.scalars(select(Subscriber))}
+        edition_id = session.scalars(select(Edition.id)).one()
     for email, (received,) in got.items():
-        assert received.mail_from == "breakfast@news.example.com"
+        # VERP: the envelope sender names the edition and the reader, signed
+        local, _, domain = received.mail_from.partition("@")
+        assert domain == "news.example.com" and local.startswith("breakfast+")
+        code = local.removeprefix("breakfast+")
+        assert paths.read(code) == Attribution(edition_id, ids[email])
         msg = received.message
+        assert msg["X-Newsletter-Delivery"] == code
         assert msg.get_content_type() == "multipart/alternative"
         text_part, html_part = msg.iter_parts()
         assert text_part.get_content_type() == "text/plain" and html_part.get_content_type() == "text/html"

@@ -108,10 +108,25 @@ class Store:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any error."""
+        with self._transaction(commit=True) as session:
+            yield session
+
+    @contextmanager
+    def rehearsal(self) -> Iterator[Session]:
+        """A session that is always rolled back: a dry run makes the very changes a real run
+        would, sees their outcome, and keeps none of them."""
+        with self._transaction(commit=False) as session:
+            yield session
+
+    @contextmanager
+    def _transaction(self, *, commit: bool) -> Iterator[Session]:
         session = self._sessions()
         try:
             yield session
-            session.commit()
+            if commit:
+                session.commit()
+            else:
+                session.rollback()
         except OperationalError as exc:
             session.rollback()
             raise StoreError(f"database error on {self.safe_url}: {exc.orig}") from exc
