@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from newsletter.clock import Clock, SystemClock
 from newsletter.config import DKIM_ALGORITHMS, DkimConfig
@@ -234,7 +234,9 @@ def _key_kind(key: object) -> str:
         return f"a {key.key_size}-bit RSA"
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return "an Ed25519"
-    return f"a {type(key).__name__.removeprefix('_').replace('PrivateKey', '') or 'different'}"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return "an EC (ECDSA)"
+    return "another kind of"
 
 
 def load_key(text: str, path: str, algorithm: str, setting: str) -> rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey:
@@ -492,16 +494,17 @@ def verify(message: bytes, dns_txt: Mapping[str, bytes | str]) -> list[Verified]
         raise DkimError("the message has no DKIM-Signature", "verify")
     verified = []
     for idx in range(count):
+        checker.signature_fields = {}
         try:
-            ok = checker.verify(idx=idx, dnsfunc=lookup)
+            ok, why = bool(checker.verify(idx=idx, dnsfunc=lookup)), "the signature does not match"
         except dkim.DKIMException as exc:
-            raise DkimError(f"DKIM signature {idx + 1} of {count} is not valid: {exc}", "verify") from None
+            ok, why = False, str(exc)
         sig = checker.signature_fields
         who = f"{sig.get(b's', b'?').decode()}._domainkey.{sig.get(b'd', b'?').decode()}"
         if not ok:
-            known = who.lower() in records
-            why = "it does not verify" if known else f"no key for {who}"
-            raise DkimError(f"DKIM signature {idx + 1} of {count} ({who}): {why}", "verify")
+            if who.lower() not in records:
+                why = f"no key for {who} given"
+            raise DkimError(f"DKIM signature {idx + 1} of {count} ({who}) does not verify: {why}", "verify")
         verified.append(Verified(sig[b"d"].decode(), sig[b"s"].decode(), sig[b"a"].decode()))
     return verified
 
