@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +20,11 @@ from newsletter.store.models import SubscriberStatus
 from newsletter.store.readers import MAX_SUBSCRIBER_ID
 from newsletter.store.store import count_subscribers
 from newsletter.subscribers import add_subscriber, escape_controls
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from newsletter.store.bounces import Reason
 
 MAX_SEARCH = 200
 NAME_WIDTH = 40  # `subscribers list` cuts longer names, with an ellipsis
@@ -112,13 +118,16 @@ def subscribers_list(app: App, status: str | None, search: str, limit: int, afte
     """List subscribers in id order (oldest first): id, status, address, name; then counts by status.
 
     Names longer than 40 characters are cut with "…"; control characters are shown
-    escaped (ESC as \\x1b).
+    escaped (ESC as \\x1b). With --status bounced, each reader has a second line saying
+    why: when, the kind of bounce, the status code, the server's reply and the edition.
 
     \b
     Example:
       newsletter subscribers list --status active --search example.org
+      newsletter subscribers list --status bounced
       newsletter subscribers list --after 100        # the next page
     """
+    from newsletter.store.bounces import bounce_reasons
     from newsletter.subscribers import page_subscribers
 
     with app.store.session() as session:
@@ -129,14 +138,42 @@ def subscribers_list(app: App, status: str | None, search: str, limit: int, afte
             (str(s.id), s.status.value, escape_controls(s.email), escape_controls(_cut(s.name, NAME_WIDTH)))
             for s in page.rows
         ]
+        reasons = bounce_reasons(session, [s.id for s in page.rows]) if status == SubscriberStatus.BOUNCED else None
         counts = count_subscribers(session)
-    for line in _columns(rows, right=(0,)):
+    indent = " " * (max((len(r[0]) for r in rows), default=0) + 2)
+    for row, line in zip(rows, _columns(rows, right=(0,)), strict=True):
         click.echo(line)
+        if reasons is not None:
+            click.echo(indent + _bounce_reason(reasons.get(int(row[0])), app.config.newsletter.zone))
     if not rows:
         click.echo("no subscribers match")
     if page.next_after:
         click.echo(f"more: add --after {page.next_after}")
     click.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+REASON_WIDTH = 120  # the server's reply under a bounced reader, cut with "…"
+_BOUNCE_KINDS = {"hard_bounce": "hard bounce", "soft_bounce": "soft bounces (the last)"}
+
+
+def _bounce_reason(reason: Reason | None, zone: ZoneInfo) -> str:
+    """Why a reader bounced, in one line: "hard bounce on 2026-11-24, 5.1.1: <reply> (edition of 2026-11-24)"."""
+    if reason is None:
+        return "why: not on record (bounced before reasons were kept)"
+    day = reason.at.astimezone(zone).date().isoformat()
+    if reason.event in _BOUNCE_KINDS:
+        what = f"{_BOUNCE_KINDS[reason.event]} on {day}"
+    elif reason.source == "delivery":
+        what = f"refused while sending on {day}"
+    else:
+        what = f"marked bounced by {reason.source or 'staff'} on {day}"
+    if reason.status:
+        what += f", {reason.status}"
+    if reason.detail:
+        what += f": {_cut(reason.detail, REASON_WIDTH)}"
+    if reason.edition_date is not None:
+        what += f" (edition of {reason.edition_date.isoformat()})"
+    return "why: " + escape_controls(what)
 
 
 @subscribers.command("unsubscribe")

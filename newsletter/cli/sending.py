@@ -16,8 +16,10 @@ from newsletter.errors import UsageError
 from newsletter.render import GMAIL_CLIP_BYTES, fill_markers
 from newsletter.store import Store
 from newsletter.store import deliveries as log_
+from newsletter.store.bounces import Feedback, edition_feedback
 from newsletter.store.models import DeliveryStatus, EditionStatus
 from newsletter.store.store import count_subscribers, edition_for, list_editions
+from newsletter.subscribers import escape_controls
 
 # --- editions ---------------------------------------------------------------------------
 
@@ -214,6 +216,7 @@ def status(app: App, day: date | None, limit: int) -> None:
     with app.store.session() as session:
         editions = list(list_editions(session, limit))
         subs = count_subscribers(session)
+        feedback = edition_feedback(session, [e.id for e in editions])
     if not editions:
         click.echo("no editions yet")
     for edition in editions:
@@ -233,6 +236,8 @@ def status(app: App, day: date | None, limit: int) -> None:
             click.echo(f"            still open: `newsletter send --date {edition.date}` resumes it")
         for email, state, error in errors:
             click.echo(f"            {state}: {email}: {error}")
+        for line in _feedback_lines(feedback[edition.id]):
+            click.echo(f"            {line}")
     click.echo("subscribers: " + ", ".join(f"{n:,} {s}" for s, n in subs.items()))
     _show_workers(app, editions)
     from newsletter.scheduler import schedule_summary
@@ -251,6 +256,7 @@ def _show_edition(app: App, day: date) -> None:
     with app.store.session() as session:
         edition = edition_for(session, day)
         stories = [(a.id, a.title) for a in edition_articles(session, edition.id)] if edition else []
+        feedback = edition_feedback(session, [edition.id])[edition.id] if edition else None
     if edition is None:
         selection = plan_for(app.config, app.store, app.clock, day, look_ahead=True)
         window = selection.plan.window
@@ -276,12 +282,63 @@ def _show_edition(app: App, day: date) -> None:
     click.echo(f"  readers:  {total:,}: {detail}")
     if gave_up:
         click.echo(f"  gave up:  {gave_up:,} deferred after {app.config.delivery.give_up_hours} h of retries")
+    if feedback is not None:
+        for line in _feedback_lines(feedback):
+            click.echo(f"  {line}")
     if edition.status == EditionStatus.SENDING:
         click.echo(f"  still open: `newsletter send --date {day}` resumes it")
     if errors:
         click.echo(f"  latest failures and deferrals ({len(errors)}):")
         for email, state, error in errors:
             click.echo(f"    {state}: {email}: {error}")
+
+
+SENDER_DETAIL_WIDTH = 160  # the example diagnostic of a sender-side rejection, cut with "…"
+
+
+def _feedback_lines(feedback: Feedback) -> list[str]:
+    """What came back about an edition, as `status` says it: nothing at all when nothing did.
+
+    Complaints get a warning above 0.1 % of delivered mail (Gmail and Yahoo ask bulk
+    senders for under 0.3 %, so 0.1 % is where to act); sender-side rejections get a loud
+    line, since no reader's status changes for them and only the sender can fix them.
+    """
+    if not feedback.any:
+        return []
+    parts = [
+        counted(feedback.hard, "hard bounce"),
+        counted(feedback.soft, "soft bounce"),
+        counted(feedback.sender, "sender-side rejection"),
+        counted(feedback.complaints, "complaint"),
+    ]
+    rate = ""
+    if feedback.complaints:
+        rate = f" ({_percent(feedback.complaint_rate)} of {feedback.delivered:,} delivered)"
+    lines = ["feedback: " + ", ".join(parts) + rate]
+    if feedback.alarming:
+        lines.append(
+            f"warning: complaints are {_percent(feedback.complaint_rate)} of the mail delivered, above the 0.1 % "
+            "to act at (Gmail and Yahoo require bulk senders to stay under 0.3 %): check that every reader "
+            "signed up themselves and that the unsubscribe link is easy to find"
+        )
+    if feedback.sender:
+        commonest = ": ".join(p for p in (feedback.sender_status, feedback.sender_detail) if p)
+        example = f" (most often {escape_controls(_cut(commonest, SENDER_DETAIL_WIDTH))})" if commonest else ""
+        lines.append(
+            f"SENDER REJECTED: the mail servers of {counted(feedback.sender, 'reader')} refused this edition "
+            f"because of the sender, not the reader{example}. The sender must act: check SPF, DKIM and DMARC for the "
+            "From domain, and whether the sending IP or domain is on a blocklist"
+        )
+    return lines
+
+
+def _percent(rate: float) -> str:
+    """'0.25 %'; two decimals, as the thresholds that matter are tenths of a percent."""
+    return f"{rate * 100:.2f} %"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _show_workers(app: App, editions: list[Any]) -> None:

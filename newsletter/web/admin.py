@@ -28,6 +28,7 @@ from newsletter.outbox import queue_signup_mail
 from newsletter.render import fill_markers
 from newsletter.store import deliveries as log_
 from newsletter.store.articles import edition_articles, list_articles
+from newsletter.store.bounces import edition_feedback
 from newsletter.store.models import Edition, EditionStatus, OutboxKind, StaffUser, SubscriberStatus
 from newsletter.store.store import count_subscribers, edition_for, has_gone_out
 from newsletter.subscribers import (
@@ -290,12 +291,20 @@ def edition(day: str) -> str:
     app = services()
     with app.store.session() as db:
         found = edition_for(db, when)
+        feedback = edition_feedback(db, [found.id])[found.id] if found is not None else None
     if found is None:
         abort(404)
     with app.store.engine.connect() as conn:
         counts = log_.status_counts(conn, found.id)
         errors = log_.recent_errors(conn, found.id, limit=20)
-    return render_template("web/admin/edition.html", edition=found, counts=counts, errors=errors)
+    return render_template(
+        "web/admin/edition.html",
+        edition=found,
+        counts=counts,
+        errors=errors,
+        feedback=feedback,
+        bounces=app.config.bounces,
+    )
 
 
 # --- the next edition -----------------------------------------------------------------------
