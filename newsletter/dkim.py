@@ -288,8 +288,8 @@ def _fold_list(first: str, items: Sequence[str], sep: str, width: int = _FOLD) -
 class Signer:
     """Signs each copy of an edition with one or two keys (RSA, then ed25519, for dual signing).
 
-    One signer serves every sending thread: its only state is a cache that gains equal
-    values whoever fills it, and OpenSSL signs without the GIL.
+    One signer serves every sending thread: its only state is two caches whose entries are
+    read and replaced whole, and OpenSSL signs without the GIL.
     """
 
     def __init__(self, domain: str, keys: Sequence[SigningKey], clock: Clock | None = None) -> None:
@@ -631,7 +631,7 @@ def check(
     for item in verified:
         lines.append(f"signed a test message: {item.algorithm} d={item.domain} s={item.selector} verifies (dkimpy)")
     if not dns:
-        return DkimCheck((*lines, "DNS check skipped: --no-dns"))
+        return DkimCheck((*lines, "DNS check skipped: not asked for"))
     lookup = resolver or resolve_txt
     published: dict[str, bytes] = {}
     for name, expected in own.items():
