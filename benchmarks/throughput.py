@@ -14,6 +14,9 @@ and runs in a child process, so its peak RSS is its own:
 * floor: the same number of pre-built messages through the same SMTP connection pool with
   the same number of connections, with no database and no per-message work.
 
+The pipeline runs once per ``--dkim`` mode (by default without DKIM and with an RSA-2048
+signature on every copy; also ``ed25519-sha256`` and ``dual``), each against the same floor.
+
 Each is run ``--rounds`` times, alternating, and the medians are compared: on a shared
 machine single runs vary by a quarter or more.
 """
@@ -64,8 +67,34 @@ WORDS = [
 ]
 
 
-def _config_text(directory: Path, port: int, database_url: str, connections: int) -> str:
-    return f"""
+DKIM_MODES = ("off", "rsa-sha256", "ed25519-sha256", "dual")
+
+
+def _dkim_text(directory: Path, mode: str) -> str:
+    """A [dkim] table signing with fresh keys: RSA-2048, ed25519, or both (dual signing)."""
+    if mode == "off":
+        return ""
+    from newsletter.dkim import generate_key
+
+    lines = ["[dkim]", 'domain = "news.example.com"']
+    first = "ed25519-sha256" if mode == "ed25519-sha256" else "rsa-sha256"
+    for algorithm, setting in [(first, "key_file")] + (
+        [("ed25519-sha256", "ed25519_key_file")] if mode == "dual" else []
+    ):
+        key_path = directory / f"{algorithm}.pem"
+        if not key_path.exists():
+            key_path.write_bytes(generate_key(algorithm)[0])
+        lines.append(f'{setting} = "{key_path}"')
+    lines += [f'selector = "bench-{first[:3]}"', f'algorithm = "{first}"']
+    if mode == "dual":
+        lines.append('ed25519_selector = "bench-ed"')
+    return "\n".join(lines) + "\n"
+
+
+def _config_text(directory: Path, port: int, database_url: str, connections: int, dkim: str = "off") -> str:
+    return (
+        _dkim_text(directory, dkim)
+        + f"""
 [newsletter]
 publication = "The Example Gazette"
 address = "1 Quay Street, Portside PS1 2AB"
@@ -82,6 +111,7 @@ from_address = "breakfast@news.example.com"
 base_url = "https://news.example.com/newsletter"
 secret_key = "benchmark-secret-key-benchmark-secret-key"
 """
+    )
 
 
 def _seed(config_path: Path, subscribers: int, articles: int) -> None:
@@ -244,6 +274,32 @@ def _start_sink(port: int, prefer_postfix: bool) -> tuple[subprocess.Popen[bytes
     raise SystemExit("the SMTP sink did not start")
 
 
+def _measure(config_path: Path, n: int, mode: str, rounds: int) -> None:
+    """Pipeline and floor, alternating, ``rounds`` times; prints the medians."""
+    rates, floors, rss, floor_rss = [], [], 0.0, 0.0
+    for _ in range(rounds):
+        _reset_sends(config_path)
+        pipeline, peak = _run_child("pipeline", str(config_path))
+        rates.append(pipeline["sent"] / pipeline["seconds"])
+        rss = max(rss, peak)
+        floor, peak = _run_child("floor", str(config_path), str(n))
+        floors.append(floor["sent"] / floor["seconds"])
+        floor_rss = max(floor_rss, peak)
+    rate, floor_rate = statistics.median(rates), statistics.median(floors)
+    print(
+        f"{n:>11,}  {mode:>14}  {rate:>14,.0f}  {floor_rate:>11,.0f}  {rate / floor_rate:>6.0%}  "
+        f"{rss:>14.1f} MB  {floor_rss:>11.1f} MB  {pipeline['html_bytes'] / 1024:>7.1f}  "
+        f"{floor['message_bytes'] / 1024:>10.1f}",
+        flush=True,
+    )
+    if rounds > 1:
+        print(
+            f"{'':>11}  {'':>14}  rounds: pipeline {', '.join(f'{r:,.0f}' for r in rates)}; "
+            f"floor {', '.join(f'{r:,.0f}' for r in floors)}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--subscribers", type=int, action="append", help="list size (repeatable)")
@@ -252,6 +308,12 @@ def main() -> None:
     parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
     parser.add_argument("--rounds", type=int, default=3, help="pipeline and floor runs per size (median shown)")
     parser.add_argument("--aiosmtpd", action="store_true", help="use the bundled sink even if smtp-sink exists")
+    parser.add_argument(
+        "--dkim",
+        action="append",
+        choices=DKIM_MODES,
+        help="signing for the pipeline (repeatable; default: off, rsa-sha256)",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -271,8 +333,9 @@ def main() -> None:
         f"sink: {sink_name} on 127.0.0.1:{port}; {args.connections} connections; "
         f"database: {args.database_url or 'SQLite (fresh file)'}"
     )
+    modes = args.dkim or ["off", "rsa-sha256"]
     print(
-        f"{'subscribers':>11}  {'pipeline msg/s':>14}  {'floor msg/s':>11}  {'ratio':>6}  "
+        f"{'subscribers':>11}  {'DKIM':>14}  {'pipeline msg/s':>14}  {'floor msg/s':>11}  {'ratio':>6}  "
         f"{'peak RSS pipeline':>17}  {'peak RSS floor':>14}  {'HTML KB':>7}  {'message KB':>10}"
     )
     try:
@@ -283,29 +346,10 @@ def main() -> None:
             for n in sizes:
                 (directory / "bench.db").unlink(missing_ok=True)
                 _seed(config_path, n, args.articles)
-                rates, floors, rss, floor_rss = [], [], 0.0, 0.0
-                for round_ in range(args.rounds):
-                    if round_:
-                        _reset_sends(config_path)
-                    pipeline, peak = _run_child("pipeline", str(config_path))
-                    rates.append(pipeline["sent"] / pipeline["seconds"])
-                    rss = max(rss, peak)
-                    floor, peak = _run_child("floor", str(config_path), str(n))
-                    floors.append(floor["sent"] / floor["seconds"])
-                    floor_rss = max(floor_rss, peak)
-                rate, floor_rate = statistics.median(rates), statistics.median(floors)
-                print(
-                    f"{n:>11,}  {rate:>14,.0f}  {floor_rate:>11,.0f}  {rate / floor_rate:>6.0%}  "
-                    f"{rss:>14.1f} MB  {floor_rss:>11.1f} MB  {pipeline['html_bytes'] / 1024:>7.1f}  "
-                    f"{floor['message_bytes'] / 1024:>10.1f}",
-                    flush=True,
-                )
-                if args.rounds > 1:
-                    print(
-                        f"{'':>11}  rounds: pipeline {', '.join(f'{r:,.0f}' for r in rates)}; "
-                        f"floor {', '.join(f'{r:,.0f}' for r in floors)}",
-                        flush=True,
-                    )
+                for mode in modes:
+                    mode_path = directory / f"newsletter-{mode}.toml"
+                    mode_path.write_text(_config_text(directory, port, args.database_url, args.connections, mode))
+                    _measure(mode_path, n, mode, args.rounds)
     finally:
         sink.send_signal(signal.SIGTERM)
         try:

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.clock import Clock
 from newsletter.config import Config
+from newsletter.dkim import load_signer
 from newsletter.errors import (
     DeliveryError,
     MessageError,
@@ -257,7 +258,10 @@ def _deliver(
         return
     try:
         data = _message_for(config, tokens, mail, now).as_bytes(policy=SMTP)
-        transport.send(config.sender.envelope_from or config.sender.from_address, mail.recipient, data)
+        signer = load_signer(config.dkim)  # a sign-up mail is one of a few a minute: read the key each time
+        if signer is not None:
+            data = signer.sign([data], now) + data
+        transport.send(config.bounces.return_address(config.sender), mail.recipient, data)
     except (MessageError, RenderError, PermanentDeliveryError) as exc:
         _give_up(store, mail, worker, now, str(exc), tally, attempted=isinstance(exc, DeliveryError))
         return

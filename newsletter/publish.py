@@ -29,6 +29,7 @@ from newsletter.delivery import (
     RateLimiter,
     RunStats,
 )
+from newsletter.dkim import load_signer
 from newsletter.editions import (
     counted,
 )
@@ -114,11 +115,13 @@ def message_id_parts(config: Config, edition: Edition) -> tuple[str, str]:
 
 
 def personaliser(config: Config, edition: Edition, template: MessageTemplate, tokens: Tokens) -> Personaliser:
-    """Per reader: a signed token, two links, a Message-ID, a return path; everything else was done once."""
+    """Per reader: a signed token, two links, a Message-ID, a return path and the DKIM
+    signature over them; everything else was done once."""
     base = config.web.base_url
     mailbox = unsubscribe_mailbox(config)
     prefix, suffix = message_id_parts(config, edition)
     paths = return_paths(config)
+    signer = load_signer(config.dkim)
     edition_id = edition.id
 
     def personalise(work: log_.Work, now: datetime) -> Personal:
@@ -132,7 +135,10 @@ def personaliser(config: Config, edition: Edition, template: MessageTemplate, to
             message_id=f"{prefix}{work.delivery_id}{suffix}",
             return_code=code,
         )
-        return Personal(paths.mail_from(code), template.render_parts(reader, now))
+        parts = template.render_parts(reader, now)
+        if signer is not None:
+            parts.insert(0, signer.sign(parts, now))
+        return Personal(paths.mail_from(code), parts)
 
     return personalise
 
@@ -455,7 +461,10 @@ def send_test_copy(
         unsubscribe_mailto=f"mailto:{unsubscribe_mailbox(config)}?subject=unsubscribe",
         message_id=f"<test.{secrets.token_hex(8)}@{config.sender.domain}>",
     )
-    data = template.render(reader, clock.now())
+    now = clock.now()
+    parts = template.render_parts(reader, now)
+    signer = load_signer(config.dkim)
+    data = b"".join([signer.sign(parts, now), *parts] if signer is not None else parts)
     sender = transport or transport_factory(config)()
     try:
         return sender.send(template.headers.mail_from, address, data)
