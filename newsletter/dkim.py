@@ -394,7 +394,7 @@ def _split(parts: Sequence[bytes]) -> tuple[list[bytes], list[bytes | memoryview
             if cut < 0:
                 return [b"".join(parts[:i])[:cut] + b"\r\n"], body
             return [*parts[:i], part[:cut] + b"\r\n"], body
-        tail = (tail + part)[-3:]
+        tail = part[-3:] if len(part) >= 3 else (tail + part)[-3:]
     head = b"".join(parts)
     return [head if head.endswith(b"\r\n") else head + b"\r\n"], []
 
