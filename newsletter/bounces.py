@@ -27,6 +27,13 @@ Rules for the kind of a failed recipient, in ``classify_status``:
 4. A generic code (5.0.0, 5.1.0, 5.2.0, 5.5.x, none) defers to the text: "user unknown"
    is HARD, "over quota" SOFT, "try again later" SOFT. A permanent failure that says
    nothing more is HARD, a temporary one SOFT.
+
+Complaints are ARF reports (the reader from Original-Rcpt-To, else the returned original's
+To), Outlook.com's feedback loop (the original attached, the reader in
+X-HmXmrOriginalRecipient) and Apple Mail's unsubscribe button (``feedback_type``
+"opt-out", the reader in From). An ARF ``auth-failure`` report is SENDER: it says how we
+signed, not that anyone complained. A report naming nobody but saying why (the return code
+may still say who) gives one ``Failed`` with address "".
 """
 
 from __future__ import annotations
@@ -113,7 +120,8 @@ _SENDER_TEXT = re.compile(
     r"|client host rejected|access denied\W+(?:ip|client|sender)|denied by (?:policy|sender)"
     r"|not accepted(?: here)? from|administrative prohibition|poor reputation|low reputation|suspicious"
     r"|mail from .{0,40} (?:rejected|refused)|refused to talk|do not accept mail from|message (?:was )?blocked"
-    r"|is not allowed to send|not authorized to send|rejected by .{0,30}filter",
+    r"|is not allowed to send|not authorized to send|rejected by .{0,30}filter"
+    r"|(?:host|network|ip) (?:network )?not allowed",
     re.IGNORECASE,
 )
 _FULL_TEXT = re.compile(
@@ -775,8 +783,11 @@ def _complaint(reading: _Reading, feedback: list[_Part] | None, codes: tuple[str
     feedback_type = _clean(fields.get("feedback-type", ""), 64).lower() or "abuse"
     diag = _clean(f"feedback report: {feedback_type}")
     ids, refs = _references(originals, [])
-    recipients = (Failed(address, Kind.COMPLAINT, "", diag),)
-    return _finding(Kind.COMPLAINT, recipients, codes, ids, refs, feedback_type, True)
+    # An authentication-failure report (RFC 6591, DMARC's failure reports) is about how we
+    # sign and send, not about a reader who complained: the sender's problem.
+    kind = Kind.SENDER if feedback_type == "auth-failure" else Kind.COMPLAINT
+    recipients = (Failed(address, kind, "", diag),)
+    return _finding(kind, recipients, codes, ids, refs, feedback_type, True)
 
 
 _ABUSE_TEXT = re.compile(
@@ -789,10 +800,18 @@ _ABUSE_TEXT = re.compile(
 
 def _non_arf_complaint(msg: Message, reading: _Reading, codes: tuple[str, ...], automatic: bool) -> Finding | None:
     """A feedback loop that is not ARF: an abuse report text with the complained-of message attached."""
+    if _header(msg, "x-apple-unsubscribe").lower() == "true":
+        # Apple Mail's "unsubscribe" button mails the List-Unsubscribe address for the reader:
+        # an opt-out in ARF's terms (RFC 5965 feedback type "opt-out"), from the reader's own address.
+        address = _address(_header(msg, "from"))
+        return _finding(
+            Kind.COMPLAINT, (Failed(address, Kind.COMPLAINT, "", "opt-out"),), codes, (), (), "opt-out", True
+        )
     originals = _originals(reading.parts)
     if not originals or not _ABUSE_TEXT.search(reading.text[:20_000] + "\n" + _header(msg, "subject")):
         return None
-    address = _address(_header(originals[0], "to"))
+    # Outlook.com's feedback loop (JMRP) names the complaining reader in a header of the original.
+    address = _address(_header(originals[0], "x-hmxmroriginalrecipient")) or _address(_header(originals[0], "to"))
     ids, refs = _references(originals, [])
     recipients = (Failed(address, Kind.COMPLAINT, "", "abuse report"),)
     return _finding(Kind.COMPLAINT, recipients, codes, ids, refs, "abuse", True)
