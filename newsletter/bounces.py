@@ -56,6 +56,8 @@ _MAX_TEXT = 300_000  # characters of text read from the whole message
 _MAX_PART_TEXT = 100_000  # characters of text read from one part
 _MAX_DIAGNOSTIC = 300
 _MAX_RECIPIENTS = 100
+_MAX_HEADERS = 500  # outer header fields; more than this and flufl.bounce is not asked
+_MAX_CODES = 20
 
 
 class Kind(enum.StrEnum):
@@ -254,7 +256,9 @@ def _first_status(text: str) -> str:
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SPACES = re.compile(r"\s+")
-_ADDR_SPEC = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.\[\]:_-]+[A-Za-z0-9\]]")
+# Bounded repeats keep a search linear: a long run of letters with no "@" would otherwise
+# be rescanned from every position (quadratic on a 100 KB line).
+_ADDR_SPEC = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.\[\]:_-]{0,253}[A-Za-z0-9\]]")
 
 
 def _decode_words(value: str) -> str:
@@ -430,12 +434,14 @@ def _return_codes(msg: Message, return_local: str, delimiter: str) -> tuple[str,
     )
     codes: list[str] = []
     for name in _ENVELOPE_HEADERS:
-        for value in _raw_headers(msg, name):
+        for value in _raw_headers(msg, name)[:50]:
+            if len(codes) >= _MAX_CODES:
+                break
             for match in pattern.finditer(value[:4000]):
                 code = match.group(1).lower()
                 if code not in codes:
                     codes.append(code)
-    return tuple(codes)
+    return tuple(codes[:_MAX_CODES])
 
 
 # --- is it automatic? -----------------------------------------------------------------
@@ -586,6 +592,7 @@ class _Reading:
     message: Message
     parts: list[_Part]
     truncated: bool
+    oversized: bool  # too many parts, headers or characters for flufl.bounce, which reads everything
     texts: list[str]  # readable text of the report itself (not of a returned original), capped
 
     @property
@@ -610,7 +617,12 @@ def _read(msg: Message) -> _Reading:
             text = re.sub(r"<[^>]{0,2000}>", " ", text)
         budget -= len(text)
         texts.append(text)
-    return _Reading(msg, parts, truncated, texts)
+    size = 0
+    for part in parts:
+        payload = part.part.get_payload() if not part.part.is_multipart() else ""
+        size += len(payload) if isinstance(payload, str | bytes) else 0
+    oversized = truncated or size > _MAX_TEXT or len(_header_names(msg)) > _MAX_HEADERS
+    return _Reading(msg, parts, truncated, oversized, texts)
 
 
 def _classify(msg: Message, return_local: str, delimiter: str) -> Finding:
@@ -704,7 +716,7 @@ def _from_dsn(reading: _Reading, status_parts: list[_Part], codes: tuple[str, ..
                 continue
             address = _dsn_address(block)
             if "@" not in address:
-                found = _flufl_failures(reading.message, reading.truncated)[1]
+                found = _flufl_failures(reading.message, reading.oversized)[1]
                 address = next((a for a in found if a not in used), address)
             used.add(address)
             raw_diag = block.get("diagnostic-code", "")
@@ -903,9 +915,13 @@ def _diagnostic_line(context: str, address: str = "") -> str:
     return ""
 
 
-def _flufl_failures(msg: Message, truncated: bool) -> tuple[list[str], list[str]]:
-    """Temporary and permanent addresses found by Mailman's detectors; none for oversized structures."""
-    if truncated:
+def _flufl_failures(msg: Message, oversized: bool) -> tuple[list[str], list[str]]:
+    """Temporary and permanent addresses found by Mailman's detectors; none for oversized messages.
+
+    The detectors walk every part and scan every line without limit, so a message past our
+    bounds is left to our own bounded reading.
+    """
+    if oversized:
         return [], []
     try:
         temporary, permanent = all_failures(msg)
@@ -934,7 +950,7 @@ def _from_text(msg: Message, reading: _Reading, codes: tuple[str, ...], automati
     """A bounce in any format but RFC 3464: addresses from flufl.bounce and X-Failed-Recipients."""
     if _autoreply_subject(msg) and not _looks_like_bounce(msg):
         return None
-    temporary, permanent = _flufl_failures(msg, reading.truncated)
+    temporary, permanent = _flufl_failures(msg, reading.oversized)
     failed_header = []
     for value in _raw_headers(msg, "x-failed-recipients"):
         for _name, addr in getaddresses([_decode_words(value)[:4000]]):

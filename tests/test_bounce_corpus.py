@@ -311,6 +311,30 @@ def test_deeply_nested_multipart_is_quick_and_never_recurses() -> None:
     assert finding.automatic
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<reader@example.org>:\r\n" + b"x" * 5_000_000,  # one 5 MB line: no quadratic address search
+        b"550 user unknown reader@example.org " * 150_000,  # 5 MB of words: flufl.bounce is not asked
+    ],
+)
+def test_huge_bodies_are_read_only_in_part(body: bytes) -> None:
+    data = b"From: MAILER-DAEMON@example.org\r\nSubject: failure notice\r\n\r\n" + body
+    message = parse(data)
+    started = time.perf_counter()
+    finding = classify(message)
+    assert time.perf_counter() - started < 1.0
+    assert addresses(finding) == {"reader@example.org"}
+    assert finding.kind is Kind.HARD
+
+
+def test_return_codes_are_bounded() -> None:
+    headers = b"".join(b"To: bounces+c%d@example.com\r\n" % i for i in range(2_000))
+    finding = classify(parse(headers + b"Subject: hi\r\n\r\nhello\r\n"))
+    assert finding.return_codes[:2] == ("c0", "c1")
+    assert len(finding.return_codes) == 20
+
+
 def test_classify_never_raises_on_a_broken_message() -> None:
     class Exploding(EmailMessage):
         def raw_items(self):  # type: ignore[no-untyped-def]
