@@ -684,6 +684,7 @@ def _originals_below(reading: _Reading, nesting: int) -> list[Message]:
 # --- RFC 3464 delivery status notifications -------------------------------------------
 
 _NOT_FAILURES = {"delivered", "relayed", "expanded"}
+_DIAGNOSTIC_TYPE = re.compile(r"\s*[A-Za-z][\w.-]{0,40}\s*;")
 
 
 def _dsn_address(block: dict[str, str]) -> str:
@@ -720,7 +721,8 @@ def _from_dsn(reading: _Reading, status_parts: list[_Part], codes: tuple[str, ..
                 address = next((a for a in found if a not in used), address)
             used.add(address)
             raw_diag = block.get("diagnostic-code", "")
-            diag = _clean(raw_diag.split(";", 1)[1] if ";" in raw_diag[:20] else raw_diag)
+            typed = _DIAGNOSTIC_TYPE.match(raw_diag)  # "smtp; 550 ...", "X-Postfix; ...": the type goes
+            diag = _clean(raw_diag[typed.end() :] if typed else raw_diag)
             status = _normal_status(block.get("status", "")) or _first_status(diag)
             context = _near(body, address) if address else ""
             if not diag:
