@@ -93,7 +93,7 @@ class Finding:
     message_ids: tuple[str, ...]  # Message-IDs of the returned original message, "<...>" kept
     delivery_refs: tuple[str, ...]  # X-Newsletter-Delivery values in the returned original
     feedback_type: str  # ARF Feedback-Type ("abuse", "fraud", ...) for complaints, else ""
-    automatic: bool  # the message says it is automatic (headers, null sender, report type)
+    automatic: bool  # the message says it is automatic (headers, null sender, report type), or is a report
 
 
 # --- the status and text rules --------------------------------------------------------
@@ -645,11 +645,11 @@ def _classify(msg: Message, return_local: str, delimiter: str) -> Finding:
     if mdn is not None or report_type == "disposition-notification":
         return _from_mdn(reading, mdn, codes)
 
-    non_arf = _non_arf_complaint(msg, reading, codes, automatic)
+    non_arf = _non_arf_complaint(msg, reading, codes)
     if non_arf is not None:
         return non_arf
 
-    bounced = _from_text(msg, reading, codes, automatic)
+    bounced = _from_text(msg, reading, codes)
     if bounced is not None:
         return bounced
 
@@ -812,7 +812,7 @@ _ABUSE_TEXT = re.compile(
 )
 
 
-def _non_arf_complaint(msg: Message, reading: _Reading, codes: tuple[str, ...], automatic: bool) -> Finding | None:
+def _non_arf_complaint(msg: Message, reading: _Reading, codes: tuple[str, ...]) -> Finding | None:
     """A feedback loop that is not ARF: an abuse report text with the complained-of message attached."""
     if _header(msg, "x-apple-unsubscribe").lower() == "true":
         # Apple Mail's "unsubscribe" button mails the List-Unsubscribe address for the reader:
@@ -948,7 +948,7 @@ def _looks_like_bounce(msg: Message) -> bool:
     )
 
 
-def _from_text(msg: Message, reading: _Reading, codes: tuple[str, ...], automatic: bool) -> Finding | None:
+def _from_text(msg: Message, reading: _Reading, codes: tuple[str, ...]) -> Finding | None:
     """A bounce in any format but RFC 3464: addresses from flufl.bounce and X-Failed-Recipients."""
     if _autoreply_subject(msg) and not _looks_like_bounce(msg):
         return None
@@ -979,7 +979,7 @@ def _from_text(msg: Message, reading: _Reading, codes: tuple[str, ...], automati
             kind = classify_status(status, _evidence(diag, context, body, _header(msg, "subject")))
         recipients.append(Failed(address, kind, status, diag))
     ids, refs = _references(_originals(reading.parts), _text_after_original(reading.text))
-    return _finding(recipients[0].kind, tuple(recipients), codes, ids, refs, "", automatic or True)
+    return _finding(recipients[0].kind, tuple(recipients), codes, ids, refs, "", True)
 
 
 def _evidence(diag: str, context: str, body: str, subject: str) -> str:
