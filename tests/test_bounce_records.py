@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ from newsletter.store.models import (
 from newsletter.subscribers import change_status, daily_counts, remove_subscribers
 from tests.conftest import SMTPServer
 from tests.test_cli import Site, write_config
+from tests.test_migrations import empty_url, schema_differences  # noqa: F401 - a fixture: a database with nothing in it
 from tests.test_web_admin import app, staff  # noqa: F401 - fixtures: a logged-in admin
 
 ACTIVE, PENDING = SubscriberStatus.ACTIVE, SubscriberStatus.PENDING
@@ -268,6 +271,31 @@ def test_the_same_reference_is_recorded_once(store: Store):
         assert session.get(Subscriber, ana).status == ACTIVE
 
 
+def test_two_processes_reading_the_same_report_record_it_once(store: Store):
+    """The reader's row is locked first, so the second waits for the first and then finds its reference."""
+    with store.session() as session:
+        ana = add_reader(session, "ana@example.org")
+    second: list[Recorded | None] = []
+    started = threading.Event()
+
+    def other_process() -> None:
+        started.set()
+        with store.session() as session:
+            second.append(report(session, ana, HARD, reference="same"))
+
+    with store.session() as session:
+        assert report(session, ana, HARD, reference="same").action == "bounced"
+        thread = threading.Thread(target=other_process)
+        thread.start()
+        started.wait(5)
+        time.sleep(0.3)  # long enough for the other to be waiting on the lock
+        assert second == []
+    thread.join(30)
+    assert second == [Recorded("already")]
+    with store.session() as session:
+        assert [e.event for e in events(session, ana)] == ["hard_bounce", "bounced"]
+
+
 def test_a_report_about_a_reader_who_is_gone_records_nothing(store: Store, clock: FixedClock):
     with store.session() as session:
         ana = add_reader(session, "ana@example.org")
@@ -380,6 +408,44 @@ def test_hostile_diagnostics_and_references_are_cleaned_and_cut(store: Store):
         assert event.detail.startswith("550 5.7.1 [2J \ufffd\ufffd 550 5.7.1")
         assert re.fullmatch("[0-9a-f]{64}", event.reference)  # too long to keep: its hash instead
         assert all(c.isprintable() for c in event.detail + event.status + event.reference)
+
+
+def test_migration_0009_keeps_the_events_there_are_and_goes_back(empty_url: str):  # noqa: F811
+    from alembic import command
+    from sqlalchemy import text
+
+    store = Store(empty_url)
+    try:
+        cfg = store._alembic()
+        with store.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0008")
+        with store.engine.begin() as conn:
+            conn.execute(text("INSERT INTO subscribers (email, name, status, source, created_at, updated_at) "
+                              "VALUES ('ana@example.org', '', 'active', '', :at, :at)"), {"at": NOW})  # fmt: skip
+            conn.execute(text("INSERT INTO subscriber_events (subscriber_id, event, source, at) "
+                              "VALUES (1, 'confirmed', 'cli', :at)"), {"at": NOW})  # fmt: skip
+        store.upgrade()
+        assert schema_differences(store) == []
+        with store.session() as session:
+            (event,) = events(session)
+            assert (event.event, event.edition_id, event.status, event.detail, event.reference) == (
+                "confirmed",
+                None,
+                "",
+                "",
+                "",
+            )
+            assert report(session, 1, HARD, status="5.1.1", reference="r").action == "bounced"
+        with store.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0008")
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM subscriber_events")).scalar() == 3
+        store.upgrade()
+        assert schema_differences(store) == []
+    finally:
+        store.dispose()
 
 
 # --- attributing reports ---------------------------------------------------------------------

@@ -206,6 +206,10 @@ def scheduler(app: App) -> None:
 def status(app: App, day: date | None, limit: int) -> None:
     """Show recent editions with their delivery counts, the latest errors, and the next scheduled send.
 
+    Bounces, sender-side rejections and complaints read from the mailbox are counted under
+    each edition that had any, with a warning when complaints pass 0.1 % of the mail
+    delivered, or when receiving servers refused mail because of the sender.
+
     \b
     Example:
       newsletter status --date 2026-11-24
