@@ -39,6 +39,7 @@ may still say who) gives one ``Failed`` with address "".
 from __future__ import annotations
 
 import enum
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -48,6 +49,11 @@ from email.parser import HeaderParser
 from email.utils import getaddresses
 
 from flufl.bounce import all_failures
+
+# flufl.bounce logs a full traceback when one of its detectors trips on malformed input;
+# classify() already treats that as "nothing found", and a traceback must never reach
+# the person running the command.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL + 1)
 
 __all__ = ["Failed", "Finding", "Kind", "classify", "classify_status"]
 

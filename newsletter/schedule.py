@@ -370,6 +370,27 @@ class ScheduledSender:
         if report.sent or report.deferred or report.given_up:
             log.log(logging.WARNING if report.given_up else logging.INFO, "%s", report.summary())
 
+    def read_mailbox(self) -> None:
+        """Act on the bounces, complaints and mailed unsubscribes waiting, before the next send.
+
+        A mailbox that cannot be read is logged and the send goes on: a reader it would
+        have bounced gets one more edition, which is better than nobody getting one.
+        """
+        from newsletter.inbound import configured_inboxes, process
+
+        inboxes = configured_inboxes(self.config)
+        if not inboxes:
+            return
+        try:
+            report = process(self.config, self.store, self.clock, self.tokens, inboxes)
+        except NewsletterError as exc:
+            log.error("the bounce mailbox was not read: %s; %s", exc, self.retry_hint)
+            return
+        if report.total:
+            log.info("mailbox: %s", report.summary())
+        for line in report.warnings():
+            log.warning("mailbox: %s", line)
+
     def fetch_feeds(self, why: str) -> None:
         """Import the feeds; a feed that fails is logged and the morning goes on without it."""
         if self.fetch is None:
@@ -392,13 +413,15 @@ def send_scheduled(
     fetch: FeedFetcher | None = None,
     stop: threading.Event | None = None,
 ) -> PassResult:
-    """One cron run: send the edition if due and not sent, resume any left part-sent, else nothing.
+    """One cron run: read the bounce mailbox, then send the edition if due and not sent,
+    resume any left part-sent, else nothing.
 
     Safe every few minutes: a second run finds the edition sent, or its lock held by the
     first (which is normal while a long send runs, so it is said quietly). Deferred messages
     wait for their retry time.
     """
     sender = ScheduledSender(config, store, clock, tokens, fetch=fetch, stop=stop, lock_level=logging.INFO)
+    sender.read_mailbox()  # bounces and complaints count before anyone is sent to
     result = sender.run_pass(retry_deferred=False, others=True, missed_level=logging.INFO)
     if not sender.stop.is_set():
         sender.deliver_signup_mails()

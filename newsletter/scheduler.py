@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.errors import NewsletterError, StoreError
+from newsletter.inbound import configured_inboxes
 from newsletter.schedule import (
     Action,
     EditionTrigger,
@@ -55,6 +56,7 @@ EDITION_JOB_ID = "newsletter-edition"
 RETRY_JOB_ID = "newsletter-retry"
 FETCH_JOB_ID = "newsletter-fetch-feeds"
 OUTBOX_JOB_ID = "newsletter-signup-mails"
+MAILBOX_JOB_ID = "newsletter-mailbox"
 OUTBOX_MINUTES = 1  # a reader waits for the confirmation mail: try queued ones every minute
 JOB_TABLE = "apscheduler_jobs"
 # A process needs a moment to wake: a send this late is on time whatever the grace period.
@@ -141,6 +143,11 @@ def retry_job(*, daemon: EditionScheduler | None = None) -> None:
 def outbox_job(*, daemon: EditionScheduler | None = None) -> None:
     """Every minute: send sign-up mails the mail server could not take when they were asked for."""
     _given(daemon).sender.deliver_signup_mails()
+
+
+def mailbox_job(*, daemon: EditionScheduler | None = None) -> None:
+    """Every ``[bounces] process_minutes``: act on bounces, complaints and mailed unsubscribes."""
+    _given(daemon).sender.read_mailbox()
 
 
 def fetch_job(*, daemon: EditionScheduler | None = None) -> None:
@@ -338,6 +345,16 @@ class EditionScheduler:
             jobstore="memory",
             misfire_grace_time=None,
         )
+        if self.config.bounces.process_minutes and configured_inboxes(self.config):
+            scheduler.add_job(
+                mailbox_job,
+                "interval",
+                minutes=self.config.bounces.process_minutes,
+                id=MAILBOX_JOB_ID,
+                name="reading the bounce mailbox",
+                jobstore="memory",
+                misfire_grace_time=None,
+            )
         if self.sender.fetch is not None and self.config.scheduler.fetch_interval_minutes:
             scheduler.add_job(
                 fetch_job,

@@ -15,9 +15,16 @@ from newsletter.publish import send_edition
 from newsletter.store import Store
 from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
 from newsletter.tokens import UNSUBSCRIBE
-from newsletter.unsubscribes import process_maildir
+from newsletter.inboxes import open_path
+from newsletter.inbound import MailboxReport, Outcome, process
 from tests.conftest import add_subscribers, morning_articles
 from tests.test_subscribers import config_file
+
+
+def process_maildir(path: Path, config, store, clock, tokens) -> tuple[MailboxReport, list[Outcome]]:
+    outcomes: list[Outcome] = []
+    report = process(config, store, clock, tokens, [lambda: open_path(path)], on_outcome=outcomes.append)
+    return report, outcomes
 
 
 def mail(sender: str, subject: str, body: str = "", **headers: str) -> bytes:
@@ -44,25 +51,33 @@ def test_requests_by_token_and_by_sender_and_nothing_twice(config, store, clock,
     token = tokens.make(UNSUBSCRIBE, ids["reader0@example.org"], "reader0@example.org")
     box_path = tmp_path / "unsubscribe"
     box = mailbox.Maildir(box_path, create=True)
-    box.add(mail("Someone Else <other@example.net>", f"unsubscribe {token}"))  # forwarded: the token decides
-    box.add(mail("Reader One <READER1@example.org>", "Re: Unsubscribe"))
-    box.add(mail("reader2@example.org", "Re: Breakfast in red: Tuesday", "Loved the bridge story!"))
-    box.add(mail("reader3@example.org", "Out of office: unsubscribe", Auto_Submitted="auto-replied"))
-    box.add(mail("stranger@example.net", "unsubscribe"))
-    box.add(mail("reader4@example.org", f"unsubscribe {token[:-4]}XXXX"))  # mangled token: the sender asked
-    box.add(mail("gone0@example.org", "unsubscribe"))
-    box.add(mail("reader5@example.org", "unsubscribe", Precedence="bulk"))
-    box.add(b"this is not really an email at all")
-    box.add(b'From: "\r\nSubject: unsubscribe\r\n\r\nheaders the email package cannot parse\r\n')
-    box.add(mail("reader5@example.org", "Re: why I will not unsubscribe"))  # mentions it, does not ask
-    box.add(mail("reader5@example.org", "Automatic reply: unsubscribe", X_Autoreply="yes"))
-    box.add(mail("MAILER-DAEMON@mx.example.net", "unsubscribe"))
+    sent = [
+        (mail("Someone Else <other@example.net>", f"unsubscribe {token}"), "unsubscribe"),  # forwarded: the token
+        (mail("Reader One <READER1@example.org>", "Re: Unsubscribe"), "unsubscribe"),
+        (mail("reader2@example.org", "Re: Breakfast in red: Tuesday", "Loved the bridge story!"), "kept"),
+        (mail("reader3@example.org", "Out of office: unsubscribe", Auto_Submitted="auto-replied"), "autoreply"),
+        (mail("stranger@example.net", "unsubscribe"), "unsubscribe"),
+        (mail("reader4@example.org", f"unsubscribe {token[:-4]}XXXX"), "unsubscribe"),  # mangled: the sender asked
+        (mail("gone0@example.org", "unsubscribe"), "unsubscribe"),
+        (mail("reader5@example.org", "unsubscribe", Precedence="bulk"), "kept"),  # a robot's, not a person's
+        (b"this is not really an email at all", "kept"),
+        (b'From: "\r\nSubject: unsubscribe\r\n\r\nheaders the email package cannot parse\r\n', "kept"),
+        (mail("reader5@example.org", "Re: why I will not unsubscribe"), "kept"),  # mentions it, does not ask
+        (mail("reader5@example.org", "Automatic reply: unsubscribe", X_Autoreply="yes"), "autoreply"),
+        (mail("MAILER-DAEMON@mx.example.net", "unsubscribe"), "kept"),
+    ]
+    expected = {box.add(raw): what for raw, what in sent}
     box.close()
 
-    report = process_maildir(box_path, config, store, clock, tokens)
+    report, outcomes = process_maildir(box_path, config, store, clock, tokens)
 
-    assert report.counts == {"unsubscribed": 3, "ignored": 8, "not-listed": 1, "already": 1}
-    assert report.summary() == "13 messages: 3 unsubscribed, 1 already, 1 not listed, 8 ignored"
+    got = {o.message: "kept" if o.keep else o.kind for o in outcomes}
+    assert got == expected
+    actions = sorted(o.action.split(":")[0] for o in outcomes if o.kind == "unsubscribe")
+    assert actions == ["already", "not on the list", "unsubscribed", "unsubscribed", "unsubscribed"]
+    assert report.summary() == (
+        "13 messages: 5 unsubscribe, 2 autoreply, 6 unknown; 6 left in the mailbox for a person to read"
+    )
     now = statuses(store)
     assert [e for e, s in sorted(now.items()) if s == "unsubscribed"] == [
         "gone0@example.org",
@@ -72,11 +87,15 @@ def test_requests_by_token_and_by_sender_and_nothing_twice(config, store, clock,
     ]
     with store.session() as session:
         assert {e.source for e in session.scalars(select(SubscriberEvent))} == {"mailto"}
-    # Everything handled was filed away, marked seen; a second run has nothing to do.
-    assert list(mailbox.Maildir(box_path, create=False).keys()) == []
+    # What was handled was filed away, marked seen; what nobody could act on waits, unread.
+    left = mailbox.Maildir(box_path, create=False)
+    assert sorted(left.keys()) == sorted(k for k, what in expected.items() if what == "kept")
+    assert all(left.get_message(k).get_subdir() == "new" for k in left.keys())
     processed = mailbox.Maildir(box_path / ".Processed", create=False)
-    assert len(processed) == 13 and all("S" in message.get_flags() for message in processed)
-    assert process_maildir(box_path, config, store, clock, tokens).summary() == "no new messages"
+    assert len(processed) == 7 and all("S" in message.get_flags() for message in processed)
+    again, outcomes = process_maildir(box_path, config, store, clock, tokens)
+    assert again.summary() == "6 messages: 6 unknown; 6 left in the mailbox for a person to read"
+    assert statuses(store) == now
 
 
 def test_the_mailto_of_a_sent_edition_unsubscribes_its_reader(config, store, clock, tokens, smtp_sink, tmp_path):
@@ -91,8 +110,8 @@ def test_the_mailto_of_a_sent_edition_unsubscribes_its_reader(config, store, clo
     # What a mail client sends for that link, from whichever address the reader uses now.
     box.add(mail("Reader One <reader1.new@example.net>", subject))
     box.close()
-    report = process_maildir(tmp_path / "in", config, store, clock, tokens)
-    assert report.counts["unsubscribed"] == 1
+    report, outcomes = process_maildir(tmp_path / "in", config, store, clock, tokens)
+    assert report.counts["unsubscribe"] == 1 and outcomes[0].action.startswith("unsubscribed")
     assert statuses(store) == {"reader0@example.org": "active", "reader1@example.org": "unsubscribed"}
 
 
@@ -104,10 +123,10 @@ def test_cli_process(runner, tmp_path, db_url, store, clock):
     cfg = config_file(tmp_path, db_url)
     result = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process", str(tmp_path / "box")])
     assert result.exit_code == 0, result.output
-    assert result.output == "unsubscribed: reader0@example.org\n1 message: 1 unsubscribed\n"
+    assert result.output.splitlines()[-1] == "1 message: 1 unsubscribe"
     assert statuses(store) == {"reader0@example.org": "unsubscribed"}
     again = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process", str(tmp_path / "box")])
-    assert again.output == "no new messages\n"
+    assert again.output.splitlines()[-1] == "no new messages"
     (tmp_path / "plain").mkdir()
     wrong = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process", str(tmp_path / "plain")])
     assert wrong.exit_code == 2 and wrong.output.startswith("error: ") and "is not a Maildir" in wrong.output

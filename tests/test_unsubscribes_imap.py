@@ -31,7 +31,8 @@ from newsletter.errors import ConfigError, MailboxError
 from newsletter.sink import free_port
 from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
 from newsletter.tokens import UNSUBSCRIBE
-from newsletter.unsubscribes import process_imap
+from newsletter.inboxes import ImapInbox
+from newsletter.inbound import MailboxReport, process
 from tests.conftest import PG_ENV, add_subscribers, make_config
 from tests.test_subscribers import config_file
 from tests.test_unsubscribes import mail, statuses
@@ -178,6 +179,10 @@ def imap_config(db_url: str, **imap: Any) -> Config:
     return make_config(db_url, imap=imap)
 
 
+def process_imap(config: Config, store: Any, clock: Any, tokens: Any) -> MailboxReport:
+    return process(config, store, clock, tokens, [lambda: ImapInbox(config.imap)])
+
+
 def test_requests_are_read_filed_away_and_never_handled_twice(dovecot, user, db_url, store, clock, tokens):
     add_subscribers(store, clock, 4)
     with store.session() as session:
@@ -197,7 +202,9 @@ def test_requests_are_read_filed_away_and_never_handled_twice(dovecot, user, db_
 
     report = process_imap(config, store, clock, tokens)
 
-    assert report.summary() == "6 messages: 3 unsubscribed, 1 not listed, 2 ignored"
+    assert report.summary() == (
+        "6 messages: 4 unsubscribe, 1 autoreply, 1 unknown; 1 left in the mailbox for a person to read"
+    )
     assert statuses(store) == {
         "reader0@example.org": "unsubscribed",
         "reader1@example.org": "unsubscribed",
@@ -206,11 +213,13 @@ def test_requests_are_read_filed_away_and_never_handled_twice(dovecot, user, db_
     }
     with store.session() as session:
         assert {e.source for e in session.scalars(select(SubscriberEvent))} == {"mailto"}
-    assert dovecot.folder(user, "INBOX") == []
+    # The reader's note waits, unread, for a person; everything handled was filed away, seen.
+    ((flags, raw),) = dovecot.folder(user, "INBOX")
+    assert b"Loved the bridge story!" in raw and rb"\Seen" not in flags
     processed = dovecot.folder(user, "Processed")
-    assert len(processed) == 6 and all(rb"\Seen" in flags for flags, _ in processed)
-    assert b"Loved the bridge story!" in b"".join(raw for _, raw in processed)  # filed, not lost
-    assert process_imap(config, store, clock, tokens).summary() == "no new messages"
+    assert len(processed) == 5 and all(rb"\Seen" in flags for flags, _ in processed)
+    again = process_imap(config, store, clock, tokens)
+    assert again.summary() == "1 message: 1 unknown; 1 left in the mailbox for a person to read"
 
 
 @pytest.mark.parametrize("security", ["starttls", "ssl"])
@@ -220,7 +229,7 @@ def test_over_tls_verified_against_the_ca_file(dovecot, user, db_url, store, clo
     port = dovecot.tls_port if security == "ssl" else dovecot.port
     settings = dovecot.settings(user, security=security, port=port, ca_file=str(dovecot.ca), processed_mailbox="Done")
     report = process_imap(imap_config(db_url, **settings), store, clock, tokens)
-    assert report.summary() == "1 message: 1 unsubscribed"
+    assert report.summary() == "1 message: 1 unsubscribe"
     assert len(dovecot.folder(user, "Done")) == 1
 
 
@@ -250,7 +259,7 @@ def test_cli_reads_the_imap_mailbox_of_the_config(dovecot, user, runner, tmp_pat
     dovecot.deliver(user, mail("reader0@example.org", "unsubscribe"))
     cfg = config_file(tmp_path, db_url)
     no_mailbox = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process"])
-    assert no_mailbox.exit_code == 2 and "give a MAILDIR, or set [imap] host" in no_mailbox.output
+    assert no_mailbox.exit_code == 2 and "or set [bounces] maildir or [imap] host" in no_mailbox.output
     settings = dovecot.settings(user)
     password = settings.pop("password")
     with open(cfg, "a", encoding="utf-8") as file:
@@ -258,7 +267,10 @@ def test_cli_reads_the_imap_mailbox_of_the_config(dovecot, user, runner, tmp_pat
     env = {"NEWSLETTER_IMAP_PASSWORD": password}
     result = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process"], env=env)
     assert result.exit_code == 0, result.output
-    assert result.output == "unsubscribed: reader0@example.org\n1 message: 1 unsubscribed\n"
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["message", "class", "status", "recipients", "action"]
+    assert lines[1].split()[1:4] == ["unsubscribe", "-", "reader0@example.org"] and "unsubscribed" in lines[1]
+    assert lines[2] == "1 message: 1 unsubscribe"
     wrong = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process"], env={"NEWSLETTER_IMAP_PASSWORD": "no"})
     assert wrong.exit_code == 1 and wrong.output.startswith("error: IMAP server 127.0.0.1")
     assert len(wrong.output.strip().splitlines()) == 1

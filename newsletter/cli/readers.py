@@ -1,4 +1,4 @@
-"""Readers: the subscriber list, staff accounts, the web app and mailed unsubscribes.
+"""Readers: the subscriber list, staff accounts and the web app.
 
 What these commands print may come from anyone (a name typed into the sign-up form, a
 row of an imported file), so every stored text is printed with its control characters
@@ -517,45 +517,3 @@ def serve(app: App, host: str, port: int) -> None:
     web.config["SESSION_COOKIE_SECURE"] = False
     click.echo(f"serving http://{host}:{port}/subscribe and /admin (development server: not for production)")
     web.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)
-
-
-@cli.group()
-def unsubscribes() -> None:
-    """Unsubscribe requests that arrive by email (the mailto in List-Unsubscribe).
-
-    \b
-    Example:
-      newsletter unsubscribes process ~/Maildir/.unsubscribe
-      newsletter unsubscribes process          # the [imap] mailbox of the config
-    """
-
-
-@unsubscribes.command("process")
-@click.argument("maildir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@pass_app
-def unsubscribes_process(app: App, maildir: Path | None) -> None:
-    """Unsubscribe the senders of the requests waiting in MAILDIR (or the [imap] mailbox).
-
-    A request whose subject carries the signed token from an edition unsubscribes that
-    reader; otherwise the From address is unsubscribed if it is on the list and the
-    subject starts with "unsubscribe" (automatic replies are ignored). Each message handled is
-    marked seen and moved into a "Processed" folder (MAILDIR's, or [imap]
-    processed_mailbox), so running it again (from cron) does no work twice.
-
-    \b
-    Example:
-      newsletter unsubscribes process /var/mail/newsletter-unsubscribe
-      newsletter unsubscribes process          # reads [imap] host / mailbox instead
-    """
-    from newsletter.errors import UsageError
-    from newsletter.unsubscribes import process_imap, process_maildir
-
-    if maildir is not None:
-        report = process_maildir(maildir, app.config, app.store, app.clock, app.tokens)
-    elif app.config.imap.host:
-        report = process_imap(app.config, app.store, app.clock, app.tokens)
-    else:
-        raise UsageError(f"give a MAILDIR, or set [imap] host in {app.config.source} to read the mailbox over IMAP")
-    for outcome in report.outcomes:
-        click.echo(f"{outcome.action}: {outcome.detail}")
-    click.echo(report.summary())

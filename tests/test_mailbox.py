@@ -1,0 +1,458 @@
+"""Hearing back: bounces and complaints for sent editions, read from a real Maildir and acted on.
+
+Every report here answers a message the pipeline really sent (through the aiosmtpd sink),
+so the VERP address, the returned headers and our Message-ID are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import subprocess
+import sys
+from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from newsletter.cli import cli
+from newsletter.errors import UsageError
+from newsletter.inbound import MailboxReport, Outcome, process
+from newsletter.inboxes import open_path
+from newsletter.publish import send_edition
+from newsletter.store import Store
+from newsletter.store.models import Delivery, Edition, Subscriber, SubscriberEvent, SubscriberStatus
+from tests.conftest import SECRET, FixedClock, add_article, add_subscribers, morning_articles
+
+BOUNCES = "breakfast"  # the local part of the sender, which is also the bounce address here
+
+
+def dsn(
+    to: str,
+    recipient: str,
+    original: bytes,
+    *,
+    status: str = "5.1.1",
+    diagnostic: str = "smtp; 550 5.1.1 <{r}>: Recipient address rejected: User unknown in virtual mailbox table",
+    action: str = "failed",
+    returned: str = "headers",
+) -> bytes:
+    """A Postfix-style RFC 3464 report, as a relay sends it to the envelope sender."""
+    head = original.split(b"\r\n\r\n", 1)[0]
+    kind = "text/rfc822-headers" if returned == "headers" else "message/rfc822"
+    body = head if returned == "headers" else original
+    return (
+        (
+            "Return-Path: <>\r\n"
+            f"Delivered-To: {to}\r\n"
+            "From: MAILER-DAEMON@mx.readers.example (Mail Delivery System)\r\n"
+            f"To: {to}\r\n"
+            "Subject: Undelivered Mail Returned to Sender\r\n"
+            "Auto-Submitted: auto-replied\r\n"
+            "MIME-Version: 1.0\r\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="B0"\r\n'
+            "\r\n--B0\r\nContent-Type: text/plain\r\n\r\n"
+            "I'm sorry to have to inform you that your message could not be delivered.\r\n"
+            "\r\n--B0\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; mx.readers.example\r\n\r\n"
+            f"Final-Recipient: rfc822; {recipient}\r\n"
+            f"Original-Recipient: rfc822;{recipient}\r\n"
+            f"Action: {action}\r\nStatus: {status}\r\n"
+            f"Diagnostic-Code: {diagnostic.format(r=recipient)}\r\n"
+            f"\r\n--B0\r\nContent-Type: {kind}\r\n\r\n"
+        ).encode()
+        + body
+        + b"\r\n\r\n--B0--\r\n"
+    )
+
+
+def arf(to: str, original: bytes, rcpt: str | None) -> bytes:
+    """An RFC 5965 feedback report: a reader pressed "Report spam"."""
+    head = original.split(b"\r\n\r\n", 1)[0]
+    rcpt_line = f"Original-Rcpt-To: {rcpt}\r\n" if rcpt else ""
+    return (
+        (
+            "From: feedbackloop@mail.example\r\n"
+            f"To: {to}\r\n"
+            "Subject: FW: Breakfast in red\r\n"
+            "MIME-Version: 1.0\r\n"
+            'Content-Type: multipart/report; report-type=feedback-report; boundary="F"\r\n'
+            "\r\n--F\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
+            "\r\n--F\r\nContent-Type: message/feedback-report\r\n\r\n"
+            "Feedback-Type: abuse\r\nUser-Agent: SomeGenerator/1.0\r\nVersion: 1\r\n"
+            f"{rcpt_line}"
+            "\r\n--F\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        ).encode()
+        + head
+        + b"\r\n\r\n--F--\r\n"
+    )
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def config_text(tmp_path: Path, db_url: str, extra: str = "") -> str:
+    path = tmp_path / "newsletter.toml"
+    path.write_text(
+        f'[newsletter]\npublication = "The Example Gazette"\n[store]\nurl = "{db_url}"\n'
+        f'[sender]\nfrom_address = "breakfast@news.example.com"\n'
+        f'[web]\nbase_url = "https://news.example.com/newsletter"\nsecret_key = "{SECRET}"\n{extra}',
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> mailbox.Maildir:
+    return mailbox.Maildir(tmp_path / "bounces", create=True)
+
+
+def statuses(store) -> dict[str, str]:
+    with store.session() as session:
+        return {s.email: s.status.value for s in session.scalars(select(Subscriber))}
+
+
+def run(config, store, clock, tokens, path: Path, dry_run: bool = False) -> tuple[MailboxReport, list[Outcome]]:
+    outcomes: list[Outcome] = []
+    report = process(
+        config, store, clock, tokens, [lambda: open_path(path)], dry_run=dry_run, on_outcome=outcomes.append
+    )
+    return report, outcomes
+
+
+@pytest.fixture
+def sent(config, store, clock, tokens, smtp_sink):
+    """Yesterday's edition, sent to four readers; returns what each received."""
+    morning_articles(store, clock)
+    add_subscribers(store, clock, 4)
+    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    return {email: copies[0] for email, copies in smtp_sink.handler.by_recipient().items()}
+
+
+def test_hard_soft_and_sender_bounces_by_verp(config, store, clock, tokens, sent, box) -> None:
+    r = sent
+    box.add(dsn(r["reader1@example.org"].mail_from, "reader1@example.org", r["reader1@example.org"].data))
+    box.add(
+        dsn(
+            r["reader2@example.org"].mail_from,
+            "reader2@example.org",
+            r["reader2@example.org"].data,
+            status="4.2.2",
+            diagnostic="smtp; 452 4.2.2 Mailbox full",
+            action="delayed",
+        )
+    )
+    box.add(
+        dsn(
+            r["reader3@example.org"].mail_from,
+            "reader3@example.org",
+            r["reader3@example.org"].data,
+            status="5.7.1",
+            diagnostic="smtp; 554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
+        )
+    )
+    path = Path(box._path)
+
+    report, outcomes = run(config, store, clock, tokens, path, dry_run=True)
+    assert sorted((o.kind, o.recipients, o.status) for o in outcomes) == [
+        ("hard", ("reader1@example.org",), "5.1.1"),
+        ("sender", ("reader3@example.org",), "5.7.1"),
+        ("soft", ("reader2@example.org",), "4.2.2"),
+    ]
+    assert all(o.action.startswith("would be: ") for o in outcomes)
+    assert set(statuses(store).values()) == {"active"} and len(box) == 3  # a dry run changes nothing
+
+    report, outcomes = run(config, store, clock, tokens, path)
+    actions = {o.kind: o.action for o in outcomes}
+    assert actions["hard"] == "reader1@example.org marked bounced"
+    assert actions["soft"] == "soft bounce 1 of 3 for reader2@example.org"
+    assert actions["sender"] == "recorded for reader3@example.org, who stays as they were"
+    assert report.summary() == "3 messages: 1 hard, 1 soft, 1 sender"
+    (warning,) = report.warnings()
+    assert "sender's reasons" in warning and "spamhaus" in warning and "DMARC" in warning
+    assert statuses(store)["reader1@example.org"] == "bounced"
+    assert statuses(store)["reader3@example.org"] == "active"
+    assert len(box) == 0 and len(mailbox.Maildir(path / ".Processed", create=False)) == 3
+    with store.session() as session:
+        event = session.scalars(select(SubscriberEvent).where(SubscriberEvent.event == "hard_bounce")).one()
+        edition_id = session.scalars(select(Edition.id)).one()
+        assert (event.edition_id, event.status) == (edition_id, "5.1.1") and "User unknown" in event.detail
+
+
+def test_tomorrows_edition_skips_the_bounced_reader(config, store, clock, tokens, sent, box, smtp_sink) -> None:
+    r = sent["reader0@example.org"]
+    box.add(dsn(r.mail_from, "reader0@example.org", r.data))
+    run(config, store, clock, tokens, Path(box._path))
+    smtp_sink.handler.received.clear()
+    clock.set(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
+    add_article(store, clock, "tomorrow", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
+    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert sorted(smtp_sink.handler.by_recipient()) == [f"reader{i}@example.org" for i in (1, 2, 3)]
+
+
+def test_a_relay_that_rewrites_the_envelope_is_matched_by_our_headers(config, store, clock, tokens, sent, box) -> None:
+    original = sent["reader2@example.org"].data
+    # The report went to the plain bounce address; only the returned headers say whose it was.
+    box.add(dsn("breakfast@news.example.com", "reader2@example.org", original, returned="message"))
+    stripped = b"\r\n".join(line for line in original.split(b"\r\n") if not line.startswith(b"X-Newsletter-Delivery"))
+    box.add(dsn("breakfast@news.example.com", "someone.else@forward.example", stripped))  # forwarded address
+    _report, outcomes = run(config, store, clock, tokens, Path(box._path))
+    assert [o.action for o in outcomes].count("reader2@example.org marked bounced") == 1
+    # The second report, for the same reader (found by our Message-ID), is recorded; they stay bounced.
+    assert "recorded for reader2@example.org, who stays as they were" in [o.action for o in outcomes]
+    assert statuses(store)["reader2@example.org"] == "bounced"
+
+
+def test_without_any_of_our_marks_the_report_is_matched_by_address(config, store, clock, tokens, sent, box) -> None:
+    plain = b"From: someone@example.org\r\nMessage-ID: <other@elsewhere.example>\r\n\r\nhello\r\n"
+    box.add(dsn("breakfast@news.example.com", "READER3@example.org", plain))
+    box.add(dsn("breakfast@news.example.com", "never-mailed@example.net", plain))
+    _, outcomes = run(config, store, clock, tokens, Path(box._path))
+    actions = sorted(o.action for o in outcomes)
+    assert actions == ["never-mailed@example.net: not on the list", "reader3@example.org marked bounced"]
+    with store.session() as session:
+        event = session.scalars(select(SubscriberEvent).where(SubscriberEvent.event == "hard_bounce")).one()
+        assert event.edition_id == session.scalars(select(Edition.id)).one()  # the last edition they were sent
+
+
+def test_a_forged_verp_code_bounces_nobody(config, store, clock, tokens, sent, box) -> None:
+    real = sent["reader1@example.org"].mail_from
+    local, domain = real.split("@")
+    code = local.split("+", 1)[1]
+    edition, subscriber, signature = code.split("-")
+    victim = f"{edition}-{int(subscriber, 16) + 1:x}-{signature}"  # another reader, the same signature
+    plain = b"From: x@example.org\r\n\r\nhello\r\n"
+    box.add(dsn(f"breakfast+{victim}@{domain}", "reader2@example.org", plain))
+    box.add(dsn(f"breakfast+{code[:-3]}@{domain}", "reader3@example.org", plain))  # cut short on the way
+    _, outcomes = run(config, store, clock, tokens, Path(box._path))
+    assert [o.action for o in outcomes] == ["nobody changed: its return-path code is forged or damaged"] * 2
+    assert set(statuses(store).values()) == {"active"}
+
+
+def test_a_bounce_for_a_removed_reader_and_a_multi_recipient_report(
+    config, store, clock, tokens, sent, box, runner, tmp_path
+) -> None:
+    r = sent["reader0@example.org"]
+    with store.session() as session:
+        reader = session.scalars(select(Subscriber).where(Subscriber.email == "reader0@example.org")).one()
+        session.query(Delivery).filter(Delivery.subscriber_id == reader.id).update({"subscriber_id": None})
+        session.delete(reader)
+    box.add(dsn(r.mail_from, "reader0@example.org", r.data))
+    two = dsn("breakfast@news.example.com", "reader1@example.org", b"From: a@b.example\r\n\r\nx\r\n").replace(
+        b"Original-Recipient: rfc822;reader1@example.org\r\n",
+        b"Original-Recipient: rfc822;reader1@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        b"Final-Recipient: rfc822; reader2@example.org\r\n",
+    )
+    box.add(two)
+    _, outcomes = run(config, store, clock, tokens, Path(box._path))
+    actions = sorted(o.action for o in outcomes)
+    assert actions[0].startswith("reader #") and actions[0].endswith("removed from the list since: nothing to change")
+    assert actions[1] == "reader1@example.org marked bounced; reader2@example.org marked bounced"
+
+
+def test_soft_bounces_on_three_editions_within_the_window_bounce_a_reader(config, store, tokens, box) -> None:
+    clock = FixedClock(datetime(2026, 11, 2, 5, 0, tzinfo=UTC))
+    add_subscribers(store, clock, 1)
+    full = "smtp; 452 4.2.2 <{r}>: Mailbox full"
+    with store.session() as session:
+        reader = session.scalars(select(Subscriber)).one().id
+    from newsletter.returnpath import return_paths
+
+    paths = return_paths(config)
+
+    def soft_bounce_for_edition_of(day: int, hour: int = 9) -> str:
+        clock.set(datetime(2026, 11, day, 5, 0, tzinfo=UTC))
+        add_article(store, clock, f"day-{day}", datetime(2026, 11, day, 4, 0, tzinfo=UTC))
+        assert send_edition(config, store, clock, tokens, day=clock.now().date()).outcome == "sent"
+        with store.session() as session:
+            edition = session.scalars(select(Edition).order_by(Edition.id.desc())).first()
+        clock.set(datetime(2026, 11, day, hour, 0, tzinfo=UTC))
+        to = paths.mail_from(paths.code(edition.id, reader))
+        box.add(dsn(to, "reader0@example.org", b"X: y\r\n\r\n", status="4.2.2", diagnostic=full, action="failed"))
+        _, outcomes = run(config, store, clock, tokens, Path(box._path))
+        return outcomes[-1].action
+
+    assert soft_bounce_for_edition_of(2) == "soft bounce 1 of 3 for reader0@example.org"
+    assert soft_bounce_for_edition_of(3) == "soft bounce 2 of 3 for reader0@example.org"
+    # More than 14 days on, the first two have gone stale: counting starts again.
+    assert soft_bounce_for_edition_of(20) == "soft bounce 1 of 3 for reader0@example.org"
+    assert soft_bounce_for_edition_of(21) == "soft bounce 2 of 3 for reader0@example.org"
+    assert statuses(store) == {"reader0@example.org": "active"}
+    assert soft_bounce_for_edition_of(22) == "reader0@example.org marked bounced"
+    assert statuses(store) == {"reader0@example.org": "bounced"}
+
+
+def test_a_complaint_unsubscribes_at_once_with_the_edition_recorded(config, store, clock, tokens, sent, box) -> None:
+    box.add(arf("fbl@news.example.com", sent["reader2@example.org"].data, rcpt=None))  # redacted: our header says
+    box.add(arf("fbl@news.example.com", sent["reader3@example.org"].data, rcpt="reader3@example.org"))
+    _report, outcomes = run(config, store, clock, tokens, Path(box._path))
+    assert [o.kind for o in outcomes] == ["complaint", "complaint"]
+    assert sorted(o.action for o in outcomes) == [
+        "reader2@example.org unsubscribed (complaint)",
+        "reader3@example.org unsubscribed (complaint)",
+    ]
+    assert statuses(store)["reader2@example.org"] == "unsubscribed"
+    with store.session() as session:
+        events = session.scalars(select(SubscriberEvent).where(SubscriberEvent.event == "complaint")).all()
+        assert len(events) == 2 and all(e.edition_id is not None for e in events)
+
+
+def test_rerunning_after_a_crash_before_the_move_changes_nothing(config, store, clock, tokens, sent, box) -> None:
+    r = sent["reader2@example.org"]
+    raw = dsn(r.mail_from, "reader2@example.org", r.data, status="4.2.2", diagnostic="smtp; 452 4.2.2 full")
+    box.add(raw)
+    run(config, store, clock, tokens, Path(box._path))
+    box.add(raw)  # as if the move had not happened: the same message again
+    _, outcomes = run(config, store, clock, tokens, Path(box._path))
+    assert outcomes[0].action == "already recorded for reader2@example.org"
+    with store.session() as session:
+        assert len(session.scalars(select(SubscriberEvent).where(SubscriberEvent.event == "soft_bounce")).all()) == 1
+
+
+def test_mbox_and_single_files_are_read_only(config, store, clock, tokens, sent, tmp_path) -> None:
+    r = sent["reader1@example.org"]
+    raw = dsn(r.mail_from, "reader1@example.org", r.data)
+    eml = tmp_path / "one.eml"
+    eml.write_bytes(raw)
+    mbox_path = tmp_path / "bounces.mbox"
+    box = mailbox.mbox(mbox_path)
+    box.add(raw)
+    box.add(raw)
+    box.close()
+    for path, count in ((eml, 1), (mbox_path, 2)):
+        _report, outcomes = run(config, store, clock, tokens, path, dry_run=True)
+        assert [o.kind for o in outcomes] == ["hard"] * count
+        with pytest.raises(UsageError) as info:
+            run(config, store, clock, tokens, path)
+        assert "only be read with --dry-run" in str(info.value)
+    assert statuses(store)["reader1@example.org"] == "active"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\xff\xfe\x00garbage" * 100, "left in the mailbox"),
+        (b"Content-Type: multipart/report; boundary=x\r\nFrom: MAILER-DAEMON@x\r\n\r\n--x\r\n" * 2000, "left"),
+        (
+            b"From: MAILER-DAEMON@x\r\nContent-Type: text/plain; charset=iso-2022-jp\r\n\r\n\x1b$B%a!<%k\x1b(B\r\n",
+            "left",
+        ),
+    ],
+)
+def test_what_cannot_be_read_stays_in_the_mailbox_unread(config, store, clock, tokens, box, content, expected) -> None:
+    key = box.add(content)
+    _, (outcome,) = run(config, store, clock, tokens, Path(box._path))
+    assert outcome.keep and outcome.action.startswith(expected)
+    assert box.get_message(key).get_subdir() == "new"
+
+
+def test_paths_that_are_not_mailboxes_are_refused_in_one_line(config, store, clock, tokens, tmp_path) -> None:
+    (tmp_path / "folder").mkdir()
+    for path in (tmp_path / "folder", Path("/dev/zero")):
+        with pytest.raises(UsageError):
+            run(config, store, clock, tokens, path, dry_run=True)
+
+
+_MEASURE = """
+import resource, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from newsletter.clock import FixedClock
+from newsletter.config import load_config
+from newsletter.inboxes import open_path
+from newsletter.inbound import process
+from newsletter.store import Store
+from newsletter.tokens import Tokens
+config = load_config(sys.argv[1], environ={})
+clock = FixedClock(datetime(2026, 11, 24, tzinfo=UTC))
+report = process(config, Store(config.store.url), clock, Tokens(config.web.secret_key, clock),
+                 [lambda: open_path(Path(sys.argv[2]))], dry_run=True)
+print(report.counts["autoreply"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_ten_thousand_messages_in_bounded_memory(tmp_path) -> None:
+    """The peak memory of reading 10,000 messages is that of reading 1,000: one at a time."""
+    auto = (
+        b"From: ana@example.org\r\nTo: breakfast@news.example.com\r\nSubject: Out of office\r\n"
+        b"Auto-Submitted: auto-replied\r\n\r\nI am away until Monday.\r\n" + b"x" * 2000 + b"\r\n"
+    )
+    db_url = f"sqlite:///{tmp_path / 'newsletter.db'}"  # a dry run reads no table: one database is enough
+    Store(db_url).upgrade()
+    cfg = config_text(tmp_path, db_url)
+    peaks = {}
+    for count in (1_000, 10_000):
+        box = mailbox.Maildir(tmp_path / f"box{count}", create=True)
+        for _ in range(count):
+            box.add(auto)
+        out = subprocess.run(
+            [sys.executable, "-c", _MEASURE, cfg, box._path], capture_output=True, text=True, check=True, cwd=ROOT
+        )
+        handled, peak_kb = map(int, out.stdout.split())
+        assert handled == count
+        peaks[count] = peak_kb
+    assert peaks[10_000] - peaks[1_000] < 8_000, peaks  # KB: nothing kept per message
+
+
+def test_cli_dry_run_json_then_for_real(db_url, store, clock, tokens, sent, box, runner, tmp_path, config) -> None:
+    r = sent["reader1@example.org"]
+    box.add(dsn(r.mail_from, "reader1@example.org", r.data))
+    cfg = config_text(tmp_path, db_url, f'[bounces]\nmaildir = "{box._path}"\n')
+    dry = runner.invoke(cli, ["--config", cfg, "mailbox", "process", "--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.output
+    (line,) = dry.output.splitlines()
+    row = json.loads(line)
+    assert list(row) == ["message", "class", "recipients", "status", "diagnostic", "action"]
+    assert (row["class"], row["recipients"], row["status"]) == ("hard", ["reader1@example.org"], "5.1.1")
+    assert "User unknown" in row["diagnostic"] and row["action"].startswith("would be: ")
+    real = runner.invoke(cli, ["--config", cfg, "unsubscribes", "process"])  # the old name still works
+    assert real.exit_code == 0, real.output
+    assert real.output.splitlines()[-1] == "1 message: 1 hard"
+    assert "reader1@example.org marked bounced" in real.output
+    listed = runner.invoke(cli, ["--config", cfg, "subscribers", "list", "--status", "bounced"])
+    assert "reader1@example.org" in listed.output and "5.1.1" in listed.output
+
+
+def test_the_parsed_dsn_helper_is_a_valid_report(sent) -> None:
+    r = sent["reader1@example.org"]
+    msg = BytesParser(policy=policy.default).parsebytes(dsn(r.mail_from, "reader1@example.org", r.data))
+    assert msg.get_content_type() == "multipart/report"
+    assert [p.get_content_type() for p in msg.iter_parts()] == [
+        "text/plain",
+        "message/delivery-status",
+        "text/rfc822-headers",
+    ]
+
+
+def test_a_mail_clients_unsubscribe_button_is_an_unsubscribe_not_a_complaint(config, store, clock, tokens, box):
+    raw = (Path(__file__).parent / "data/bounces/sisimai/arf-26.eml").read_bytes()
+    with store.session() as session:
+        from newsletter.store.readers import insert_subscribers
+
+        now = clock.now()
+        reader = Subscriber(email="example@icloud.com", name="", status=SubscriberStatus.ACTIVE, source="test",
+                            created_at=now, updated_at=now, confirmed_at=now)  # fmt: skip
+        insert_subscribers(session, [reader], "subscribed", "test", now)
+    box.add(raw)
+    _, (outcome,) = run(config, store, clock, tokens, Path(box._path))
+    assert (outcome.kind, outcome.action) == ("unsubscribe", "example@icloud.com unsubscribed (opt-out)")
+    assert statuses(store) == {"example@icloud.com": "unsubscribed"}
+    with store.session() as session:
+        assert not session.scalars(select(SubscriberEvent).where(SubscriberEvent.event == "complaint")).all()
+
+
+def test_every_corpus_message_is_handled_without_error_and_nothing_is_lost(config, store, clock, tokens, box):
+    """The real-world reports name nobody on this list: each is read, reported and filed, or kept."""
+    corpus = sorted((Path(__file__).parent / "data/bounces").rglob("*.eml"))
+    for path in corpus:
+        box.add(path.read_bytes())
+    report, outcomes = run(config, store, clock, tokens, Path(box._path))
+    assert report.total == len(corpus) == len(outcomes)
+    assert len(box) == report.kept and report.kept == sum(o.keep for o in outcomes)
+    assert len(mailbox.Maildir(Path(box._path) / ".Processed", create=False)) == len(corpus) - report.kept
+    assert all(
+        o.kind in ("hard", "soft", "sender", "complaint", "autoreply", "unknown", "unsubscribe") for o in outcomes
+    )
