@@ -4,8 +4,10 @@ Hand-written DSN fixtures only prove that the parser reads what its author imagi
 Here Debian's Postfix (see ``tests/postfix_instance.py``) accepts the whole edition at
 RCPT time, delivers the copies of the readers it knows, and for the others generates
 the delivery status notifications a mailbox provider's server would: asynchronously,
-to the envelope sender, with ``Status: 5.1.1``. Those land in a Maildir, and the bounce
-processing must attribute each one to its reader.
+to the envelope sender, with ``Status: 5.1.1``. Those land in a Maildir, and
+``newsletter mailbox process`` must attribute each one to its reader: a dry run reports
+them as hard bounces and changes nothing; the real run marks exactly those readers
+bounced and files every report away.
 
 Postfix needs root; without it, or without the package, the test is skipped, except in
 CI (``$NEWSLETTER_TEST_DATABASE_URL`` set), where ``.ci/run`` installs Postfix and a
@@ -14,15 +16,19 @@ missing one is a failure.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
+from newsletter.cli import cli
 from newsletter.clock import FixedClock
 from newsletter.config import Config, load_config
 from newsletter.publish import message_id_parts, send_edition
@@ -114,6 +120,12 @@ def sent_message_ids(config: Config, store: Store) -> dict[str, str]:
     return {email: f"{prefix}{delivery_id}{suffix}" for email, delivery_id, _ in rows}
 
 
+def statuses(store: Store) -> dict[str, str]:
+    """Every reader's status, to see exactly whom the bounce processing changed."""
+    with store.session() as session:
+        return {s.email: s.status.value for s in session.scalars(select(Subscriber))}
+
+
 def read(path: Path) -> EmailMessage:
     parsed = message_from_bytes(path.read_bytes(), policy=policy.default)
     assert isinstance(parsed, EmailMessage)
@@ -130,7 +142,17 @@ def dsn_fields(dsn: EmailMessage) -> tuple[Message, list[Message], EmailMessage]
     return status_groups[0], status_groups[1:], returned
 
 
-def test_unknown_readers_bounce_with_real_postfix_dsns(postfix, tmp_path, db_url, store, clock, tokens: Tokens):
+def process_mailbox(runner: CliRunner, config_path: Path, maildir: Path, *options: str) -> list[dict[str, Any]]:
+    """``newsletter mailbox process --json`` on the Maildir: one outcome per message."""
+    args = ["--config", str(config_path), "mailbox", "process", "--json", *options, str(maildir)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_unknown_readers_bounce_with_real_postfix_dsns(
+    postfix, tmp_path, db_url, store, clock, tokens: Tokens, runner: CliRunner
+):
     config_path = write_config(tmp_path, db_url, postfix)
     config = load_config(config_path, {})
     morning_articles(store, clock)
@@ -169,3 +191,24 @@ def test_unknown_readers_bounce_with_real_postfix_dsns(postfix, tmp_path, db_url
         bounced[email] = dsn
     assert sorted(bounced) == sorted(unknown)
     assert postfix.delivered(postfix.reader_maildir(UNKNOWN[0])) == []
+
+    # What bounce processing makes of them: first look, then act.
+    everyone_active = {email: "active" for email in known + unknown}
+    outcomes = process_mailbox(runner, config_path, postfix.bounce_maildir, "--dry-run")
+    assert statuses(store) == everyone_active  # a dry run changes nothing
+    assert len(postfix.delivered(postfix.bounce_maildir)) == len(unknown)
+    reported: dict[str, dict[str, Any]] = {}
+    for outcome in outcomes:
+        assert outcome["class"] == "hard", outcome
+        assert outcome["status"] == "5.1.1", outcome
+        assert "unknown user" in outcome["diagnostic"], outcome
+        (recipient,) = outcome["recipients"]
+        reported[recipient] = outcome
+    assert sorted(reported) == sorted(unknown)
+
+    outcomes = process_mailbox(runner, config_path, postfix.bounce_maildir)
+    assert sorted(r for o in outcomes for r in o["recipients"]) == sorted(unknown)
+    assert statuses(store) == everyone_active | {email: "bounced" for email in unknown}
+    assert postfix.delivered(postfix.bounce_maildir) == []  # every report was handled and filed
+    assert len(postfix.delivered(postfix.bounce_maildir / ".Processed")) == len(unknown)
+    assert process_mailbox(runner, config_path, postfix.bounce_maildir) == []
