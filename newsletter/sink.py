@@ -39,7 +39,8 @@ class MaildirHandler:
         data = content.replace(b"\r\n", b"\n")
         with self._lock:
             for rcpt in envelope.rcpt_tos:
-                self.box.add(f"Delivered-To: {rcpt}\n".encode() + data)
+                # As a delivering MTA writes them: the envelope sender (the VERP return path) and recipient.
+                self.box.add(f"Return-Path: <{envelope.mail_from}>\nDelivered-To: {rcpt}\n".encode() + data)
                 self.count += 1
         return "250 2.0.0 OK: stored"
 

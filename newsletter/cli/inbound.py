@@ -105,7 +105,12 @@ def mailbox_process(app: App, path: Path | None, dry_run: bool, as_json: bool) -
 
 @cli.group()
 def unsubscribes() -> None:
-    """The earlier name of `mailbox`, still read (cron lines that use it keep working)."""
+    """The earlier name of `mailbox`, still read (cron lines that use it keep working).
+
+    \b
+    Example:
+      newsletter unsubscribes process ~/Maildir/.unsubscribe
+    """
 
 
 @unsubscribes.command("process")
