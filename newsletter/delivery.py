@@ -44,6 +44,7 @@ from newsletter.errors import (
     SystemicDeliveryError,
     TemporaryDeliveryError,
 )
+from newsletter.lookahead import Lookahead
 from newsletter.smtpmux import Completion, Outgoing
 from newsletter.store import Store
 from newsletter.store import deliveries as log_
@@ -158,6 +159,7 @@ class DeliveryRun:
         stop: threading.Event | None = None,
         on_progress: Callable[[RunStats], None] | None = None,
         message_id: tuple[str, str] = ("<", ">"),
+        prepare_threads: int = 0,
     ) -> None:
         self.store = store
         self.edition_id = edition_id
@@ -172,6 +174,10 @@ class DeliveryRun:
         self.stats = RunStats()
 
         self._limiter = limiter or RateLimiter(0)
+        # Messages costly to build (DKIM) are built ahead, on other threads; see lookahead.py.
+        self._ahead: Lookahead[Work, Personal] | None = (
+            Lookahead(personalise, prepare_threads, depth=4 * prepare_threads) if prepare_threads else None
+        )
         self._queue: deque[Work] = deque()  # claimed, not started
         self._retries: list[_Retry] = []
         self._inflight: dict[int, Work] = {}
@@ -208,6 +214,8 @@ class DeliveryRun:
                     self._wind_down(pool)
                 finally:
                     pool.close()
+                    if self._ahead is not None:
+                        self._ahead.close()
                     self.stats.elapsed = time.monotonic() - started
         if self.on_progress:
             self.on_progress(self.stats)
@@ -272,7 +280,11 @@ class DeliveryRun:
             else:
                 return
             try:
-                personal = self.personalise(work, self.clock.now())
+                if self._ahead is None:
+                    personal = self.personalise(work, self.clock.now())
+                else:
+                    personal = self._ahead.take(work, self.clock.now())
+                    self._ahead.fill(self._queue, self.clock.now())
             except NewsletterError as exc:  # a malformed address or header: this reader only
                 self._unrecorded.append(
                     Result(work.delivery_id, work.subscriber_id, DeliveryStatus.FAILED, 0, str(exc))
@@ -440,6 +452,8 @@ class DeliveryRun:
             heapq.heapify(self._retries)
             for delivery_id in lost:
                 self._tries.pop(delivery_id, None)
+            if self._ahead is not None:
+                self._ahead.forget(lost)
 
     def _with_retries(self, operation: Callable[[], _T]) -> _T:
         """Run a database step; a database that keeps failing stops the run (nothing is lost:

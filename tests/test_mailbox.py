@@ -10,7 +10,7 @@ import json
 import mailbox
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -25,7 +25,7 @@ from newsletter.inboxes import open_path
 from newsletter.publish import send_edition
 from newsletter.store import Store
 from newsletter.store.models import Delivery, Edition, Subscriber, SubscriberEvent, SubscriberStatus
-from tests.conftest import SECRET, FixedClock, add_article, add_subscribers, morning_articles
+from tests.conftest import SECRET, FixedClock, add_article, add_subscribers, make_config, morning_articles
 
 BOUNCES = "breakfast"  # the local part of the sender, which is also the bounce address here
 
@@ -358,7 +358,7 @@ def test_paths_that_are_not_mailboxes_are_refused_in_one_line(config, store, clo
 
 _MEASURE = """
 import resource, sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from newsletter.clock import FixedClock
 from newsletter.config import load_config
@@ -456,3 +456,63 @@ def test_every_corpus_message_is_handled_without_error_and_nothing_is_lost(confi
     assert all(
         o.kind in ("hard", "soft", "sender", "complaint", "autoreply", "unknown", "unsubscribe") for o in outcomes
     )
+
+
+# --- unattended: the daemon's job and cron's send --scheduled ----------------------------------
+
+
+def test_send_scheduled_reads_the_mailbox_before_the_morning_send(db_url, store, clock, tokens, smtp_sink, tmp_path):
+    from newsletter.schedule import send_scheduled
+
+    box = mailbox.Maildir(tmp_path / "bounces", create=True)
+    config = make_config(db_url, smtp_sink, bounces={"maildir": str(tmp_path / "bounces")})
+    morning_articles(store, clock)
+    add_subscribers(store, clock, 3)
+    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    dead = smtp_sink.handler.by_recipient()["reader1@example.org"][0]
+    box.add(dsn(dead.mail_from, "reader1@example.org", dead.data))
+    smtp_sink.handler.received.clear()
+    add_article(store, clock, "wednesday", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
+    clock.set(datetime(2026, 11, 25, 6, 5, tzinfo=UTC))
+    result = send_scheduled(config, store, clock, tokens)
+    assert [r.outcome for r in result.reports] == ["sent"]
+    assert sorted(smtp_sink.handler.by_recipient()) == ["reader0@example.org", "reader2@example.org"]
+    assert len(box) == 0
+
+
+def test_a_mailbox_that_cannot_be_read_does_not_stop_the_send(db_url, store, clock, tokens, smtp_sink, caplog):
+    from newsletter.schedule import send_scheduled
+    from newsletter.sink import free_port
+
+    imap = {"host": "127.0.0.1", "port": free_port(), "security": "none", "username": "u", "timeout": 2}
+    config = make_config(db_url, smtp_sink, imap=imap)
+    morning_articles(store, clock)
+    add_subscribers(store, clock, 2)
+    clock.set(datetime(2026, 11, 24, 6, 5, tzinfo=UTC))
+    result = send_scheduled(config, store, clock, tokens)
+    assert [r.outcome for r in result.reports] == ["sent"]
+    assert "the bounce mailbox was not read: cannot reach IMAP server 127.0.0.1" in caplog.text
+
+
+def test_the_daemon_reads_the_mailbox_every_few_minutes(db_url, store, clock, tokens, smtp_sink, tmp_path):
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    from newsletter.scheduler import MAILBOX_JOB_ID, EditionScheduler, mailbox_job
+
+    config = make_config(db_url, smtp_sink, bounces={"maildir": str(tmp_path / "b"), "process_minutes": 7})
+    daemon = EditionScheduler(config, store, clock, tokens)
+    scheduler = BlockingScheduler(timezone=UTC)
+    scheduler.add_jobstore("memory", alias="memory")
+    daemon._add_jobs(scheduler)
+    job = scheduler.get_job(MAILBOX_JOB_ID)
+    assert job is not None and job.trigger.interval == timedelta(minutes=7)
+    add_subscribers(store, clock, 1)
+    box = mailbox.Maildir(tmp_path / "b", create=True)
+    box.add(dsn("breakfast@news.example.com", "reader0@example.org", b"X: y\r\n\r\n"))
+    mailbox_job(daemon=daemon)
+    assert statuses(store) == {"reader0@example.org": "bounced"}
+    quiet = EditionScheduler(make_config(db_url, smtp_sink), store, clock, tokens)  # no mailbox configured
+    scheduler = BlockingScheduler(timezone=UTC)
+    scheduler.add_jobstore("memory", alias="memory")
+    quiet._add_jobs(scheduler)
+    assert scheduler.get_job(MAILBOX_JOB_ID) is None
