@@ -14,7 +14,8 @@ line and exits non-zero, so nothing below the interfaces needs to know about exi
     │   ├── NotListedError           (subscribers.py) addresses not on the list; nothing changed
     │   ├── ConsentRequiredError     (subscribers.py) re-activating a reader who left, unconfirmed
     │   ├── NotPendingError          (subscribers.py) a confirmation resent for a reader not pending
-    │   └── UnknownStaffError        (web/auth.py) no staff account has that name
+    │   ├── UnknownStaffError        (web/auth.py) no staff account has that name
+    │   └── UnknownFeedbackKindError (bounce_policy.py) a report kind other than hard/soft/sender/complaint
     ├── StoreError                   the database cannot be reached or is not migrated
     │   ├── LockHeldError            another process is sending this edition
     │   └── ConflictError            another process changed the same rows first: try again
