@@ -5,11 +5,15 @@ probabilities, to accept, answer 421/451/452/550, stall past the client's timeou
 drop the connection, before or after accepting the message. It records every message
 it accepted, per recipient, and which recipients had a message accepted and then the
 connection dropped (the only case in which a duplicate is legitimate).
+
+Like a relay, it can also accept a message for a dead mailbox and report the failure
+afterwards: a DSN to the message's envelope sender, dropped into a bounce Maildir.
 """
 
 from __future__ import annotations
 
 import asyncio
+import mailbox
 import random
 import threading
 from collections import Counter
@@ -35,6 +39,8 @@ class Faults:
     max_sessions: int = 0  # refuse sessions beyond this many at once with 421, as providers do (0: no cap)
     close_421: bool = True  # after a 421 the server closes the session, as RFC 5321 says
     dead_mailboxes: frozenset[str] = frozenset()  # always 550 5.1.1
+    bounce_later: frozenset[str] = frozenset()  # accepted, then a DSN 5.1.1 goes to ``bounce_maildir``
+    bounce_maildir: str = ""
 
 
 @dataclass
@@ -116,12 +122,56 @@ class FaultyHandler:
                     self.dropped_after_accept[rcpt] += 1
             self._close(server)
             return "250 2.0.0 (never seen: the connection is gone)"
+        for rcpt in envelope.rcpt_tos:
+            if rcpt in f.bounce_later:
+                report = dsn(envelope.mail_from, rcpt, envelope.original_content or envelope.content)
+                with self.lock:
+                    mailbox.Maildir(f.bounce_maildir, create=True).add(report)
         return "250 2.0.0 OK"
 
     def _reply(self, text: str) -> str:
         with self.lock:
             self.replies[text.split()[0]] += 1
         return text
+
+
+def dsn(
+    to: str,
+    recipient: str,
+    original: bytes,
+    *,
+    status: str = "5.1.1",
+    diagnostic: str = "smtp; 550 5.1.1 <{r}>: Recipient address rejected: User unknown in virtual mailbox table",
+    action: str = "failed",
+    returned: str = "headers",
+) -> bytes:
+    """A Postfix-style RFC 3464 report, as a relay sends it to the envelope sender ``to``."""
+    head = original.split(b"\r\n\r\n", 1)[0]
+    kind = "text/rfc822-headers" if returned == "headers" else "message/rfc822"
+    body = head if returned == "headers" else original
+    return (
+        (
+            "Return-Path: <>\r\n"
+            f"Delivered-To: {to}\r\n"
+            "From: MAILER-DAEMON@mx.readers.example (Mail Delivery System)\r\n"
+            f"To: {to}\r\n"
+            "Subject: Undelivered Mail Returned to Sender\r\n"
+            "Auto-Submitted: auto-replied\r\n"
+            "MIME-Version: 1.0\r\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="B0"\r\n'
+            "\r\n--B0\r\nContent-Type: text/plain\r\n\r\n"
+            "I'm sorry to have to inform you that your message could not be delivered.\r\n"
+            "\r\n--B0\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; mx.readers.example\r\n\r\n"
+            f"Final-Recipient: rfc822; {recipient}\r\n"
+            f"Original-Recipient: rfc822;{recipient}\r\n"
+            f"Action: {action}\r\nStatus: {status}\r\n"
+            f"Diagnostic-Code: {diagnostic.format(r=recipient)}\r\n"
+            f"\r\n--B0\r\nContent-Type: {kind}\r\n\r\n"
+        ).encode()
+        + body
+        + b"\r\n\r\n--B0--\r\n"
+    )
 
 
 class RejectingAuthenticator:

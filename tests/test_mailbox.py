@@ -26,47 +26,9 @@ from newsletter.publish import send_edition
 from newsletter.store import Store
 from newsletter.store.models import Delivery, Edition, Subscriber, SubscriberEvent, SubscriberStatus
 from tests.conftest import SECRET, FixedClock, add_article, add_subscribers, make_config, morning_articles
+from tests.faults import Faults, FaultyHandler, dsn
 
 BOUNCES = "breakfast"  # the local part of the sender, which is also the bounce address here
-
-
-def dsn(
-    to: str,
-    recipient: str,
-    original: bytes,
-    *,
-    status: str = "5.1.1",
-    diagnostic: str = "smtp; 550 5.1.1 <{r}>: Recipient address rejected: User unknown in virtual mailbox table",
-    action: str = "failed",
-    returned: str = "headers",
-) -> bytes:
-    """A Postfix-style RFC 3464 report, as a relay sends it to the envelope sender."""
-    head = original.split(b"\r\n\r\n", 1)[0]
-    kind = "text/rfc822-headers" if returned == "headers" else "message/rfc822"
-    body = head if returned == "headers" else original
-    return (
-        (
-            "Return-Path: <>\r\n"
-            f"Delivered-To: {to}\r\n"
-            "From: MAILER-DAEMON@mx.readers.example (Mail Delivery System)\r\n"
-            f"To: {to}\r\n"
-            "Subject: Undelivered Mail Returned to Sender\r\n"
-            "Auto-Submitted: auto-replied\r\n"
-            "MIME-Version: 1.0\r\n"
-            'Content-Type: multipart/report; report-type=delivery-status; boundary="B0"\r\n'
-            "\r\n--B0\r\nContent-Type: text/plain\r\n\r\n"
-            "I'm sorry to have to inform you that your message could not be delivered.\r\n"
-            "\r\n--B0\r\nContent-Type: message/delivery-status\r\n\r\n"
-            "Reporting-MTA: dns; mx.readers.example\r\n\r\n"
-            f"Final-Recipient: rfc822; {recipient}\r\n"
-            f"Original-Recipient: rfc822;{recipient}\r\n"
-            f"Action: {action}\r\nStatus: {status}\r\n"
-            f"Diagnostic-Code: {diagnostic.format(r=recipient)}\r\n"
-            f"\r\n--B0\r\nContent-Type: {kind}\r\n\r\n"
-        ).encode()
-        + body
-        + b"\r\n\r\n--B0--\r\n"
-    )
 
 
 def arf(to: str, original: bytes, rcpt: str | None) -> bytes:
@@ -516,3 +478,32 @@ def test_the_daemon_reads_the_mailbox_every_few_minutes(db_url, store, clock, to
     scheduler.add_jobstore("memory", alias="memory")
     quiet._add_jobs(scheduler)
     assert scheduler.get_job(MAILBOX_JOB_ID) is None
+
+
+def test_end_to_end_a_relay_that_accepts_then_bounces(db_url, store, clock, tokens, tmp_path, runner) -> None:
+    """The relay takes every message, then reports two dead mailboxes by mail; the next morning skips them."""
+    from aiosmtpd.controller import Controller
+
+    from newsletter.sink import free_port
+
+    bounces = tmp_path / "bounces"
+    dead = frozenset({"reader1@example.org", "reader3@example.org"})
+    handler = FaultyHandler(Faults(bounce_later=dead, bounce_maildir=str(bounces)))
+    server = Controller(handler, hostname="127.0.0.1", port=free_port())  # type: ignore[arg-type]
+    server.start()
+    try:
+        config = make_config(db_url, None, smtp={"port": server.port}, bounces={"maildir": str(bounces)})
+        morning_articles(store, clock)
+        add_subscribers(store, clock, 5)
+        report = send_edition(config, store, clock, tokens)
+        assert report.outcome == "sent" and report.stats is not None and report.stats.sent == 5  # all accepted
+        assert len(mailbox.Maildir(bounces, create=False)) == 2
+        _, outcomes = run(config, store, clock, tokens, bounces)
+        assert sorted(o.action for o in outcomes) == [f"{r} marked bounced" for r in sorted(dead)]
+        handler.accepted.clear()
+        add_article(store, clock, "wednesday", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
+        clock.set(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
+        assert send_edition(config, store, clock, tokens).outcome == "sent"
+        assert sorted(handler.accepted) == ["reader0@example.org", "reader2@example.org", "reader4@example.org"]
+    finally:
+        server.stop()
