@@ -32,15 +32,14 @@ from newsletter.dkim import (
     OVERSIGNED_HEADERS,
     Signer,
     SigningKey,
-    check,
     generate_key,
     load_key,
     load_signer,
     public_record,
     record_name,
-    verify,
     zone_file_value,
 )
+from newsletter.dkimcheck import check, verify
 from newsletter.editions import EditionPlan, Section, Story, window_for
 from newsletter.errors import DkimError
 from newsletter.message import EditionHeaders, MessageTemplate, Reader
@@ -544,7 +543,7 @@ def test_check_problems_with_dns(key_files, pems) -> None:
 def test_resolve_txt_gives_up_quickly_without_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     """With no reachable name server the lookup is an OSError within its timeout, never a hang."""
     dns_resolver = pytest.importorskip("dns.resolver")
-    from newsletter.dkim import resolve_txt
+    from newsletter.dkimcheck import resolve_txt
 
     resolver = dns_resolver.Resolver(configure=False)
     resolver.nameservers = ["127.0.0.1"]

@@ -18,7 +18,8 @@ import click
 
 from newsletter.cli.base import App, cli, pass_app
 from newsletter.config import DKIM_ALGORITHMS, DkimConfig, find_config_path
-from newsletter.dkim import check, generate_key, record_name, zone_file_value
+from newsletter.dkim import generate_key, record_name, zone_file_value
+from newsletter.dkimcheck import check
 from newsletter.errors import ConfigError, UsageError
 
 _FIELDS = {f.name: f for f in dataclasses.fields(DkimConfig)}
