@@ -284,6 +284,30 @@ def _path(value: Any) -> str:
     return str(Path(_text(value)).expanduser()) if _text(value) else ""
 
 
+def _origins(value: Any) -> tuple[str, ...]:
+    """Web origins such as "https://news.example.com": scheme, host and port, nothing more."""
+    if not isinstance(value, list):
+        raise _InvalidValueError
+    found = []
+    for item in value:
+        text = _http_url(item)
+        parts = urlsplit(text)
+        if parts.path or parts.username or parts.password:
+            raise _InvalidValueError('a list of origins such as ["https://news.example.com"]: no path or login')
+        found.append(f"{parts.scheme}://{parts.netloc}".lower())
+    return tuple(dict.fromkeys(found))
+
+
+_UTM_VALUE = re.compile(r"[A-Za-z0-9._~-]{1,60}")
+
+
+def _utm_value(value: Any) -> str:
+    text = _nonempty(value)
+    if not _UTM_VALUE.fullmatch(text):
+        raise _InvalidValueError('letters, digits, ".", "_", "~" or "-", at most 60, such as "newsletter"')
+    return text
+
+
 def _mailbox_name(value: Any) -> str:
     text = _nonempty(value)
     if not text.isascii() or not text.isprintable():
@@ -419,6 +443,11 @@ class WebConfig:
     unsubscribe_days: int = _meta("days, from 30 to 3650", _int_range(30, 3650), default=365)
     subscribe_per_hour: int = _meta("sign-ups per address per hour, from 1 to 10000", _int_range(1, 10_000), default=10)
     trusted_proxies: int = _meta("the number of reverse proxies in front, from 0 to 5", _int_range(0, 5), default=0)
+    embed_origins: tuple[str, ...] = _meta(
+        'a list of web origins allowed to post the embedded sign-up form, e.g. ["https://news.example.com"]',
+        _origins,
+        default=(),
+    )
 
 
 @dataclass(frozen=True)
@@ -495,6 +524,18 @@ class BouncesConfig:
         return self.address or sender.envelope_from or sender.from_address
 
 
+@dataclass(frozen=True)
+class TrackingConfig:
+    """What the edition counts of what readers do with it: clicks (on by default) and opens (off)."""
+
+    clicks: bool = _meta("true or false", _bool, default=True)
+    opens: bool = _meta("true or false", _bool, default=False)
+    utm: bool = _meta("true or false", _bool, default=False)
+    utm_source: str = _meta('a UTM value such as "newsletter"', _utm_value, default="newsletter")
+    utm_medium: str = _meta('a UTM value such as "email"', _utm_value, default="email")
+    scanner_seconds: int = _meta("seconds, from 0 to 3600", _int_range(0, 3600), default=30)
+
+
 DKIM_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
 VERP_CODE_CHARS = 32  # the longest code newsletter.returnpath makes
 
@@ -533,6 +574,7 @@ class Config:
     design: DesignConfig = field(default_factory=DesignConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     feeds: tuple[FeedConfig, ...] = ()
     source: str = "<memory>"
 
@@ -567,6 +609,7 @@ _SECTIONS: dict[str, type] = {
     "design": DesignConfig,
     "bounces": BouncesConfig,
     "dkim": DkimConfig,
+    "tracking": TrackingConfig,
 }
 
 

@@ -6,58 +6,32 @@ it is about, however the reporting server formats the rest (VERP, as Mailman and
 listmonk do). The same CODE travels in an ``X-Newsletter-Delivery`` header, for relays
 that rewrite the envelope sender but return the original headers.
 
-The code is ``<edition id>-<subscriber id>-<signature>`` in lower-case hex, since some
-mail servers fold the local part to lower case. The signature is 56 bits of keyed BLAKE2b
-(a MAC by design, and one C call: this runs for every message) under a key derived from
-the installation's secret: a forged code, or a real one edited to name another reader, is
-refused, so nobody can bounce someone else off the list by mailing the bounce address.
-56 bits is ample for a check that cannot be tried offline.
-Ids up to 2**31 are 8 hex digits, so a code is at most 32 characters; the configuration
-refuses a bounce address whose local part would then pass the 64 characters SMTP allows.
+The code (``newsletter.codes``) is signed: a forged code, or a real one edited to name
+another reader, is refused, so nobody can bounce someone else off the list by mailing
+the bounce address. The configuration refuses a bounce address whose local part would
+not leave room for a code within the 64 characters SMTP allows.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
-from dataclasses import dataclass
-
+from newsletter.codes import RETURN_PATH, Attribution, ReaderCodes
 from newsletter.config import Config
-from newsletter.errors import TokenError
 
-_CODE = re.compile(r"([0-9a-f]{1,8})-([0-9a-f]{1,8})-([0-9a-f]{14})")
-
-
-@dataclass(frozen=True)
-class Attribution:
-    """What a valid code names."""
-
-    edition_id: int
-    subscriber_id: int
+__all__ = ["Attribution", "ReturnPaths", "return_paths"]
 
 
 class ReturnPaths:
     """Makes each message's envelope sender, and reads the codes bounces come back with."""
 
     def __init__(self, secret_key: str, address: str, *, delimiter: str = "+", verp: bool = True) -> None:
-        if not secret_key:
-            raise TokenError("no secret key configured: return paths cannot be signed")
-        self._key = hashlib.sha256(b"newsletter-return-path\x00" + secret_key.encode("utf-8")).digest()
-        self._mac = hashlib.blake2b(key=self._key, digest_size=7)
+        self._codes = ReaderCodes(secret_key, RETURN_PATH)
         self.address = address
         self.local, _, self.domain = address.rpartition("@")
         self.delimiter = delimiter
         self.verp = verp
 
-    def _signature(self, ids: str) -> str:
-        mac = self._mac.copy()
-        mac.update(ids.encode("ascii"))
-        return mac.hexdigest()
-
     def code(self, edition_id: int, subscriber_id: int) -> str:
-        ids = f"{edition_id:x}-{subscriber_id:x}"
-        return f"{ids}-{self._signature(ids)}"
+        return self._codes.code(edition_id, subscriber_id)
 
     def mail_from(self, code: str) -> str:
         """The envelope sender for a message carrying ``code`` (the plain address when VERP is off)."""
@@ -65,13 +39,7 @@ class ReturnPaths:
 
     def read(self, code: str) -> Attribution:
         """The edition and reader a code names; ``TokenError`` when it is malformed or forged."""
-        match = _CODE.fullmatch(code.strip().lower()) if len(code) < 100 else None
-        if match is None:
-            raise TokenError("not a return-path code")
-        edition_id, subscriber_id = int(match[1], 16), int(match[2], 16)
-        if not hmac.compare_digest(match[3], self._signature(f"{edition_id:x}-{subscriber_id:x}")):
-            raise TokenError("a return-path code with a wrong signature")
-        return Attribution(edition_id, subscriber_id)
+        return self._codes.read(code)
 
 
 def return_paths(config: Config) -> ReturnPaths:

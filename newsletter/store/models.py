@@ -379,3 +379,39 @@ class OutboxMessage(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claimed_by: Mapped[str] = mapped_column(String(200), default="")
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EditionLink(Base):
+    """A link of one edition, by position: what a tracked click redirects to, and nothing else.
+
+    The click endpoint looks the target up here, so it can only ever send a reader to a
+    link the edition really had: not an open redirect, whatever the code says.
+    """
+
+    __tablename__ = "edition_links"
+
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+
+
+class Click(Base):
+    """One reader's click on one link of an edition (scanners and HEAD requests are not recorded).
+
+    No foreign keys to editions or subscribers: a click is written by the web process
+    while a send may be writing deliveries, and must not wait on their rows. A reader
+    removed later leaves their clicks counted but anonymous (``subscriber_id`` NULL).
+    """
+
+    __tablename__ = "clicks"
+    __table_args__ = (
+        Index("ix_clicks_edition_position", "edition_id", "position"),
+        Index("ix_clicks_subscriber_id", "subscriber_id"),
+        Index("ix_clicks_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    edition_id: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)  # 0: the open-tracking image, 1..n: the links
+    subscriber_id: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
