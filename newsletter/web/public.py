@@ -11,9 +11,11 @@ import logging
 import re
 from datetime import date
 
-from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, make_response, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from newsletter.config import Config
+from newsletter.embed import WEB, origin_of, page_path, signup_source
 from newsletter.errors import TokenError, TokenExpiredError
 from newsletter.store.models import SubscriberStatus
 from newsletter.store.store import edition_for
@@ -53,13 +55,19 @@ def index() -> BaseResponse:
 
 
 def _subscribe_form(
-    status: int = 200, *, email: str = "", name: str = "", errors: dict[str, str] | None = None
+    status: int = 200,
+    *,
+    email: str = "",
+    name: str = "",
+    source: str = "",
+    errors: dict[str, str] | None = None,
 ) -> tuple[str, int]:
     return (
         render_template(
             "web/subscribe.html",
             email=email[:MAX_EMAIL],
             name=name[:MAX_NAME],
+            source="" if source == WEB else source,
             errors=errors or {},
             max_email=MAX_EMAIL,
             max_name=MAX_NAME,
@@ -71,21 +79,48 @@ def _subscribe_form(
 
 @bp.get("/subscribe")
 def subscribe() -> tuple[str, int]:
-    return _subscribe_form()
+    """The form; ``?email=`` and ``?source=`` fill it in (a link from an article page), and never subscribe.
+
+    Values that could not have come from an honest link are dropped rather than refused:
+    the reader still gets a form to fill in.
+    """
+    email = request.args.get("email", "").strip()
+    if len(email) > MAX_EMAIL or not email.isprintable():
+        email = ""
+    source = ""
+    if "source" in request.args:
+        try:
+            source = signup_source(request.args["source"], _article_path(services().config))
+        except InvalidTextError:
+            source = ""
+    return _subscribe_form(email=email, source=source)
 
 
 @bp.post("/subscribe")
 def subscribe_post() -> BaseResponse | tuple[str, int]:
-    """Sign up: validate, rate-limit, record a pending reader and queue its mail, then try to send it."""
+    """Sign up: check where the form came from, validate, rate-limit, record a pending reader and queue its mail.
+
+    The form may come from our own page (held to the CSRF token) or be embedded in an
+    article page on an origin listed in ``[web] embed_origins`` (``newsletter embed``),
+    whose first visit can carry no cookie of ours and so no token; the double opt-in, the
+    honeypot and both rate limits hold either way.
+    """
     app = services()
+    refused = _refuse_foreign_form(app.config)
+    if refused is not None:
+        return refused
     email, name = request.form.get("email", ""), request.form.get("name", "")
+    try:
+        source, broken_source = signup_source(request.form.get("source", ""), _article_path(app.config)), False
+    except InvalidTextError:
+        source, broken_source = WEB, True
     client = client_key(app.config.web.secret_key, request.remote_addr)
     with app.store.session() as session:
         allowed = allow_attempt(session, "subscribe", client, app.clock.now(), app.config.web.subscribe_per_hour)
     if not allowed:
         log.warning("sign-up rate limit reached for a client")
         problem = "Too many sign-ups from your network in the last hour. Please try again later."
-        return _subscribe_form(429, email=email, name=name, errors={"form": problem})
+        return _subscribe_form(429, email=email, name=name, source=source, errors={"form": problem})
     if request.form.get(HONEYPOT):
         log.info("sign-up with the hidden field filled in: ignored")
         return redirect(url_for("public.check_inbox"), code=303)
@@ -98,11 +133,15 @@ def subscribe_post() -> BaseResponse | tuple[str, int]:
         clean_name(name)
     except InvalidTextError as exc:
         errors["name"] = f"Your name {exc.problem}."
+    if broken_source:
+        # A hidden field the reader cannot fix: show our own form, which no longer carries it.
+        log.warning("sign-up form with a source that cannot be recorded: refused")
+        errors["form"] = "This sign-up form sent something we cannot use. Please sign up here instead."
     if errors:
-        return _subscribe_form(400, email=email, name=name, errors=errors)
+        return _subscribe_form(400, email=email, name=name, source=source, errors=errors)
     now = app.clock.now()
     with app.store.session() as session:
-        signup = request_subscription(session, email, app.clock, name=name, source="web")
+        signup = request_subscription(session, email, app.clock, name=name, source=source)
         recipient = recipient_key(app.config.web.secret_key, signup.email)
         # Queued mails count too: the limit holds while the mail server is down.
         may_mail = allow_attempt(session, "signup-mail", recipient, now, MAILS_PER_ADDRESS_PER_HOUR)
@@ -116,6 +155,83 @@ def subscribe_post() -> BaseResponse | tuple[str, int]:
             MAILS_PER_ADDRESS_PER_HOUR,
         )
     return redirect(url_for("public.check_inbox"), code=303)
+
+
+# --- where a sign-up form came from --------------------------------------------------------
+
+
+def _posted_from() -> str | None:
+    """The origin the browser says the form was on: Origin, else the Referer's; "null" when hidden.
+
+    None when the request names neither (not a browser, or a very old one).
+    """
+    claimed = request.headers.get("Origin")
+    if claimed is not None:
+        return origin_of(claimed) or "null"
+    if request.referrer is None:
+        return None
+    return origin_of(request.referrer) or "null"
+
+
+def _own_hosts(config: Config) -> set[str]:
+    """Our host[:port] as base_url names it and as this request reached us.
+
+    Compared without the scheme: behind a proxy that does not pass X-Forwarded-Proto the
+    app sees http while the browser says https, and our own form must not be refused
+    for that (it still needs its CSRF token).
+    """
+    hosts = {origin_of(config.web.base_url), origin_of(request.host_url)}
+    return {h.split("://", 1)[1] for h in hosts if h}
+
+
+def _is_own(origin: str, config: Config) -> bool:
+    return origin != "null" and origin.split("://", 1)[1] in _own_hosts(config)
+
+
+def _listed(config: Config) -> set[str]:
+    return {found for found in map(origin_of, config.web.embed_origins) if found}
+
+
+def _refuse_foreign_form(config: Config) -> tuple[str, int] | None:
+    """None when the post may go on; else the 403 page saying why and what to configure.
+
+    * From a listed origin, without a CSRF token: an embedded form; it goes on.
+    * From our own origin (or a listed one, with a token): today's CSRF check, which
+      answers 400 "This form has expired" itself when the token is wrong.
+    * From any other origin, from a page that hides its origin, or from nowhere at all
+      and without a token: refused with 403.
+    """
+    has_token = bool(request.form.get("csrf_token"))
+    origin = _posted_from()
+    listed = _listed(config)
+    if origin is not None and origin in listed and not has_token:
+        return None
+    cross_site = request.headers.get("Sec-Fetch-Site") == "cross-site"
+    if (origin is not None and (_is_own(origin, config) or origin in listed)) or (
+        origin is None and has_token and not cross_site
+    ):
+        current_app.extensions["csrf"].protect()  # raises CSRFError: the friendly 400 page
+        return None
+    shown = origin if origin not in (None, "null") else ""
+    log.warning("sign-up form posted from %s, which is not in [web] embed_origins: refused", shown or "an unnamed page")
+    page = render_template("web/subscribe_refused.html", origin=shown, example=shown or "https://news.example.com")
+    return page, 403
+
+
+def _article_path(config: Config) -> str:
+    """The path of the article page the reader came from, when the Referer shows one on a listed origin.
+
+    Our own pages are not articles: a form re-shown after a mistake posts from /subscribe.
+    """
+    referer = request.referrer
+    origin = origin_of(referer)
+    if origin is None or origin not in _listed(config):
+        return ""
+    path = page_path(referer)
+    root = request.script_root
+    if _is_own(origin, config) and (not root or path == root or path.startswith(root + "/")):
+        return ""
+    return path
 
 
 def _address_problem(exc: InvalidAddressError) -> str:
