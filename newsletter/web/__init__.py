@@ -74,7 +74,7 @@ def create_app(
 ) -> Flask:
     """Build the web app; ``ConfigError`` when production mode has no secret key."""
     from newsletter.publish import transport_factory as configured_transport
-    from newsletter.web import admin, clicks, public, security
+    from newsletter.web import admin, archive, clicks, public, security
 
     config = _with_secret_key(config)
     if store is None:
@@ -120,8 +120,10 @@ def create_app(
     csrf = CSRFProtect(app)
     app.register_blueprint(public.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(archive.bp)
     clicks.install(app)  # /c/ and /o/, with the recorder that writes clicks in batches (flushed at exit)
     csrf.exempt(public.unsubscribe)  # RFC 8058 one-click: mailbox providers POST without cookies
+    csrf.exempt(public.subscribe_post)  # checks CSRF itself: forms embedded on [web] embed_origins have no token
     security.install(app)
     app.jinja_env.globals.update(newsletter=config.newsletter)
     return app
