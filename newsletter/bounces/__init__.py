@@ -5,7 +5,7 @@ After the first SMTP hop every failure comes back by mail: delivery status notif
 RFC 5965) and the vacation notices that answer every edition. ``classify`` reads one such
 message and says, as plain data, which readers it names and why; deciding what that does to
 a reader is ``bounce_policy``'s job, and matching a return code to a delivery (with the
-secret) is the mailbox reader's. Keeping this module pure (no I/O, no database, no config)
+secret) is the mailbox reader's. Keeping this package pure (no I/O, no database, no config)
 lets a corpus of real-world reports pin its behaviour down.
 
 The mailbox is written to by strangers, so ``classify`` never raises and never takes long:
@@ -38,8 +38,11 @@ may still say who) gives one ``Failed`` with address "".
 The package reads in layers, each module depending only on those above it:
 
 - ``findings``: the result types (``Kind``, ``Failed``, ``Finding``), no reading at all;
-- ``mime``: bounded reading of a stranger's message (parts, text, raw headers, addresses,
-  the returned original);
+- ``words``: case-blind patterns for the rules, searched fast;
+- ``views``: copies of a message's parts that parse each header field once;
+- ``mime``: bounded reading of a stranger's message (parts, text, raw headers, addresses);
+- ``reading``: the report's own text apart from the original it returns, and that
+  original's references;
 - ``status``: the rules above, from an RFC 3463 code and the words of a reply;
 - ``envelope``: what the outer headers say (return codes, automatic or not, bounce or
   automatic reply by its subject and sender);
@@ -48,8 +51,10 @@ The package reads in layers, each module depending only on those above it:
 - ``reports``: RFC 3464 delivery status, RFC 8098 dispositions, ARF and other feedback loops;
 - ``classifier``: ``classify``, which tries them in order of trust.
 
-Only the names below are the interface; names without an underscore in the modules are
-shared inside the package, not promised to anyone outside it.
+Each message is read once: every header field is parsed once, every part's text decoded
+once, and flufl.bounce asked once, however many readers want them. Only the names below
+are the interface; names without an underscore in the modules are shared inside the
+package, not promised to anyone outside it.
 """
 
 from newsletter.bounces.classifier import classify

@@ -13,17 +13,8 @@ from email.message import EmailMessage, Message
 from newsletter.bounces.envelope import is_automatic, is_autoreply, looks_like_bounce, return_codes
 from newsletter.bounces.findings import Finding, Kind, build_finding
 from newsletter.bounces.freeform import from_text
-from newsletter.bounces.mime import (
-    MAX_PARTS,
-    Part,
-    clean,
-    content_type,
-    header,
-    originals_in,
-    param,
-    read_message,
-    references,
-)
+from newsletter.bounces.mime import MAX_PARTS, Part, clean, param
+from newsletter.bounces.reading import read_message, references
 from newsletter.bounces.reports import complaint, from_dsn, from_mdn, non_arf_complaint
 
 
@@ -40,17 +31,18 @@ def classify(msg: EmailMessage, *, return_local: str = "bounces", delimiter: str
         return _classify(msg, return_local, delimiter)
     except Exception as exc:  # noqa: BLE001 - classify never raises for a stranger's message
         try:
-            automatic = is_automatic(msg)
+            automatic = is_automatic(Part.top(msg))
         except Exception:  # noqa: BLE001
             automatic = False
         return build_finding(Kind.UNKNOWN, (), (), (), (), "", automatic, clean(f"could not be read: {exc!r}"))
 
 
 def _classify(msg: Message, return_local: str, delimiter: str) -> Finding:
-    codes = return_codes(msg, return_local, delimiter)
-    automatic = is_automatic(msg)
-    reading = read_message(msg)
-    report_type = param(msg, "report-type") if content_type(msg) == "multipart/report" else ""
+    top = Part.top(msg)
+    codes = return_codes(top.headers, return_local, delimiter)
+    automatic = is_automatic(top)
+    reading = read_message(top)
+    report_type = param(top.part, "report-type") if top.ctype == "multipart/report" else ""
 
     feedback = _first_report(reading.parts, ("message/feedback-report",))
     if feedback is not None or report_type == "feedback-report":
@@ -66,20 +58,20 @@ def _classify(msg: Message, return_local: str, delimiter: str) -> Finding:
     if mdn is not None or report_type == "disposition-notification":
         return from_mdn(reading, mdn, codes)
 
-    non_arf = non_arf_complaint(msg, reading, codes)
+    non_arf = non_arf_complaint(reading, codes)
     if non_arf is not None:
         return non_arf
 
-    bounced = from_text(msg, reading, codes)
+    bounced = from_text(reading, codes)
     if bounced is not None:
         return bounced
 
-    if is_autoreply(msg, reading, automatic):
-        ids, refs = references(originals_in(reading.parts), [])
-        return build_finding(Kind.AUTOREPLY, (), codes, ids, refs, "", True, clean(header(msg, "subject")))
+    if is_autoreply(reading, automatic):
+        ids, refs = references(reading.originals(), [])
+        return build_finding(Kind.AUTOREPLY, (), codes, ids, refs, "", True, clean(reading.headers.first("subject")))
 
-    ids, refs = references(originals_in(reading.parts), [])
-    if status_parts is not None or (automatic and looks_like_bounce(msg)):
+    ids, refs = references(reading.originals(), [])
+    if status_parts is not None or (automatic and looks_like_bounce(reading.headers)):
         return build_finding(Kind.UNKNOWN, (), codes, ids, refs, "", True, "a delivery report naming no recipient")
     summary = "an automatic message" if automatic else "a message written by a person"
     if reading.truncated:

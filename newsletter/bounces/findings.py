@@ -58,7 +58,7 @@ def build_finding(
     automatic: bool,
     summary: str = "",
 ) -> Finding:
-    """A finding whose kind, status and diagnostic summary come from its first recipient."""
+    """The ``Finding``, its status and diagnostic those of the first recipient (the summary when there is none)."""
     first = recipients[0] if recipients else None
     return Finding(
         kind=kind,

@@ -12,26 +12,16 @@ from __future__ import annotations
 
 import logging
 import re
-from email.message import Message
 from email.utils import getaddresses
 
 from flufl.bounce import all_failures
 
 from newsletter.bounces.envelope import ROBOT_LOCAL, has_autoreply_subject, looks_like_bounce
 from newsletter.bounces.findings import Failed, Finding, Kind, build_finding
-from newsletter.bounces.mime import (
-    ADDR_SPEC,
-    MAX_RECIPIENTS,
-    Reading,
-    clean,
-    decode_words,
-    header,
-    originals_in,
-    parse_address,
-    raw_headers,
-    references,
-)
+from newsletter.bounces.mime import ADDR_SPEC, MAX_RECIPIENTS, Headers, clean, decode_words, parse_address
+from newsletter.bounces.reading import Reading, references
 from newsletter.bounces.status import SENDER_TEXT, classify_status, first_status, text_kind
+from newsletter.bounces.words import Words
 
 # flufl.bounce logs a full traceback when one of its detectors trips on malformed input;
 # classify() already treats that as "nothing found", and a traceback must never reach
@@ -56,6 +46,7 @@ def before_original(text: str) -> str:
 
 
 def text_after_original(text: str) -> list[str]:
+    """The copy of the original that follows the report's own words, if there is one."""
     match = _ORIGINAL_MARKERS.search(text, 40)
     return [text[match.start() :]] if match else []
 
@@ -76,22 +67,20 @@ def near(body: str, address: str) -> str:
     return body[start:index] + chunk[:900]
 
 
-_DIAG_LINE = re.compile(
+_DIAG_LINE = Words(
     r"(?:(?<![\d.])[45]\d\d[ -]|(?<![\d.])[45]\.\d{1,3}\.\d{1,3}|said:|error:|reason:|diagnostic|sorry,? (?:no|the)|"
     r"unknown|does ?n[o']t exist|full|quota|refused|rejected|denied|not found|invalid|no such|disabled|blocked"
     r"|expired|timed? ?out|loops? back|not unique|discontinued|spam|not accepted|unavailable|too large|deferred"
     r"|temporar|delayed|postponed|couldn't|could not|not delivered|unable to (?:connect|route|find)|not enough"
-    r"|not a valid|exceeded|error)",
-    re.IGNORECASE,
+    r"|not a valid|exceeded|error)"
 )
-_BOILERPLATE = re.compile(
+_BOILERPLATE = Words(
     r"unable to deliver (?:your )?message to the following|this is a permanent error|i'm afraid i wasn't able"
     r"|could not be delivered to one or more|following address(?:es)? failed|unable to deliver your message to the"
     r" following|delivery to the following recipient|the following message to|was undeliverable|transcript of"
     r"|following recipients? (?:could not|failed)|your message (?:could not|did not|cannot) be delivered|"
     r"delivery has failed to these recipients|message (?:could not be|was not) delivered to|an error occurred while"
-    r"|could not deliver the message in the time limit|^-+$|permanent fatal errors",
-    re.IGNORECASE,
+    r"|could not deliver the message in the time limit|^-+$|permanent fatal errors"
 )
 
 
@@ -122,37 +111,46 @@ def diagnostic_line(context: str, address: str = "") -> str:
     return ""
 
 
-def flufl_failures(msg: Message, oversized: bool) -> tuple[list[str], list[str]]:
+def flufl_failures(reading: Reading) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Temporary and permanent addresses found by Mailman's detectors; none for oversized messages.
 
     The detectors walk every part and scan every line without limit, so a message past our
-    bounds is left to our own bounded reading.
+    bounds is left to our own bounded reading. They are asked once a message, and read it
+    through views (see ``views.Views``): each detector reads the same few headers again,
+    and parsing them was most of what the detectors cost.
     """
-    if oversized:
-        return [], []
-    try:
-        temporary, permanent = all_failures(msg)
-    except Exception:  # noqa: BLE001 - a detector tripping over a malformed message finds nobody
-        return [], []
+    if reading.failures is None:
+        reading.failures = _ask_flufl(reading)
+    return reading.failures
 
-    def decoded(found: frozenset[bytes]) -> list[str]:
-        out = []
+
+def _ask_flufl(reading: Reading) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if reading.oversized:
+        return (), ()
+    try:
+        temporary, permanent = all_failures(reading.top.views.tree())
+    except Exception:  # noqa: BLE001 - a detector tripping over a malformed message finds nobody
+        return (), ()
+
+    def decoded(found: frozenset[bytes]) -> tuple[str, ...]:
+        out: list[str] = []
         for raw in sorted(found):
             addr = parse_address(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw))
             if addr and addr not in out:
                 out.append(addr)
-        return out
+        return tuple(out)
 
     return decoded(temporary), decoded(permanent)
 
 
-def from_text(msg: Message, reading: Reading, codes: tuple[str, ...]) -> Finding | None:
+def from_text(reading: Reading, codes: tuple[str, ...]) -> Finding | None:
     """A bounce in any format but RFC 3464: addresses from flufl.bounce and X-Failed-Recipients."""
-    if has_autoreply_subject(msg) and not looks_like_bounce(msg):
+    headers = reading.headers
+    if has_autoreply_subject(headers) and not looks_like_bounce(headers):
         return None
-    temporary, permanent = flufl_failures(msg, reading.oversized)
+    temporary, permanent = flufl_failures(reading)
     failed_header = []
-    for value in raw_headers(msg, "x-failed-recipients"):
+    for value in headers.raw("x-failed-recipients"):
         for _name, addr in getaddresses([decode_words(value)[:4000]]):
             address = parse_address(addr)
             if address and address not in failed_header:
@@ -160,10 +158,10 @@ def from_text(msg: Message, reading: Reading, codes: tuple[str, ...]) -> Finding
     addresses = [*failed_header, *(a for a in permanent if a not in failed_header)]
     addresses += [a for a in temporary if a not in addresses]
     body = before_original(reading.text)
-    if not addresses and looks_like_bounce(msg):
-        addresses = _addresses_in_report(msg, body)
+    if not addresses and looks_like_bounce(headers):
+        addresses = _addresses_in_report(headers, body)
         if not addresses:
-            return _unattributed(msg, reading, body, codes)
+            return _unattributed(reading, body, codes)
     if not addresses:
         return None
     recipients = []
@@ -174,9 +172,9 @@ def from_text(msg: Message, reading: Reading, codes: tuple[str, ...]) -> Finding
         if address in temporary and address not in permanent:
             kind = Kind.SENDER if SENDER_TEXT.search(diag) else Kind.SOFT
         else:
-            kind = classify_status(status, evidence(diag, context, body, header(msg, "subject")))
+            kind = classify_status(status, evidence(diag, context, body, headers.first("subject")))
         recipients.append(Failed(address, kind, status, diag))
-    ids, refs = references(originals_in(reading.parts), text_after_original(reading.text))
+    ids, refs = references(reading.originals(), text_after_original(reading.text))
     return build_finding(recipients[0].kind, tuple(recipients), codes, ids, refs, "", True)
 
 
@@ -188,9 +186,9 @@ def evidence(diag: str, context: str, body: str, subject: str) -> str:
     return diag
 
 
-def _addresses_in_report(msg: Message, body: str) -> list[str]:
+def _addresses_in_report(headers: Headers, body: str) -> list[str]:
     """Addresses a bounce's own words name, when no detector found any: not ours, not the reporter's."""
-    own = {parse_address(v) for name in ("from", "to", "sender", "reply-to") for v in raw_headers(msg, name)}
+    own = {parse_address(v) for name in ("from", "to", "sender", "reply-to") for v in headers.raw(name)}
     found: list[str] = []
     for match in ADDR_SPEC.finditer(body[:20_000]):
         address = match.group(0).strip(".").lower()
@@ -201,12 +199,12 @@ def _addresses_in_report(msg: Message, body: str) -> list[str]:
     return found[:5]
 
 
-def _unattributed(msg: Message, reading: Reading, body: str, codes: tuple[str, ...]) -> Finding | None:
+def _unattributed(reading: Reading, body: str, codes: tuple[str, ...]) -> Finding | None:
     """A bounce that names nobody but says why (the return code may still say who): one Failed with no address."""
     diag = diagnostic_line(body)
     if not diag or text_kind(diag) is None:
         return None
     status = first_status(diag)
     kind = classify_status(status, diag)
-    ids, refs = references(originals_in(reading.parts), text_after_original(reading.text))
+    ids, refs = references(reading.originals(), text_after_original(reading.text))
     return build_finding(kind, (Failed("", kind, status, diag),), codes, ids, refs, "", True)

@@ -1,30 +1,34 @@
-"""Reading a message written by a stranger: its parts, its text and its headers, within bounds.
+"""Reading a message written by a stranger: its parts, their text and their headers, within bounds.
 
 Everything here is defensive. The parts are walked iteratively and only the first
 ``MAX_PARTS`` of them, so a message nested a hundred thousand deep costs no more than a
-flat one; at most ``MAX_TEXT`` characters of text are read; a header is read from its raw
-value, because parsing a malformed one may raise; and a part whose content type cannot be
-read is plain text, as RFC 2045 says. ``read_message`` gives the rest of the package a
-``Reading``: the parts in document order, the report's own text, and whether the message
-is too big to hand to a reader without limits.
+flat one; at most ``MAX_PART_TEXT`` characters of one part's text are read; a header is
+read from its raw value, because parsing a malformed one may raise; and a part whose
+content type cannot be read is plain text, as RFC 2045 says.
+
+Everything here is also read once: a bounce passes through several readers that each
+ask for the same Subject, From or text, so a ``Headers`` keeps each field it has looked
+up and a ``Part`` the text it has decoded; the parts themselves are read through
+``views.Views``, which parse each header field once.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import HeaderParser
+from functools import cached_property
+from typing import Any
 
 from newsletter.bounces.findings import MAX_DIAGNOSTIC
+from newsletter.bounces.views import Views
 
 MAX_PARTS = 50  # MIME parts looked at, in document order
 MAX_TEXT = 300_000  # characters of text read from the whole message
 MAX_PART_TEXT = 100_000  # characters of text read from one part
 MAX_RECIPIENTS = 100
-_MAX_HEADERS = 500  # outer header fields; more than this and flufl.bounce is not asked
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 SPACES = re.compile(r"\s+")
@@ -45,23 +49,71 @@ def decode_words(value: str) -> str:
 
 def clean(value: str, limit: int = MAX_DIAGNOSTIC) -> str:
     """One line: encoded words decoded, control characters gone, whitespace collapsed, capped."""
-    value = decode_words(value[: limit * 8])
-    value = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in _CONTROL.sub(" ", value))
+    value = _CONTROL.sub(" ", decode_words(value[: limit * 8]))
+    if not value.isascii():  # ASCII has no control characters left after _CONTROL
+        value = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in value)
     return SPACES.sub(" ", value).strip()[:limit]
 
 
-def raw_headers(part: Message, name: str) -> list[str]:
-    """The unparsed values of one header: parsing a stranger's header must not raise."""
-    name = name.lower()
-    try:
-        return [str(value) for key, value in part.raw_items() if key.lower() == name]
-    except Exception:  # noqa: BLE001 - a part without readable headers has none
-        return []
+def parse_address(value: str) -> str:
+    """The addr-spec in a recipient field such as "rfc822; <Ann@Example.org>", lower-cased."""
+    value = clean(value, 998)
+    if ";" in value:
+        value = value.split(";", 1)[1]
+    match = ADDR_SPEC.search(value)
+    if match:
+        return match.group(0).strip(".").lower()
+    value = value.strip().strip("<>").strip()
+    return value.lower() if value and " " not in value else ""
 
 
-def header(part: Message, name: str) -> str:
-    values = raw_headers(part, name)
-    return clean(values[0], 998) if values else ""
+class Headers:
+    """One part's header fields by lower-cased name, unparsed, each looked up and cleaned once.
+
+    Parsing a stranger's header may raise, so the raw values are read; a part whose
+    headers cannot be listed has none, and a value that cannot be read as text is absent.
+    """
+
+    def __init__(self, part: Message) -> None:
+        try:
+            items = list(part.raw_items())
+            names = [key.lower() for key, _ in items]
+        except Exception:  # noqa: BLE001 - a part without readable headers has none
+            items, names = [], []
+        self.names: list[str] = names  # every field, in order, repeats kept
+        self._raw: dict[str, list[Any]] = {}
+        for name, (_, value) in zip(names, items, strict=True):
+            self._raw.setdefault(name, []).append(value)
+        self._values: dict[str, tuple[str, ...]] = {}
+        self._first: dict[str, str] = {}
+
+    def raw(self, name: str) -> tuple[str, ...]:
+        """The unparsed values of one field, in order."""
+        name = name.lower()
+        found = self._values.get(name)
+        if found is None:
+            try:
+                found = tuple(str(value) for value in self._raw.get(name, ()))
+            except Exception:  # noqa: BLE001 - unreadable as text: not there
+                found = ()
+            self._values[name] = found
+        return found
+
+    def first(self, name: str) -> str:
+        """The first value of one field as one clean line, "" when there is none."""
+        found = self._first.get(name)
+        if found is None:
+            values = self.raw(name)
+            found = self._first[name] = clean(values[0], 998) if values else ""
+        return found
+
+    def fields(self) -> dict[str, str]:
+        """Each field's first value, as a report's field block is read."""
+        fields: dict[str, str] = {}
+        for name in self.names:
+            if name not in fields:
+                fields[name] = self.first(name)
+        return fields
 
 
 def content_type(part: Message) -> str:
@@ -81,36 +133,11 @@ def param(part: Message, name: str) -> str:
     return str(value or "").lower()
 
 
-def _children(part: Message) -> list[Message]:
+def children(part: Message) -> list[Message]:
     if not part.is_multipart():
         return []
     payload = part.get_payload()
     return [child for child in payload if isinstance(child, Message)] if isinstance(payload, list) else []
-
-
-@dataclass(frozen=True)
-class Part:
-    part: Message
-    ctype: str
-    nesting: int  # how many message/rfc822 (or returned-original) parts enclose it
-
-
-def _walk(msg: Message) -> tuple[list[Part], bool]:
-    """The first ``MAX_PARTS`` parts in document order, without recursion; and whether more were left."""
-    found: list[Part] = []
-    stack: list[tuple[Message, int]] = [(msg, 0)]
-    while stack:
-        if len(found) >= MAX_PARTS:
-            return found, True
-        part, nesting = stack.pop()
-        ctype = content_type(part)
-        found.append(Part(part, ctype, nesting))
-        if ctype == "message/delivery-status" or (ctype.startswith("message/") and ctype != "message/rfc822"):
-            continue  # field blocks, read by field_blocks
-        inner = nesting + 1 if ctype == "message/rfc822" else nesting
-        children = _children(part)
-        stack.extend((child, inner) for child in reversed(children[: MAX_PARTS * 2]))
-    return found, False
 
 
 def payload_text(part: Message, limit: int = MAX_PART_TEXT) -> str:
@@ -132,141 +159,78 @@ def payload_text(part: Message, limit: int = MAX_PART_TEXT) -> str:
     return raw.decode("latin-1")[:limit]
 
 
-def field_blocks(part: Message) -> list[dict[str, str]]:
+class Part:
+    """One MIME part (a view of it), its content type and depth, and what has been read of it."""
+
+    def __init__(self, part: Message, ctype: str, nesting: int, views: Views) -> None:
+        self.part = part
+        self.ctype = ctype
+        self.nesting = nesting  # how many message/rfc822 (or returned-original) parts enclose it
+        self.views = views
+        self._texts: dict[int, str] = {}
+
+    @classmethod
+    def top(cls, msg: Message) -> Part:
+        """The message itself, the first part, with the views its parts will share."""
+        views = Views(msg)
+        view = views.view(msg)
+        return cls(view, content_type(view), 0, views)
+
+    def inner(self, part: Message, nesting: int) -> Part:
+        """A part found inside this message, read through the same views."""
+        view = self.views.view(part)
+        return Part(view, content_type(view), nesting, self.views)
+
+    @cached_property
+    def headers(self) -> Headers:
+        return Headers(self.part)
+
+    def text(self, limit: int = MAX_PART_TEXT) -> str:
+        """``payload_text`` of this part, decoded once for each limit asked."""
+        found = self._texts.get(limit)
+        if found is None:
+            found = self._texts[limit] = payload_text(self.part, limit)
+        return found
+
+
+def walk(top: Part) -> tuple[list[Part], bool]:
+    """The first ``MAX_PARTS`` parts in document order, without recursion; and whether more were left."""
+    found: list[Part] = []
+    stack: list[tuple[Message, int]] = []
+    part = top
+    while True:
+        found.append(part)
+        ctype = part.ctype
+        # message/delivery-status and the like hold field blocks, read by field_blocks
+        if not (ctype == "message/delivery-status" or (ctype.startswith("message/") and ctype != "message/rfc822")):
+            inner = part.nesting + 1 if ctype == "message/rfc822" else part.nesting
+            stack.extend((child, inner) for child in reversed(children(part.part)[: MAX_PARTS * 2]))
+        if not stack:
+            return found, False
+        if len(found) >= MAX_PARTS:
+            return found, True
+        child, nesting = stack.pop()
+        part = top.inner(child, nesting)
+
+
+def field_blocks(part: Part) -> list[dict[str, str]]:
     """The field blocks of a message/delivery-status or feedback-report part, names lower-cased."""
     blocks: list[dict[str, str]] = []
-    children = _children(part)
-    if children:
-        for block in children[:MAX_RECIPIENTS]:
-            fields: dict[str, str] = {}
-            for name in header_names(block):
-                fields.setdefault(name, header(block, name))
+    found = children(part.part)
+    if found:
+        for block in found[:MAX_RECIPIENTS]:
+            fields = Headers(block).fields()
             if fields:
                 blocks.append(fields)
         if blocks:
             return blocks
-    text = payload_text(part)
+    text = part.text()
     for chunk in re.split(r"\r?\n\s*\r?\n", text)[:MAX_RECIPIENTS]:
-        fields = {}
         try:
             parsed = HeaderParser().parsestr(chunk.strip() + "\n")
         except Exception:  # noqa: BLE001 - a block we cannot parse names nobody
             continue
-        for name in header_names(parsed):
-            fields.setdefault(name, header(parsed, name))
+        fields = Headers(parsed).fields()
         if fields:
             blocks.append(fields)
     return blocks
-
-
-def header_names(part: Message) -> list[str]:
-    try:
-        return [key.lower() for key, _ in part.raw_items()]
-    except Exception:  # noqa: BLE001
-        return []
-
-
-def parse_address(value: str) -> str:
-    """The addr-spec in a recipient field such as "rfc822; <Ann@Example.org>", lower-cased."""
-    value = clean(value, 998)
-    if ";" in value:
-        value = value.split(";", 1)[1]
-    match = ADDR_SPEC.search(value)
-    if match:
-        return match.group(0).strip(".").lower()
-    value = value.strip().strip("<>").strip()
-    return value.lower() if value and " " not in value else ""
-
-
-_ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers", "message/global")
-_TEXT_MSGID = re.compile(r"^\s*Message-I[dD]\s*:\s*(<[^<>\s]{1,250}>)", re.MULTILINE | re.IGNORECASE)
-_TEXT_REF = re.compile(r"^\s*X-Newsletter-Delivery\s*:\s*(\S{1,250})", re.MULTILINE | re.IGNORECASE)
-
-
-def _original_headers(part: Part) -> Message | None:
-    """The headers of a returned original, from message/rfc822 or text/rfc822-headers."""
-    if part.ctype in ("message/rfc822", "message/global"):
-        children = _children(part.part)
-        if children:
-            return children[0]
-    text = payload_text(part.part, 64_000)
-    try:
-        return HeaderParser().parsestr(text.split("\n\n", 1)[0] + "\n")
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def originals_in(parts: list[Part]) -> list[Message]:
-    found = []
-    for part in parts:
-        if part.ctype in _ORIGINAL_TYPES:
-            headers = _original_headers(part)
-            if headers is not None:
-                found.append(headers)
-    return found
-
-
-def references(originals: list[Message], texts: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Message-IDs and X-Newsletter-Delivery values of the returned original(s), nearest first."""
-    ids: list[str] = []
-    refs: list[str] = []
-    for original in originals:
-        for value in raw_headers(original, "message-id"):
-            match = re.search(r"<[^<>\s]{1,250}>", value)
-            if match and match.group(0) not in ids:
-                ids.append(match.group(0))
-        for value in raw_headers(original, "x-newsletter-delivery"):
-            ref = clean(value, 250)
-            if ref and ref not in refs:
-                refs.append(ref)
-    if not originals:
-        for text in texts:
-            ids.extend(m for m in _TEXT_MSGID.findall(text) if m not in ids)
-            refs.extend(m for m in _TEXT_REF.findall(text) if m not in refs)
-    return tuple(ids), tuple(refs)
-
-
-@dataclass
-class Reading:
-    """The parts of a message split into what the report says and what it returns."""
-
-    message: Message
-    parts: list[Part]
-    truncated: bool
-    oversized: bool  # too many parts, headers or characters for flufl.bounce, which reads everything
-    texts: list[str]  # readable text of the report itself (not of a returned original), capped
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.texts)
-
-
-def read_message(msg: Message) -> Reading:
-    parts, truncated = _walk(msg)
-    texts: list[str] = []
-    budget = MAX_TEXT
-    for part in parts:
-        if budget <= 0:
-            break
-        if part.nesting or part.ctype not in ("text/plain", "text/html", "text/enriched"):
-            continue
-        attached = param(part.part, "name") or "attachment" in header(part.part, "content-disposition").lower()
-        if attached and part.part is not msg:
-            continue
-        text = payload_text(part.part, min(budget, MAX_PART_TEXT))
-        if part.ctype == "text/html":
-            text = re.sub(r"<[^>]{0,2000}>", " ", text)
-        budget -= len(text)
-        texts.append(text)
-    size = 0
-    for part in parts:
-        payload = part.part.get_payload() if not part.part.is_multipart() else ""
-        size += len(payload) if isinstance(payload, str | bytes) else 0
-    oversized = truncated or size > MAX_TEXT or len(header_names(msg)) > _MAX_HEADERS
-    return Reading(msg, parts, truncated, oversized, texts)
-
-
-def originals_below(reading: Reading, nesting: int) -> list[Message]:
-    """Originals returned by the report at this nesting, nearest first, then any deeper."""
-    parts = [p for p in reading.parts if p.nesting >= nesting]
-    return originals_in(parts)

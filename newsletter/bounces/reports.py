@@ -9,7 +9,6 @@ unsubscribe button) are complaints too, and are recognised here.
 from __future__ import annotations
 
 import re
-from email.message import Message
 
 from newsletter.bounces.findings import Failed, Finding, Kind, build_finding
 from newsletter.bounces.freeform import (
@@ -20,21 +19,10 @@ from newsletter.bounces.freeform import (
     near,
     text_after_original,
 )
-from newsletter.bounces.mime import (
-    MAX_RECIPIENTS,
-    MAX_TEXT,
-    Part,
-    Reading,
-    clean,
-    field_blocks,
-    header,
-    originals_below,
-    originals_in,
-    parse_address,
-    payload_text,
-    references,
-)
+from newsletter.bounces.mime import MAX_RECIPIENTS, MAX_TEXT, Part, clean, field_blocks, parse_address
+from newsletter.bounces.reading import Reading, references
 from newsletter.bounces.status import classify_status, first_status, normal_status
+from newsletter.bounces.words import Words
 
 # --- RFC 3464 delivery status notifications -------------------------------------------
 
@@ -56,13 +44,13 @@ def from_dsn(reading: Reading, status_parts: list[Part], codes: tuple[str, ...])
     used: set[str] = set()
     delivered = 0
     report_text = "\n".join(
-        payload_text(p.part)
+        p.text()
         for p in reading.parts
         if p.nesting == status_parts[0].nesting and p.ctype in ("text/plain", "text/html")
     )[:MAX_TEXT]
     body = before_original(report_text)
     for part in status_parts:
-        blocks = field_blocks(part.part)
+        blocks = field_blocks(part)
         for block in blocks:
             if "final-recipient" not in block and "original-recipient" not in block:
                 continue
@@ -72,7 +60,7 @@ def from_dsn(reading: Reading, status_parts: list[Part], codes: tuple[str, ...])
                 continue
             address = _dsn_address(block)
             if "@" not in address:
-                found = flufl_failures(reading.message, reading.oversized)[1]
+                found = flufl_failures(reading)[1]
                 address = next((a for a in found if a not in used), address)
             used.add(address)
             raw_diag = block.get("diagnostic-code", "")
@@ -87,7 +75,7 @@ def from_dsn(reading: Reading, status_parts: list[Part], codes: tuple[str, ...])
             else:
                 words = diag
                 if not status or status.endswith(".0.0"):
-                    words = evidence(diag, context, body, header(reading.message, "subject"))
+                    words = evidence(diag, context, body, reading.headers.first("subject"))
                 if status.startswith("2"):
                     status = ""  # a 2.x.x on a failed recipient says nothing about why
                 kind = classify_status(status, words)
@@ -95,7 +83,7 @@ def from_dsn(reading: Reading, status_parts: list[Part], codes: tuple[str, ...])
             if len(recipients) >= MAX_RECIPIENTS:
                 break
     nesting = status_parts[0].nesting
-    ids, refs = references(originals_below(reading, nesting), text_after_original(report_text))
+    ids, refs = references(reading.originals(nesting), text_after_original(report_text))
     if recipients:
         return build_finding(recipients[0].kind, tuple(recipients), codes, ids, refs, "", True)
     if delivered:
@@ -105,7 +93,7 @@ def from_dsn(reading: Reading, status_parts: list[Part], codes: tuple[str, ...])
 
 # --- message disposition notifications (RFC 8098) --------------------------------------
 
-_MDN_REFUSED = re.compile(r"\b(?:deleted|denied|failed|rejected|error)\b", re.IGNORECASE)
+_MDN_REFUSED = Words(r"\b(?:deleted|denied|failed|rejected|error)\b")
 
 
 def from_mdn(reading: Reading, mdn: list[Part] | None, codes: tuple[str, ...]) -> Finding:
@@ -114,14 +102,14 @@ def from_mdn(reading: Reading, mdn: list[Part] | None, codes: tuple[str, ...]) -
     Sieve's reject and Dovecot's quota refusals arrive this way, so they count as failures.
     """
     fields: dict[str, str] = {}
-    for block in field_blocks(mdn[0].part) if mdn else []:
+    for block in field_blocks(mdn[0]) if mdn else []:
         for name, value in block.items():
             fields.setdefault(name, value)
-    ids, refs = references(originals_in(reading.parts), reading.texts)
+    ids, refs = references(reading.originals(), reading.texts)
     disposition = fields.get("disposition", "")
     rejected = (
         _MDN_REFUSED.search(disposition.split(";", 1)[-1])
-        or "rejected" in header(reading.message, "auto-submitted").lower()
+        or "rejected" in reading.headers.first("auto-submitted").lower()
     )
     if not rejected:
         return build_finding(Kind.AUTOREPLY, (), codes, ids, refs, "", True, "read receipt")
@@ -140,13 +128,13 @@ def complaint(reading: Reading, feedback: list[Part] | None, codes: tuple[str, .
     nesting = 0
     if feedback:
         nesting = feedback[0].nesting
-        for block in field_blocks(feedback[0].part):
+        for block in field_blocks(feedback[0]):
             for name, value in block.items():
                 fields.setdefault(name, value)
-    originals = originals_below(reading, nesting)
+    originals = reading.originals(nesting)
     address = parse_address(fields.get("original-rcpt-to", ""))
     if not address and originals:
-        address = parse_address(header(originals[0], "to"))
+        address = parse_address(originals[0].first("to"))
     if not address:
         address = parse_address(fields.get("removal-recipient", ""))
     feedback_type = clean(fields.get("feedback-type", ""), 64).lower() or "abuse"
@@ -159,30 +147,28 @@ def complaint(reading: Reading, feedback: list[Part] | None, codes: tuple[str, .
     return build_finding(kind, recipients, codes, ids, refs, feedback_type, True)
 
 
-_ABUSE_TEXT = re.compile(
+_ABUSE_TEXT = Words(
     r"this is an (?:e-?mail )?abuse report|abuse report for an? (?:e-?mail )?message|feedback loop"
     r"|complaint (?:about|regarding) (?:a |this )?message|marked (?:it |this message |as )+spam"
-    r"|reported (?:it |this message )?as spam|spam complaint",
-    re.IGNORECASE,
+    r"|reported (?:it |this message )?as spam|spam complaint"
 )
 
 
-def non_arf_complaint(msg: Message, reading: Reading, codes: tuple[str, ...]) -> Finding | None:
+def non_arf_complaint(reading: Reading, codes: tuple[str, ...]) -> Finding | None:
     """A feedback loop that is not ARF: an abuse report text with the complained-of message attached."""
-    if header(msg, "x-apple-unsubscribe").lower() == "true":
+    headers = reading.headers
+    if headers.first("x-apple-unsubscribe").lower() == "true":
         # Apple Mail's "unsubscribe" button mails the List-Unsubscribe address for the reader:
         # an opt-out in ARF's terms (RFC 5965 feedback type "opt-out"), from the reader's own address.
-        address = parse_address(header(msg, "from"))
+        address = parse_address(headers.first("from"))
         return build_finding(
             Kind.COMPLAINT, (Failed(address, Kind.COMPLAINT, "", "opt-out"),), codes, (), (), "opt-out", True
         )
-    originals = originals_in(reading.parts)
-    if not originals or not _ABUSE_TEXT.search(reading.text[:20_000] + "\n" + header(msg, "subject")):
+    originals = reading.originals()
+    if not originals or not _ABUSE_TEXT.search(reading.text[:20_000] + "\n" + headers.first("subject")):
         return None
     # Outlook.com's feedback loop (JMRP) names the complaining reader in a header of the original.
-    address = parse_address(header(originals[0], "x-hmxmroriginalrecipient")) or parse_address(
-        header(originals[0], "to")
-    )
+    address = parse_address(originals[0].first("x-hmxmroriginalrecipient")) or parse_address(originals[0].first("to"))
     ids, refs = references(originals, [])
     recipients = (Failed(address, Kind.COMPLAINT, "", "abuse report"),)
     return build_finding(Kind.COMPLAINT, recipients, codes, ids, refs, "abuse", True)

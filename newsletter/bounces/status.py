@@ -7,16 +7,18 @@ disposition text, and the sentence an older MTA wrote around an address.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from newsletter.bounces.findings import Kind
 from newsletter.bounces.mime import MAX_PART_TEXT, SPACES
+from newsletter.bounces.words import Words
 
 _STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d])")
 _REPLY_CODE = re.compile(r"(?<![\d.#-])([45]\d\d)(?:[ -]|$)", re.MULTILINE)
 
-_GREYLIST = re.compile(r"gr[ae]y[- ]?list", re.IGNORECASE)
-SENDER_TEXT = re.compile(
+_GREYLIST = Words(r"gr[ae]y[- ]?list")
+SENDER_TEXT = Words(
     r"spamhaus|spamcop|barracuda|sorbs|spews|surbl|uribl|\bcbl\b|\brbl\b|dnsbl|\bdnsrbl|blocklist|blacklist"
     r"|block[ -]list|black[ -]list|(?<!not )listed (?:at|in|on|by)|\bblocked\b(?! by (?:the )?recipient)|\bbanned\b"
     r"|reputation|\bspam\b|spam message|spamassassin|junk mail|unsolicited|bulk (?:e-?)?mail"
@@ -37,19 +39,17 @@ SENDER_TEXT = re.compile(
     r"|not accepted(?: here)? from|administrative prohibition|poor reputation|low reputation|suspicious"
     r"|mail from .{0,40} (?:rejected|refused)|refused to talk|do not accept mail from|message (?:was )?blocked"
     r"|is not allowed to send|not authorized to send|rejected by .{0,30}filter"
-    r"|(?:host|network|ip) (?:network )?not allowed",
-    re.IGNORECASE,
+    r"|(?:host|network|ip) (?:network )?not allowed"
 )
-_FULL_TEXT = re.compile(
+_FULL_TEXT = Words(
     r"mailbox (?:is )?full|mail ?box full|mailfolder is full|over ?quota|quota exceed|exceeded (?:\w+ )?quota"
     r"|exceed(?:s|ed)? (?:the )?(?:storage|its|their|his|her) (?:allocation|quota|limit)|storage allocation"
     r"|insufficient (?:storage|space|disk)|(?:have|has) enough (?:disk )?space|not enough (?:storage|space)"
     r"|space not enough|mailbox size|mailbox has exceeded"
     r"|disk quota|\bquota\b|too large|too big|size (?:exceeds|limit)|message size|exceeds (?:the )?(?:maximum )?size"
-    r"|user is over|is over (?:the )?(?:storage |disk )?(?:quota|limit)|out of (?:disk )?space|full mailbox",
-    re.IGNORECASE,
+    r"|user is over|is over (?:the )?(?:storage |disk )?(?:quota|limit)|out of (?:disk )?space|full mailbox"
 )
-_HARD_TEXT = re.compile(
+_HARD_TEXT = Words(
     r"user unknown|unknown user|no such (?:user|mailbox|recipient|address|account|local user|person|domain|host)"
     r"|unknown (?:recipient|mailbox|address|local[- ]part|alias|account|e-?mail)|user not (?:found|known)"
     r"|(?:mailbox|recipient|address|user|account|e-?mail|addressee|destination)\W{0,3}(?:\S+\s+){0,4}?"
@@ -66,23 +66,20 @@ _HARD_TEXT = re.compile(
     r"|invalid address|bad (?:destination )?(?:mailbox|address)|unknown local|not a (?:known|valid) user"
     r"|address (?:not|isn't) (?:found|known|listed)|couldn't be found|could not be found|not listed in"
     r"|retired|mailbox unavailable|no valid recipients|unknown to (?:the )?(?:system|server)"
-    r"|this user doesn|recipient not found|access denied|no longer exists",
-    re.IGNORECASE,
+    r"|this user doesn|recipient not found|access denied|no longer exists"
 )
-_SOFT_FIRST = re.compile(
+_SOFT_FIRST = Words(
     r"host not found, try again|loops? back to myself|mail loop|message looping|routing loop|too many hops"
-    r"|failed \d+ attempts|maximum delivery attempts|aborted after \d|command died|not been collected",
-    re.IGNORECASE,
+    r"|failed \d+ attempts|maximum delivery attempts|aborted after \d|command died|not been collected"
 )
-_SOFT_TEXT = re.compile(
+_SOFT_TEXT = Words(
     r"try (?:again )?later|temporar|deferred|delayed|delivery (?:has been )?delay|timed? ?out|connection"
     r" (?:refused|reset|lost|timed|dropped|was dropped)|connection to mail exchanger failed|did not respond"
     r"|system error|internal error|processing error|error while being processed|postponed"
     r"|will (?:continue|keep) (?:trying|to try)|still trying|retry|expired"
     r"|could not be delivered (?:for|within|in)|not (?:yet )?been delivered|has not been able|queue|resources"
     r"|too busy|service (?:not )?available|unavailable at the moment|try to send it again|not reachable"
-    r"|unreachable|no route to host|network|not responding|not delivered within",
-    re.IGNORECASE,
+    r"|unreachable|no route to host|network|not responding|not delivered within"
 )
 
 _HARD_CODES = {"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.2.1", "5.1.4"}
@@ -90,8 +87,13 @@ _SOFT_CODES = {"5.2.2", "5.2.3", "5.3.4"}
 _SENDER_CODES = {"5.1.7", "5.1.8"}
 
 
+@functools.lru_cache(maxsize=16)
 def text_kind(text: str) -> Kind | None:
-    """What the words alone say, or None when they say nothing we know."""
+    """What the words alone say, or None when they say nothing we know.
+
+    Remembered for the last few texts: a diagnostic is often judged alone first (is it
+    evidence?) and then again by ``classify_status``.
+    """
     if _GREYLIST.search(text):
         return Kind.SOFT
     if SENDER_TEXT.search(text):
@@ -109,7 +111,7 @@ def classify_status(status: str, text: str) -> Kind:
     """The kind of one failed recipient, from its RFC 3463 status and its reply text.
 
     The code is read first, the text decides where the code is generic, and text blaming
-    the sender wins over any code (see the module docstring for the whole table). A
+    the sender wins over any code (see the package docstring for the whole table). A
     failure that says nothing is HARD: a permanent refusal we cannot explain is still one.
 
     :param status: an enhanced status such as "5.1.1"; a bare SMTP reply code ("550") or ""
