@@ -26,12 +26,12 @@ from newsletter.config import Config, load_config
 from newsletter.delivery import RunStats
 from newsletter.editions import cutoff
 from newsletter.errors import NewsletterError, UsageError
-from newsletter.preparation import resolve_day
+from newsletter.preparation import preview_edition, resolve_day
 from newsletter.publish import SendReport, send_edition
-from newsletter.render import Markers, fill_markers
+from newsletter.render import fill_markers
 from newsletter.sink import free_port
 from newsletter.store import Store
-from newsletter.store.store import add_active_subscribers, edition_for
+from newsletter.store.store import add_active_subscribers
 from newsletter.tokens import Tokens
 
 MARKER_FILE = ".newsletter-demo"
@@ -218,17 +218,14 @@ def run_demo(
             store.upgrade()
             seed(config, store, clock, subscribers)
             report = send_edition(config, store, clock, Tokens(config.web.secret_key, clock), on_progress=on_progress)
-            with store.session() as session:
-                edition = edition_for(session, report.day)
+            shown = preview_edition(config, store, clock, report.day)
         finally:
             store.dispose()
     finally:
         _stop_sink(sink)
     preview = directory / "preview.html"
-    if edition is not None and edition.html:
-        sample = fill_markers(
-            edition.html, Markers.for_nonce(edition.nonce), greeting="Good morning, Ana", unsubscribe_url="#unsubscribe"
-        )
+    if shown.html:
+        sample = fill_markers(shown.html, shown.markers, greeting="Good morning, Ana", unsubscribe_url="#unsubscribe")
         preview.write_text(sample, encoding="utf-8")
     outbox = directory / "outbox"
     delivered = len(os.listdir(outbox / "new")) if (outbox / "new").is_dir() else 0

@@ -37,6 +37,7 @@ _FORBIDDEN = re.compile(r"[\r\n\x00]")
 _PLAIN_ADDRESS = re.compile(r"[!#-'*+\-/-9=?A-Z^-~]+(?:\.[!#-'*+\-/-9=?A-Z^-~]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#-'*+\-/=?^_`{|}~]*")  # atext and spaces: no quoting needed
 _PRINTABLE_ASCII = re.compile(r"[ -~]*")
+_CLICK_CODE = re.compile(r"[0-9A-Za-z-]{1,64}")
 DELIVERY_HEADER = "X-Newsletter-Delivery"  # names the delivery in a returned message's headers
 _SHORT_TO = 72  # "To: " + this stays within the 78 characters RFC 5322 asks of a line
 
@@ -109,6 +110,7 @@ class Reader:
     unsubscribe_mailto: str
     message_id: str
     return_code: str = ""  # the signed VERP code, repeated in a header for relays that rewrite the envelope
+    click_code: str = ""  # the signed code in each tracked link (letters, digits and "-")
 
 
 _HTML_SAFE_URL = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$()*+,;=%-]*")  # nothing html.escape would change
@@ -173,6 +175,7 @@ class MessageTemplate:
         self._slots = tuple(slots)
         self._markers = markers
         self._date_cache: tuple[int, bytes] = (-1, b"")
+        self._tracked = any(slot.marker == "click" for slot in self._slots)
         self._greetings: dict[str, tuple[bytes, bytes]] = {}
 
     @classmethod
@@ -195,6 +198,8 @@ class MessageTemplate:
         head, body = wire[:head_end], wire[head_end:]
         markers = rendered.markers
         names = {markers.greeting: "greeting", markers.unsubscribe_url: "unsubscribe_url"}
+        if markers.click:
+            names[markers.click] = "click"  # in every tracked link: one slot per link
         combined = re.compile(b"|".join(_marker_pattern(m).pattern for m in names))
         html_start = body.index(b"Content-Type: text/html")
         segments: list[bytes] = []
@@ -256,6 +261,8 @@ class MessageTemplate:
         personal_values = (
             reader.name + reader.message_id + reader.unsubscribe_url + reader.unsubscribe_mailto + reader.return_code
         )
+        if self._tracked and not _CLICK_CODE.fullmatch(reader.click_code):
+            raise MessageError(f"click code {reader.click_code[:40]!r} is not letters, digits and dashes")
         if _FORBIDDEN.search(personal_values):
             for header, value in (
                 ("To", reader.name),
@@ -276,11 +283,14 @@ class MessageTemplate:
         greeting_text, greeting_html = self._greeting(reader.name)
         url = reader.unsubscribe_url
         url_text = qp_encode_value(url)
+        click = qp_encode_value(reader.click_code) if self._tracked else b""
         values = {
             ("greeting", False): greeting_text,
             ("greeting", True): greeting_html,
             ("unsubscribe_url", False): url_text,
             ("unsubscribe_url", True): url_text if _HTML_SAFE_URL.fullmatch(url) else qp_encode_value(html.escape(url)),
+            ("click", False): click,
+            ("click", True): click,
         }
         parts = [personal, self._head]
         for segment, slot in zip(self._segments, self._slots, strict=False):

@@ -31,12 +31,14 @@ from newsletter.errors import ConflictError, UsageError
 from newsletter.render import Branding, Links, Markers, RenderedEdition, build_environment, render_edition
 from newsletter.store import Store
 from newsletter.store.articles import edition_candidates, free_article_count, too_old_articles
+from newsletter.store.clicks import edition_links, save_edition_links
 from newsletter.store.models import (
     Article,
     Edition,
     EditionStatus,
 )
 from newsletter.store.store import edition_for, has_gone_out, previous_edition, save_open_edition
+from newsletter.tracking import LinkPolicy, link_policy, untrack
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +219,27 @@ def waiting_note(store: Store, clock: Clock, cutoff_: datetime) -> str:
     return f" ({counted} for the next edition)"
 
 
+def links_policy(config: Config, plan: EditionPlan) -> LinkPolicy:
+    """How the edition's links are tracked and tagged: ``[tracking]`` over this plan's stories."""
+    tracking = config.tracking
+    return link_policy(
+        config.web.base_url,
+        (story.url for story in plan.stories),
+        clicks=tracking.clicks,
+        opens=tracking.opens,
+        utm=tracking.utm,
+        utm_source=tracking.utm_source,
+        utm_medium=tracking.utm_medium,
+        campaign=config.list_id.split(".", 1)[0],
+        day=plan.date,
+    )
+
+
 def render_plan(config: Config, plan: EditionPlan, nonce: str) -> RenderedEdition:
     env = build_environment(config.newsletter.templates or None)
-    return render_edition(plan, branding(config), links_for(config, plan.date), nonce, env, config.design)
+    return render_edition(
+        plan, branding(config), links_for(config, plan.date), nonce, env, config.design, links_policy(config, plan)
+    )
 
 
 @dataclass(frozen=True)
@@ -228,11 +248,12 @@ class Preview:
 
     day: date
     status: EditionStatus | None  # None: not made yet
-    html: str
+    html: str  # with the reader's markers; tracked links shown as their targets, so staff can follow them
     text: str
     markers: Markers
     story_count: int
     selection: Selection | None  # None once the edition has started going out: its stories are fixed
+    html_bytes: int = 0  # the HTML part as it is sent (tracked links and all): what Gmail's clipping counts
 
     @property
     def state(self) -> str:
@@ -247,13 +268,22 @@ def preview_edition(config: Config, store: Store, clock: Clock, day: date) -> Pr
     else what `send` would make from the articles now (the same selection, so they agree)."""
     with store.session() as session:
         edition = edition_for(session, day)
+        stored = edition_links(session, edition.id) if has_gone_out(edition) else None
+    base = config.web.base_url
     if has_gone_out(edition):
         markers = Markers.for_nonce(edition.nonce)
-        return Preview(day, edition.status, edition.html, edition.text, markers, edition.article_count, None)
+        links = tuple(url for _, url in sorted(stored.links.items())) if stored else ()
+        html = untrack(edition.html, markers.click, base, links, escape=True)
+        text = untrack(edition.text, markers.click, base, links, escape=False)
+        size = len(edition.html.encode())
+        return Preview(day, edition.status, html, text, markers, edition.article_count, None, size)
     selection = plan_for(config, store, clock, day, look_ahead=True)
     rendered = render_plan(config, selection.plan, "preview")
     status = edition.status if edition is not None else None
-    return Preview(day, status, rendered.html, rendered.text, rendered.markers, selection.plan.story_count, selection)
+    html = untrack(rendered.html, rendered.markers.click, base, rendered.links, escape=True)
+    text = untrack(rendered.text, rendered.markers.click, base, rendered.links, escape=False)
+    count = selection.plan.story_count
+    return Preview(day, status, html, text, rendered.markers, count, selection, rendered.html_bytes)
 
 
 PREPARE_ATTEMPTS = 3
@@ -299,6 +329,7 @@ def make_edition(config: Config, store: Store, clock: Clock, day: date) -> tuple
         try:
             with store.session() as session:
                 edition = save_open_edition(session, day, values, selection.article_ids, existing)
+                save_edition_links(session, edition.id, rendered.links if rendered else ())
         except (IntegrityError, ConflictError) as exc:
             log.info("edition %s changed while it was being made (%s); selecting again", day, exc)
             continue

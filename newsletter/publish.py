@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 
 from newsletter.clock import Clock
+from newsletter.codes import CLICK, ReaderCodes
 from newsletter.config import Config
 from newsletter.delivery import (
     DeliveryRun,
@@ -124,11 +125,12 @@ def personaliser(config: Config, edition: Edition, template: MessageTemplate, to
     mailbox = unsubscribe_mailbox(config)
     prefix, suffix = message_id_parts(config, edition)
     paths = return_paths(config)
+    clicks = ReaderCodes(config.require_secret_key(), CLICK)
     signer = load_signer(config.dkim)
     edition_id = edition.id
 
     def personalise(work: log_.Work, now: datetime) -> Personal:
-        token = tokens.make(UNSUBSCRIBE, work.subscriber_id, work.email)
+        token = tokens.make(UNSUBSCRIBE, work.subscriber_id, work.email, edition_id)
         code = paths.code(edition_id, work.subscriber_id)
         reader = Reader(
             email=work.email,
@@ -137,6 +139,7 @@ def personaliser(config: Config, edition: Edition, template: MessageTemplate, to
             unsubscribe_mailto=f"mailto:{mailbox}?subject=unsubscribe%20{token}",
             message_id=f"{prefix}{work.delivery_id}{suffix}",
             return_code=code,
+            click_code=clicks.code(edition_id, work.subscriber_id),
         )
         parts = template.render_parts(reader, now)
         if signer is not None:
@@ -464,6 +467,8 @@ def send_test_copy(
         unsubscribe_url=f"{config.web.base_url}/unsubscribe/{token}",
         unsubscribe_mailto=f"mailto:{unsubscribe_mailbox(config)}?subject=unsubscribe",
         message_id=f"<test.{secrets.token_hex(8)}@{config.sender.domain}>",
+        # Reader 0 is a test copy: its clicks reach the stories and are never counted.
+        click_code=ReaderCodes(config.require_secret_key(), CLICK).code(edition.id or 0, 0),
     )
     now = clock.now()
     parts = template.render_parts(reader, now)

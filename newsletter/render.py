@@ -22,6 +22,7 @@ from premailer import Premailer
 from newsletter.config import DesignConfig
 from newsletter.editions import EditionPlan, long_date, since_words
 from newsletter.errors import RenderError
+from newsletter.tracking import LinkPolicy, track
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,13 @@ class Markers:
 
     greeting: str
     unsubscribe_url: str
+    click: str = ""  # the reader's code in tracked links (tracking.py)
 
     @classmethod
     def for_nonce(cls, nonce: str) -> Markers:
         if not nonce.isalnum():
             raise ValueError("nonce must be letters and digits only")
-        return cls(greeting=f"NLGREET{nonce}X", unsubscribe_url=f"NLUNSUB{nonce}X")
+        return cls(greeting=f"NLGREET{nonce}X", unsubscribe_url=f"NLUNSUB{nonce}X", click=f"NLCLICK{nonce}X")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class RenderedEdition:
     text: str
     web_html: str
     markers: Markers
+    links: tuple[str, ...] = ()  # tracked link targets, by position from 1
 
     @property
     def html_bytes(self) -> int:
@@ -158,8 +161,13 @@ def render_edition(
     nonce: str,
     env: jinja2.Environment,
     design: DesignConfig | None = None,
+    links_policy: LinkPolicy | None = None,
 ) -> RenderedEdition:
-    """Render the email (with markers) and the public web version of one edition."""
+    """Render the email (with markers) and the public web version of one edition.
+
+    With ``links_policy`` the email's links to the stories and the site are tracked (and
+    get UTM parameters, if it says so); the web version never is.
+    """
     markers = Markers.for_nonce(nonce)
     reader = {"greeting": markers.greeting, "unsubscribe_url": markers.unsubscribe_url}
     look = design or DesignConfig()
@@ -177,7 +185,12 @@ def render_edition(
     for marker in (markers.greeting, markers.unsubscribe_url):
         if marker not in html or marker not in text:
             raise RenderError(f"the edition templates must use reader.greeting and reader.unsubscribe_url ({marker})")
-    rendered = RenderedEdition(html=html, text=_tidy_text(text), web_html=web_html, markers=markers)
+    text = _tidy_text(text)
+    links: tuple[str, ...] = ()
+    if links_policy is not None:
+        tracked = track(html, text, markers.click, links_policy, personal=(markers.unsubscribe_url,))
+        html, text, links = tracked.html, tracked.text, tracked.links
+    rendered = RenderedEdition(html=html, text=text, web_html=web_html, markers=markers, links=links)
     if rendered.too_big_for_gmail:
         log.warning(
             "edition %s: HTML part is %d KB; Gmail clips messages over about 102 KB, "

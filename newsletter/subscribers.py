@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, object_session
 
 from newsletter.clock import Clock
 from newsletter.errors import UsageError
+from newsletter.store.bounces import edition_exists
 from newsletter.store.deliveries import settle_for_removal
 from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
 from newsletter.store.readers import (
@@ -205,8 +206,14 @@ def clean_source(raw: str, field: str = "a source") -> str:
 # --- events and status ------------------------------------------------------------------
 
 
-def record_event(session: Session, subscriber_id: int | None, event: str, source: str, at: datetime) -> None:
-    session.add(SubscriberEvent(subscriber_id=subscriber_id, event=event, source=source[:MAX_SOURCE], at=at))
+def record_event(
+    session: Session, subscriber_id: int | None, event: str, source: str, at: datetime, edition_id: int | None = None
+) -> None:
+    session.add(
+        SubscriberEvent(
+            subscriber_id=subscriber_id, event=event, source=source[:MAX_SOURCE], at=at, edition_id=edition_id
+        )
+    )
 
 
 def _event_for(old: SubscriberStatus, new: SubscriberStatus) -> str | None:
@@ -215,11 +222,14 @@ def _event_for(old: SubscriberStatus, new: SubscriberStatus) -> str | None:
     return {SubscriberStatus.UNSUBSCRIBED: UNSUBSCRIBED, SubscriberStatus.BOUNCED: BOUNCED}.get(new)
 
 
-def set_status(subscriber: Subscriber, status: SubscriberStatus, clock: Clock, *, source: str = "") -> bool:
+def set_status(
+    subscriber: Subscriber, status: SubscriberStatus, clock: Clock, *, source: str = "", edition_id: int | None = None
+) -> bool:
     """Change a status and its timestamps, recording the event; returns whether anything changed.
 
     The event goes into the session the subscriber belongs to, so it commits (or rolls
-    back) together with the change.
+    back) together with the change. ``edition_id`` names the edition that led to it (the
+    one whose unsubscribe link was used), for the edition's report.
     """
     if subscriber.status == status:
         return False
@@ -234,7 +244,7 @@ def set_status(subscriber: Subscriber, status: SubscriberStatus, clock: Clock, *
         subscriber.unsubscribed_at = now
     session = object_session(subscriber)
     if event is not None and session is not None and subscriber.id is not None:
-        record_event(session, subscriber.id, event, source, now)
+        record_event(session, subscriber.id, event, source, now, edition_id)
     return True
 
 
@@ -561,7 +571,8 @@ def leave(session: Session, claim: TokenClaim, clock: Clock, *, source: str) -> 
     subscriber = subscriber_for(session, claim)
     if subscriber is None:
         return LeaveResult.NOT_LISTED
-    return _leave(subscriber, clock, source)
+    edition_id = claim.edition_id if claim.edition_id and edition_exists(session, claim.edition_id) else None
+    return _leave(subscriber, clock, source, edition_id)
 
 
 def leave_by_address(session: Session, email: str, clock: Clock, *, source: str) -> LeaveResult:
@@ -570,10 +581,10 @@ def leave_by_address(session: Session, email: str, clock: Clock, *, source: str)
     return LeaveResult.NOT_LISTED if subscriber is None else _leave(subscriber, clock, source)
 
 
-def _leave(subscriber: Subscriber, clock: Clock, source: str) -> LeaveResult:
+def _leave(subscriber: Subscriber, clock: Clock, source: str, edition_id: int | None = None) -> LeaveResult:
     if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
         return LeaveResult.ALREADY
-    set_status(subscriber, SubscriberStatus.UNSUBSCRIBED, clock, source=source)
+    set_status(subscriber, SubscriberStatus.UNSUBSCRIBED, clock, source=source, edition_id=edition_id)
     return LeaveResult.UNSUBSCRIBED
 
 

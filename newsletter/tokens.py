@@ -36,6 +36,7 @@ class TokenClaim:
     subscriber_id: int
     digest: str
     issued_at: datetime | None = None  # when the link was signed (UTC, to the second)
+    edition_id: int | None = None  # the edition an unsubscribe link came in, when it says
 
     def matches(self, email: str) -> bool:
         return self.digest == email_digest(email)
@@ -82,8 +83,11 @@ class Tokens:
             raise TokenError(f"unknown token purpose {purpose!r}; expected one of: {', '.join(PURPOSES)}")
         return signer
 
-    def make(self, purpose: str, subscriber_id: int, email: str) -> str:
-        return self._signer(purpose).sign(f"{subscriber_id}-{email_digest(email)}").decode("ascii")
+    def make(self, purpose: str, subscriber_id: int, email: str, edition_id: int | None = None) -> str:
+        """A token for a reader; an unsubscribe link also names the edition it went out in,
+        so the report can say which edition readers left from."""
+        payload = f"{subscriber_id}-{email_digest(email)}" + (f"-{edition_id}" if edition_id else "")
+        return self._signer(purpose).sign(payload).decode("ascii")
 
     def read(self, purpose: str, token: str, max_age_days: int) -> TokenClaim:
         """The claim in a token, or ``TokenError`` saying whether it was forged or just old."""
@@ -97,7 +101,17 @@ class Tokens:
             raise TokenExpiredError("this link has expired") from exc
         except BadSignature as exc:
             raise TokenError("this link is not valid") from exc
-        sid, _, digest = value.partition("-")
-        if not sid.isdigit() or len(digest) != 10:
+        parts = value.split("-")
+        if len(parts) == 2:  # links made before they named the edition
+            parts.append("")
+        if len(parts) != 3:
             raise TokenError("this link is not valid")
-        return TokenClaim(subscriber_id=int(sid), digest=digest, issued_at=stamp.astimezone(UTC))
+        sid, digest, edition = parts
+        if not sid.isdigit() or len(digest) != 10 or not (edition == "" or (edition.isdigit() and len(edition) < 10)):
+            raise TokenError("this link is not valid")
+        return TokenClaim(
+            subscriber_id=int(sid),
+            digest=digest,
+            issued_at=stamp.astimezone(UTC),
+            edition_id=int(edition) if edition else None,
+        )

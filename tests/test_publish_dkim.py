@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.dkim import generate_key, record_name, verify
+from newsletter.dkim import generate_key, record_name
+from newsletter.dkimcheck import verify
 from newsletter.errors import DkimError
 from newsletter.publish import send_edition, send_test_copy
 from newsletter.store.models import SubscriberStatus

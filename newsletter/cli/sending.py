@@ -58,7 +58,7 @@ def preview(app: App, day: date | None, out: Path, text: bool) -> None:
     sample = {"greeting": "Good morning, Ana", "unsubscribe_url": f"{app.config.web.base_url}/unsubscribe/PREVIEW"}
     content = fill_markers(plain, markers, escape=False, **sample) if text else fill_markers(html, markers, **sample)
     out.write_text(content, encoding="utf-8")
-    size = len(html.encode())
+    size = shown.html_bytes
     part = f"text {len(content.encode()) / 1024:.1f} KB" if text else f"HTML {size / 1024:.1f} KB"
     click.echo(f"wrote {out} ({note}; {part})")
     if too_old:
