@@ -110,6 +110,8 @@ class ClickRecorder:
     :param interval: seconds between writes while clicks arrive.
     :param batch: at most this many rows per transaction; this many waiting wakes the writer early.
     :param capacity: the most clicks held in memory; beyond it the oldest are dropped.
+    :param background: False for no writer thread: nothing is written until ``flush()`` or
+        ``close()`` (a script's one-off batch, a test that drives the writes itself).
     """
 
     def __init__(
@@ -120,8 +122,10 @@ class ClickRecorder:
         interval: float = 1.0,
         batch: int = 1_000,
         capacity: int = 100_000,
+        background: bool = True,
     ) -> None:
         self._store = store
+        self._background = background
         self.scanner_seconds = scanner_seconds
         self.interval = interval
         self.batch = max(1, batch)
@@ -156,7 +160,7 @@ class ClickRecorder:
         if self._closed:  # a request after shutdown began: write it now rather than lose it
             self._flush_quietly()
             return
-        if self._thread is None:
+        if self._thread is None and self._background:
             self._start()
         if due:
             self._wake.set()

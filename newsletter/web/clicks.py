@@ -73,12 +73,15 @@ class _LinkCache:
             found = edition_links(session, edition_id)
         if found is None:
             return None
+        # Checked again here, once per edition: a row written by other means than
+        # save_edition_links must not become a Location header.
+        links = {position: url for position, url in found.links.items() if trackable_url(url)}
         if found.fixed:
             with self._lock:
-                self._fixed[edition_id] = found.links
+                self._fixed[edition_id] = links
                 while len(self._fixed) > self._size:
                     self._fixed.popitem(last=False)
-        return found.links
+        return links
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def click(code: str) -> BaseResponse:
     who, position = found
     links = tracking.links.links_of(who.edition_id)
     url = links.get(position) if links is not None else None
-    if url is None or not trackable_url(url):
+    if url is None:
         return _not_found()
     app = services()
     if app.config.tracking.clicks:
