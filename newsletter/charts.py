@@ -31,7 +31,8 @@ from markupsafe import Markup
 
 from newsletter.reports import OTHER, EditionFigures, SourceSeries, StatusDay
 
-TOP = 18  # room above the plot for the highest gridline's label
+TOP = 10  # room above the plot for the highest gridline's label, level with its line
+AXIS_CHAR = 7  # pixels per character of a gridline's label (12 px Arial digits are about 6.7)
 BOTTOM = 24  # room below it for the date labels
 LABEL_WIDTH = 76  # pixels a date label and its gap need (about 12 px text, "24 Nov")
 NARROW_WIDTH = 280  # the plot's width on a small phone (320 px screen, less the page's margins)
@@ -57,7 +58,8 @@ class Chart:
     description: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
-    legend: tuple[tuple[str, int], ...] = ()  # (series name, tone) when there is more than one series
+    legend: tuple[tuple[str, int], ...]  # (series name, tone) when there is more than one series, else ()
+    axis: Markup  # the gridlines' values, drawn to go on the chart's left
 
 
 def nice_ticks(top: float, count: int = 4) -> list[float]:
@@ -141,13 +143,20 @@ def _grid(frame: _Frame) -> list[str]:
     return lines
 
 
-def _tick_labels(frame: _Frame, tick_format: Callable[[float], str]) -> list[str]:
-    """The gridlines' values, at the left above each line (drawn last, with a halo, so bars never hide them)."""
-    lines = ['<g class="y-labels">']
-    for tick in frame.ticks[1:]:
-        lines.append(f'<text x="2" y="{_num(frame.y(tick) - 4)}">{escape(tick_format(tick))}</text>')
-    lines.append("</g>")
-    return lines
+def _axis(frame: _Frame, tick_format: Callable[[float], str]) -> Markup:
+    """The gridlines' values, in an SVG of their own beside the chart, right-aligned against it.
+
+    A column of fixed width (from the longest label) keeps them off the bars at any
+    width; it is hidden from assistive technology, which has the title, the description
+    and the table instead.
+    """
+    labels = [(frame.y(tick), escape(tick_format(tick))) for tick in frame.ticks]
+    width = 8 + AXIS_CHAR * max(len(text) for _, text in labels)
+    texts = "".join(f'<text x="{width - 5}" y="{_num(y + 4)}" text-anchor="end">{text}</text>' for y, text in labels)
+    return Markup(
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart-axis" width="{width}" height="{frame.height}" '
+        f'aria-hidden="true" focusable="false">{texts}</svg>'
+    )
 
 
 def _x_labels(frame: _Frame, labels: Sequence[str], *, centred: bool) -> list[str]:
@@ -158,14 +167,17 @@ def _x_labels(frame: _Frame, labels: Sequence[str], *, centred: bool) -> list[st
     last = len(labels) - 1
     for index in range(last, -1, -wide):
         where = frame.centre(index) if centred else (index / last if last else 0.5)
+        # At the ends, a label is anchored a few pixels inside, so its halo stays in the chart too.
         if where >= 1 - EDGE:
-            anchor, x = "end", (frame.left(index + 1) if centred else 1.0)
+            anchor, x, dx = "end", (frame.left(index + 1) if centred else 1.0), -3
         elif where <= EDGE:
-            anchor, x = "start", (frame.left(index) if centred else 0.0)
+            anchor, x, dx = "start", (frame.left(index) if centred else 0.0), 3
         else:
-            anchor, x = "middle", where
+            anchor, x, dx = "middle", where, 0
         css = "x-label" if (last - index) % narrow == 0 else "x-label wide"
-        lines.append(f'<text class="{css}" x="{_pct(x)}" y="{y}" text-anchor="{anchor}">{escape(labels[index])}</text>')
+        shift = f' dx="{dx}"' if dx else ""
+        text = escape(labels[index])
+        lines.append(f'<text class="{css}" x="{_pct(x)}"{shift} y="{y}" text-anchor="{anchor}">{text}</text>')
     lines.append("</g>")
     return lines
 
@@ -242,12 +254,11 @@ def bar_chart(
                 f'<rect x="{_pct(x)}" width="{_pct(w)}" y="{_num(top)}" height="{_num(max(bottom - top, 0.5))}"/>'
             )
         parts.append("</g>")
-    parts += _tick_labels(frame, tick_format)
     parts += _x_labels(frame, labels, centred=True)
     parts.append("</svg>")
     columns, rows = _table(full, series, value_format, total=len(series) > 1)
     legend = tuple((s.name, s.tone) for s in series) if len(series) > 1 else ()
-    return Chart(Markup("".join(parts)), title, description, columns, rows, legend)
+    return Chart(Markup("".join(parts)), title, description, columns, rows, legend, _axis(frame, tick_format))
 
 
 def line_chart(
@@ -280,12 +291,11 @@ def line_chart(
         for x, y in points:
             parts.append(f'<circle cx="{x}" cy="{y}" r="3"/>')
         parts.append("</g>")
-    parts += _tick_labels(frame, tick_format)
     parts += _x_labels(frame, labels, centred=True)
     parts.append("</svg>")
     columns, rows = _table(full, series, value_format, total=False)
     legend = tuple((s.name, s.tone) for s in series) if len(series) > 1 else ()
-    return Chart(Markup("".join(parts)), title, description, columns, rows, legend)
+    return Chart(Markup("".join(parts)), title, description, columns, rows, legend, _axis(frame, tick_format))
 
 
 # --- the admin's charts ----------------------------------------------------------------------------

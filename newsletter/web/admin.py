@@ -119,9 +119,39 @@ def logout() -> Response:
     return redirect(url_for("admin.login"))
 
 
+EDITIONS_CHARTED = 30
+GROWTH_DAYS = 90
+
+
 @bp.get("/")
-def home() -> Response:
-    return redirect(url_for("admin.subscribers"))
+def home() -> str:
+    """The overview: the last editions' delivered, click-through and unsubscribes, and how the list grew.
+
+    Charts are inline SVG drawn on the server (``newsletter.charts``): no script, which
+    the admin's CSP forbids anyway, and each with its numbers in a table below it.
+    """
+    from newsletter import charts
+    from newsletter.store.reports import edition_reports, latest_editions_out, list_growth
+
+    app = services()
+    zone = app.config.newsletter.zone
+    today = app.clock.now().astimezone(zone).date()
+    with app.store.session() as db:
+        figures = edition_reports(
+            db, latest_editions_out(db, EDITIONS_CHARTED), opens_tracked=app.config.tracking.opens, with_links=False
+        )
+        growth = list_growth(db, zone, today - timedelta(days=GROWTH_DAYS - 1), today)
+    return render_template(
+        "web/admin/home.html",
+        edition_charts=charts.edition_charts(figures),
+        editions_charted=EDITIONS_CHARTED,
+        latest=figures[-1] if figures else None,
+        status_chart=charts.status_chart(growth.history),
+        signups_chart=charts.signups_chart(growth.signups),
+        top_sources=growth.signups.top_sources,
+        today=growth.history[-1] if growth.history else None,
+        growth_days=GROWTH_DAYS,
+    )
 
 
 def _status_arg(value: str | None) -> SubscriberStatus | None:
@@ -288,10 +318,14 @@ def edition(day: str) -> str:
         when = date.fromisoformat(day)
     except ValueError:
         abort(404)
+    from newsletter.store.reports import edition_on, edition_reports
+
     app = services()
     with app.store.session() as db:
         found = edition_for(db, when)
         feedback = edition_feedback(db, [found.id])[found.id] if found is not None else None
+        row = edition_on(db, when) if has_gone_out(found) else None
+        figures = edition_reports(db, [row], opens_tracked=app.config.tracking.opens)[0] if row else None
     if found is None:
         abort(404)
     with app.store.engine.connect() as conn:
@@ -303,6 +337,7 @@ def edition(day: str) -> str:
         counts=counts,
         errors=errors,
         feedback=feedback,
+        figures=figures,
         bounces=app.config.bounces,
     )
 
