@@ -29,6 +29,7 @@ MAX_PREFIX = 20  # leaves 29 characters of the 50-character column for the path
 MAX_RAW_SOURCE = 2000  # longer than any real path: refused rather than cut
 _PREFIX = re.compile(rf"[a-z][a-z0-9_-]{{0,{MAX_PREFIX - 1}}}")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_NOT_IN_PATHS = frozenset('"<>\\^`{|}')  # a browser percent-encodes these in a URL (RFC 3986)
 SOURCE_FIELD = "the form's source"
 
 
@@ -65,7 +66,7 @@ def page_path(url: str | None) -> str:
 
     Never raises: a Referer is whatever the client sent, so anything odd is simply not used.
     """
-    if not url or len(url) > MAX_RAW_SOURCE:
+    if not url or len(url) > MAX_RAW_SOURCE or not url.isprintable():
         return ""
     try:
         return _clean_path(urlsplit(url).path)
@@ -76,8 +77,8 @@ def page_path(url: str | None) -> str:
 def _clean_path(path: str) -> str:
     if not path:
         return ""
-    if not path.isprintable() or any(c.isspace() for c in path):
-        raise InvalidTextError(SOURCE_FIELD, "must be a page's path: printable text without spaces")
+    if not path.isprintable() or any(c.isspace() or c in _NOT_IN_PATHS for c in path):
+        raise InvalidTextError(SOURCE_FIELD, "must be a page's path: printable, without spaces, quotes or <>")
     return path if path.startswith("/") else "/" + path
 
 
@@ -100,6 +101,8 @@ def signup_source(raw: str, page: str = "") -> str:
     prefix, _, rest = text.partition(":")
     if not valid_prefix(prefix):
         raise InvalidTextError(SOURCE_FIELD, "must start with a label of lower-case letters, digits, - or _")
+    if not rest.isprintable():  # before urlsplit, which silently drops tabs and line breaks
+        raise InvalidTextError(SOURCE_FIELD, "cannot contain control characters or line breaks")
     try:
         path = (_clean_path(urlsplit(rest).path) if rest else "") or page
     except ValueError as exc:  # urlsplit: an unclosed IPv6 bracket in a would-be URL

@@ -46,6 +46,7 @@ HONEYPOT = "website"
 # Sign-up mails (confirm links or "you already get it") one address can receive per hour,
 # whoever fills in the form and from however many networks.
 MAILS_PER_ADDRESS_PER_HOUR = 3
+MAX_FORM_FIELDS = 50  # the form has six; as many as MAX_FORM_PARTS lets a multipart body hold
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -106,6 +107,8 @@ def subscribe_post() -> BaseResponse | tuple[str, int]:
     honeypot and both rate limits hold either way.
     """
     app = services()
+    if sum(1 for _ in request.form.items(multi=True)) > MAX_FORM_FIELDS:
+        abort(413)  # werkzeug counts the parts of a multipart form only; this counts urlencoded ones too
     refused = _refuse_foreign_form(app.config)
     if refused is not None:
         return refused
