@@ -64,14 +64,17 @@ def origin_of(url: str | None) -> str | None:
 def page_path(url: str | None) -> str:
     """The path of a page's URL (a Referer), or "" when there is none worth recording.
 
-    Never raises: a Referer is whatever the client sent, so anything odd is simply not used.
+    A bare "/" is not recorded: it is what a browser sends to another site by default
+    (``strict-origin-when-cross-origin``), the site rather than the page. Never raises: a
+    Referer is whatever the client sent, so anything odd is simply not used.
     """
     if not url or len(url) > MAX_RAW_SOURCE or not url.isprintable():
         return ""
     try:
-        return _clean_path(urlsplit(url).path)
+        path = _clean_path(urlsplit(url).path)
     except (ValueError, InvalidTextError):
         return ""
+    return "" if path == "/" else path
 
 
 def _clean_path(path: str) -> str:

@@ -172,6 +172,7 @@ def test_a_referer_that_is_odd_gives_no_path():
     assert page_path("https://a.example/a b") == ""
     assert page_path("https://a.example/" + "x" * 5000) == ""
     assert page_path(None) == ""
+    assert page_path("https://a.example/") == page_path("https://a.example") == ""  # the site, not a page
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -290,10 +291,10 @@ def test_a_form_on_a_listed_origin_signs_up_with_double_opt_in_and_its_source(cl
 def test_the_path_the_form_gives_wins_over_the_referer_and_loses_its_query(client, store):
     embedded(client, "ana@example.org", source="article:/politics/vote?utm_source=nl&email=x@y.z#c")
     embedded(client, "ben@example.org", referer=None)  # the page's Referrer-Policy hid it
-    embedded(client, "cy@example.org", referer=f"{ARTICLES}/")  # strict-origin-when-cross-origin
+    embedded(client, "cy@example.org", referer=f"{ARTICLES}/")  # strict-origin-when-cross-origin: no page
     assert reader(store, "ana@example.org").source == "article:/politics/vote"
     assert reader(store, "ben@example.org").source == "article:"
-    assert reader(store, "cy@example.org").source == "article:/"
+    assert reader(store, "cy@example.org").source == "article:"
 
 
 def test_without_an_origin_header_the_referer_decides(client, store):
