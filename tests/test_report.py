@@ -527,3 +527,25 @@ def test_admin_edition_page_shows_the_figures_and_links(
     assert "the edition has not gone out" in staff.get("/admin/editions/2026-11-24").get_data(as_text=True)
     for odd in ("2026-02-30", "x" * 500, "9999-12-31"):
         assert staff.get(f"/admin/editions/{odd}").status_code == 404
+
+
+def test_sign_ups_are_counted_by_local_day_across_the_clock_change(db_url: str, store: Store) -> None:
+    """The clocks go back at 01:00 UTC on 25 October 2026: before it London is UTC+1, after it UTC."""
+    moments = [
+        datetime(2026, 10, 24, 22, 59, tzinfo=UTC),  # 23:59 BST on the 24th
+        datetime(2026, 10, 24, 23, 30, tzinfo=UTC),  # 00:30 BST on the 25th
+        datetime(2026, 10, 25, 23, 30, tzinfo=UTC),  # 23:30 GMT on the 25th
+        datetime(2026, 10, 26, 0, 0, tzinfo=UTC),  # midnight GMT: the 26th
+    ]
+    with store.session() as session:
+        for i, at in enumerate(moments):
+            session.add(
+                Subscriber(email=f"c{i}@example.org", status=SubscriberStatus.ACTIVE, source="web", created_at=at,
+                           updated_at=at, confirmed_at=at)
+            )  # fmt: skip
+    with store.session() as session:
+        growth = list_growth(session, LONDON, date(2026, 10, 20), date(2026, 11, 5))
+    counts = dict(zip(growth.signups.days, growth.signups.counts[0], strict=True))
+    assert [counts[date(2026, 10, d)] for d in (24, 25, 26)] == [1, 2, 1]
+    active = {d.day: d.active for d in growth.history}
+    assert [active[date(2026, 10, d)] for d in (23, 24, 25, 26)] == [0, 1, 3, 4]

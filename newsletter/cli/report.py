@@ -59,6 +59,7 @@ def report(app: App, day_text: str | None, days_text: str | None, as_json: bool)
     servers accepted; the click-through rate is the readers who clicked a link over that.
     Unsubscribes count the readers who left from this edition's unsubscribe link (or by
     complaining about it). Days are in [newsletter] timezone, and skipped days are left out.
+    With [tracking] opens on, the report of one edition counts the readers who opened it.
 
     \b
     Examples:
@@ -96,7 +97,8 @@ def report(app: App, day_text: str | None, days_text: str | None, as_json: bool)
         else:
             latest = latest_edition_out(session)
             editions = [latest] if latest is not None else []
-        figures = edition_reports(session, editions, opens_tracked=opens, with_links=as_json or days is None)
+        # Opens are counted for one edition; over a span they would be most of the rows read.
+        figures = edition_reports(session, editions, opens=opens and days is None, with_links=as_json or days is None)
     if as_json:
         for one in figures:
             click.echo(json.dumps(figures_json(one), ensure_ascii=False))

@@ -34,9 +34,9 @@ from newsletter.reports import (
     signups_by_source,
     status_history,
 )
-from newsletter.store.clicks import click_totals, edition_link_counts
+from newsletter.store.clicks import ClickTotals, click_totals, edition_link_counts
 from newsletter.store.deliveries import status_counts
-from newsletter.store.models import Edition, EditionStatus, Subscriber, SubscriberEvent, SubscriberStatus
+from newsletter.store.models import Click, Edition, EditionStatus, Subscriber, SubscriberEvent, SubscriberStatus
 from newsletter.store.readers import LOOKUP_CHUNK
 from newsletter.store.store import count_subscribers
 
@@ -157,18 +157,41 @@ def edition_event_counts(session: Session, edition_ids: Sequence[int]) -> dict[i
     return counts
 
 
+def link_totals(session: Session, edition_ids: Sequence[int]) -> dict[int, ClickTotals]:
+    """Unique clickers and clicks of each edition, links only: ``clicks.click_totals`` without the opens.
+
+    With opens tracked, an edition of a large list has ten times more opens than clicks,
+    and ``click_totals`` reads them all to count unique openers; a view of many editions
+    that shows no opens reads only the links' index range (positions from 1) here.
+    """
+    wanted = sorted({i for i in edition_ids if 0 < i <= MAX_EDITION_ID})
+    totals = {i: ClickTotals(0, 0, 0) for i in edition_ids}
+    for start in range(0, len(wanted), LOOKUP_CHUNK):
+        query = (
+            select(Click.edition_id, func.count(func.distinct(Click.subscriber_id)), func.count())
+            .where(Click.edition_id.in_(wanted[start : start + LOOKUP_CHUNK]), Click.position > literal_column("0"))
+            .group_by(Click.edition_id)
+        )
+        for edition_id, clickers, clicks in session.execute(query):
+            totals[edition_id] = ClickTotals(clickers, clicks, 0)
+    return totals
+
+
 def edition_reports(
-    session: Session, editions: Sequence[EditionRow], *, opens_tracked: bool, with_links: bool = True
+    session: Session, editions: Sequence[EditionRow], *, opens: bool, with_links: bool = True
 ) -> list[EditionFigures]:
     """The figures of each edition, in the order given.
 
     A handful of queries whatever the number of editions, plus one per edition for its
     links when ``with_links`` (the charts do without them).
+
+    :param opens: count unique opens (when opens are tracked, and for a few editions:
+        see ``link_totals``); without it the figures have no opens.
     """
     ids = [e.id for e in editions]
     deliveries = delivery_counts(session, editions)
     events = edition_event_counts(session, ids)
-    clicks = click_totals(session, ids)
+    clicks = click_totals(session, ids) if opens else link_totals(session, ids)
     reports = []
     for edition in editions:
         links = (
@@ -186,7 +209,7 @@ def edition_reports(
                 events=events[edition.id],
                 unique_clickers=totals.unique_clickers,
                 clicks=totals.clicks,
-                opens_unique=totals.opens_unique if opens_tracked else None,
+                opens_unique=totals.opens_unique if opens else None,
                 links=links,
             )
         )

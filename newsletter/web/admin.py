@@ -137,9 +137,7 @@ def home() -> str:
     zone = app.config.newsletter.zone
     today = app.clock.now().astimezone(zone).date()
     with app.store.session() as db:
-        figures = edition_reports(
-            db, latest_editions_out(db, EDITIONS_CHARTED), opens_tracked=app.config.tracking.opens, with_links=False
-        )
+        figures = edition_reports(db, latest_editions_out(db, EDITIONS_CHARTED), opens=False, with_links=False)
         growth = list_growth(db, zone, today - timedelta(days=GROWTH_DAYS - 1), today)
     return render_template(
         "web/admin/home.html",
@@ -325,7 +323,7 @@ def edition(day: str) -> str:
         found = edition_for(db, when)
         feedback = edition_feedback(db, [found.id])[found.id] if found is not None else None
         row = edition_on(db, when) if has_gone_out(found) else None
-        figures = edition_reports(db, [row], opens_tracked=app.config.tracking.opens)[0] if row else None
+        figures = edition_reports(db, [row], opens=app.config.tracking.opens)[0] if row else None
     if found is None:
         abort(404)
     with app.store.engine.connect() as conn:
