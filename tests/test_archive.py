@@ -295,3 +295,15 @@ def test_feed_and_pages_use_base_url_not_the_host_header(config, app, store, clo
     client = app.test_client()
     feed = client.get("/editions/feed.xml", headers={"Host": "evil.example"}).get_data(as_text=True)
     assert "evil.example" not in feed and f"{BASE}/editions/2026-11-21" in feed
+
+
+def test_an_edition_made_but_not_sent_is_nobodys_to_read_yet(config, client, store, clock, tokens, smtp_sink):
+    from tests.conftest import add_subscribers, morning_articles
+
+    morning_articles(store, clock)
+    add_subscribers(store, clock, 1)
+    prepare_edition(config, store, clock, date(2026, 11, 24))  # made: it may still change before 06:00
+    assert client.get("/editions/2026-11-24").status_code == 404
+    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    page = client.get("/editions/2026-11-24")
+    assert page.status_code == 200 and b"All past editions" in page.data

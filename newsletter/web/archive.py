@@ -127,22 +127,6 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@bp.after_app_request
-def link_edition_page(response: Response) -> Response:
-    """Give the public copy of an edition a way back to the archive and to the sign-up page.
-
-    The stored copy is the email's HTML, made when the edition was rendered; the bar is
-    added as it is served, so editions made before the archive existed get it too.
-    """
-    if request.endpoint != "public.edition" or response.status_code != 200 or response.mimetype != "text/html":
-        return response
-    page = with_archive_links(
-        response.get_data(as_text=True), archive=url_for("archive.index"), subscribe=url_for("public.subscribe")
-    )
-    response.set_data(page)
-    return response
-
-
 def with_archive_links(html: str, *, archive: str, subscribe: str) -> str:
     """``html`` with a small bar at the top of its body linking to ``archive`` and the sign-up page.
 

@@ -18,7 +18,7 @@ from newsletter.config import Config
 from newsletter.embed import WEB, origin_of, page_path, signup_source
 from newsletter.errors import TokenError, TokenExpiredError
 from newsletter.store.models import SubscriberStatus
-from newsletter.store.store import edition_for
+from newsletter.store.store import edition_for, has_gone_out
 from newsletter.subscribers import (
     MAX_EMAIL,
     MAX_NAME,
@@ -35,6 +35,7 @@ from newsletter.subscribers import (
 )
 from newsletter.tokens import CONFIRM, UNSUBSCRIBE
 from newsletter.web import services
+from newsletter.web.archive import with_archive_links
 from newsletter.web.mail import deliver_now, queue_for
 from newsletter.web.security import EDITION_CSP, allow_attempt, client_key, recipient_key
 
@@ -314,7 +315,9 @@ def _unsubscribe_page(state: str, status: int, *, email: str = "") -> Response:
 
 @bp.get("/editions/<day>")
 def edition(day: str) -> Response:
-    """The public copy of an edition ("view in browser"): no greeting, no personal links."""
+    """The public copy of an edition ("view in browser"): no greeting, no personal links, and a
+    bar linking to the archive and the sign-up page (added as it is served, so editions made
+    before the archive existed have it too)."""
     if not _DATE.fullmatch(day):
         abort(404)
     try:
@@ -323,10 +326,13 @@ def edition(day: str) -> Response:
         abort(404)
     with services().store.session() as session:
         found = edition_for(session, when)
-        html = found.web_html if found is not None else ""
+        # Only once it has gone out: a made edition can still change, and is nobody's to read yet.
+        html = found.web_html if has_gone_out(found) else ""
     if not html:
         abort(404)
-    response = make_response(html)
+    response = make_response(
+        with_archive_links(html, archive=url_for("archive.index"), subscribe=url_for("public.subscribe"))
+    )
     response.headers["Content-Security-Policy"] = EDITION_CSP
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
