@@ -171,6 +171,14 @@ def test_admin_home_charts_at_phone_and_desktop_widths(
             page.get_by_text("The numbers").first.click()
             assert page.locator("details.chart-data table").first.is_visible()
             _check_charts(page, PHONE)
+
+            # The latest edition's page: its figures and links, long URLs wrapped, nothing sideways.
+            page.get_by_role("link", name="2026-11-23").click()
+            page.wait_for_url(f"{base}/admin/editions/2026-11-23")
+            assert page.get_by_role("heading", name="Links, most clicked first").is_visible()
+            assert page.locator("table.links td.wrap a").first.is_visible()
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE
+            _shot(page, shots, "edition-375.png")
         finally:
             context.close()
     assert problems == [], problems
