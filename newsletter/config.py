@@ -705,6 +705,13 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
     _check_dkim(sections["dkim"], sections["sender"], source)
     bounces: BouncesConfig = sections["bounces"]
     local = bounces.return_address(sections["sender"]).rpartition("@")[0]
+    if bounces.verp and bounces.delimiter in local:
+        raise ConfigError(
+            source,
+            "bounces.address",
+            f"expected a local part without the delimiter {bounces.delimiter!r}: the mail server would cut "
+            f"{local!r} at it and deliver bounces elsewhere (choose another [bounces] delimiter or address)",
+        )
     if bounces.verp and len(local) + len(bounces.delimiter) + VERP_CODE_CHARS > 64:
         raise ConfigError(
             source,
@@ -763,6 +770,10 @@ def _check_dkim(dkim: DkimConfig, sender: SenderConfig, source: str) -> None:
             source,
             "dkim.ed25519_selector",
             "expected both ed25519_selector and ed25519_key_file (or $NEWSLETTER_DKIM_ED25519_KEY), or neither",
+        )
+    if dkim.ed25519_selector and dkim.ed25519_selector.lower() == dkim.selector.lower():
+        raise ConfigError(
+            source, "dkim.ed25519_selector", "expected a selector other than dkim.selector: each key has its own record"
         )
     if dkim.ed25519_selector and dkim.algorithm == "ed25519-sha256":
         raise ConfigError(

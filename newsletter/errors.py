@@ -153,6 +153,7 @@ class DkimError(NewsletterError):
     def __init__(self, message: str, reason: str = "key") -> None:
         super().__init__(message)
         self.reason = reason
+        self.exit_code = 2 if reason == "key" else 1  # a key that cannot be used is a configuration problem
 
 
 class DeliveryError(NewsletterError):

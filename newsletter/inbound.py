@@ -45,8 +45,8 @@ from newsletter.bounces import Finding, Kind, classify
 from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.editions import counted
-from newsletter.errors import TokenError, UsageError
-from newsletter.inboxes import ImapInbox, Inbox, TooLarge, open_path
+from newsletter.errors import ConfigError, TokenError, UsageError
+from newsletter.inboxes import ImapInbox, Inbox, TooLarge, Unreadable, open_path
 from newsletter.returnpath import Attribution, ReturnPaths, return_paths
 from newsletter.store import Store
 from newsletter.store.bounces import Recorded, delivery_ref, latest_edition_sent_to, record_feedback
@@ -148,10 +148,20 @@ def configured_inboxes(config: Config) -> list[Callable[[], Inbox]]:
     """Openers for the mailboxes ``[bounces] maildir`` and ``[imap]`` name (none: an empty list)."""
     openers: list[Callable[[], Inbox]] = []
     if config.bounces.maildir:
-        openers.append(lambda: open_path(Path(config.bounces.maildir)))
+        openers.append(lambda: _configured_maildir(config))
     if config.imap.host:
         openers.append(lambda: ImapInbox(config.imap))
     return openers
+
+
+def _configured_maildir(config: Config) -> Inbox:
+    path = Path(config.bounces.maildir)
+    if not path.is_dir():
+        raise ConfigError(config.source, "bounces.maildir", f"expected a Maildir folder; {path} is not a folder")
+    try:
+        return open_path(path)
+    except UsageError as exc:
+        raise ConfigError(config.source, "bounces.maildir", str(exc)) from None
 
 
 def process(
@@ -180,12 +190,12 @@ def process(
                 )
             for key, raw in inbox.pending():
                 outcome = handle(raw, key, context)
-                if not dry_run and not outcome.keep:
-                    inbox.file_away(key)
-                report.add(outcome)
+                report.add(outcome)  # said before filing away: what was committed is never unreported
                 log.info("%s %s: %s (%s)", inbox.name, key, outcome.kind, outcome.action)
                 if on_outcome is not None:
                     on_outcome(outcome)
+                if not dry_run and not outcome.keep:
+                    inbox.file_away(key)
     return report
 
 
@@ -203,6 +213,8 @@ _PARSER = BytesParser(policy=policy.default)
 
 def handle(raw: bytes, key: str, context: _Context) -> Outcome:
     """One message: classify it, act on it in one transaction, and say what happened."""
+    if isinstance(raw, Unreadable):
+        return Outcome(key, "unknown", f"left in the mailbox: it cannot be read ({raw.reason})", keep=True)
     if isinstance(raw, TooLarge):
         size = f"{raw.size / 1_000_000:.1f} MB"
         return Outcome(key, "unknown", f"left in the mailbox: too large to be a report ({size})", keep=True)
@@ -242,7 +254,13 @@ def handle(raw: bytes, key: str, context: _Context) -> Outcome:
 
 
 def _feedback(finding: Finding, raw: bytes, key: str, context: _Context) -> Outcome:
-    """A bounce or complaint: attributed and recorded in one transaction."""
+    """A bounce or complaint: attributed and recorded in one transaction, or left for a person.
+
+    With VERP on, only signed evidence (the code of the address it came back to, or of the
+    returned ``X-Newsletter-Delivery`` header) changes a reader: anyone can mail the bounce
+    address a report naming any reader, and our Message-IDs can be guessed. With VERP off
+    the operator has chosen attribution by what the report names, as Mailman does.
+    """
     failed = finding.recipients[:MAX_RECIPIENTS]
     addresses = tuple(dict.fromkeys(f.address for f in failed if f.address))
     digest = hashlib.sha256(raw).hexdigest()[:40]
@@ -252,13 +270,15 @@ def _feedback(finding: Finding, raw: bytes, key: str, context: _Context) -> Outc
         named, forged = _attribute(finding, session, context)
         if named is not None:
             report = _Report(kind, finding.status, finding.diagnostic, finding.feedback_type)
-            action = _record(session, context, named.subscriber_id, named.edition_id, report, digest)
-            return _replace(base, action=action)
+            action, acted = _record(session, context, named.subscriber_id, named.edition_id, report, digest)
+            return _replace(base, action=action, keep=not acted)
         if forged:
-            return _replace(base, action="nobody changed: its return-path code is forged or damaged")
+            return _replace(base, action=f"left in the mailbox: {_FORGED}", keep=True)
+        if context.config.bounces.verp:
+            return _replace(base, action=f"left in the mailbox: {_UNSIGNED}", keep=True)
         if not addresses:
             return _replace(base, action="left in the mailbox: it names no recipient", keep=True)
-        actions = []
+        actions, acted_on_any = [], False
         listed = subscribers_by_email(session, addresses, for_update=True)
         for item in failed:
             subscriber = listed.get(item.address)
@@ -267,8 +287,15 @@ def _feedback(finding: Finding, raw: bytes, key: str, context: _Context) -> Outc
                 continue
             edition_id = latest_edition_sent_to(session, subscriber.id)
             report = _Report(str(item.kind), item.status, item.diagnostic, finding.feedback_type)
-            actions.append(_record(session, context, subscriber.id, edition_id, report, digest))
-    return _replace(base, action="; ".join(dict.fromkeys(actions)))
+            action, acted = _record(session, context, subscriber.id, edition_id, report, digest)
+            actions.append(action)
+            acted_on_any = acted_on_any or acted
+    action = "; ".join(dict.fromkeys(actions))
+    return _replace(base, action=action if acted_on_any else f"left in the mailbox: {action}", keep=not acted_on_any)
+
+
+_FORGED = "its return-path code does not verify (damaged, forged, or signed before [web] secret_key changed)"
+_UNSIGNED = "it carries no signed code of ours, and with VERP on a report naming readers is not trusted alone"
 
 
 def _opt_out(finding: Finding, key: str, context: _Context) -> Outcome:
@@ -279,8 +306,8 @@ def _opt_out(finding: Finding, key: str, context: _Context) -> Outcome:
         subscriber = subscriber_by_id(session, named.subscriber_id) if named is not None else None
         email = subscriber.email if subscriber is not None else ("" if forged or not addresses else addresses[0])
         if not email:
-            action = "nobody changed: its return-path code is forged or damaged" if forged else "names no reader"
-            return Outcome(key, "unsubscribe", action, addresses, keep=not forged)
+            action = f"left in the mailbox: {_FORGED if forged else 'it names no reader'}"
+            return Outcome(key, "unsubscribe", action, addresses, keep=True)
         result = leave_by_address(session, email, context.clock, source="opt-out")
     action = {"not-listed": f"{email}: not on the list", "already": f"{email} had already left"}.get(
         result.value, f"{email} {'would be ' if context.dry_run else ''}unsubscribed (opt-out)"
@@ -300,6 +327,8 @@ def _attribute(finding: Finding, session: Session, context: _Context) -> tuple[A
             return context.paths.read(code), False
         except TokenError:
             forged = True
+    if context.config.bounces.verp:
+        return None, forged  # our Message-IDs can be guessed: signed codes only
     domain = context.config.sender.domain
     for message_id in finding.message_ids:
         match = _OUR_MESSAGE_ID.fullmatch(message_id.strip())
@@ -323,7 +352,8 @@ class _Report:
 
 def _record(
     session: Session, context: _Context, subscriber_id: int, edition_id: int | None, report: _Report, digest: str
-) -> str:
+) -> tuple[str, bool]:
+    """Record one report for one reader; returns what was said and whether the reader was there."""
     bounces = context.config.bounces
     subscriber = subscriber_by_id(session, subscriber_id)
     who = subscriber.email if subscriber is not None else f"reader #{subscriber_id}"
@@ -340,12 +370,12 @@ def _record(
         soft_limit=bounces.soft_bounces,
         soft_window=timedelta(days=bounces.soft_window_days),
     )
-    return _said(recorded, who, context, bounces.soft_bounces)
+    return _said(recorded, who, context, bounces.soft_bounces), recorded is not None
 
 
 def _said(recorded: Recorded | None, who: str, context: _Context, soft_limit: int) -> str:
     if recorded is None:
-        return f"{who} has been removed from the list since: nothing to change"
+        return f"left in the mailbox: {who} has been removed from the list since"
     text = {
         "bounced": f"{who} marked bounced",
         "unsubscribed": f"{who} unsubscribed (complaint)",

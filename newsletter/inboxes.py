@@ -32,9 +32,21 @@ MAX_MESSAGE_BYTES = 10_000_000  # a bounce returns at most one edition (~100 KB)
 
 
 class TooLarge(bytes):
-    """The first bytes of a message that passed ``MAX_MESSAGE_BYTES``; ``size`` is what it claims."""
+    """The first bytes of a message that passed ``MAX_MESSAGE_BYTES``; ``size`` is its size."""
 
     size: int
+
+
+class Unreadable(bytes):
+    """Stands for a message that could not be read at all (no permission, not a file); ``reason`` says why."""
+
+    reason: str
+
+
+def _unreadable(reason: str) -> Unreadable:
+    found = Unreadable(b"")
+    found.reason = reason
+    return found
 
 
 class Inbox(Protocol):
@@ -50,12 +62,12 @@ class Inbox(Protocol):
     def close(self) -> None: ...
 
 
-def _read_bounded(handle: Any) -> bytes:
+def _read_bounded(handle: Any, size: int = 0) -> bytes:
     data = handle.read(MAX_MESSAGE_BYTES + 1)
     if len(data) <= MAX_MESSAGE_BYTES:
         return bytes(data)
     large = TooLarge(data[:4096])
-    large.size = len(data)
+    large.size = max(size, len(data))
     return large
 
 
@@ -99,10 +111,18 @@ class MaildirInbox:
             raise MailboxError(f"{self.name}: {exc.strerror or exc}") from None
         for key in keys:
             try:
-                with self.box.get_file(key) as handle:
-                    raw = _read_bounded(handle)
+                path = Path(self.box._path) / self.box._lookup(key)
+                mode = path.lstat()
+                if not stat.S_ISREG(mode.st_mode):  # a FIFO would block the run, a device never end
+                    yield key, _unreadable("not a regular file")
+                    continue
+                with path.open("rb") as handle:
+                    raw = _read_bounded(handle, mode.st_size)
             except (KeyError, FileNotFoundError):
                 continue  # taken by a concurrent run
+            except OSError as exc:  # one bad file must not stop the others, nor the morning's send
+                yield key, _unreadable(exc.strerror or type(exc).__name__)
+                continue
             yield key, raw
 
     def file_away(self, key: str) -> None:
@@ -129,6 +149,7 @@ class MboxInbox:
 
     def __init__(self, path: Path) -> None:
         self.name = str(path)
+        self.path = path
         try:
             self.box = mailbox.mbox(path, factory=None, create=False)
         except OSError as exc:
@@ -141,7 +162,7 @@ class MboxInbox:
             raise MailboxError(f"{self.name}: {exc.strerror or exc}") from None
         for key in keys:
             with self.box.get_file(key) as handle:
-                yield str(key + 1), _read_bounded(handle)
+                yield f"{self.path.name}:{key + 1}", _read_bounded(handle)
 
     def file_away(self, key: str) -> None:
         raise UsageError(f"{self.name} is an mbox file: it is read only with --dry-run")
@@ -162,7 +183,7 @@ class FileInbox:
     def pending(self) -> Iterator[tuple[str, bytes]]:
         try:
             with self.path.open("rb") as handle:
-                raw = _read_bounded(handle)
+                raw = _read_bounded(handle, self.path.stat().st_size)
         except OSError as exc:
             raise MailboxError(f"{self.name}: {exc.strerror or exc}") from None
         yield self.path.name, raw

@@ -383,7 +383,7 @@ class ScheduledSender:
             return
         try:
             report = process(self.config, self.store, self.clock, self.tokens, inboxes)
-        except NewsletterError as exc:
+        except (NewsletterError, OSError) as exc:  # the folder itself unreadable: say so, and send
             log.error("the bounce mailbox was not read: %s; %s", exc, self.retry_hint)
             return
         if report.total:

@@ -654,7 +654,7 @@ def test_check_command_failures(runner, tmp_path: Path, key_files, pems) -> None
     for key_file, expected in cases.items():
         config = write_config(tmp_path, domain=DOMAIN, selector="breakfast2026", key_file=key_file)
         result = runner.invoke(cli, ["dkim", "check", "--no-dns", "--config", str(config)])
-        assert result.exit_code == 1, (key_file, result.output)
+        assert result.exit_code == 2, (key_file, result.output)  # a key that cannot be used: configuration
         errors = [line for line in result.output.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and expected in errors[0], (key_file, result.output)
         assert not any(line.decode() in result.output for line in rsa_pem.splitlines()[1:-1])
@@ -663,7 +663,7 @@ def test_check_command_failures(runner, tmp_path: Path, key_files, pems) -> None
     result = runner.invoke(
         cli, ["dkim", "check", "--no-dns", "--config", str(env_config)], env={"NEWSLETTER_DKIM_KEY": "not a key"}
     )
-    assert result.exit_code == 1 and "error: dkim.key (or $NEWSLETTER_DKIM_KEY): not a PEM private key" in result.output
+    assert result.exit_code == 2 and "error: dkim.key (or $NEWSLETTER_DKIM_KEY): not a PEM private key" in result.output
 
     unconfigured = write_config(tmp_path)
     result = runner.invoke(cli, ["dkim", "check", "--config", str(unconfigured)])
@@ -684,3 +684,42 @@ def test_signing_a_62_kb_copy_with_ed25519_takes_well_under_a_millisecond(signer
         signer.sign(parts, NOW)
         timings.append(time.perf_counter() - started)
     assert statistics.median(timings) < 0.001, f"median {statistics.median(timings) * 1e6:.0f} µs"
+
+
+def test_keygen_never_writes_over_something_that_is_not_a_key_file(runner, tmp_path: Path) -> None:
+    import os
+
+    device_like = tmp_path / "null"
+    os.symlink("/dev/null", device_like)  # --out /dev/null --force once replaced the device
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (device_like, fifo):
+        args = ["dkim", "keygen", "--domain", DOMAIN, "--selector", "s1", "--out", str(path), "--force"]
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2 and "not a regular file" in result.output, result.output
+    assert os.readlink(device_like) == "/dev/null" and Path("/dev/null").is_char_device()
+
+
+def test_the_second_selector_must_differ_from_the_first() -> None:
+    from newsletter.errors import ConfigError
+
+    data = {
+        "newsletter": {"publication": "Gazette"},
+        "sender": {"from_address": "breakfast@news.example.com"},
+        "web": {"base_url": "https://news.example.com", "secret_key": "k" * 40},
+        "dkim": {"domain": DOMAIN, "selector": "s1", "key": "x", "ed25519_selector": "S1", "ed25519_key": "y"},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "<memory>", {})
+    assert info.value.key == "dkim.ed25519_selector"
+
+
+def test_a_key_that_cannot_be_used_is_a_configuration_error_exit_2(runner, tmp_path: Path) -> None:
+    config = tmp_path / "newsletter.toml"
+    config.write_text(
+        f'[newsletter]\npublication = "Gazette"\n[sender]\nfrom_address = "breakfast@{DOMAIN}"\n'
+        f'[web]\nbase_url = "https://{DOMAIN}"\nsecret_key = "{"k" * 40}"\n'
+        f'[dkim]\ndomain = "{DOMAIN}"\nselector = "s1"\nkey_file = "/dev/zero"\n'
+    )
+    result = runner.invoke(cli, ["--config", str(config), "dkim", "check", "--no-dns"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "not a regular file" in result.output

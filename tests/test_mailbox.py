@@ -155,26 +155,45 @@ def test_tomorrows_edition_skips_the_bounced_reader(config, store, clock, tokens
     assert sorted(smtp_sink.handler.by_recipient()) == [f"reader{i}@example.org" for i in (1, 2, 3)]
 
 
-def test_a_relay_that_rewrites_the_envelope_is_matched_by_our_headers(config, store, clock, tokens, sent, box) -> None:
+def test_a_relay_that_rewrites_the_envelope_is_matched_by_our_signed_header(
+    config, store, clock, tokens, sent, box
+) -> None:
     original = sent["reader2@example.org"].data
-    # The report went to the plain bounce address; only the returned headers say whose it was.
+    # The report went to the plain bounce address; the returned header's signed code says whose it was.
     box.add(dsn("breakfast@news.example.com", "reader2@example.org", original, returned="message"))
     stripped = b"\r\n".join(line for line in original.split(b"\r\n") if not line.startswith(b"X-Newsletter-Delivery"))
-    box.add(dsn("breakfast@news.example.com", "someone.else@forward.example", stripped))  # forwarded address
-    _report, outcomes = run(config, store, clock, tokens, Path(box._path))
-    assert [o.action for o in outcomes].count("reader2@example.org marked bounced") == 1
-    # The second report, for the same reader (found by our Message-ID), is recorded; they stay bounced.
-    assert "recorded for reader2@example.org, who stays as they were" in [o.action for o in outcomes]
-    assert statuses(store)["reader2@example.org"] == "bounced"
+    # Without it, only our Message-ID is left, which readers can guess for each other: not enough.
+    kept = box.add(dsn("breakfast@news.example.com", "reader3@example.org", stripped))
+    _, outcomes = run(config, store, clock, tokens, Path(box._path))
+    assert [o.action for o in outcomes if not o.keep] == ["reader2@example.org marked bounced"]
+    assert statuses(store)["reader2@example.org"] == "bounced" and statuses(store)["reader3@example.org"] == "active"
+    assert list(box.keys()) == [kept]
 
 
-def test_without_any_of_our_marks_the_report_is_matched_by_address(config, store, clock, tokens, sent, box) -> None:
+def test_a_report_without_a_signed_code_changes_nobody_while_verp_is_on(config, store, clock, tokens, sent, box):
+    """Anyone can mail the bounce address: a DSN or an ARF naming readers is not evidence alone."""
+    plain = b"From: someone@example.org\r\nMessage-ID: <other@elsewhere.example>\r\n\r\nhello\r\n"
+    box.add(dsn("breakfast@news.example.com", "reader3@example.org", plain))
+    box.add(arf("breakfast@news.example.com", b"To: reader2@example.org\r\n\r\n", rcpt="reader2@example.org"))
+    report, outcomes = run(config, store, clock, tokens, Path(box._path))
+    assert all(o.keep and o.action.startswith("left in the mailbox: it carries no signed code") for o in outcomes)
+    assert set(statuses(store).values()) == {"active"} and len(box) == 2 and report.kept == 2
+
+
+def test_with_verp_off_a_report_is_matched_by_the_addresses_it_names(db_url, store, clock, tokens, smtp_sink, box):
+    config = make_config(db_url, smtp_sink, bounces={"verp": False})
+    morning_articles(store, clock)
+    add_subscribers(store, clock, 4)
+    assert send_edition(config, store, clock, tokens).outcome == "sent"
     plain = b"From: someone@example.org\r\nMessage-ID: <other@elsewhere.example>\r\n\r\nhello\r\n"
     box.add(dsn("breakfast@news.example.com", "READER3@example.org", plain))
     box.add(dsn("breakfast@news.example.com", "never-mailed@example.net", plain))
     _, outcomes = run(config, store, clock, tokens, Path(box._path))
     actions = sorted(o.action for o in outcomes)
-    assert actions == ["never-mailed@example.net: not on the list", "reader3@example.org marked bounced"]
+    assert actions == [
+        "left in the mailbox: never-mailed@example.net: not on the list",
+        "reader3@example.org marked bounced",
+    ]
     with store.session() as session:
         event = session.scalars(select(SubscriberEvent).where(SubscriberEvent.event == "hard_bounce")).one()
         assert event.edition_id == session.scalars(select(Edition.id)).one()  # the last edition they were sent
@@ -190,7 +209,7 @@ def test_a_forged_verp_code_bounces_nobody(config, store, clock, tokens, sent, b
     box.add(dsn(f"breakfast+{victim}@{domain}", "reader2@example.org", plain))
     box.add(dsn(f"breakfast+{code[:-3]}@{domain}", "reader3@example.org", plain))  # cut short on the way
     _, outcomes = run(config, store, clock, tokens, Path(box._path))
-    assert [o.action for o in outcomes] == ["nobody changed: its return-path code is forged or damaged"] * 2
+    assert all(o.keep and "return-path code does not verify" in o.action for o in outcomes) and len(outcomes) == 2
     assert set(statuses(store).values()) == {"active"}
 
 
@@ -203,7 +222,7 @@ def test_a_bounce_for_a_removed_reader_and_a_multi_recipient_report(
         session.query(Delivery).filter(Delivery.subscriber_id == reader.id).update({"subscriber_id": None})
         session.delete(reader)
     box.add(dsn(r.mail_from, "reader0@example.org", r.data))
-    two = dsn("breakfast@news.example.com", "reader1@example.org", b"From: a@b.example\r\n\r\nx\r\n").replace(
+    two = dsn(sent["reader1@example.org"].mail_from, "reader1@example.org", b"From: a@b.example\r\n\r\nx\r\n").replace(
         b"Original-Recipient: rfc822;reader1@example.org\r\n",
         b"Original-Recipient: rfc822;reader1@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
         b"Final-Recipient: rfc822; reader2@example.org\r\n",
@@ -211,8 +230,10 @@ def test_a_bounce_for_a_removed_reader_and_a_multi_recipient_report(
     box.add(two)
     _, outcomes = run(config, store, clock, tokens, Path(box._path))
     actions = sorted(o.action for o in outcomes)
-    assert actions[0].startswith("reader #") and actions[0].endswith("removed from the list since: nothing to change")
-    assert actions[1] == "reader1@example.org marked bounced; reader2@example.org marked bounced"
+    # A signed report is about the one reader its code names, however many addresses it lists.
+    assert actions[0].startswith("left in the mailbox: reader #") and actions[0].endswith("removed from the list since")
+    assert actions[1] == "reader1@example.org marked bounced"
+    assert statuses(store)["reader2@example.org"] == "active"
 
 
 def test_soft_bounces_on_three_editions_within_the_window_bounce_a_reader(config, store, tokens, box) -> None:
@@ -470,7 +491,12 @@ def test_the_daemon_reads_the_mailbox_every_few_minutes(db_url, store, clock, to
     assert job is not None and job.trigger.interval == timedelta(minutes=7)
     add_subscribers(store, clock, 1)
     box = mailbox.Maildir(tmp_path / "b", create=True)
-    box.add(dsn("breakfast@news.example.com", "reader0@example.org", b"X: y\r\n\r\n"))
+    from newsletter.returnpath import return_paths
+
+    with store.session() as session:
+        reader = session.scalars(select(Subscriber)).one().id
+    paths = return_paths(config)
+    box.add(dsn(paths.mail_from(paths.code(1, reader)), "reader0@example.org", b"X: y\r\n\r\n"))
     mailbox_job(daemon=daemon)
     assert statuses(store) == {"reader0@example.org": "bounced"}
     quiet = EditionScheduler(make_config(db_url, smtp_sink), store, clock, tokens)  # no mailbox configured
@@ -507,3 +533,30 @@ def test_end_to_end_a_relay_that_accepts_then_bounces(db_url, store, clock, toke
         assert sorted(handler.accepted) == ["reader0@example.org", "reader2@example.org", "reader4@example.org"]
     finally:
         server.stop()
+
+
+def test_a_fifo_or_odd_file_in_the_maildir_is_left_and_the_others_are_handled(config, store, clock, tokens, sent, box):
+    import os
+
+    r = sent["reader1@example.org"]
+    os.mkfifo(Path(box._path) / "new" / "1700000000.fifo.host")  # opening it would block the run for ever
+    box.add(dsn(r.mail_from, "reader1@example.org", r.data))
+    _, outcomes = run(config, store, clock, tokens, Path(box._path))
+    by_kind = {o.kind: o for o in outcomes}
+    assert by_kind["unknown"].keep and by_kind["unknown"].action == (
+        "left in the mailbox: it cannot be read (not a regular file)"
+    )
+    assert by_kind["hard"].action == "reader1@example.org marked bounced"
+
+
+def test_a_configured_maildir_that_is_not_one_is_a_config_error(db_url, store, clock, tokens, tmp_path) -> None:
+    from newsletter.errors import ConfigError
+    from newsletter.inbound import configured_inboxes
+
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    for where in ("plain", "file.txt", "missing"):
+        config = make_config(db_url, None, bounces={"maildir": str(tmp_path / where)})
+        with pytest.raises(ConfigError) as info:
+            process(config, store, clock, tokens, configured_inboxes(config))
+        assert info.value.key == "bounces.maildir"

@@ -73,3 +73,10 @@ def test_a_local_part_too_long_for_a_code_is_refused_when_the_config_is_read() -
         _config(address="a" * 40 + "@news.example.com")
     assert info.value.key == "bounces.address"
     assert _config(address="a" * 40 + "@news.example.com", verp=False).bounces.verp is False
+
+
+def test_a_bounce_address_holding_the_delimiter_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        _config(address="news-bounces@news.example.com", delimiter="-")
+    assert info.value.key == "bounces.address" and "delimiter" in str(info.value)
+    assert _config(address="news-bounces@news.example.com").bounces.delimiter == "+"

@@ -62,6 +62,8 @@ def _write_private(path: Path, data: bytes, force: bool) -> None:
     O_EXCL creates the file with mode 0600 from the start (no window in which it is
     readable); with ``force`` a new file replaces the old one in one rename.
     """
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise UsageError(f"{path} is not a regular file; a private key is written only to a new or existing file")
     if path.exists() and not force:
         raise UsageError(f"{path} already exists; keep it (it may be the published key) or pass --force")
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
