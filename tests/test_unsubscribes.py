@@ -11,12 +11,12 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import select
 
 from newsletter.cli import cli
+from newsletter.inbound import MailboxReport, Outcome, process
+from newsletter.inboxes import open_path
 from newsletter.publish import send_edition
 from newsletter.store import Store
 from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
 from newsletter.tokens import UNSUBSCRIBE
-from newsletter.inboxes import open_path
-from newsletter.inbound import MailboxReport, Outcome, process
 from tests.conftest import add_subscribers, morning_articles
 from tests.test_subscribers import config_file
 
@@ -90,7 +90,7 @@ def test_requests_by_token_and_by_sender_and_nothing_twice(config, store, clock,
     # What was handled was filed away, marked seen; what nobody could act on waits, unread.
     left = mailbox.Maildir(box_path, create=False)
     assert sorted(left.keys()) == sorted(k for k, what in expected.items() if what == "kept")
-    assert all(left.get_message(k).get_subdir() == "new" for k in left.keys())
+    assert all(left.get_message(k).get_subdir() == "new" for k in left.keys())  # noqa: SIM118 - a Maildir iterates messages
     processed = mailbox.Maildir(box_path / ".Processed", create=False)
     assert len(processed) == 7 and all("S" in message.get_flags() for message in processed)
     again, outcomes = process_maildir(box_path, config, store, clock, tokens)

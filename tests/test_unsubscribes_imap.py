@@ -28,11 +28,11 @@ from sqlalchemy import select
 from newsletter.cli import cli
 from newsletter.config import Config
 from newsletter.errors import ConfigError, MailboxError
+from newsletter.inbound import MailboxReport, process
+from newsletter.inboxes import ImapInbox
 from newsletter.sink import free_port
 from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
 from newsletter.tokens import UNSUBSCRIBE
-from newsletter.inboxes import ImapInbox
-from newsletter.inbound import MailboxReport, process
 from tests.conftest import PG_ENV, add_subscribers, make_config
 from tests.test_subscribers import config_file
 from tests.test_unsubscribes import mail, statuses
