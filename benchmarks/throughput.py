@@ -15,7 +15,8 @@ and runs in a child process, so its peak RSS is its own:
   the same number of connections, with no database and no per-message work.
 
 The pipeline runs once per ``--dkim`` mode (by default without DKIM and with an RSA-2048
-signature on every copy; also ``ed25519-sha256`` and ``dual``), each against the same floor.
+signature on every copy; also ``ed25519-sha256`` and ``dual``) and ``--tracking`` mode
+(click tracking on, the default, or off), each against the same floor.
 
 Each is run ``--rounds`` times, alternating, and the medians are compared: on a shared
 machine single runs vary by a quarter or more.
@@ -91,9 +92,12 @@ def _dkim_text(directory: Path, mode: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _config_text(directory: Path, port: int, database_url: str, connections: int, dkim: str = "off") -> str:
+def _config_text(
+    directory: Path, port: int, database_url: str, connections: int, dkim: str = "off", tracking: str = "on"
+) -> str:
     return (
         _dkim_text(directory, dkim)
+        + ("" if tracking == "on" else "[tracking]\nclicks = false\n")
         + f"""
 [newsletter]
 publication = "The Example Gazette"
@@ -287,14 +291,14 @@ def _measure(config_path: Path, n: int, mode: str, rounds: int) -> None:
         floor_rss = max(floor_rss, peak)
     rate, floor_rate = statistics.median(rates), statistics.median(floors)
     print(
-        f"{n:>11,}  {mode:>14}  {rate:>14,.0f}  {floor_rate:>11,.0f}  {rate / floor_rate:>6.0%}  "
+        f"{n:>11,}  {mode}  {rate:>14,.0f}  {floor_rate:>11,.0f}  {rate / floor_rate:>6.0%}  "
         f"{rss:>14.1f} MB  {floor_rss:>11.1f} MB  {pipeline['html_bytes'] / 1024:>7.1f}  "
         f"{floor['message_bytes'] / 1024:>10.1f}",
         flush=True,
     )
     if rounds > 1:
         print(
-            f"{'':>11}  {'':>14}  rounds: pipeline {', '.join(f'{r:,.0f}' for r in rates)}; "
+            f"{'':>11}  {'':>22}  rounds: pipeline {', '.join(f'{r:,.0f}' for r in rates)}; "
             f"floor {', '.join(f'{r:,.0f}' for r in floors)}",
             flush=True,
         )
@@ -313,6 +317,12 @@ def main() -> None:
         action="append",
         choices=DKIM_MODES,
         help="signing for the pipeline (repeatable; default: off, rsa-sha256)",
+    )
+    parser.add_argument(
+        "--tracking",
+        action="append",
+        choices=("on", "off"),
+        help="click tracking for the pipeline (repeatable, each with every --dkim; default: on)",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -333,9 +343,9 @@ def main() -> None:
         f"sink: {sink_name} on 127.0.0.1:{port}; {args.connections} connections; "
         f"database: {args.database_url or 'SQLite (fresh file)'}"
     )
-    modes = args.dkim or ["off", "rsa-sha256"]
+    modes = [(dkim, tracking) for dkim in args.dkim or ["off", "rsa-sha256"] for tracking in args.tracking or ["on"]]
     print(
-        f"{'subscribers':>11}  {'DKIM':>14}  {'pipeline msg/s':>14}  {'floor msg/s':>11}  {'ratio':>6}  "
+        f"{'subscribers':>11}  {'DKIM':>14}  {'clicks':>6}  {'pipeline msg/s':>14}  {'floor msg/s':>11}  {'ratio':>6}  "
         f"{'peak RSS pipeline':>17}  {'peak RSS floor':>14}  {'HTML KB':>7}  {'message KB':>10}"
     )
     try:
@@ -346,10 +356,11 @@ def main() -> None:
             for n in sizes:
                 (directory / "bench.db").unlink(missing_ok=True)
                 _seed(config_path, n, args.articles)
-                for mode in modes:
-                    mode_path = directory / f"newsletter-{mode}.toml"
-                    mode_path.write_text(_config_text(directory, port, args.database_url, args.connections, mode))
-                    _measure(mode_path, n, mode, args.rounds)
+                for dkim, tracking in modes:
+                    mode_path = directory / f"newsletter-{dkim}-{tracking}.toml"
+                    text = _config_text(directory, port, args.database_url, args.connections, dkim, tracking)
+                    mode_path.write_text(text)
+                    _measure(mode_path, n, f"{dkim:>14}  {tracking:>6}", args.rounds)
     finally:
         sink.send_signal(signal.SIGTERM)
         try:
