@@ -134,7 +134,14 @@ class Article(Base):
 class Subscriber(Base):
     __tablename__ = "subscribers"
     # AUTOINCREMENT: ids are signed into unsubscribe links, so SQLite must never reuse one.
-    __table_args__ = ({"sqlite_autoincrement": True},)
+    __table_args__ = (
+        # The list's history by day (``store.reports.list_growth``): rows that joined,
+        # confirmed or left in a window of days, read by range instead of by a whole scan.
+        Index("ix_subscribers_created_at", "created_at"),
+        Index("ix_subscribers_confirmed_at", "confirmed_at"),
+        Index("ix_subscribers_unsubscribed_at", "unsubscribed_at"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
@@ -406,6 +413,10 @@ class Click(Base):
     __tablename__ = "clicks"
     __table_args__ = (
         Index("ix_clicks_edition_position", "edition_id", "position"),
+        # Covers the counts per edition and link (unique readers too) without reading the
+        # table; the links' range (position >= 1) skips the opens, and an edition's opens
+        # (position 0) come in reader order, so counting unique openers needs no sort.
+        Index("ix_clicks_edition_position_subscriber", "edition_id", "position", "subscriber_id"),
         Index("ix_clicks_subscriber_id", "subscriber_id"),
         Index("ix_clicks_at", "at"),
     )
