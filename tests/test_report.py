@@ -424,7 +424,7 @@ def test_charts_are_well_formed_svg_without_scripts() -> None:
     _parsed(empty)
 
 
-def test_axis_helpers() -> None:
+def test_axis_ticks_and_label_spacing() -> None:
     assert charts.nice_ticks(9_812) == [0, 2500, 5000, 7500, 10000]
     assert charts.nice_ticks(0) == [0.0, 1.0]
     assert charts.nice_ticks(0.043)[-1] >= 0.043
