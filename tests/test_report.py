@@ -549,3 +549,22 @@ def test_sign_ups_are_counted_by_local_day_across_the_clock_change(db_url: str, 
     assert [counts[date(2026, 10, d)] for d in (24, 25, 26)] == [1, 2, 1]
     active = {d.day: d.active for d in growth.history}
     assert [active[date(2026, 10, d)] for d in (23, 24, 25, 26)] == [0, 1, 3, 4]
+
+
+def test_reading_sessions_take_no_write_lock_on_sqlite(tmp_path) -> None:
+    """A report running beside a send must not hold up its commits (SQLite's single writer)."""
+    from sqlalchemy import text
+
+    from newsletter.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'lock.db'}")
+    store.upgrade()
+    other = Store(store.url)
+    try:
+        with store.reading() as reader:
+            reader.execute(text("SELECT count(*) FROM subscribers")).scalar()
+            with other.session() as writer:  # would wait 30 s for a BEGIN IMMEDIATE reader
+                writer.execute(text("DELETE FROM web_attempts"))
+    finally:
+        store.dispose()
+        other.dispose()

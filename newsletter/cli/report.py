@@ -83,7 +83,7 @@ def report(app: App, day_text: str | None, days_text: str | None, as_json: bool)
     days = _days(days_text) if days_text is not None else None
     opens = app.config.tracking.opens
     zone = app.config.newsletter.zone
-    with app.store.session() as session:
+    with app.store.reading() as session:
         if days is not None:
             first, last = report_window(app.clock.now().astimezone(zone).date(), days)
             editions = editions_out_between(session, first, last)

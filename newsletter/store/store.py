@@ -58,7 +58,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A read-only transaction (Store.reading) takes no lock: under WAL, a long report then
+    # never holds up the commits of a send running beside it.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
 
 
 class Store:
@@ -109,6 +111,14 @@ class Store:
     def session(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any error."""
         with self._transaction(commit=True) as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reading only, always rolled back: on SQLite it takes no write lock, so
+        reports and charts over a large list never stall a send's commits."""
+        with self._transaction(commit=False) as session:
+            session.connection(execution_options={"read_only": True})
             yield session
 
     @contextmanager

@@ -136,7 +136,7 @@ def home() -> str:
     app = services()
     zone = app.config.newsletter.zone
     today = app.clock.now().astimezone(zone).date()
-    with app.store.session() as db:
+    with app.store.reading() as db:
         figures = edition_reports(db, latest_editions_out(db, EDITIONS_CHARTED), opens=False, with_links=False)
         growth = list_growth(db, zone, today - timedelta(days=GROWTH_DAYS - 1), today)
     return render_template(
@@ -319,7 +319,7 @@ def edition(day: str) -> str:
     from newsletter.store.reports import edition_on, edition_reports
 
     app = services()
-    with app.store.session() as db:
+    with app.store.reading() as db:
         found = edition_for(db, when)
         feedback = edition_feedback(db, [found.id])[found.id] if found is not None else None
         row = edition_on(db, when) if has_gone_out(found) else None
