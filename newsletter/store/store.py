@@ -136,6 +136,7 @@ class Store:
             if commit:
                 session.commit()
             else:
+                session.expunge_all()  # what was read stays readable after the block, as after a commit
                 session.rollback()
         except OperationalError as exc:
             session.rollback()
