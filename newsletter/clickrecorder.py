@@ -101,7 +101,7 @@ class RecorderStats:
     dropped: int  # lost: the queue overflowed, or the database refused a batch outright
     failures: int  # batches that could not be written when tried
     batches: int = 0  # transactions committed
-    writing_seconds: float = 0.0  # time spent in them: what a send on SQLite may have waited for
+    writing_seconds: float = 0.0  # BEGIN to COMMIT, waits for the lock included: what a send may have waited for
 
 
 _RECORDERS: weakref.WeakSet[ClickRecorder] = weakref.WeakSet()
