@@ -69,7 +69,7 @@ class _LinkCache:
             if links is not None:
                 self._fixed.move_to_end(edition_id)
                 return links
-        with self._store.session() as session:
+        with self._store.reading() as session:  # no write lock on SQLite: a send's commits go on
             found = edition_links(session, edition_id)
         if found is None:
             return None
