@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, object_session
 from newsletter.clock import Clock
 from newsletter.errors import UsageError
 from newsletter.store.bounces import edition_exists
+from newsletter.store.clicks import forget_clicks_of
 from newsletter.store.deliveries import settle_for_removal
 from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
 from newsletter.store.readers import (
@@ -410,15 +411,17 @@ def remove_subscribers(session: Session, emails: Iterable[str], clock: Clock, *,
     Their delivery rows stay without a subscriber, so an edition still says it went to as
     many readers as it did; the ones not yet sent are skipped first, in this same
     transaction, or the edition would wait for them for ever. A "removed" event without a
-    link keeps the day's count. All or nothing: ``NotListedError`` if any address is not
-    on the list.
+    link keeps the day's count; their clicks stay counted, anonymous. All or nothing:
+    ``NotListedError`` if any address is not on the list.
     """
     source = clean_source(source)
     removed = []
     for subscriber in _listed(session, emails, for_update=True):
         email = subscriber.email
         skipped = settle_for_removal(session.connection(), subscriber.id)
+        reader_id = subscriber.id
         delete_subscriber(session, subscriber)
+        forget_clicks_of(session, reader_id)  # clicks keep counting, but name nobody
         record_event(session, None, REMOVED, source, clock.now())
         removed.append(Removed(email, skipped))
     return removed

@@ -69,13 +69,20 @@ def link_policy(
 MAX_URL = 2048  # what edition_links.url holds
 
 
+def trackable_url(url: str) -> bool:
+    """Whether a link can go through the click endpoint: absolute http(s) with a host, no
+    control characters or spaces, at most ``MAX_URL`` long; so a redirect's Location can
+    never carry a line break or point at a ``javascript:`` or ``data:`` URL."""
+    return bool(_host(url))
+
+
 def _host(url: str) -> str:
-    """The host of an absolute http(s) URL fit to be redirected to, else ""."""
-    if len(url) > MAX_URL or any(ord(c) < 0x21 or 0x7F <= ord(c) <= 0x9F for c in url):
-        return ""  # a line break or control character must never reach a Location header
+    """The host of a trackable URL, else ""."""
+    if not url or len(url) > MAX_URL or any(ord(c) < 0x21 or 0x7F <= ord(c) <= 0x9F for c in url):
+        return ""
     try:
         parts = urlsplit(url)
-    except ValueError:
+    except ValueError:  # a malformed IPv6 host, say
         return ""
     return (parts.hostname or "").lower() if parts.scheme in ("http", "https") else ""
 

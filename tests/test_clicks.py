@@ -21,7 +21,6 @@ from newsletter.config import Config
 from newsletter.errors import EditionFrozenError, MessageError, StoreError
 from newsletter.store import Store
 from newsletter.store.clicks import (
-    MAX_URL,
     ClickRow,
     ClickTotals,
     EditionLinks,
@@ -32,7 +31,6 @@ from newsletter.store.clicks import (
     forget_clicks_of,
     record_clicks,
     save_edition_links,
-    trackable_url,
     unique_clickers,
 )
 from newsletter.store.models import (
@@ -46,6 +44,7 @@ from newsletter.store.models import (
     SubscriberStatus,
 )
 from newsletter.store.readers import delete_subscriber
+from newsletter.tracking import MAX_URL, trackable_url
 from newsletter.web import create_app
 from newsletter.web.clicks import PIXEL, recorder_of
 from tests.conftest import SECRET, add_subscribers, make_config

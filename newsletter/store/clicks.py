@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from sqlalchemy import case, delete, distinct, func, insert, literal_column, select, update
 from sqlalchemy.orm import Session
@@ -27,10 +26,10 @@ from newsletter.errors import EditionFrozenError, MessageError, StoreError
 from newsletter.store.models import Click, Delivery, Edition, EditionLink, Subscriber
 from newsletter.store.readers import LOOKUP_CHUNK, MAX_SUBSCRIBER_ID
 from newsletter.store.store import has_gone_out
+from newsletter.tracking import trackable_url
 
 OPEN_POSITION = 0
 """The position an open (the 1×1 image) is recorded at; links are numbered from 1."""
-MAX_URL = 2048
 """The longest link that can be tracked (the column's width); a longer one should go in the mail as it is."""
 MAX_ID = 2**31 - 1
 """Ids and positions are INTEGER on PostgreSQL: a larger number names nothing, and must not reach a query."""
@@ -79,22 +78,6 @@ class ClickTotals:
     unique_clickers: int  # readers who clicked any link
     clicks: int  # every recorded click on a link
     opens_unique: int  # readers whose copy loaded the open-tracking image (0 with opens off)
-
-
-def trackable_url(url: str) -> bool:
-    """Whether a link can go through the click endpoint: absolute http(s), no control characters, short enough.
-
-    The message builder asks this before making a link tracked, and ``save_edition_links``
-    refuses anything else, so the redirect's Location header can never be made to carry
-    a line break or to point at a ``javascript:`` or ``data:`` URL.
-    """
-    if not url or len(url) > MAX_URL or any(ord(c) < 0x21 or 0x7F <= ord(c) <= 0x9F for c in url):
-        return False
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # a malformed IPv6 host, say
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 # --- an edition's links ---------------------------------------------------------------------

@@ -37,7 +37,8 @@ from newsletter.clickrecorder import ClickRecorder, looks_like_scanner
 from newsletter.codes import CLICK, Attribution, ReaderCodes
 from newsletter.errors import TokenError
 from newsletter.store import Store
-from newsletter.store.clicks import OPEN_POSITION, ClickRow, edition_links, trackable_url
+from newsletter.store.clicks import OPEN_POSITION, ClickRow, edition_links
+from newsletter.tracking import trackable_url
 from newsletter.web import Services, services
 
 bp = Blueprint("clicks", __name__)
