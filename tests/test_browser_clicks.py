@@ -52,6 +52,7 @@ def newsroom(tmp_path: Path) -> Iterator[str]:
         httpd.server_close()
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the browser part is the same on both databases
 def test_a_reader_clicks_a_story_and_the_admin_sees_it(db_url, store, smtp_sink, server, newsroom, tmp_path) -> None:
     require_chromium()
     base, slot = server

@@ -578,6 +578,7 @@ def article_site() -> Iterator[tuple[int, dict[str, tuple[str, dict[str, str]]]]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the browser part is the same on both databases
 def test_the_pasted_form_and_link_work_cross_site_in_chromium(
     db_url: str,
     store: Store,

@@ -31,6 +31,18 @@ from tests.faults import Faults, FaultyHandler, dsn
 BOUNCES = "breakfast"  # the local part of the sender, which is also the bounce address here
 
 
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """SQLite only: this module tests the reading and routing of returned mail; the store
+    functions it relies on are tested on both databases in test_bounce_records.py and
+    test_postfix_bounces.py (CI's time is short)."""
+    url = f"sqlite:///{tmp_path / 'newsletter.db'}"
+    store = Store(url)
+    store.upgrade()
+    store.dispose()
+    return url
+
+
 def arf(to: str, original: bytes, rcpt: str | None) -> bytes:
     """An RFC 5965 feedback report: a reader pressed "Report spam"."""
     head = original.split(b"\r\n\r\n", 1)[0]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from newsletter.codes import CLICK, Attribution, ReaderCodes
 from newsletter.publish import send_edition
+from newsletter.store import Store
 from newsletter.store.models import Edition, EditionLink, Subscriber, SubscriberEvent
 from newsletter.tokens import UNSUBSCRIBE
 from newsletter.tracking import link_policy, track, untrack, with_utm
@@ -16,6 +19,17 @@ from tests.conftest import SECRET, add_subscribers, make_config, morning_article
 
 BASE = "https://news.example.com/newsletter"
 MARKER = "NLCLICKabcX"
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """SQLite only: this module tests how links are rewritten per copy; the store functions
+    it relies on are tested on both databases in test_clicks.py (CI's time is short)."""
+    url = f"sqlite:///{tmp_path / 'newsletter.db'}"
+    store = Store(url)
+    store.upgrade()
+    store.dispose()
+    return url
 
 
 def policy(**overrides: object):
