@@ -330,7 +330,11 @@ def make_edition(config: Config, store: Store, clock: Clock, day: date) -> tuple
             with store.session() as session:
                 edition = save_open_edition(session, day, values, selection.article_ids, existing)
                 save_edition_links(session, edition.id, rendered.links if rendered else ())
-        except (IntegrityError, ConflictError) as exc:
+        except IntegrityError:
+            # The statement and its parameters (the whole edition) are no use in a log.
+            log.info("edition %s was saved by another process while this one made it; selecting again", day)
+            continue
+        except ConflictError as exc:
             log.info("edition %s changed while it was being made (%s); selecting again", day, exc)
             continue
         log.info(

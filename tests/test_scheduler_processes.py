@@ -147,7 +147,8 @@ def slow_site(tmp_path: Path, db_url: str) -> Iterator[Site]:
 def test_two_schedulers_started_together_send_the_edition_once(site: Site) -> None:
     first, second = site.scheduler("first.log"), site.scheduler("second.log")
     wait_for(lambda: (e := site.edition()) is not None and e.status == EditionStatus.SENT, what="the edition sent")
-    decided = ("is being sent by", "already sent to", ": sent 100, ")
+    # A scheduler that starts late (a busy machine) finds the edition already sent.
+    decided = ("is being sent by", "already sent", ": sent 100, ")
     wait_for(lambda: all(any(w in site.log(n) for w in decided) for n in ("first.log", "second.log")), what="both")
     assert stop(first) == 0 and stop(second) == 0
     assert sorted(site.sink.copies) == sorted(site.readers)
