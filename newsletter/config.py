@@ -308,6 +308,24 @@ def _utm_value(value: Any) -> str:
     return text
 
 
+def _emails(value: Any) -> tuple[str, ...]:
+    """A list of distinct plain addresses, e.g. the staff told when preflight finds an error."""
+    if not isinstance(value, list):
+        raise _InvalidValueError
+    found = tuple(_email(item) for item in value)
+    if len({a.lower() for a in found}) != len(found):
+        raise _InvalidValueError
+    return found
+
+
+def _header_text(value: Any) -> str:
+    """Text sent as an HTTP header value: printable ASCII on one line, not too long."""
+    text = _nonempty(value)
+    if not text.isascii() or not text.isprintable() or len(text) > 200:
+        raise _InvalidValueError
+    return text
+
+
 def _mailbox_name(value: Any) -> str:
     text = _nonempty(value)
     if not text.isascii() or not text.isprintable():
@@ -559,6 +577,30 @@ class DkimConfig:
 
 
 @dataclass(frozen=True)
+class PreflightConfig:
+    """The checks run on an edition before it goes out: ``newsletter preflight``, and later the
+    scheduler before each send. Links are fetched from this machine, so the limits here keep a
+    slow site from holding up the morning."""
+
+    block_on_error: bool = _meta("true or false", _bool, default=True)
+    notify: tuple[str, ...] = _meta(
+        'a list of distinct email addresses such as ["desk@news.example.com"]', _emails, default=()
+    )
+    link_timeout_seconds: float = _meta("seconds, from 0.1 to 120", _number_range(0.1, 120), default=10.0)
+    link_check_seconds: float = _meta("seconds, from 1 to 3600", _number_range(1, 3600), default=60.0)
+    link_concurrency: int = _meta("a whole number from 1 to 64", _int_range(1, 64), default=8)
+    user_agent: str = _meta(
+        "a user agent: one line of printable ASCII, at most 200 characters",
+        _header_text,
+        default="BreakfastInRed-Preflight/1.0 (link check before sending)",
+    )
+    max_redirects: int = _meta("a whole number from 0 to 20", _int_range(0, 20), default=5)
+    spam_threshold: float = _meta("a SpamAssassin score, from -100 to 100", _number_range(-100, 100), default=5.0)
+    screenshots: bool = _meta("true or false", _bool, default=True)
+    screenshot_dir: str = _meta("a directory path", _nonempty, default="preflight")
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the sender needs, built once per process by ``load_config``."""
 
@@ -575,6 +617,7 @@ class Config:
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    preflight: PreflightConfig = field(default_factory=PreflightConfig)
     feeds: tuple[FeedConfig, ...] = ()
     source: str = "<memory>"
 
@@ -610,6 +653,7 @@ _SECTIONS: dict[str, type] = {
     "bounces": BouncesConfig,
     "dkim": DkimConfig,
     "tracking": TrackingConfig,
+    "preflight": PreflightConfig,
 }
 
 
@@ -736,6 +780,9 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
             sections["store"] = StoreConfig(url=f"sqlite:///{(base / relative).as_posix()}")
         delivery: DeliveryConfig = sections["delivery"]
         sections["delivery"] = dataclasses.replace(delivery, maildir=str(base / delivery.maildir))
+        preflight: PreflightConfig = sections["preflight"]
+        screenshots = base / Path(preflight.screenshot_dir).expanduser()
+        sections["preflight"] = dataclasses.replace(preflight, screenshot_dir=str(screenshots))
         bounces = sections["bounces"]
         if bounces.maildir:
             sections["bounces"] = dataclasses.replace(bounces, maildir=str(base / bounces.maildir))

@@ -181,6 +181,19 @@ BAD_VALUES = [
     ("design", "logo_width", 0, "pixels, from 16 to 600"),
     ("design", "thumbnails", "yes", "true or false"),
     ("design", "logo_alt", "a\x00b", "no line breaks"),
+    ("preflight", "block_on_error", "yes", "true or false"),
+    ("preflight", "notify", "desk@news.example.com", "list of distinct email addresses"),
+    ("preflight", "notify", ["desk@news.example.com", "Desk@news.example.com"], "list of distinct email addresses"),
+    ("preflight", "notify", ["desk"], "email address"),
+    ("preflight", "link_timeout_seconds", 0, "seconds, from 0.1 to 120"),
+    ("preflight", "link_check_seconds", 0.5, "seconds, from 1 to 3600"),
+    ("preflight", "link_concurrency", 0, "from 1 to 64"),
+    ("preflight", "user_agent", "", "user agent"),
+    ("preflight", "user_agent", "Frühstück/1.0", "printable ASCII"),
+    ("preflight", "max_redirects", 21, "from 0 to 20"),
+    ("preflight", "spam_threshold", "5", "SpamAssassin score"),
+    ("preflight", "screenshots", 1, "true or false"),
+    ("preflight", "screenshot_dir", "", "directory path"),
 ]
 
 
@@ -470,6 +483,20 @@ def test_relative_paths_resolve_next_to_the_config_file(tmp_path: Path, monkeypa
 def test_default_database_is_next_to_the_config_file(tmp_path: Path) -> None:
     path = write(tmp_path / "newsletter.toml", minimal())
     assert load_config(path, {}).store.url == f"sqlite:///{tmp_path.resolve() / 'newsletter.db'}"
+
+
+def test_preflight_defaults_and_its_screenshots_next_to_the_config_file(tmp_path: Path) -> None:
+    preflight = parse_config(minimal(), "<memory>", {}).preflight
+    assert preflight.block_on_error is True and preflight.notify == ()
+    assert preflight.spam_threshold == 5.0 and preflight.screenshots is True
+    assert preflight.screenshot_dir == "preflight"
+    path = write(tmp_path / "newsletter.toml", minimal())
+    assert load_config(path, {}).preflight.screenshot_dir == str(tmp_path.resolve() / "preflight")
+    data = minimal()
+    data["preflight"] = {"screenshot_dir": "/var/tmp/shots", "notify": ["desk@news.example.com"], "max_redirects": 0}
+    preflight = load_config(write(path, data), {}).preflight
+    assert preflight.screenshot_dir == "/var/tmp/shots"
+    assert preflight.notify == ("desk@news.example.com",) and preflight.max_redirects == 0
 
 
 # --- the example file ------------------------------------------------------------------
