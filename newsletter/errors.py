@@ -9,6 +9,7 @@ line and exits non-zero, so nothing below the interfaces needs to know about exi
     │   ├── InvalidArticleError      an article's field is missing, malformed or out of range
     │   ├── ArticleNotFoundError     no article has that id or URL (or several share the URL)
     │   ├── EditionFrozenError       the edition has started going out; its content is fixed
+    │   ├── ValidationError          one field or row holds a value that cannot be stored (``field`` names it)
     │   ├── InvalidAddressError      (subscribers.py) not an email address we can send to
     │   ├── InvalidTextError         (subscribers.py) a name or source with control characters
     │   ├── NotListedError           (subscribers.py) addresses not on the list; nothing changed
@@ -59,6 +60,21 @@ class UsageError(NewsletterError):
     """Raised when a command is given arguments it cannot act on."""
 
     exit_code = 2
+
+
+class ValidationError(UsageError):
+    """Raised when one named field (an option, a form field, a CSV row's column) holds an unusable value.
+
+    ``field`` names where the value came from ("--timezone", "line 4, column timezone") and
+    ``reason`` is a short fixed word ("unknown", "control", "too-long", "not-a-place"), so a
+    form or an importer can word its own message from the attributes, never from the text.
+    """
+
+    def __init__(self, field: str, problem: str, *, reason: str = "invalid") -> None:
+        self.field = field
+        self.problem = problem
+        self.reason = reason
+        super().__init__(f"{field}: {problem}")
 
 
 class InvalidArticleError(UsageError):

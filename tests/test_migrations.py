@@ -102,3 +102,42 @@ def test_the_history_has_one_head(tmp_path: Path) -> None:
         assert store.current_revision() == store.head_revision()
     finally:
         store.dispose()
+
+
+def _migrate(store: Store, change: Any, revision: str) -> None:
+    from alembic import command
+
+    cfg = store._alembic()
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        getattr(command, change)(cfg, revision)
+
+
+def test_migration_0012_gives_every_reader_no_zone_and_goes_back(empty_url: str) -> None:
+    """Existing readers get "" (the newsroom's zone); SQLite keeps AUTOINCREMENT both ways."""
+    store = Store(empty_url)
+    try:
+        _migrate(store, "upgrade", "0011")
+        insert = text(
+            "INSERT INTO subscribers (email, name, status, source, created_at, updated_at) "
+            "VALUES ('ana@example.org', '', 'active', '', :at, :at)"
+        )
+        with store.engine.begin() as conn:
+            conn.execute(insert, {"at": "2026-11-24 06:30:00"})
+        store.upgrade()
+        assert schema_differences(store) == []
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SELECT timezone FROM subscribers")).all() == [("",)]
+        indexes = {i["name"]: i["column_names"] for i in inspect(store.engine).get_indexes("subscribers")}
+        assert indexes["ix_subscribers_status_timezone"] == ["status", "timezone", "id"]
+        _migrate(store, "downgrade", "0011")
+        assert "timezone" not in {c["name"] for c in inspect(store.engine).get_columns("subscribers")}
+        store.upgrade()
+        assert schema_differences(store) == []
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SELECT email, timezone FROM subscribers")).all() == [("ana@example.org", "")]
+            if conn.dialect.name == "sqlite":  # ids are signed into links: never reused
+                ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'subscribers'")).scalar()
+                assert "AUTOINCREMENT" in ddl
+    finally:
+        store.dispose()

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.store.models import StaffUser, Subscriber, SubscriberEvent
+from newsletter.store.models import StaffUser, Subscriber, SubscriberEvent, SubscriberStatus
 
 LOOKUP_CHUNK = 500  # addresses per IN (...): well under every driver's parameter limit
 MAX_SUBSCRIBER_ID = 2**31 - 1  # the id column's range on PostgreSQL: a larger number names nobody
@@ -59,6 +59,34 @@ def subscriber_by_id(session: Session, subscriber_id: int, *, for_update: bool =
     if for_update:
         query = query.with_for_update()
     return session.scalars(query).first()
+
+
+def set_timezone(session: Session, subscriber_id: int, zone: str, at: datetime) -> bool:
+    """Give a reader their own time zone ("" for the newsroom's); False if there is no such reader.
+
+    ``zone`` has been through ``timezones.check_zone``: this stores it as it is. The
+    UPDATE takes the row's lock, so a send grouping readers by zone at the same moment
+    sees the old zone or the new one, never a mix.
+    """
+    if not 0 < subscriber_id <= MAX_SUBSCRIBER_ID:
+        return False
+    changed = session.execute(
+        update(Subscriber).where(Subscriber.id == subscriber_id).values(timezone=zone, updated_at=at)
+    )
+    return bool(changed.rowcount)  # type: ignore[attr-defined]
+
+
+def active_zone_counts(session: Session) -> dict[str, int]:
+    """Active readers per time zone ("" for the newsroom's), largest first: one grouped query.
+
+    Read from ``ix_subscribers_status_timezone`` alone, without touching the table.
+    """
+    rows = session.execute(
+        select(Subscriber.timezone, func.count())
+        .where(Subscriber.status == SubscriberStatus.ACTIVE)
+        .group_by(Subscriber.timezone)
+    ).all()
+    return dict(sorted(((zone, count) for zone, count in rows), key=lambda item: (-item[1], item[0])))
 
 
 def delete_subscriber(session: Session, subscriber: Subscriber) -> None:
