@@ -47,11 +47,13 @@ from newsletter.subscribers import (
     normalise_email,
     set_status,
 )
+from newsletter.timezones import check_zone
 
 MAX_FILE_BYTES = 100 * 1024 * 1024
 """The largest file one import reads (100 MB, about two million readers): split bigger lists."""
 MAX_LINE_BYTES = 1024 * 1024
 """A longer line is rejected (and skipped unread) rather than held in memory."""
+ZONE_COLUMN = "column timezone"  # how a rejected zone is named: "line 4: rejected: column timezone: ..."
 _BINARY_SAMPLE = 8192
 _READ_CHUNK = 64 * 1024
 
@@ -63,7 +65,7 @@ class ImportFileError(UsageError):
 # --- exporting ----------------------------------------------------------------------------
 
 
-EXPORT_COLUMNS = ("email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at")
+EXPORT_COLUMNS = ("email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at", "timezone")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -87,7 +89,7 @@ def export_rows(session: Session, status: SubscriberStatus | None = None, batch:
             stamps = [
                 t.isoformat(timespec="seconds") if t else "" for t in (s.created_at, s.confirmed_at, s.unsubscribed_at)
             ]
-            yield [_csv_safe(s.email), _csv_safe(s.name), s.status.value, *stamps]
+            yield [_csv_safe(s.email), _csv_safe(s.name), s.status.value, *stamps, s.timezone]
         last = rows[-1].id
         session.expunge_all()
 
@@ -100,6 +102,7 @@ class CsvRow:
     line: int
     email: str
     name: str
+    timezone: str = ""  # as written in the file's time zone column; checked by ``import_rows``
 
 
 @dataclass
@@ -121,6 +124,8 @@ _EMAIL_HEADERS = {"email", "emailaddress", "mail", "mailaddress", "emailadres", 
 _NAME_HEADERS = {"name", "fullname", "displayname", "subscribername", "nom", "nombre"}
 _FIRST_HEADERS = {"firstname", "givenname", "forename", "first", "vorname", "prenom"}
 _LAST_HEADERS = {"lastname", "surname", "familyname", "last", "nachname"}
+# Only with a header row: a column of zones cannot be told from other text without one.
+_ZONE_HEADERS = {"timezone", "tz", "tzname", "timezonename", "ianatimezone", "zeitzone", "fuseauhoraire"}
 _DELIMITERS = ",;\t|"
 
 
@@ -244,6 +249,7 @@ def read_csv(data: bytes | BinaryIO) -> CsvFile:
         name_cols = [i for i, k in enumerate(keys) if k in _NAME_HEADERS][:1] or [
             i for i, k in enumerate(keys) if k in _FIRST_HEADERS | _LAST_HEADERS
         ]
+        zone_col = next((i for i, k in enumerate(keys) if k in _ZONE_HEADERS), None)
     else:
         sample = [header_record]
         for record in records:
@@ -255,6 +261,7 @@ def read_csv(data: bytes | BinaryIO) -> CsvFile:
         email_col = votes.most_common(1)[0][0] if votes else 0
         widths = Counter(len(cells) for _, cells in sample)
         name_cols = [1 - email_col] if widths.most_common(1)[0][0] == 2 and email_col < 2 else []
+        zone_col = None
     result = CsvFile(rows=[], encoding=encoding, delimiter=delimiter, header=header, rejected=rejected)
     for line, cells in data_rows:
         email = cells[email_col] if email_col < len(cells) else ""
@@ -262,7 +269,8 @@ def read_csv(data: bytes | BinaryIO) -> CsvFile:
             rejected.append((line, "no email address on this line"))
             continue
         name = " ".join(cells[i] for i in name_cols if i < len(cells) and cells[i])
-        result.rows.append(CsvRow(line, email, name))
+        zone = cells[zone_col] if zone_col is not None and zone_col < len(cells) else ""
+        result.rows.append(CsvRow(line, email, name, zone))
     rejected.sort()
     return result
 
@@ -449,17 +457,23 @@ def import_rows(
     there. Those who unsubscribed or bounced here stay out unless ``force``, staff's word
     that they agreed to come back; each such "reactivated" event records ``by`` (who ran
     the import, "cli:ana") when given, else ``source``.
+
+    A row's time zone (the optional ``timezone`` column) must be empty or a zone the tz
+    database has, or the row is rejected with its line and the column named. It is given
+    to new readers and to those the import activates; a reader already active keeps
+    theirs (``subscribers edit`` changes it), and an empty cell never wipes one.
     """
     source = clean_source(source)
     who = clean_source(by, "who did it") if by else source
     report = ImportReport()
     first_line: dict[str, int] = {}
-    wanted: list[tuple[CsvRow, str, str]] = []
+    wanted: list[tuple[CsvRow, str, str, str]] = []
     for row in rows:
         try:
             address = normalise_email(row.email)
             # A line break inside a quoted spreadsheet cell is layout, not part of the name.
             name = clean_name(_LINE_BREAK.sub(" ", row.name))
+            zone = check_zone(row.timezone, ZONE_COLUMN)
         except UsageError as exc:
             report.rejected.append((row.line, str(exc)))
             continue
@@ -467,26 +481,28 @@ def import_rows(
             report.duplicates.append((row.line, f"{address} is already on line {first_line[address]}"))
             continue
         first_line[address] = row.line
-        wanted.append((row, address, name))
-    existing = subscribers_by_email(session, [address for _, address, _ in wanted])
+        wanted.append((row, address, name, zone))
+    existing = subscribers_by_email(session, [address for _, address, _, _ in wanted])
     now = clock.now()
     new: list[Subscriber] = []
-    for row, address, name in wanted:
+    for row, address, name, zone in wanted:
         subscriber = existing.get(address)
         if subscriber is None:
             report.added += 1
-            new.append(new_subscriber(address, name, SubscriberStatus.ACTIVE, source, now))
+            new.append(new_subscriber(address, name, SubscriberStatus.ACTIVE, source, now, zone))
         elif subscriber.status == SubscriberStatus.ACTIVE:
             report.unchanged += 1
         elif subscriber.status == SubscriberStatus.PENDING:
             report.activated += 1
             if not dry_run:
                 set_status(subscriber, SubscriberStatus.ACTIVE, clock, source=source)
+                subscriber.timezone = zone or subscriber.timezone
         elif force and subscriber.status in LEFT:
             report.reactivated += 1
             if not dry_run:
                 set_status(subscriber, SubscriberStatus.ACTIVE, clock, source=who)
                 subscriber.name = name or subscriber.name
+                subscriber.timezone = zone or subscriber.timezone
         else:
             report.kept_out.append((row.line, f"{address} is {subscriber.status.value}; not re-added without --force"))
     if new and not dry_run:

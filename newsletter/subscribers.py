@@ -17,7 +17,8 @@ an explicit, confirmed ``reactivate`` by staff, recorded with who did it.
 
 Text is checked here, where every interface (CLI, CSV import, web form) enters: names are
 kept as typed (trimmed, never reordered), and no control character gets in, so nothing
-stored can later retitle or recolour the terminal of whoever lists it.
+stored can later retitle or recolour the terminal of whoever lists it. A reader's own
+time zone is checked by ``timezones.check_zone`` on the same way in.
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatu
 from newsletter.store.readers import (
     MAX_SUBSCRIBER_ID,
     delete_subscriber,
+    set_timezone,
     subscriber_by_id,
     subscribers_by_email,
 )
 from newsletter.store.store import subscriber_by_email
+from newsletter.timezones import check_zone
 from newsletter.tokens import TokenClaim
 
 MAX_NAME = 200
@@ -208,11 +211,22 @@ def clean_source(raw: str, field: str = "a source") -> str:
 
 
 def record_event(
-    session: Session, subscriber_id: int | None, event: str, source: str, at: datetime, edition_id: int | None = None
+    session: Session,
+    subscriber_id: int | None,
+    event: str,
+    source: str,
+    at: datetime,
+    edition_id: int | None = None,
+    detail: str = "",
 ) -> None:
     session.add(
         SubscriberEvent(
-            subscriber_id=subscriber_id, event=event, source=source[:MAX_SOURCE], at=at, edition_id=edition_id
+            subscriber_id=subscriber_id,
+            event=event,
+            source=source[:MAX_SOURCE],
+            at=at,
+            edition_id=edition_id,
+            detail=detail,
         )
     )
 
@@ -255,12 +269,16 @@ class AddResult:
     created: bool
 
 
-def new_subscriber(address: str, name: str, status: SubscriberStatus, source: str, now: datetime) -> Subscriber:
+def new_subscriber(
+    address: str, name: str, status: SubscriberStatus, source: str, now: datetime, timezone: str = ""
+) -> Subscriber:
+    """A row for a new reader; ``timezone`` is "" (the newsroom's) or a name ``check_zone`` returned."""
     return Subscriber(
         email=address,
         name=name,
         status=status,
         source=source[:MAX_SOURCE],
+        timezone=timezone,
         created_at=now,
         updated_at=now,
         confirmed_at=now if status == SubscriberStatus.ACTIVE else None,
@@ -343,6 +361,53 @@ def reactivate(session: Session, subscriber_id: int, clock: Clock, *, by: str, c
     if subscriber.status in LEFT and not confirmed:
         raise ConsentRequiredError(subscriber.email, subscriber.status)
     return set_status(subscriber, SubscriberStatus.ACTIVE, clock, source=who)
+
+
+@dataclass(frozen=True)
+class ZoneChange:
+    """A reader's time zone before and after an edit ("" is the newsroom's)."""
+
+    email: str
+    before: str
+    after: str
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def change_zone(
+    session: Session,
+    zone: str,
+    clock: Clock,
+    *,
+    field: str,
+    email: str | None = None,
+    subscriber_id: int | None = None,
+) -> ZoneChange:
+    """Staff giving one reader (named by address or by id) their own time zone, or taking it away.
+
+    Any status: a pending or departed reader keeps the zone for when they are active. The
+    zone is checked before the reader is looked up, so a bad zone is the error whoever
+    it was for; ``field`` names where it was typed, for that error.
+
+    :raises ValidationError: ``zone`` is not "" / "none" nor a zone the tz database has.
+    :raises NotListedError: nobody on the list has that address or id.
+    """
+    wanted = check_zone(zone, field)
+    if email is not None:
+        address = normalise_email(email)
+        subscriber = subscribers_by_email(session, [address], for_update=True).get(address)
+        missing: str | int = address
+    else:
+        subscriber = subscriber_by_id(session, subscriber_id or 0, for_update=True)
+        missing = subscriber_id or 0
+    if subscriber is None:
+        raise NotListedError([missing])
+    before = subscriber.timezone
+    if before != wanted:
+        set_timezone(session, subscriber.id, wanted, clock.now())
+    return ZoneChange(subscriber.email, before, wanted)
 
 
 def pending_reader(session: Session, *, email: str | None = None, subscriber_id: int | None = None) -> Subscriber:
@@ -448,29 +513,44 @@ class Signup:
     send_confirmation: bool
 
 
-def request_subscription(session: Session, email: str, clock: Clock, *, name: str = "", source: str = "web") -> Signup:
+TIMEZONE_FIELD = "timezone"  # the sign-up form's field, named in its errors
+
+
+def request_subscription(
+    session: Session, email: str, clock: Clock, *, name: str = "", source: str = "web", timezone: str = ""
+) -> Signup:
     """Record a request to join; the caller mails a confirmation link when ``send_confirmation``.
 
     A new address becomes pending; a pending one gets its link again; an active one is
     left alone. Someone who unsubscribed or bounced stays so: the request is recorded, and
     only confirming the link it sends makes them active again.
+
+    The reader's ``timezone`` ("" when they gave none) travels with the request: a new
+    reader's row holds it from the start, a pending reader's takes the latest one given,
+    and for someone who left it waits in the request's event until they confirm (so a
+    stranger typing their address cannot move their morning). An active reader's zone is
+    never changed from the form, and an empty one never wipes a zone already stored.
     """
     address = normalise_email(email)
     cleaned = clean_name(name)
     source = clean_source(source)
+    zone = check_zone(timezone, TIMEZONE_FIELD)
     now = clock.now()
     subscriber = subscriber_by_email(session, address)
     if subscriber is None:
         subscriber = _insert_or_existing(
-            session, new_subscriber(address, cleaned, SubscriberStatus.PENDING, source, now)
+            session, new_subscriber(address, cleaned, SubscriberStatus.PENDING, source, now, zone)
         ) or subscriber_by_email(session, address)
         assert subscriber is not None
         record_event(session, subscriber.id, SUBSCRIBED, source, now)
         return Signup(subscriber.id, address, send_confirmation=True)
     if subscriber.status == SubscriberStatus.ACTIVE:
         return Signup(subscriber.id, address, send_confirmation=False)
-    if subscriber.status != SubscriberStatus.PENDING:
-        record_event(session, subscriber.id, SUBSCRIBED, source, now)
+    if subscriber.status == SubscriberStatus.PENDING:
+        if zone and zone != subscriber.timezone:
+            set_timezone(session, subscriber.id, zone, now)
+    else:
+        record_event(session, subscriber.id, SUBSCRIBED, source, now, detail=zone)
     return Signup(subscriber.id, address, send_confirmation=True)
 
 
@@ -556,8 +636,25 @@ def confirm_subscription(
         return ConfirmResult.STALE
     if issued_at is not None and _issued_before(issued_at, _left_at(session, subscriber)):
         return ConfirmResult.SUPERSEDED
+    _take_requested_zone(session, subscriber, clock)
     set_status(subscriber, SubscriberStatus.ACTIVE, clock, source=source)
     return ConfirmResult.REACTIVATED
+
+
+def _take_requested_zone(session: Session, subscriber: Subscriber, clock: Clock) -> None:
+    """A returning reader's zone from their latest request, if it gave one the tz database still has.
+
+    A request without a zone (a browser without scripts) keeps the zone they had.
+    """
+    asked = _latest(session, subscriber, SUBSCRIBED)
+    if asked is None or not asked.detail:
+        return
+    try:
+        zone = check_zone(asked.detail, TIMEZONE_FIELD)
+    except UsageError:
+        return  # removed from tz since the request: keep what they had
+    if zone and zone != subscriber.timezone:
+        set_timezone(session, subscriber.id, zone, clock.now())
 
 
 class LeaveResult(enum.StrEnum):

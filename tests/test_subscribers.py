@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from newsletter.cli import cli
 from newsletter.clock import FixedClock
-from newsletter.errors import UsageError
+from newsletter.errors import UsageError, ValidationError
 from newsletter.publish import send_edition
 from newsletter.store import Store
 from newsletter.store.deliveries import status_counts
@@ -28,6 +28,7 @@ from newsletter.store.models import (
     SubscriberEvent,
     SubscriberStatus,
 )
+from newsletter.store.readers import active_zone_counts, set_timezone
 from newsletter.subscriber_csv import export_rows
 from newsletter.subscribers import (
     LEFT,
@@ -38,6 +39,7 @@ from newsletter.subscribers import (
     LeaveResult,
     NotListedError,
     add_subscriber,
+    change_zone,
     confirm_subscription,
     daily_counts,
     escape_controls,
@@ -396,7 +398,7 @@ def test_export_rows_are_csv_safe(store, clock):
         add_subscriber(session, "ana@example.org", clock, name='=HYPERLINK("http://evil")')
         add_subscriber(session, "tom@example.org", clock, name="Tom, Jr.", status=SubscriberStatus.PENDING)
         rows = list(export_rows(session, batch=1))
-    assert rows[0] == ["email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at"]
+    assert rows[0] == ["email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at", "timezone"]
     assert rows[1][:3] == ["ana@example.org", '\'=HYPERLINK("http://evil")', "active"]
     assert rows[1][3] == "2026-11-24T06:30:00+00:00" and rows[2][4] == ""
     assert len(rows) == 3
@@ -512,7 +514,7 @@ def test_cli_export_and_stats(runner, tmp_path, db_url, store, clock):
     out = runner.invoke(cli, ["--config", cfg, "subscribers", "export"])
     assert out.exit_code == 0, out.output
     rows = list(csv.reader(io.StringIO(out.output)))
-    assert rows[0] == ["email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at"]
+    assert rows[0] == ["email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at", "timezone"]
     assert rows[1][:3] == ["ana@example.org", "Ana García", "active"] and rows[2][2] == "pending"
     target = tmp_path / "active.csv"
     written = runner.invoke(cli, ["--config", cfg, "subscribers", "export", "--status", "active", "--out", str(target)])
@@ -564,3 +566,85 @@ def test_tokens_for_removed_readers_name_nobody(store, clock):
         remove_subscriber(session, reader.email, clock)
     with store.session() as session:
         assert leave(session, claim, clock, source="one-click") == LeaveResult.NOT_LISTED
+
+
+# --- each reader's own time zone ------------------------------------------------------------
+
+
+def zones(store: Store) -> dict[str, str]:
+    with store.session() as session:
+        return dict(session.execute(select(Subscriber.email, Subscriber.timezone)).all())
+
+
+def test_the_store_sets_a_zone_and_counts_active_readers_by_zone(store, clock):
+    add_subscribers(store, clock, 4)
+    add_subscribers(store, clock, 1, SubscriberStatus.UNSUBSCRIBED, prefix="gone")
+    later = clock.now() + timedelta(hours=1)
+    with store.session() as session:
+        assert set_timezone(session, 1, "Asia/Kolkata", later)
+        assert set_timezone(session, 2, "Asia/Kolkata", later)
+        assert set_timezone(session, 3, "Pacific/Chatham", later)
+        assert set_timezone(session, 5, "Asia/Kolkata", later)  # not active: not counted
+        assert not set_timezone(session, 99, "UTC", later) and not set_timezone(session, 2**40, "UTC", later)
+    with store.session() as session:
+        assert active_zone_counts(session) == {"Asia/Kolkata": 2, "": 1, "Pacific/Chatham": 1}
+        assert session.get(Subscriber, 1).updated_at == later
+        assert set_timezone(session, 1, "", later)
+    with store.session() as session:
+        assert list(active_zone_counts(session).items()) == [("", 2), ("Asia/Kolkata", 1), ("Pacific/Chatham", 1)]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_zone_travels_with_the_sign_up_and_a_confirm_never_wipes_it(store, clock, tokens):
+    with store.session() as session:
+        ana = request_subscription(session, "ana@example.org", clock, timezone="asia/kolkata")
+        request_subscription(session, "ana@example.org", clock)  # again, from a browser without scripts
+    assert zones(store) == {"ana@example.org": "Asia/Kolkata"}
+    claim = tokens.read(CONFIRM, tokens.make(CONFIRM, ana.subscriber_id, ana.email), 7)
+    with store.session() as session:
+        assert confirm_subscription(session, claim, clock) == ConfirmResult.CONFIRMED
+        request_subscription(session, "ana@example.org", clock, timezone="America/New_York")  # a stranger
+    assert zones(store) == {"ana@example.org": "Asia/Kolkata"}  # an active reader's zone is not the form's
+    with store.session() as session:
+        unsubscribe_addresses(session, ["ana@example.org"], clock, source="cli")
+    clock.advance(86_400)
+    with store.session() as session:
+        request_subscription(session, "ana@example.org", clock, timezone="Europe/Paris")
+    assert zones(store) == {"ana@example.org": "Asia/Kolkata"}  # waits for her confirmation
+    fresh = tokens.read(CONFIRM, tokens.make(CONFIRM, ana.subscriber_id, ana.email), 7)
+    with store.session() as session:
+        assert confirm_subscription(session, fresh, clock, issued_at=fresh.issued_at) == ConfirmResult.REACTIVATED
+    assert zones(store) == {"ana@example.org": "Europe/Paris"}
+    with store.session() as session:
+        unsubscribe_addresses(session, ["ana@example.org"], clock, source="cli")
+    clock.advance(86_400)
+    with store.session() as session:
+        request_subscription(session, "ana@example.org", clock)  # back, without a zone this time
+    again = tokens.read(CONFIRM, tokens.make(CONFIRM, ana.subscriber_id, ana.email), 7)
+    with store.session() as session:
+        assert confirm_subscription(session, again, clock, issued_at=again.issued_at) == ConfirmResult.REACTIVATED
+    assert zones(store) == {"ana@example.org": "Europe/Paris"}
+    with store.session() as session, pytest.raises(ValidationError) as caught:
+        request_subscription(session, "tom@example.org", clock, timezone="Mars/Olympus_Mons")
+    assert caught.value.field == "timezone" and zones(store) == {"ana@example.org": "Europe/Paris"}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_staff_change_a_zone_by_address_or_id_checking_it_first(store, clock):
+    add_subscribers(store, clock, 1)
+    with store.session() as session:
+        change = change_zone(session, "US/Eastern", clock, field="--timezone", email="Reader0@example.org")
+    assert (change.email, change.before, change.after, change.changed) == (
+        "reader0@example.org",
+        "",
+        "US/Eastern",
+        True,
+    )
+    with store.session() as session:
+        assert not change_zone(session, "us/eastern", clock, field="zone", subscriber_id=1).changed
+        assert change_zone(session, "none", clock, field="zone", subscriber_id=1).after == ""
+    with store.session() as session, pytest.raises(ValidationError, match=r"^--timezone: "):
+        change_zone(session, "Mars/X", clock, field="--timezone", email="nobody@example.org")  # the zone first
+    with store.session() as session, pytest.raises(NotListedError):
+        change_zone(session, "UTC", clock, field="--timezone", email="nobody@example.org")
+    assert zones(store) == {"reader0@example.org": ""}

@@ -307,3 +307,68 @@ def test_cli_summary_says_what_happened(runner, tmp_path, db_url, store, content
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1].endswith(": " + outcome)
     assert "other rows were imported" not in result.output
+
+
+# --- the optional time zone column ---------------------------------------------------------------
+
+
+def test_a_time_zone_column_is_read_only_with_a_header():
+    parsed = read_csv(b"Email;Name;Time zone\nana@example.org;Ana;Asia/Kolkata\ntom@example.org;Tom\n")
+    assert [(r.line, r.email, r.timezone) for r in parsed.rows] == [
+        (2, "ana@example.org", "Asia/Kolkata"),
+        (3, "tom@example.org", ""),
+    ]
+    assert [r.timezone for r in read_csv(b"TZ,email\nUTC,ana@example.org\n").rows] == ["UTC"]
+    assert [r.timezone for r in read_csv(b"ana@example.org,Europe/London\n").rows] == [""]  # no header: a name
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the store's zone functions run on both elsewhere
+def test_cli_import_takes_zones_and_refuses_bad_ones_row_by_row(runner, tmp_path, db_url, store, clock):
+    add_subscribers(store, clock, 1, SubscriberStatus.PENDING, prefix="waiting")
+    lines = [
+        b"email,name,timezone",
+        "ana@example.org,Anaïs,europe/paris".encode(),  # 2: stored as tz spells it; the file is UTF-8
+        b"tom@example.org,Tom,",  # 3: none: the newsroom's
+        b"li@example.org,Li,US/Eastern",  # 4: a legacy name tz still has
+        b"utc@example.org,,UTC",  # 5
+        b"gmt@example.org,,Etc/GMT+5",  # 6
+        b"mars@example.org,,Mars/Olympus_Mons",  # 7: unknown
+        b"path@example.org,,../../etc/passwd",  # 8
+        b"long@example.org,," + b"x" * 10_000,  # 9
+        b'nl@example.org,,"Europe/\nLondon"',  # 10: a line break inside the quoted cell
+        b"esc@example.org,,Europe/\x1b]0;owned\x07London",  # 12
+        b"bytes@example.org,,Europe/Z\xfcrich",  # 13: not UTF-8, unlike the rest of the file
+        b"ana@example.org,Ana,Asia/Tokyo",  # 14: a duplicate
+        b"waiting0@example.org,,Pacific/Chatham",  # 15: pending, activated with the zone
+    ]
+    path = tmp_path / "zones.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = runner.invoke(cli, ["--config", config_file(tmp_path, db_url), "subscribers", "import", str(path)])
+    assert result.exit_code == 0, result.output
+    out = result.output.splitlines()
+    rejected = [line for line in out if ": rejected: " in line]
+    assert rejected[0].startswith("line 7: rejected: column timezone: 'Mars/Olympus_Mons' is not a time zone")
+    assert rejected[1].startswith("line 8: rejected: column timezone: '../../etc/passwd' is not a time zone name")
+    assert rejected[2].startswith("line 9: rejected: column timezone: 'xxxxxxxxxxxxxxxxxxx…' is too long")
+    assert rejected[3] == (
+        "line 10: rejected: column timezone: holds a line break or control character: a time zone name has none"
+    )
+    assert rejected[4].startswith("line 12: rejected: column timezone: holds a line break or control")
+    assert rejected[5] == "line 13: rejected: not UTF-8, unlike the rest of the file: save the file as UTF-8"
+    assert len(rejected) == 6 and all(len(line) < 200 for line in out)
+    assert "line 14: skipped: ana@example.org is already on line 2" in out
+    assert "\x1b" not in result.output
+    with store.session() as session:
+        zones = dict(session.execute(select(Subscriber.email, Subscriber.timezone)).all())
+    assert zones == {
+        "ana@example.org": "Europe/Paris",
+        "tom@example.org": "",
+        "li@example.org": "US/Eastern",
+        "utc@example.org": "UTC",
+        "gmt@example.org": "Etc/GMT+5",
+        "waiting0@example.org": "Pacific/Chatham",
+    }
+    exported = runner.invoke(cli, ["--config", config_file(tmp_path, db_url), "subscribers", "export"])
+    assert exported.output.splitlines()[0].endswith(",timezone")
+    assert exported.output.splitlines()[1].endswith(",Pacific/Chatham")  # by id: the pending reader first
+    assert [r.timezone for r in read_csv(exported.output.encode()).rows][:3] == ["Pacific/Chatham", "Europe/Paris", ""]
