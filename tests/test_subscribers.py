@@ -648,3 +648,46 @@ def test_staff_change_a_zone_by_address_or_id_checking_it_first(store, clock):
     with store.session() as session, pytest.raises(NotListedError):
         change_zone(session, "UTC", clock, field="--timezone", email="nobody@example.org")
     assert zones(store) == {"reader0@example.org": ""}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_cli_edit_sets_and_clears_a_zone_and_list_and_stats_show_it(runner, tmp_path, db_url, store, clock):
+    add_subscribers(store, clock, 2)
+    cfg = config_file(tmp_path, db_url)
+
+    def edit(*args: str):
+        return runner.invoke(cli, ["--config", cfg, "subscribers", "edit", *args])
+
+    done = edit("Reader0@example.org", "--timezone", "asia/kolkata")
+    assert (
+        done.exit_code == 0
+        and done.output == "reader0@example.org: time zone now Asia/Kolkata (was the newsletter's)\n"
+    )
+    assert edit("reader0@example.org", "--timezone", "Asia/Kolkata").output.endswith("already Asia/Kolkata\n")
+    listing = runner.invoke(cli, ["--config", cfg, "subscribers", "list"]).output.splitlines()
+    assert listing[:2] == [
+        "1  active  reader0@example.org  Reader 0  Asia/Kolkata",
+        "2  active  reader1@example.org  Reader 1",
+    ]
+    stats = runner.invoke(cli, ["--config", cfg, "subscribers", "stats", "--days", "1"]).output
+    assert "active readers by time zone: 1 the newsletter's, 1 Asia/Kolkata" in stats
+    for zone, words in [
+        ("Mars/Olympus_Mons", "--timezone: 'Mars/Olympus_Mons' is not a time zone we know"),
+        ("Europe/London\n", "--timezone: holds a line break or control character"),
+        ("Europe/\x1b]0;owned\x07London", "--timezone: holds a line break or control character"),
+        ("../../etc/passwd", "--timezone: '../../etc/passwd' is not a time zone name"),
+        ("x" * 10_000, "--timezone: 'xxxxxxxxxxxxxxxxxxx…' is too long"),
+        ("localtime", "--timezone: 'localtime' is not the time zone of a place"),
+    ]:
+        bad = edit("reader0@example.org", "--timezone", zone)
+        assert bad.exit_code == 2 and bad.stdout == "", zone
+        assert bad.stderr.startswith("error: " + words) and bad.stderr.count("\n") == 1 and "\x1b" not in bad.stderr
+    assert edit("reader0@example.org").stderr == (
+        "error: nothing to change: give --timezone ZONE (or --timezone none to clear it)\n"
+    )
+    assert edit("zed@example.org", "--timezone", "UTC").exit_code == 2
+    assert zones(store)["reader0@example.org"] == "Asia/Kolkata"  # nothing half-written
+    cleared = edit("reader0@example.org", "--timezone", "none")
+    assert cleared.output == "reader0@example.org: time zone now the newsletter's (was Asia/Kolkata)\n"
+    assert edit("reader0@example.org", "--timezone", "").output.endswith("already the newsletter's\n")
+    assert "Asia/Kolkata" not in runner.invoke(cli, ["--config", cfg, "subscribers", "list"]).output

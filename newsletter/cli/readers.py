@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 MAX_SEARCH = 200
 NAME_WIDTH = 40  # `subscribers list` cuts longer names, with an ellipsis
+NEWSROOM_ZONE = "the newsletter's"  # how the readers without a zone of their own are named
+ZONES_SHOWN = 8  # `subscribers stats` names the largest zones, then says how many more
 
 
 def _operator() -> str:
@@ -71,7 +73,7 @@ def _check_search(_ctx: click.Context, _param: click.Parameter, value: str) -> s
 
 @cli.group()
 def subscribers() -> None:
-    """Add, unsubscribe, remove, list, import, export and count subscribers.
+    """Add, edit, unsubscribe, remove, list, import, export and count subscribers.
 
     \b
     Example:
@@ -118,8 +120,10 @@ def subscribers_list(app: App, status: str | None, search: str, limit: int, afte
     """List subscribers in id order (oldest first): id, status, address, name; then counts by status.
 
     Names longer than 40 characters are cut with "…"; control characters are shown
-    escaped (ESC as \\x1b). With --status bounced, each reader has a second line saying
-    why: when, the kind of bounce, the status code, the server's reply and the edition.
+    escaped (ESC as \\x1b). When a reader on the page has a time zone of their own, a
+    last column shows it (blank: the newsletter's). With --status bounced, each reader has
+    a second line saying why: when, the kind of bounce, the status code, the server's
+    reply and the edition.
 
     \b
     Example:
@@ -138,6 +142,8 @@ def subscribers_list(app: App, status: str | None, search: str, limit: int, afte
             (str(s.id), s.status.value, escape_controls(s.email), escape_controls(_cut(s.name, NAME_WIDTH)))
             for s in page.rows
         ]
+        if any(s.timezone for s in page.rows):  # else the list looks as it always did
+            rows = [(*row, escape_controls(s.timezone)) for row, s in zip(rows, page.rows, strict=True)]
         reasons = bounce_reasons(session, [s.id for s in page.rows]) if status == SubscriberStatus.BOUNCED else None
         counts = count_subscribers(session)
     indent = " " * (max((len(r[0]) for r in rows), default=0) + 2)
@@ -174,6 +180,47 @@ def _bounce_reason(reason: Reason | None, zone: ZoneInfo) -> str:
     if reason.edition_date is not None:
         what += f" (edition of {reason.edition_date.isoformat()})"
     return "why: " + escape_controls(what)
+
+
+def _zone_shown(zone: str) -> str:
+    return zone or NEWSROOM_ZONE
+
+
+@subscribers.command("edit")
+@click.argument("email")
+@click.option(
+    "--timezone",
+    "zone",
+    metavar="ZONE",
+    help='Their own IANA time zone, such as Asia/Kolkata; "none" or "" for the newsletter\'s.',
+)
+@pass_app
+def subscribers_edit(app: App, email: str, zone: str | None) -> None:
+    """Change a subscriber's details: for now their own time zone.
+
+    The zone is an IANA name (Europe/London, America/New_York, Asia/Kolkata, UTC), in any
+    case; legacy names the tz database still has (US/Eastern) are kept as they are. With
+    a zone of their own a reader gets each edition at the sending time in that zone, once
+    the newsletter sends by readers' zones; "none" (or "") gives them the newsletter's
+    zone again. Any status: a pending or departed reader keeps it for when they are active.
+
+    \b
+    Example:
+      newsletter subscribers edit ana@example.org --timezone Asia/Kolkata
+      newsletter subscribers edit ana@example.org --timezone none
+    """
+    from newsletter.errors import UsageError
+    from newsletter.subscribers import change_zone
+
+    if zone is None:
+        raise UsageError("nothing to change: give --timezone ZONE (or --timezone none to clear it)")
+    with app.store.session() as session:
+        change = change_zone(session, zone, app.clock, field="--timezone", email=email)
+    if change.changed:
+        line = f"{change.email}: time zone now {_zone_shown(change.after)} (was {_zone_shown(change.before)})"
+    else:
+        line = f"{change.email}: time zone already {_zone_shown(change.after)}"
+    click.echo(escape_controls(line))
 
 
 @subscribers.command("unsubscribe")
@@ -244,6 +291,11 @@ def subscribers_import(app: App, file: Path, force: bool, dry_run: bool, source:
     against the list. Names are kept as written, in the file's column order. Someone who
     unsubscribed or bounced stays out unless --force (recorded with your user name).
 
+    An optional column headed timezone (or tz, "time zone") gives readers their own IANA
+    zone (Asia/Kolkata); empty is the newsletter's. A row whose zone tz does not know is
+    rejected, naming the line and the column. Readers already active keep their zone:
+    `subscribers edit` changes it.
+
     The file may be UTF-8 (with or without BOM), UTF-16 or Windows-1252/Latin-1; separated
     by commas, semicolons or tabs; with a header row naming email / e-mail and name (or
     first name and last name) columns in any case, or without one. It must be a regular
@@ -305,7 +357,7 @@ def subscribers_import(app: App, file: Path, force: bool, dry_run: bool, source:
 @click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]), help="Only this status.")
 @pass_app
 def subscribers_export(app: App, out: Path | None, status: str | None) -> None:
-    """Write the list as CSV: email,name,status,created_at,confirmed_at,unsubscribed_at (UTC).
+    """Write the list as CSV: email,name,status,created_at,confirmed_at,unsubscribed_at (UTC),timezone.
 
     \b
     Example:
@@ -342,6 +394,8 @@ def subscribers_export(app: App, out: Path | None, status: str | None) -> None:
 def subscribers_stats(app: App, days: int) -> None:
     """Counts by status, and sign-ups, joins and leaves per day (in the newsletter's time zone).
 
+    Once readers have time zones of their own, a line counts the active ones per zone.
+
     "joined" counts confirmations and re-activations; "left" counts unsubscribes,
     bounces and removals.
 
@@ -349,13 +403,19 @@ def subscribers_stats(app: App, days: int) -> None:
     Example:
       newsletter subscribers stats --days 30
     """
+    from newsletter.store.readers import active_zone_counts
     from newsletter.subscribers import daily_counts
 
     zone = app.config.newsletter.zone
     with app.store.session() as session:
         counts = count_subscribers(session)
         rows = daily_counts(session, zone, app.clock.now().astimezone(zone).date(), days)
+        zones = active_zone_counts(session)
     click.echo("subscribers: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if any(zones):  # only once some reader has a zone of their own
+        shown = [f"{n:,} {escape_controls(z) or NEWSROOM_ZONE}" for z, n in zones.items()]
+        more = f" and {len(shown) - ZONES_SHOWN} more" if len(shown) > ZONES_SHOWN else ""
+        click.echo("active readers by time zone: " + ", ".join(shown[:ZONES_SHOWN]) + more)
     click.echo("day         sign-ups  joined   left  unsub  bounced  removed")
     for r in rows:
         click.echo(
