@@ -200,7 +200,7 @@ def _child_floor(config_path: str, count: int) -> dict[str, float]:
     template = compile_template(config, edition)
     personalise = personaliser(config, edition, template, Tokens(config.web.secret_key, clock))
     personal = personalise(Work(1, 1, "reader1@example.org", "Reader 1", 0), clock.now())
-    message = b"".join(personal.data)
+    message = personal.data if isinstance(personal.data, bytes) else b"".join(personal.data)
     store.dispose()
     pool = SMTPPool(config.smtp, config.smtp.connections, lambda _key: True)
     started = time.perf_counter()

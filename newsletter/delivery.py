@@ -60,10 +60,10 @@ STOP_WAIT_SECONDS = 30.0
 
 @dataclass(frozen=True, slots=True)
 class Personal:
-    """One reader's message: its envelope sender (a VERP address per reader) and its wire bytes in parts."""
+    """One reader's message: its envelope sender (a VERP address per reader) and its wire bytes, whole or in parts."""
 
     mail_from: str
-    data: Sequence[bytes]
+    data: bytes | Sequence[bytes]
 
 
 Personaliser = Callable[[Work, datetime], Personal]
