@@ -3,7 +3,9 @@
 A newsroom's article pages carry a small form (or only a link) that posts to
 ``{base_url}/subscribe``. It must work with no script and load nothing from anywhere,
 because the pages it sits on have their own Content-Security-Policy and their readers
-their own blockers; so it is plain HTML with a few inline styles.
+their own blockers; so it is plain HTML with a few inline styles. It has no time zone
+field (a reader cannot be expected to type one, and guessing it takes a script): a page
+that runs scripts may add a ``timezone`` field itself, checked like our own form's.
 
 Each sign-up records where it came from, for the growth chart of sign-ups by source:
 ``web`` for our own page, else ``PREFIX:PATH`` such as ``article:/news/bridge-reopens``.
@@ -165,7 +167,8 @@ def form_html(snippet: Snippet) -> str:
     source = snippet.prefix + ":" + snippet.path  # the prefix is [a-z0-9_-]; the path is the CMS's code
     lines = [
         f"<!-- {name}: sign-up form made by `newsletter embed`. No script; nothing loaded from elsewhere.",
-        f"     It posts to {action}, which takes it from the origins in [web] embed_origins. -->",
+        f"     It posts to {action}, which takes it from the origins in [web] embed_origins.",
+        "     A page may add a field named timezone holding the reader's IANA zone (Europe/London). -->",
         f'<form method="post" action="{action}" accept-charset="utf-8" style="{_BOX}">',
         f'  <p style="margin:0 0 .5em;font-weight:bold">Get {name} every morning</p>',
         f'  <p style="margin:0 0 .75em">The day’s stories from {publication}, in your inbox before breakfast.',

@@ -23,7 +23,7 @@ from werkzeug.wrappers import Response
 
 from newsletter import editorial
 from newsletter.editions import Story, long_date
-from newsletter.errors import ArticleNotFoundError, NewsletterError, UsageError
+from newsletter.errors import ArticleNotFoundError, NewsletterError, UsageError, ValidationError
 from newsletter.outbox import queue_signup_mail
 from newsletter.render import fill_markers
 from newsletter.store import deliveries as log_
@@ -38,11 +38,13 @@ from newsletter.subscribers import (
     NotListedError,
     NotPendingError,
     change_status,
+    change_zone,
     normalise_email,
     page_subscribers,
     pending_reader,
     reactivate,
 )
+from newsletter.timezones import MAX_ZONE, zone_names
 from newsletter.web import services
 from newsletter.web.auth import MAX_USERNAME, authenticate, session_stamp
 from newsletter.web.mail import deliver_now
@@ -195,6 +197,8 @@ def subscribers() -> str:
         staff_statuses=STAFF_STATUSES,
         left=LEFT,
         consent=CONSENT,
+        zones=zone_names(),
+        max_zone=MAX_ZONE,
         filters=filters,
         back=request.full_path.rstrip("?"),
     )
@@ -257,6 +261,28 @@ def set_subscriber_status(subscriber_id: int) -> Response:
     if changed:
         log.info("admin %s: subscriber %d is now %s", g.staff, subscriber_id, status.value)
     flash(f"Subscriber {subscriber_id} is now {status.value}." if changed else "Nothing to change.")
+    return _back_to_list()
+
+
+@bp.post("/subscribers/<int:subscriber_id>/timezone")
+def set_subscriber_timezone(subscriber_id: int) -> Response:
+    """Give one reader their own time zone, or (empty, "none") the newsletter's; checked as everywhere else."""
+    app = services()
+    if subscriber_id > MAX_ID:
+        abort(404)
+    try:
+        with app.store.session() as db:
+            change = change_zone(db, _one_value("timezone"), app.clock, field="timezone", subscriber_id=subscriber_id)
+    except ValidationError as exc:
+        flash(f"Time zone not changed: {exc.problem}.")
+        return _back_to_list()
+    except NotListedError:
+        abort(404)
+    if change.changed:
+        log.info("admin %s: subscriber %d has the time zone %r", g.staff, subscriber_id, change.after)
+        flash(f"{change.email} now has the time zone {change.after or 'of the newsletter'}.")
+    else:
+        flash("Nothing to change.")
     return _back_to_list()
 
 

@@ -16,12 +16,13 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from newsletter.config import Config
 from newsletter.embed import WEB, origin_of, page_path, signup_source
-from newsletter.errors import TokenError, TokenExpiredError
+from newsletter.errors import TokenError, TokenExpiredError, ValidationError
 from newsletter.store.models import SubscriberStatus
 from newsletter.store.store import edition_for, has_gone_out
 from newsletter.subscribers import (
     MAX_EMAIL,
     MAX_NAME,
+    TIMEZONE_FIELD,
     ConfirmResult,
     InvalidAddressError,
     InvalidTextError,
@@ -33,11 +34,12 @@ from newsletter.subscribers import (
     request_subscription,
     subscriber_for,
 )
+from newsletter.timezones import MAX_ZONE, check_zone, zone_names
 from newsletter.tokens import CONFIRM, UNSUBSCRIBE
 from newsletter.web import services
 from newsletter.web.archive import with_archive_links
 from newsletter.web.mail import deliver_now, queue_for
-from newsletter.web.security import EDITION_CSP, allow_attempt, client_key, recipient_key
+from newsletter.web.security import EDITION_CSP, PAGE_CSP, allow_attempt, client_key, recipient_key
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,10 @@ HONEYPOT = "website"
 # Sign-up mails (confirm links or "you already get it") one address can receive per hour,
 # whoever fills in the form and from however many networks.
 MAILS_PER_ADDRESS_PER_HOUR = 3
-MAX_FORM_FIELDS = 50  # the form has six; as many as MAX_FORM_PARTS lets a multipart body hold
+MAX_FORM_FIELDS = 50  # the form has seven; as many as MAX_FORM_PARTS lets a multipart body hold
+# The sign-up page runs one script, our own static file that fills in the reader's time zone
+# (static/timezone.js): scripts from this site only, never inline ones, nothing else loosened.
+SUBSCRIBE_CSP = PAGE_CSP + "; script-src 'self'"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -56,31 +61,44 @@ def index() -> BaseResponse:
     return redirect(url_for("public.subscribe"))
 
 
+Form = tuple[str, int, dict[str, str]]
+
+
 def _subscribe_form(
     status: int = 200,
     *,
     email: str = "",
     name: str = "",
     source: str = "",
+    timezone: str = "",
     errors: dict[str, str] | None = None,
-) -> tuple[str, int]:
+) -> Form:
+    """The form, with what was typed; a fresh one (GET) lets the script guess the time zone.
+
+    Once the reader has sent it, the zone field keeps what they left there, even empty.
+    """
     return (
         render_template(
             "web/subscribe.html",
             email=email[:MAX_EMAIL],
             name=name[:MAX_NAME],
+            timezone=timezone[:MAX_ZONE],
+            guess=request.method == "GET",
+            zones=zone_names(),
             source="" if source == WEB else source,
             errors=errors or {},
             max_email=MAX_EMAIL,
             max_name=MAX_NAME,
+            max_zone=MAX_ZONE,
             honeypot=HONEYPOT,
         ),
         status,
+        {"Content-Security-Policy": SUBSCRIBE_CSP},
     )
 
 
 @bp.get("/subscribe")
-def subscribe() -> tuple[str, int]:
+def subscribe() -> Form:
     """The form; ``?email=`` and ``?source=`` fill it in (a link from an article page), and never subscribe.
 
     Values that could not have come from an honest link are dropped rather than refused:
@@ -99,7 +117,7 @@ def subscribe() -> tuple[str, int]:
 
 
 @bp.post("/subscribe")
-def subscribe_post() -> BaseResponse | tuple[str, int]:
+def subscribe_post() -> BaseResponse | Form | tuple[str, int]:
     """Sign up: check where the form came from, validate, rate-limit, record a pending reader and queue its mail.
 
     The form may come from our own page (held to the CSRF token) or be embedded in an
@@ -114,6 +132,7 @@ def subscribe_post() -> BaseResponse | tuple[str, int]:
     if refused is not None:
         return refused
     email, name = request.form.get("email", ""), request.form.get("name", "")
+    timezone = request.form.get(TIMEZONE_FIELD, "")
     try:
         source, broken_source = signup_source(request.form.get("source", ""), _article_path(app.config)), False
     except InvalidTextError:
@@ -124,7 +143,7 @@ def subscribe_post() -> BaseResponse | tuple[str, int]:
     if not allowed:
         log.warning("sign-up rate limit reached for a client")
         problem = "Too many sign-ups from your network in the last hour. Please try again later."
-        return _subscribe_form(429, email=email, name=name, source=source, errors={"form": problem})
+        return _subscribe_form(429, email=email, name=name, source=source, timezone=timezone, errors={"form": problem})
     if request.form.get(HONEYPOT):
         log.info("sign-up with the hidden field filled in: ignored")
         return redirect(url_for("public.check_inbox"), code=303)
@@ -137,15 +156,22 @@ def subscribe_post() -> BaseResponse | tuple[str, int]:
         clean_name(name)
     except InvalidTextError as exc:
         errors["name"] = f"Your name {exc.problem}."
+    zone = ""
+    try:
+        zone = check_zone(timezone, TIMEZONE_FIELD)
+    except ValidationError as exc:
+        errors["timezone"] = _zone_problem(exc)
+        if exc.reason in ("control", "encoding"):
+            timezone = ""  # not worth showing again: no browser sends these from a text field
     if broken_source:
         # A hidden field the reader cannot fix: show our own form, which no longer carries it.
         log.warning("sign-up form with a source that cannot be recorded: refused")
         errors["form"] = "This sign-up form sent something we cannot use. Please sign up here instead."
     if errors:
-        return _subscribe_form(400, email=email, name=name, source=source, errors=errors)
+        return _subscribe_form(400, email=email, name=name, source=source, timezone=timezone, errors=errors)
     now = app.clock.now()
     with app.store.session() as session:
-        signup = request_subscription(session, email, app.clock, name=name, source=source)
+        signup = request_subscription(session, email, app.clock, name=name, source=source, timezone=zone)
         recipient = recipient_key(app.config.web.secret_key, signup.email)
         # Queued mails count too: the limit holds while the mail server is down.
         may_mail = allow_attempt(session, "signup-mail", recipient, now, MAILS_PER_ADDRESS_PER_HOUR)
@@ -246,6 +272,15 @@ def _address_problem(exc: InvalidAddressError) -> str:
     if exc.reason == InvalidAddressError.TOO_LONG:
         return f"An email address has at most {MAX_EMAIL} characters."
     return f"That is not a valid email address: {exc.detail}" if exc.detail else "That is not a valid email address."
+
+
+def _zone_problem(exc: ValidationError) -> str:
+    """The form's words for a time zone ``check_zone`` refused, chosen by its ``reason``."""
+    if exc.reason == "unknown":
+        return "We do not know that time zone. Pick one from the list, such as Europe/London, or leave it empty."
+    if exc.reason in ("control", "encoding"):
+        return "A time zone name has no line breaks or special characters. Pick one from the list, or leave it empty."
+    return "That is not a time zone name. Use one such as Europe/London or America/New_York, or leave it empty."
 
 
 def _link_state(exc: TokenError) -> str:
