@@ -28,6 +28,7 @@ from newsletter.clock import FixedClock
 from newsletter.config import Config, load_config
 from newsletter.dkim import generate_key
 from newsletter.preflight import Report, Severity, Tools, run_preflight
+from newsletter.preflight.commands import run_command
 from newsletter.preflight.css import caniemail, check_css, usage_of
 from newsletter.preflight.fetch import (
     BadUrlError,
@@ -45,7 +46,6 @@ from newsletter.preflight.links import link_findings, network_down, unreachable_
 from newsletter.preflight.size import check_size
 from newsletter.preflight.spam import check_spam, parse_report
 from newsletter.preflight.textpart import check_text_part
-from newsletter.preflight.tools import run_command
 from newsletter.store import Store
 from newsletter.tokens import Tokens
 from tests.conftest import SECRET, add_article, add_subscribers, make_config

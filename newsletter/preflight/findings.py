@@ -64,6 +64,19 @@ def capped(findings: Sequence[Finding], limit: int, more: str) -> list[Finding]:
     return [*findings[:limit], Finding(rest[0].severity, rest[0].check, f"… and {len(rest)} {more}")]
 
 
+SHOWN = 10  # findings of one kind listed one by one before the rest are counted
+
+
+def short(text: str, limit: int = 120) -> str:
+    """A URL or headline cut to fit a line."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """ "1 link", "3 links"."""
+    return f"{n} {one}" if n == 1 else f"{n} {many or one + 's'}"
+
+
 def listed(items: Sequence[str], limit: int = 5) -> str:
     """ "a, b, c and 4 more": a list that stays on one line."""
     shown = ", ".join(items[:limit])
@@ -133,11 +146,7 @@ class Report:
         errors, warnings, notes = (self.count(s) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO))
         verdict = "ready to send" if self.ok else "not ready: fix the errors above"
         lines.append(
-            f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}, {_plural(notes, 'note')} "
+            f"{counted(errors, 'error')}, {counted(warnings, 'warning')}, {counted(notes, 'note')} "
             f"in {self.seconds:.1f} s: {verdict}"
         )
         return lines
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"

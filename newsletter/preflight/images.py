@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from newsletter.preflight.fetch import MAX_IMAGE_BYTES, LinkResult
-from newsletter.preflight.findings import Finding, capped, error, listed, warning
+from newsletter.preflight.findings import SHOWN, Finding, capped, error, listed, short, warning
 from newsletter.preflight.htmlscan import Image
-from newsletter.preflight.links import SHOWN, _short
 
 CHECK = "images"
 
@@ -29,7 +28,7 @@ def image_urls(images: Sequence[Image], skip: Sequence[str] = ()) -> list[str]:
 
 def markup_findings(images: Sequence[Image]) -> list[Finding]:
     """What the HTML says about its images, no network needed."""
-    no_alt = [error(CHECK, f"no alt text: {_short(i.src or '(no src)')}", i.src) for i in images if i.alt is None]
+    no_alt = [error(CHECK, f"no alt text: {short(i.src or '(no src)')}", i.src) for i in images if i.alt is None]
     found = capped(no_alt, SHOWN, "more images without alt text")
     for attribute in ("width", "height"):
         missing = list(dict.fromkeys(i.src for i in images if getattr(i, attribute) in (None, "")))
@@ -39,7 +38,7 @@ def markup_findings(images: Sequence[Image]) -> list[Finding]:
                     CHECK,
                     f"{len(missing)} image{'s' if len(missing) > 1 else ''} with no {attribute} attribute "
                     f"(the layout jumps as it loads, and Outlook may draw it at its full size): "
-                    f"{listed([_short(s, 80) for s in missing], 3)}",
+                    f"{listed([short(s, 80) for s in missing], 3)}",
                     missing[0],
                 )
             )
@@ -51,7 +50,7 @@ def markup_findings(images: Sequence[Image]) -> list[Finding]:
     ]
     found += capped(
         [
-            warning(CHECK, f"cannot be loaded by a mail client (not an http or https address): {_short(s)}", s)
+            warning(CHECK, f"cannot be loaded by a mail client (not an http or https address): {short(s)}", s)
             for s in nowhere
         ],
         SHOWN,
@@ -70,8 +69,8 @@ def fetch_findings(urls: Sequence[str], results: Mapping[str, LinkResult]) -> li
             continue
         if result.failure or (result.status is not None and result.status >= 400):
             why = result.detail if result.failure else f"{result.status} {result.reason}".rstrip()
-            unreachable.append(warning(CHECK, f"cannot be loaded ({why}): {_short(url)}", url))
+            unreachable.append(warning(CHECK, f"cannot be loaded ({why}): {short(url)}", url))
         elif result.size is not None and result.size > MAX_IMAGE_BYTES:
             size = "over 1 MB" if result.size == MAX_IMAGE_BYTES + 1 else f"{result.size / 1_000_000:.1f} MB"
-            heavy.append(warning(CHECK, f"{size} (slow on a phone; keep images under 1 MB): {_short(url)}", url))
+            heavy.append(warning(CHECK, f"{size} (slow on a phone; keep images under 1 MB): {short(url)}", url))
     return capped(unreachable, SHOWN, "more images that cannot be loaded") + capped(heavy, SHOWN, "more large images")

@@ -13,10 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from newsletter.preflight.fetch import UNREACHABLE, BadUrlError, LinkResult, canonical, request_url
-from newsletter.preflight.findings import Finding, capped, error, info, listed, warning
+from newsletter.preflight.findings import SHOWN, Finding, capped, counted, error, info, listed, short, warning
 
 CHECK = "links"
-SHOWN = 10  # findings of one kind listed one by one before the rest are counted
 NOT_WEB = ("mailto:", "tel:", "sms:", "#")  # links a mail client hands elsewhere, not fetched
 
 
@@ -37,7 +36,7 @@ def malformed(urls: Sequence[str], check: str = CHECK) -> list[Finding]:
         try:
             request_url(url)
         except BadUrlError as exc:
-            found.append(error(check, f"malformed link: {exc}: {_short(url)}", url))
+            found.append(error(check, f"malformed link: {exc}: {short(url)}", url))
     return capped(found, SHOWN, "more malformed links")
 
 
@@ -59,7 +58,7 @@ def insecure(urls: Sequence[str], check: str = CHECK) -> list[Finding]:
     if not plain:
         return []
     return [
-        warning(check, f"{_count(len(plain), 'link')} not https: {listed([_short(u) for u in plain], 3)}", plain[0])
+        warning(check, f"{counted(len(plain), 'link')} not https: {listed([short(u) for u in plain], 3)}", plain[0])
     ]
 
 
@@ -77,8 +76,8 @@ def unreachable_finding(results: Mapping[str, LinkResult], check: str = CHECK) -
     return warning(
         check,
         f"nothing could be reached from here (no network, or no linked host resolves): "
-        f"{_count(len(results), 'link or image', 'links and images')} not checked "
-        f"(first: {example.detail}: {_short(example.url)})",
+        f"{counted(len(results), 'link or image', 'links and images')} not checked "
+        f"(first: {example.detail}: {short(example.url)})",
     )
 
 
@@ -95,7 +94,7 @@ def link_findings(urls: Sequence[str], results: Mapping[str, LinkResult], timeou
         result = results.get(url)
         if result is None:
             continue
-        shown = _short(url)
+        shown = short(url)
         hops = _hops(result)
         if result.failure == "deadline":
             add("deadline", warning(CHECK, f"not checked in time: {shown}", url))
@@ -125,7 +124,7 @@ def link_findings(urls: Sequence[str], results: Mapping[str, LinkResult], timeou
         found.append(
             info(
                 CHECK,
-                f"{_count(len([u for u in urls if u in results]), 'link')} checked: {fine} fine"
+                f"{counted(len([u for u in urls if u in results]), 'link')} checked: {fine} fine"
                 + "".join(
                     f", {n} {what}"
                     for n, what in (
@@ -145,7 +144,7 @@ def _hops(result: LinkResult) -> str:
     if not result.chain:
         return ""
     steps = [
-        f"{status} {_short(next_url)}" for (_, status), next_url in zip(result.chain, _targets(result), strict=True)
+        f"{status} {short(next_url)}" for (_, status), next_url in zip(result.chain, _targets(result), strict=True)
     ]
     end = str(result.status) if result.status is not None else result.failure
     return " → " + " → ".join(steps) + f" → {end}"
@@ -154,11 +153,3 @@ def _hops(result: LinkResult) -> str:
 def _targets(result: LinkResult) -> list[str]:
     """Where each redirect of the chain led."""
     return [url for url, _ in result.chain[1:]] + [result.final_url]
-
-
-def _short(url: str, limit: int = 120) -> str:
-    return url if len(url) <= limit else url[: limit - 1] + "…"
-
-
-def _count(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one}" if n == 1 else f"{n} {many or one + 's'}"

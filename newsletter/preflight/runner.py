@@ -27,7 +27,7 @@ from newsletter.config import Config
 from newsletter.errors import MessageError, RenderError
 from newsletter.preflight import css, headers, images, links, size, spam, textpart
 from newsletter.preflight.fetch import MAX_IMAGE_BYTES, canonical, fetch_all
-from newsletter.preflight.findings import Report, error, info
+from newsletter.preflight.findings import Report, counted, error, info
 from newsletter.preflight.htmlscan import scan_html
 from newsletter.preflight.screenshots import take_screenshots
 from newsletter.preflight.tools import Tools
@@ -208,7 +208,7 @@ def check_message(
                 [
                     info(
                         links.CHECK,
-                        f"{_count(len(web), 'link')} and {_count(len(pictures), 'image')} not fetched (--no-links)",
+                        f"{counted(len(web), 'link')} and {counted(len(pictures), 'image')} not fetched (--no-links)",
                     )
                 ]
             )
@@ -232,10 +232,6 @@ def _unsubscribe_url(raw: bytes) -> str:
                 if uri.lower().startswith("https://") or uri.lower().startswith("http://"):
                     return uri
     return ""
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 __all__ = ["Candidate", "candidate_for", "check_message", "run_preflight", "sample_message"]

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from newsletter.preflight.commands import Runner
 from newsletter.preflight.findings import Finding, info, warning
-from newsletter.preflight.spam import Runner
 
 CHECK = "screenshots"
 # Width: window height. A screenshot shows the window, not the whole page: these heights hold

@@ -2,7 +2,8 @@
 
 Run as ``spamassassin --local --test-mode`` (no DNS blocklists, no network), with Bayes off
 and no preferences file written, so the result depends on the message alone and the run
-changes nothing on the machine. The command runner is passed in; parsing its report is pure.
+learns nothing (SpamAssassin still makes an empty ~/.spamassassin). The command runner is
+passed in; parsing its report is pure.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from newsletter.preflight.commands import Runner
 from newsletter.preflight.findings import Finding, info, listed, warning
 
 CHECK = "spam"
@@ -27,19 +29,6 @@ COMMAND = (
 )
 _STATUS = re.compile(r"^X-Spam-Status: .*?score=(-?[\d.]+)", re.M | re.S)
 _RULE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s+([A-Z0-9_]+)\s+(.*)$")
-
-
-@dataclass(frozen=True)
-class Completed:
-    """What a command did: its exit status and output (stderr kept for the error message)."""
-
-    returncode: int
-    stdout: bytes
-    stderr: bytes = b""
-
-
-Runner = Callable[[list[str], bytes, float], Completed]
-"""Runs a command with its input and a timeout in seconds (``tools.run_command``)."""
 
 
 @dataclass(frozen=True)

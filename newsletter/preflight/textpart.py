@@ -11,8 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from newsletter.preflight.fetch import canonical
-from newsletter.preflight.findings import Finding, capped, error, warning
-from newsletter.preflight.links import SHOWN, _short
+from newsletter.preflight.findings import SHOWN, Finding, capped, error, short, warning
 
 CHECK = "text part"
 TEXT_URL = re.compile(r"https?://[^\s<>\"]+")  # the same rule tracking.py uses to find them
@@ -27,13 +26,13 @@ def check_text_part(headlines: Sequence[str], html_links: Iterable[str], text: s
     """An error per story missing from the text part, a warning per missing web link."""
     flat = _SPACE.sub("", text)
     missing_stories = [
-        error(CHECK, f"story missing from the plain-text part: {_short(title, 100)}", title)
+        error(CHECK, f"story missing from the plain-text part: {short(title, 100)}", title)
         for title in headlines
         if _SPACE.sub("", title) not in flat
     ]
     in_text = {canonical(u) for u in text_links(text)}
     missing_links = [
-        warning(CHECK, f"link missing from the plain-text part: {_short(url)}", url)
+        warning(CHECK, f"link missing from the plain-text part: {short(url)}", url)
         for url in dict.fromkeys(html_links)
         if url.lower().startswith(("http://", "https://")) and canonical(url) not in in_text
     ]
