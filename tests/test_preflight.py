@@ -42,6 +42,8 @@ from newsletter.preflight.fetch import (
 from newsletter.preflight.findings import Finding
 from newsletter.preflight.headers import check_headers
 from newsletter.preflight.htmlscan import scan_html
+from newsletter.preflight.images import fetch_findings as image_fetch_findings
+from newsletter.preflight.images import markup_findings
 from newsletter.preflight.links import link_findings, network_down, unreachable_finding
 from newsletter.preflight.size import check_size
 from newsletter.preflight.spam import check_spam, parse_report
@@ -201,7 +203,7 @@ def preflight(config: Config, store: Store, clock: FixedClock, tools: Tools | No
 
 
 def templates(tmp_path: Path, html: str | None = None, text: str | None = None) -> str:
-    """An override directory: the built-in templates, edited by ``html``/``text`` (old -> new)."""
+    """A template override directory holding ``html`` as email/edition.html and ``text`` as edition.txt."""
     folder = tmp_path / "templates" / "email"
     folder.mkdir(parents=True, exist_ok=True)
     if html is not None:
@@ -234,6 +236,7 @@ def messages(report: Report, check: str, severity: Severity | None = None) -> li
         ("https://news.example.com/a b", None),
         ("https://bücher.example/straße?q=ä", "https://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%A4"),
         ("https://EXAMPLE.com./x", "https://example.com/x"),
+        ("https://b%C3%BCcher.example/x", "https://xn--bcher-kva.example/x"),  # as the HTML serialiser writes it
         ("http://[::1]:8080/", "http://[::1]:8080/"),
     ],
 )
@@ -255,6 +258,7 @@ def test_a_url_goes_on_the_wire_in_ascii_with_its_host_in_idna(url: str, wire: s
         ("https://news.example.com:99999/", "malformed"),
         ("http://[::1/", "malformed"),
         ("https://a..b.example/", "not a valid domain"),
+        ("https://exa%20mple.com/", "not a valid domain"),
         ("https://" + "ü" * 70 + ".example/", "not a valid domain"),
         ("https:///path-only", "no host"),
     ],
@@ -347,6 +351,33 @@ def test_text_part_must_carry_every_story_and_link() -> None:
         (Severity.ERROR, "Story three"),
         (Severity.WARNING, "https://news.example.com/3"),
     ]
+
+
+def test_images_without_alt_sizes_or_a_web_address_and_images_that_fail() -> None:
+    html = (
+        '<img src="https://cdn.example.com/a.jpg" width="10" height="10" alt="A">'
+        '<img src="https://cdn.example.com/b.jpg" width="10"><img src="logo.png" alt="" height="5" width="5">'
+    )
+    found = markup_findings(scan_html(html).images)
+    assert [(f.severity, f.message.split(":")[0]) for f in found] == [
+        (Severity.ERROR, "no alt text"),
+        (Severity.WARNING, "1 image with no height attribute (the layout jumps as it loads, and Outlook may draw it "
+                           "at its full size)"),
+        (Severity.WARNING, "cannot be loaded by a mail client (not an http or https address)"),
+    ]  # fmt: skip
+    results = {
+        "https://a/1.png": LinkResult("https://a/1.png", status=404, reason="Not Found"),
+        "https://a/2.png": LinkResult("https://a/2.png", status=200, size=1_000_001),
+        "https://a/3.png": LinkResult("https://a/3.png", failure="deadline"),
+        "https://a/4.png": LinkResult("https://a/4.png", status=200, size=3_000),
+    }
+    found = image_fetch_findings(list(results), results)
+    assert [f.message for f in found] == [
+        "cannot be loaded (404 Not Found): https://a/1.png",
+        "over 1 MB (slow on a phone; keep images under 1 MB): https://a/2.png",
+        "1 image not checked in time: https://a/3.png",
+    ]
+    assert {f.severity for f in found} == {Severity.WARNING}
 
 
 GOOD_HEAD = (

@@ -138,7 +138,9 @@ class Report:
 
     def text_lines(self) -> list[str]:
         """The report for a person: a heading, one line per finding, the screenshots, a tally."""
-        lines = [f"preflight of the edition of {self.day} ({self.origin}): {self.subject}"]
+        lines = [
+            f"preflight of the edition of {self.day} ({self.origin})" + (f": {self.subject}" if self.subject else "")
+        ]
         width = max((len(f.check) for f in self.findings), default=0)
         lines += [f"{f.severity.value:<8} {f.check:<{width}}  {f.message}" for f in self.ordered()]
         for path in self.screenshots:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from newsletter.preflight.fetch import MAX_IMAGE_BYTES, LinkResult
-from newsletter.preflight.findings import SHOWN, Finding, capped, error, listed, short, warning
+from newsletter.preflight.findings import SHOWN, Finding, capped, counted, error, listed, short, warning
 from newsletter.preflight.htmlscan import Image
 
 CHECK = "images"
@@ -63,6 +63,7 @@ def fetch_findings(urls: Sequence[str], results: Mapping[str, LinkResult]) -> li
     """Images readers cannot load, or that cost them over 1 MB each."""
     unreachable: list[Finding] = []
     heavy: list[Finding] = []
+    late = [url for url in urls if (r := results.get(url)) is not None and r.failure == "deadline"]
     for url in urls:
         result = results.get(url)
         if result is None or result.failure == "deadline":
@@ -73,4 +74,7 @@ def fetch_findings(urls: Sequence[str], results: Mapping[str, LinkResult]) -> li
         elif result.size is not None and result.size > MAX_IMAGE_BYTES:
             size = "over 1 MB" if result.size == MAX_IMAGE_BYTES + 1 else f"{result.size / 1_000_000:.1f} MB"
             heavy.append(warning(CHECK, f"{size} (slow on a phone; keep images under 1 MB): {short(url)}", url))
-    return capped(unreachable, SHOWN, "more images that cannot be loaded") + capped(heavy, SHOWN, "more large images")
+    found = capped(unreachable, SHOWN, "more images that cannot be loaded") + capped(heavy, SHOWN, "more large images")
+    if late:
+        found.append(warning(CHECK, f"{counted(len(late), 'image')} not checked in time: {listed(late, 3)}", late[0]))
+    return found
