@@ -534,6 +534,21 @@ def test_an_edition_that_has_gone_out_is_checked_as_stored(store: Store, clock: 
     }
 
 
+def test_a_made_edition_is_checked_as_saved_when_asked(store: Store, clock: FixedClock, tmp_path: Path) -> None:
+    from newsletter.preparation import prepare_edition
+
+    stories(store, clock, ["https://news.example.com/a"])
+    config = configure(store, tmp_path)
+    made = prepare_edition(config, store, clock, DAY)
+    add_article(store, clock, "late", CUTOFF - timedelta(minutes=1), url="https://news.example.com/late", title="Late")
+    again = preflight(config, store, clock, check_links=False)  # what send would make now: the late story too
+    saved = preflight(config, store, clock, check_links=False, stored=True)  # what was made
+    assert again.origin.startswith("as send would make it now; made") and saved.origin == "stored copy, made"
+    assert errors(again) == errors(saved) == []
+    sizes = [next(m for m in messages(r, "size") if m.startswith("HTML part")) for r in (again, saved)]
+    assert sizes[0] != sizes[1] and made.status.value == "ready"
+
+
 # --- the corpus: bad editions, each with its error -------------------------------------------------
 
 

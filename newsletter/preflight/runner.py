@@ -37,7 +37,7 @@ from newsletter.store import Store
 from newsletter.store.articles import edition_articles
 from newsletter.store.clicks import edition_links
 from newsletter.store.deliveries import Work
-from newsletter.store.models import Edition
+from newsletter.store.models import Edition, EditionStatus
 from newsletter.store.store import edition_for, has_gone_out
 from newsletter.tokens import Tokens
 from newsletter.tracking import untrack
@@ -57,15 +57,22 @@ class Candidate:
     public: bool  # gone out: its web page exists
 
 
-def candidate_for(config: Config, store: Store, clock: Clock, day: date) -> Candidate | None:
-    """The edition readers will get for ``day``; None when it would be skipped (no articles)."""
+def candidate_for(config: Config, store: Store, clock: Clock, day: date, *, stored: bool = False) -> Candidate | None:
+    """The edition readers will get for ``day``; None when it would be skipped (no articles).
+
+    ``stored`` checks a made edition's saved copy as it is, instead of making it again from
+    the articles: for a sender that has just made the edition and is about to send it.
+    """
     with store.session() as session:
         existing = edition_for(session, day)
-        if has_gone_out(existing):
-            stored = edition_links(session, existing.id)
+        made = stored and existing is not None and existing.status == EditionStatus.READY
+        if has_gone_out(existing) or made:
+            assert existing is not None
+            saved = edition_links(session, existing.id)
             titles = tuple(a.title for a in edition_articles(session, existing.id))
-            targets = tuple(url for _, url in sorted(stored.links.items())) if stored else ()
-            return Candidate(existing, targets, titles, f"stored copy, {existing.status.value}", True)
+            targets = tuple(url for _, url in sorted(saved.links.items())) if saved else ()
+            state = "made" if made else existing.status.value
+            return Candidate(existing, targets, titles, f"stored copy, {state}", not made)
     plan = plan_for(config, store, clock, day, look_ahead=True).plan
     if plan.is_empty and not config.newsletter.send_when_empty:
         return None
@@ -116,11 +123,13 @@ def run_preflight(
     *,
     check_links: bool = True,
     screenshots: bool | None = None,
+    stored: bool = False,
 ) -> Report:
-    """Check the edition for ``day`` as it will be sent. ``screenshots`` None follows the config."""
+    """Check the edition for ``day`` as it will be sent. ``screenshots`` None follows the config;
+    ``stored`` checks a made edition's saved copy (see ``candidate_for``)."""
     started = tools.monotonic()
     try:
-        candidate = candidate_for(config, store, clock, day)
+        candidate = candidate_for(config, store, clock, day, stored=stored)
         if candidate is None:
             report = Report(day, "", "not made yet")
             report.add([info("edition", f"no articles for {day}: the edition would be skipped, nothing to check")])
