@@ -344,6 +344,7 @@ class NewsletterConfig:
     timezone: str = _meta('an IANA time zone such as "Europe/London"', _timezone, default="Europe/London")
     send_time: time = _meta('a time of day as "HH:MM" (24-hour)', _clock_time, default=time(6, 0))
     send_when_empty: bool = _meta("true or false", _bool, default=False)
+    per_reader_timezone: bool = _meta("true or false", _bool, default=False)
     subject: str = _meta(
         "a subject using only {name}, {publication}, {date} and {count}", _subject, default="{name}: {date}"
     )

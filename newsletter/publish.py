@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
+from newsletter import release
 from newsletter.clock import Clock
 from newsletter.codes import CLICK, ReaderCodes
 from newsletter.config import Config
@@ -44,6 +45,7 @@ from newsletter.preparation import (
     resolve_day,
     waiting_note,
 )
+from newsletter.release import ZoneRelease
 from newsletter.render import Markers, RenderedEdition
 from newsletter.returnpath import return_paths
 from newsletter.smtpmux import SMTPPool, check_reachable
@@ -57,6 +59,7 @@ from newsletter.store.models import (
     Subscriber,
     SubscriberStatus,
 )
+from newsletter.store.readers import active_zone_counts
 from newsletter.store.store import edition_for, has_gone_out
 from newsletter.tokens import UNSUBSCRIBE, Tokens
 from newsletter.transport import MaildirTransport, SMTPTransport, Transport
@@ -234,12 +237,60 @@ def give_up_stale(config: Config, store: Store, clock: Clock, edition: Edition) 
     return said
 
 
-def finish_edition(store: Store, edition_id: int, clock: Clock) -> dict[DeliveryStatus, int]:
-    """Store the counts, and mark the edition sent once nothing is open any more."""
+def zones_to_come(config: Config, store: Store, edition: Edition) -> list[ZoneRelease]:
+    """The zones whose readers' morning has not come yet for ``edition`` (none unless it goes zone by zone)."""
+    if edition.released_until is None:
+        return []
+    with store.reading() as session:
+        counts = active_zone_counts(session)
+    n = config.newsletter
+    return release.still_to_come(release.plan(edition.date, n.send_time, n.zone, counts), edition.released_until)
+
+
+def release_zones(config: Config, store: Store, clock: Clock, edition: Edition) -> list[ZoneRelease]:
+    """Give the readers of every zone whose morning has come their deliveries; returns those zones.
+
+    Run by every sender before it claims (``send``, the scheduler, ``newsletter worker``):
+    making the rows is idempotent and ``released_until`` only records how far it got, so
+    two processes releasing at once, or one killed half-way, leave nobody out and nobody
+    with two copies.
+    """
+    if edition.released_until is None and edition.enqueued_at is not None:
+        return []  # sent to everyone at once
+    now = clock.now()
+    with store.reading() as session:
+        counts = active_zone_counts(session)
+    n = config.newsletter
+    come = release.due(release.plan(edition.date, n.send_time, n.zone, counts), edition.released_until, now)
+    for zone in come:
+        if zone.warning:
+            log.warning("edition %s: %s", edition.date, zone.warning)
+    log_.enqueue(store.engine, edition.id, zones={r.zone for r in come})
+    with store.engine.begin() as conn:
+        log_.mark_released(conn, edition.id, now)
+    if come and edition.enqueued_at is not None:
+        readers = sum(r.readers for r in come)
+        log.info(
+            "edition %s: released to %s in %s",
+            edition.date,
+            counted(readers, "reader"),
+            ", ".join(r.label for r in come),
+        )
+    edition.released_until = now
+    return come
+
+
+def finish_edition(config: Config, store: Store, edition_id: int, clock: Clock) -> dict[DeliveryStatus, int]:
+    """Store the counts, and mark the edition sent once nothing is open and no zone waits any more."""
+    with store.session() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+    # Outside that session: on SQLite a second transaction inside it would wait for its lock.
+    waiting = bool(zones_to_come(config, store, edition))
     with store.engine.begin() as conn:
         counts = log_.status_counts(conn, edition_id)
         log_.store_counts(conn, edition_id, counts)
-        if not any(counts[s] for s in log_.OPEN_STATUSES):
+        if not waiting and not any(counts[s] for s in log_.OPEN_STATUSES):
             conn.execute(
                 update(Edition)
                 .where(Edition.id == edition_id, Edition.status == EditionStatus.SENDING)
@@ -286,8 +337,8 @@ def send_edition(
             subject=edition.subject,
         )
     if enqueue_only:
-        edition = _start(store, edition.id, clock)
-        count = finish_edition(store, edition.id, clock)
+        edition = _start(config, store, edition.id, clock)
+        count = finish_edition(config, store, edition.id, clock)
         waiting = sum(count[s] for s in log_.OPEN_STATUSES)
         return SendReport(
             day,
@@ -298,7 +349,7 @@ def send_edition(
     if pools is None and config.delivery.transport == "smtp":
         check_reachable(config.smtp)  # unreachable or bad credentials: say so before claiming anything
     with DatabaseLock(store, f"edition:{day.isoformat()}", clock):
-        edition = _start(store, edition.id, clock)
+        edition = _start(config, store, edition.id, clock)
         gave_up = give_up_stale(config, store, clock, edition)
         _release_dead_claims(store, edition.id, clock, retry_deferred)
         stats = run_edition(
@@ -312,7 +363,7 @@ def send_edition(
             stop=stop,
             on_progress=on_progress,
         )
-        counts = finish_edition(store, edition.id, clock)
+        counts = finish_edition(config, store, edition.id, clock)
     report = _report(day, edition.subject, stats, counts)
     if gave_up:
         report.message += f"; {gave_up}"
@@ -353,14 +404,21 @@ def run_edition(
     ).run()
 
 
-def _start(store: Store, edition_id: int, clock: Clock) -> Edition:
-    """Create the delivery rows once (resumably) and mark the edition as sending."""
+def _start(config: Config, store: Store, edition_id: int, clock: Clock) -> Edition:
+    """Create the delivery rows once (resumably) and mark the edition as sending.
+
+    Zone by zone (``per_reader_timezone``), only the zones whose morning has come get their
+    rows now, and each later send releases the next ones; else every reader's at once.
+    """
     with store.session() as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None
         needs_enqueue = edition.enqueued_at is None
     if needs_enqueue:
-        log_.enqueue(store.engine, edition_id)
+        if config.newsletter.per_reader_timezone:
+            release_zones(config, store, clock, edition)
+        else:
+            log_.enqueue(store.engine, edition_id)
         with store.session() as session:
             session.execute(
                 update(Edition)
@@ -371,6 +429,8 @@ def _start(store: Store, edition_id: int, clock: Clock) -> Edition:
                     status=EditionStatus.SENDING,
                 )
             )
+    else:
+        release_zones(config, store, clock, edition)
     with store.session() as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None

@@ -27,12 +27,13 @@ from apscheduler.triggers.cron import CronTrigger
 from newsletter.articles import ImportSummary, fetch_feeds
 from newsletter.clock import Clock
 from newsletter.config import WEEKDAYS, Config
-from newsletter.editions import cutoff, edition_date_due, local_date
+from newsletter.editions import counted, cutoff, edition_date_due, local_date
 from newsletter.errors import LockHeldError, NewsletterError
 from newsletter.preparation import articles_waiting
-from newsletter.publish import SendReport, send_edition
+from newsletter.publish import SendReport, send_edition, zones_to_come
+from newsletter.release import ZoneRelease
 from newsletter.store import Store
-from newsletter.store.models import EditionStatus
+from newsletter.store.models import Edition, EditionStatus
 from newsletter.store.store import edition_for, edition_progress, unfinished_editions
 from newsletter.tokens import Tokens
 
@@ -146,12 +147,19 @@ class EditionState:
     deferred: int = 0
     next_retry_at: datetime | None = None
     waiting: int = 0  # skipped: articles for it that have come in since, which it would now take
+    zones: tuple[ZoneRelease, ...] = ()  # sent zone by zone: the zones whose morning is still to come
+
+    @property
+    def next_release_at(self) -> datetime | None:
+        return self.zones[0].at if self.zones else None
 
     def has_work(self, now: datetime, retry_deferred: bool) -> bool:
         """Something to send now; an edition with nothing open left still needs finishing."""
-        if self.open_now or not self.deferred:
+        if self.open_now or (self.zones and self.zones[0].at <= now):
             return True
-        return retry_deferred or self.next_retry_at is None or self.next_retry_at <= now
+        if self.deferred:
+            return retry_deferred or self.next_retry_at is None or self.next_retry_at <= now
+        return not self.zones
 
 
 @dataclass(frozen=True)
@@ -194,7 +202,15 @@ def decide(now: datetime, config: Config, state_of: StateOf, *, retry_deferred: 
         return Decision(Action.DONE, day, due_at, reason, state)
     if state.status == EditionStatus.SENDING:
         if state.has_work(now, retry_deferred):
+            if state.zones and state.zones[0].at <= now and not state.open_now:
+                reason = f"the edition of {day}: the morning of {zones_text(state.zones, now)} has come"
+                return Decision(Action.RESUME, day, due_at, reason, state)
             return Decision(Action.RESUME, day, due_at, f"the edition of {day} was left part-sent", state)
+        if state.zones and not state.deferred:
+            reason = f"the edition of {day} goes out zone by zone: next, {zone_text(state.zones[0], n.zone)}"
+            if len(state.zones) > 1:
+                reason += f"; {counted(len(state.zones), 'zone')} still to come"
+            return Decision(Action.NOT_DUE, day, due_at, reason, state)
         retry = local_text(state.next_retry_at, n.zone) if state.next_retry_at else "the next retry"
         return Decision(
             Action.NOT_DUE,
@@ -216,6 +232,17 @@ def missed_message(day: date, due_at: datetime, now: datetime, config: Config) -
     )
 
 
+def zone_text(zone: ZoneRelease, newsroom: ZoneInfo) -> str:
+    """'America/New_York at 2026-11-24 11:00 GMT (120 readers)': one zone's release, in the newsroom's time."""
+    return f"{zone.label} at {local_text(zone.at, newsroom)} ({counted(zone.readers, 'reader')})"
+
+
+def zones_text(zones: Sequence[ZoneRelease], now: datetime) -> str:
+    """The names of the zones whose release time has come by ``now``."""
+    come = [z.label for z in zones if z.at <= now]
+    return ", ".join(come[:5]) + (f" and {len(come) - 5} more" if len(come) > 5 else "")
+
+
 def local_text(moment: datetime, zone: ZoneInfo) -> str:
     """'2026-11-24 06:00 GMT': the wall time readers see, with seconds only when there are any."""
     local = moment.astimezone(zone)
@@ -231,8 +258,14 @@ def span(delta: timedelta) -> str:
 # --- the store's view -----------------------------------------------------------------------
 
 
-def state_reader(store: Store, waiting: Callable[[date], int] | None = None) -> StateOf:
-    """:param waiting: how many articles a skipped edition for a date would take if made now."""
+def state_reader(
+    store: Store,
+    waiting: Callable[[date], int] | None = None,
+    zones: Callable[[Edition], Sequence[ZoneRelease]] | None = None,
+) -> StateOf:
+    """:param waiting: how many articles a skipped edition for a date would take if made now.
+    :param zones: the zones still to come of an edition sent zone by zone (``publish.zones_to_come``).
+    """
 
     def state_of(day: date) -> EditionState | None:
         with store.session() as session:
@@ -246,9 +279,10 @@ def state_reader(store: Store, waiting: Callable[[date], int] | None = None) -> 
             return EditionState(status, waiting=waiting(day))
         if status != EditionStatus.SENDING:
             return EditionState(status)
+        to_come = tuple(zones(edition)) if zones is not None else ()
         with store.session() as session:
             open_now, deferred, next_retry = edition_progress(session, edition.id)
-            return EditionState(edition.status, open_now, deferred, next_retry)
+            return EditionState(edition.status, open_now, deferred, next_retry, zones=to_come)
 
     return state_of
 
@@ -297,7 +331,9 @@ class ScheduledSender:
         self.stop = stop or threading.Event()
         self.lock_level = lock_level
         self.retry_hint = retry_hint
-        self.state_of = state_reader(store, partial(articles_waiting, config, store, clock))
+        self.state_of = state_reader(
+            store, partial(articles_waiting, config, store, clock), partial(zones_to_come, config, store)
+        )
 
     def run_pass(
         self,
@@ -335,6 +371,19 @@ class ScheduledSender:
             state = self.state_of(day)
             if state and state.status == EditionStatus.SENDING and state.has_work(self.clock.now(), retry_deferred):
                 self.send(day, f"the edition of {day} was left part-sent: resuming it", retry_deferred, result)
+
+    def release_zones_due(self, result: PassResult) -> None:
+        """Send each edition going out zone by zone to the zones whose morning has come."""
+        with self.store.session() as session:
+            days = [e.date for e in unfinished_editions(session)]
+        for day in days:
+            if self.stop.is_set():
+                return
+            now = self.clock.now()
+            state = self.state_of(day)
+            if state and state.status == EditionStatus.SENDING and state.zones and state.zones[0].at <= now:
+                why = f"the edition of {day}: the morning of {zones_text(state.zones, now)} has come: sending it there"
+                self.send(day, why, False, result)
 
     def send(self, day: date, why: str, retry_deferred: bool, result: PassResult) -> None:
         if self.stop.is_set():

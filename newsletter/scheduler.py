@@ -57,6 +57,8 @@ RETRY_JOB_ID = "newsletter-retry"
 FETCH_JOB_ID = "newsletter-fetch-feeds"
 OUTBOX_JOB_ID = "newsletter-signup-mails"
 MAILBOX_JOB_ID = "newsletter-mailbox"
+ZONES_JOB_ID = "newsletter-zones"
+ZONES_MINUTES = 1  # per-reader time zones: each zone's readers get the edition within a minute of their send time
 OUTBOX_MINUTES = 1  # a reader waits for the confirmation mail: try queued ones every minute
 JOB_TABLE = "apscheduler_jobs"
 # A process needs a moment to wake: a send this late is on time whatever the grace period.
@@ -150,6 +152,11 @@ def mailbox_job(*, daemon: EditionScheduler | None = None) -> None:
     _given(daemon).sender.read_mailbox()
 
 
+def zones_job(*, daemon: EditionScheduler | None = None) -> None:
+    """Every minute, with per-reader time zones: release the edition to the zones whose morning has come."""
+    _given(daemon).on_zones_tick()
+
+
 def fetch_job(*, daemon: EditionScheduler | None = None) -> None:
     """Every ``fetch_interval_minutes``: import the feeds."""
     _given(daemon).on_fetch_tick()
@@ -203,6 +210,12 @@ class EditionScheduler:
         result = self.sender.run_pass(retry_deferred=True, others=True, missed_level=quiet, quiet_level=quiet)
         # An edition prepared but never started (the server was down) that ran out of grace.
         self._record(result, report_missed=result.decision is not None and result.decision.state is not None)
+
+    def on_zones_tick(self) -> None:
+        result = PassResult()
+        self.sender.release_zones_due(result)
+        if result.reports or result.errors:
+            self.results.append(result)
 
     def on_fetch_tick(self) -> None:
         self.sender.fetch_feeds(f"every {self.config.scheduler.fetch_interval_minutes} minutes")
@@ -352,6 +365,16 @@ class EditionScheduler:
                 minutes=self.config.bounces.process_minutes,
                 id=MAILBOX_JOB_ID,
                 name="reading the bounce mailbox",
+                jobstore="memory",
+                misfire_grace_time=None,
+            )
+        if self.config.newsletter.per_reader_timezone:
+            scheduler.add_job(
+                zones_job,
+                "interval",
+                minutes=ZONES_MINUTES,
+                id=ZONES_JOB_ID,
+                name="releasing the edition zone by zone",
                 jobstore="memory",
                 misfire_grace_time=None,
             )

@@ -29,7 +29,7 @@ from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.delivery import PoolFactory, RateLimiter, RunStats
 from newsletter.errors import DeliveryError, NewsletterError, UsageError
-from newsletter.publish import finish_edition, give_up_stale, refuse_example_sender, run_edition
+from newsletter.publish import finish_edition, give_up_stale, refuse_example_sender, release_zones, run_edition
 from newsletter.smtpmux import check_reachable
 from newsletter.store import Store, worker_identity
 from newsletter.store import deliveries as log_
@@ -202,10 +202,11 @@ def run_worker(
             busy = False
             for edition in open_editions(store):
                 give_up_stale(config, store, clock, edition)  # or a workers-only site retries for ever
+                release_zones(config, store, clock, edition)  # readers whose morning has come
                 claimable, elsewhere = _work_left(store, edition.id, clock.now())
                 busy = busy or claimable > 0 or elsewhere > 0
                 if claimable == 0:
-                    finish_edition(store, edition.id, clock)
+                    finish_edition(config, store, edition.id, clock)
                     continue
                 if pools is None and config.delivery.transport == "smtp":
                     refuse_example_sender(config)
@@ -214,7 +215,7 @@ def run_worker(
                     config, store, clock, tokens, edition, identity, registry, totals, limiter, pools, stop, on_progress
                 )
                 report.editions += 1
-                finish_edition(store, edition.id, clock)
+                finish_edition(config, store, edition.id, clock)
                 if stats.error is not None:
                     raise stats.error
                 if stop.is_set():

@@ -51,7 +51,7 @@ def test_preview_and_send_agree(state, config, store, clock, tokens, smtp_sink) 
     if state == "made":
         prepare_edition(config, store, clock, DAY)
     if state == "sending":  # deliveries exist and one reader already has it: the edition is fixed
-        _start(store, prepare_edition(config, store, clock, DAY).id, clock)
+        _start(config, store, prepare_edition(config, store, clock, DAY).id, clock)
         with store.session() as session:
             row = session.scalars(select(Delivery).order_by(Delivery.id)).first()
             row.status = DeliveryStatus.SENT

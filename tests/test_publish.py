@@ -150,7 +150,7 @@ def test_unsubscribed_before_their_turn_are_skipped(config, store, clock, tokens
     from newsletter.publish import _start
 
     edition = prepare_edition(config, store, clock, date(2026, 11, 24))
-    _start(store, edition.id, clock)
+    _start(config, store, edition.id, clock)
     from newsletter.store.models import Subscriber
 
     with store.session() as session:

@@ -369,7 +369,7 @@ def test_send_scheduled_resumes_an_edition_left_part_sent_even_after_the_grace_p
     readers = morning(store, clock, readers=5)
     clock.set(datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
     edition = prepare_edition(config, store, clock, date(2026, 11, 24))
-    _start(store, edition.id, clock)  # the delivery log exists: then the process died
+    _start(config, store, edition.id, clock)  # the delivery log exists: then the process died
     clock.set(datetime(2026, 11, 24, 11, 0, tzinfo=UTC))
     result = send_scheduled(config, store, clock, tokens)
     assert [r.outcome for r in result.reports] == ["sent"]
@@ -379,7 +379,7 @@ def test_send_scheduled_resumes_an_edition_left_part_sent_even_after_the_grace_p
 def test_send_scheduled_also_resumes_an_older_edition_left_part_sent(config, store, clock, tokens, smtp_sink):
     morning(store, clock, readers=2)
     clock.set(datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
-    _start(store, prepare_edition(config, store, clock, date(2026, 11, 24)).id, clock)
+    _start(config, store, prepare_edition(config, store, clock, date(2026, 11, 24)).id, clock)
     clock.set(datetime(2026, 11, 25, 6, 2, tzinfo=UTC))  # the next morning: no new articles
     result = send_scheduled(config, store, clock, tokens)
     assert sorted((r.day, r.outcome) for r in result.reports) == [
@@ -773,7 +773,7 @@ def test_daemon_resumes_an_edition_left_sending_at_start_up(db_url, fresh_store,
     day = latest_scheduled_day(clock.now(), config)
     readers = seed_now(store, 3, published=cutoff(day, config.newsletter.send_time, UTC_ZONE) - timedelta(hours=1))
     edition = prepare_edition(config, store, clock, day)
-    _start(store, edition.id, clock)
+    _start(config, store, edition.id, clock)
     running = Running(config, store)
     try:
         wait_for(lambda: EditionStatus.SENT in editions(store).values())

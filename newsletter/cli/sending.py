@@ -17,7 +17,7 @@ from newsletter.render import GMAIL_CLIP_BYTES, fill_markers
 from newsletter.store import Store
 from newsletter.store import deliveries as log_
 from newsletter.store.bounces import Feedback, edition_feedback
-from newsletter.store.models import DeliveryStatus, EditionStatus
+from newsletter.store.models import DeliveryStatus, Edition, EditionStatus
 from newsletter.store.store import count_subscribers, edition_for, list_editions
 from newsletter.subscribers import escape_controls
 
@@ -237,6 +237,8 @@ def status(app: App, day: date | None, limit: int) -> None:
             f"{counted(total, 'reader'):>13}: {detail}  — {edition.subject}"
         )
         if edition.status == EditionStatus.SENDING:
+            for line in _zone_lines(app, edition, limit=3):
+                click.echo(f"            {line}")
             click.echo(f"            still open: `newsletter send --date {edition.date}` resumes it")
         for email, state, error in errors:
             click.echo(f"            {state}: {email}: {error}")
@@ -290,11 +292,28 @@ def _show_edition(app: App, day: date) -> None:
         for line in _feedback_lines(feedback):
             click.echo(f"  {line}")
     if edition.status == EditionStatus.SENDING:
+        for line in _zone_lines(app, edition, limit=50):
+            click.echo(f"  {line}")
         click.echo(f"  still open: `newsletter send --date {day}` resumes it")
     if errors:
         click.echo(f"  latest failures and deferrals ({len(errors)}):")
         for email, state, error in errors:
             click.echo(f"    {state}: {email}: {error}")
+
+
+def _zone_lines(app: App, edition: Edition, limit: int) -> list[str]:
+    """The zones still to come of an edition sent zone by zone, soonest first (none otherwise)."""
+    from newsletter.publish import zones_to_come
+    from newsletter.schedule import zone_text
+
+    zones = zones_to_come(app.config, app.store, edition)
+    if not zones:
+        return []
+    lines = [f"zone by zone: {counted(len(zones), 'zone')} still to come"]
+    lines += [f"  {zone_text(zone, app.config.newsletter.zone)}" for zone in zones[:limit]]
+    if len(zones) > limit:
+        lines.append(f"  and {len(zones) - limit} more (`newsletter status --date {edition.date}` lists them)")
+    return lines
 
 
 SENDER_DETAIL_WIDTH = 160  # the example diagnostic of a sender-side rejection, cut with "…"

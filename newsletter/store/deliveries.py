@@ -9,7 +9,7 @@ side by side without waiting on each other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -44,6 +44,7 @@ ENQUEUE_CHUNK = 5_000
 OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.DEFERRED)
 _D = Delivery.__table__
 _S = Subscriber.__table__
+_E = Edition.__table__
 # Status tests written as SQL literals, not parameters: SQLite uses a partial index only
 # when the query's WHERE visibly implies the index's.
 _IS_PENDING = _D.c.status == literal_column("'pending'")
@@ -74,18 +75,26 @@ class Result:
     bounced: bool = False
 
 
-def enqueue(engine: Engine, edition_id: int, *, chunk: int = ENQUEUE_CHUNK) -> int:
-    """Create the pending rows for every active subscriber, one bounded transaction per id range.
+def enqueue(
+    engine: Engine, edition_id: int, *, zones: Collection[str] | None = None, chunk: int = ENQUEUE_CHUNK
+) -> int:
+    """Create the pending rows for every active subscriber (in ``zones``, when given), one
+    bounded transaction per id range.
 
     Idempotent (existing rows are left alone), so a crash half-way is finished by running
-    it again; no transaction holds more than ``chunk`` rows, whatever the list's size.
+    it again, and a reader who moved to a zone released later is not sent a second copy;
+    no transaction holds more than ``chunk`` rows, whatever the list's size.
     """
     created = 0
     last_id = 0
     columns = ["edition_id", "subscriber_id", "status", "attempts", "last_error", "message_id", "claimed_by"]
+    if zones is not None and not zones:
+        return 0
     while True:
         with engine.begin() as conn:
             active = [_S.c.status == SubscriberStatus.ACTIVE.value, _S.c.id > last_id]
+            if zones is not None:
+                active.append(_S.c.timezone.in_(sorted(zones)))
             upper = conn.execute(select(_S.c.id).where(*active).order_by(_S.c.id).offset(chunk - 1).limit(1)).scalar()
             if upper is not None:
                 active.append(_S.c.id <= upper)
@@ -106,6 +115,11 @@ def enqueue(engine: Engine, edition_id: int, *, chunk: int = ENQUEUE_CHUNK) -> i
         if upper is None:
             return created
         last_id = upper
+
+
+def mark_released(conn: Connection, edition_id: int, until: datetime) -> None:
+    """Record that every zone whose morning came by ``until`` has its deliveries."""
+    conn.execute(update(_E).where(_E.c.id == edition_id).values(released_until=until))
 
 
 def recover(conn: Connection, edition_id: int, now: datetime, *, deferred_due: bool = True) -> int:

@@ -185,6 +185,10 @@ class Edition(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Per-reader time zones ([newsletter] per_reader_timezone): the readers of every zone
+    # whose morning came at or before this instant have their deliveries. NULL: the edition
+    # went to every reader at once.
+    released_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     articles: Mapped[list[Article]] = relationship(back_populates="edition", order_by="Article.published_at.desc()")
 
