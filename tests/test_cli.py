@@ -441,6 +441,21 @@ def test_demo_sends_over_smtp_into_the_outbox_and_runs_twice(runner: CliRunner, 
     assert b"List-Unsubscribe: <https://news.example.com/newsletter/unsubscribe/" in one
 
 
+@pytest.mark.slow
+def test_demo_with_zones_releases_each_zone_at_six_on_its_clock(runner: CliRunner, tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    result = runner.invoke(cli, ["demo", "--zones", "--dir", str(folder), "--subscribers", "22"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    rows = [line for line in out.splitlines() if re.match(r"^\w{3} \d\d \d\d:\d\d ", line)]
+    assert len(rows) == 11, out  # one release per zone
+    assert all(" 06:00 " in row.split(maxsplit=4)[-1] for row in rows), out
+    assert re.search(r"^\w{3} \d\d 1[01]:00 (GMT|BST)\s+America/New_York\s+\w{3} \d\d 06:00 E[SD]T\s+2\s+2$", out, re.M)
+    assert re.search(r"sent 22 across 11 releases$", out, re.M), out
+    assert len(os.listdir(folder.resolve() / "outbox" / "new")) == 22
+    assert "per_reader_timezone = true" in (folder / "newsletter.toml").read_text()
+
+
 def test_demo_refuses_a_directory_it_did_not_make(runner: CliRunner, tmp_path: Path) -> None:
     (tmp_path / "precious.txt").write_text("keep me")
     result = runner.invoke(cli, ["demo", "--dir", str(tmp_path), "--subscribers", "1"])

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 
 from newsletter.cli.base import App, Progress, cli, pass_app
 from newsletter.clock import SystemClock
 from newsletter.config import load_config
+from newsletter.demo import NEWSROOM_ZONE, ZoneStep
 from newsletter.editions import counted
 from newsletter.errors import UsageError
 from newsletter.store import Store
@@ -80,6 +83,20 @@ def db_upgrade(app: App) -> None:
 # --- demo -------------------------------------------------------------------------------
 
 
+def _print_zone_steps(steps: Sequence[ZoneStep]) -> None:
+    """One line per zone: when its readers got the edition, on the newsroom's clock and on theirs."""
+    newsroom = ZoneInfo(NEWSROOM_ZONE)
+    click.echo(f"{'released at (newsroom)':<22} {'zone':<22} {'their clock':<18} {'readers':>8} {'sent':>6}")
+    for step in steps:
+        for i, zone in enumerate(step.zones):
+            local = step.at.astimezone(ZoneInfo(zone.zone) if zone.zone else newsroom)
+            click.echo(
+                f"{step.at.astimezone(newsroom):%a %d %H:%M %Z}".ljust(22)
+                + f" {zone.zone or '(newsroom)':<22} {local:%a %d %H:%M %Z}".ljust(42)
+                + f" {zone.readers:>8,} {step.sent if i == 0 else '':>6}"
+            )
+
+
 @cli.command()
 @click.option(
     "--dir",
@@ -97,28 +114,43 @@ def db_upgrade(app: App) -> None:
     show_default=True,
     help="How many readers to send to.",
 )
-def demo(directory: Path, count: int) -> None:
+@click.option(
+    "--zones",
+    is_flag=True,
+    help="Spread the readers over time zones and simulate the day: each zone gets the edition at 06:00 its time.",
+)
+def demo(directory: Path, count: int, zones: bool) -> None:
     """Send a real edition over real SMTP to a built-in local server, and show where to look.
 
     Creates DIR with a config, a SQLite database of sample articles and readers, runs an
     SMTP server on 127.0.0.1 that stores every message it receives in DIR/outbox, and
     sends today's edition through the same pipeline production uses.
 
+    With --zones the readers live in eleven time zones ([newsletter] per_reader_timezone):
+    the clock is pinned to the newsroom's send time and moved to each zone's morning in
+    turn, and each release is printed as it happens.
+
     \b
     Example:
       newsletter demo --subscribers 10000
+      newsletter demo --zones
     """
     from newsletter.demo import run_demo
 
     click.echo(f"demo in {directory.resolve()}: {counted(count, 'subscriber')}, local SMTP server on 127.0.0.1")
     progress = Progress(enabled=sys.stderr.isatty())
     try:
-        result = run_demo(directory, count, SystemClock(), on_progress=progress)
+        result = run_demo(directory, count, SystemClock(), on_progress=progress, zones=zones)
     finally:
         progress.close()
     report, stats = result.report, result.report.stats
-    click.echo(f"{report.day}: {report.message}")
-    if stats is not None:
+    if result.zone_steps:
+        _print_zone_steps(result.zone_steps)
+        total = sum(step.sent for step in result.zone_steps)
+        click.echo(f"{report.day}: sent {total} across {counted(len(result.zone_steps), 'release')}")
+    else:
+        click.echo(f"{report.day}: {report.message}")
+    if stats is not None and not result.zone_steps:
         click.echo(f"messages sent:      {stats.sent}")
         click.echo(f"elapsed:            {stats.elapsed:.2f} s")
         click.echo(f"messages/second:    {stats.rate:.0f}")

@@ -223,12 +223,18 @@ def list_subscribers(
 
 
 def add_active_subscribers(
-    engine: Engine, people: Iterable[tuple[str, str]], source: str, now: datetime, *, chunk: int = 10_000
+    engine: Engine,
+    people: Iterable[tuple[str, str] | tuple[str, str, str]],
+    source: str,
+    now: datetime,
+    *,
+    chunk: int = 10_000,
 ) -> int:
-    """Insert (email, name) pairs as active readers, ``chunk`` rows per transaction.
+    """Insert (email, name) or (email, name, time zone) tuples as active readers, ``chunk`` rows per transaction.
 
-    For seeding (the demo, the benchmarks): addresses must be new and already normal;
-    the list is streamed, so it never sits in memory or in one transaction.
+    For seeding (the demo, the benchmarks): addresses must be new and already normal, and
+    zones already checked; the list is streamed, so it never sits in memory or in one
+    transaction.
     """
     added = 0
     rows: list[dict[str, Any]] = []
@@ -237,11 +243,12 @@ def add_active_subscribers(
         with engine.begin() as conn:
             conn.execute(insert(Subscriber), rows)
 
-    for email, name in people:
+    for email, name, *zone in people:
         rows.append(
             {
                 "email": email,
                 "name": name,
+                "timezone": zone[0] if zone else "",
                 "status": SubscriberStatus.ACTIVE,
                 "source": source,
                 "created_at": now,
