@@ -18,6 +18,12 @@ The pipeline runs once per ``--dkim`` mode (by default without DKIM and with an 
 signature on every copy; also ``ed25519-sha256`` and ``dual``) and ``--tracking`` mode
 (click tracking on, the default, or off), each against the same floor.
 
+With ``--zones N`` the readers are spread over N time zones and each mode also runs with
+``[newsletter] per_reader_timezone``: the edition is released zone by zone, one send per
+zone's morning on a pinned clock (the day compressed, as ``newsletter demo --zones`` does),
+and the pipeline's rate is the readers over the sum of those sends' times: what releasing
+zone by zone adds to the send.
+
 Each is run ``--rounds`` times, alternating, and the medians are compared: on a shared
 machine single runs vary by a quarter or more.
 """
@@ -37,6 +43,7 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -69,6 +76,39 @@ WORDS = [
 
 
 DKIM_MODES = ("off", "rsa-sha256", "ed25519-sha256", "dual")
+# Thirty zones with thirty different offsets from UTC (half hours and Chatham's +12:45 among them).
+ZONES = (
+    "",
+    "Pacific/Honolulu",
+    "America/Anchorage",
+    "America/Los_Angeles",
+    "America/Denver",
+    "America/Chicago",
+    "America/New_York",
+    "America/Halifax",
+    "America/St_Johns",
+    "America/Sao_Paulo",
+    "Atlantic/South_Georgia",
+    "Atlantic/Azores",
+    "Africa/Lagos",
+    "Africa/Cairo",
+    "Europe/Moscow",
+    "Asia/Tehran",
+    "Asia/Dubai",
+    "Asia/Kabul",
+    "Asia/Karachi",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Asia/Dhaka",
+    "Asia/Yangon",
+    "Asia/Bangkok",
+    "Asia/Singapore",
+    "Australia/Eucla",
+    "Asia/Tokyo",
+    "Australia/Adelaide",
+    "Australia/Sydney",
+    "Pacific/Chatham",
+)
 
 
 def _dkim_text(directory: Path, mode: str) -> str:
@@ -93,13 +133,20 @@ def _dkim_text(directory: Path, mode: str) -> str:
 
 
 def _config_text(
-    directory: Path, port: int, database_url: str, connections: int, dkim: str = "off", tracking: str = "on"
+    directory: Path,
+    port: int,
+    database_url: str,
+    connections: int,
+    dkim: str = "off",
+    tracking: str = "on",
+    zones: bool = False,
 ) -> str:
     return (
         _dkim_text(directory, dkim)
         + ("" if tracking == "on" else "[tracking]\nclicks = false\n")
         + f"""
 [newsletter]
+per_reader_timezone = {"true" if zones else "false"}
 publication = "The Example Gazette"
 address = "1 Quay Street, Portside PS1 2AB"
 [store]
@@ -118,7 +165,7 @@ secret_key = "benchmark-secret-key-benchmark-secret-key"
     )
 
 
-def _seed(config_path: Path, subscribers: int, articles: int) -> None:
+def _seed(config_path: Path, subscribers: int, articles: int, zones: int = 0) -> None:
     from sqlalchemy import delete
 
     from newsletter.articles import ArticleInput, upsert_article
@@ -157,7 +204,8 @@ def _seed(config_path: Path, subscribers: int, articles: int) -> None:
                 ),
                 clock,
             )
-    people = ((f"reader{i}@example.org", f"Reader {i}") for i in range(subscribers))
+    spread = ZONES[: max(1, zones)]
+    people = ((f"reader{i}@example.org", f"Reader {i}", spread[i % len(spread)]) for i in range(subscribers))
     add_active_subscribers(store.engine, people, "bench", clock.now())
     store.dispose()
 
@@ -173,12 +221,41 @@ def _child_pipeline(config_path: str) -> dict[str, float]:
     config = load_config(config_path, environ={})
     store = Store(config.store.url)
     clock = SystemClock()
-    edition = prepare_edition(config, store, clock, resolve_day(config, clock, None))  # render: not timed
+    day = resolve_day(config, clock, None)
+    edition = prepare_edition(config, store, clock, day)  # render: not timed
+    if config.newsletter.per_reader_timezone:
+        return _zoned_pipeline(config, store, day, len(edition.html.encode()))
     started = time.perf_counter()
     report = send_edition(config, store, clock, Tokens(config.web.secret_key, clock))
     elapsed = time.perf_counter() - started
     assert report.stats is not None and report.outcome == "sent", report.message
     return {"sent": report.stats.sent, "seconds": elapsed, "html_bytes": len(edition.html.encode())}
+
+
+def _zoned_pipeline(config: Any, store: Any, day: Any, html_bytes: int) -> dict[str, float]:
+    """One send per zone's morning, on a clock pinned to it; the time is the sum of the sends."""
+    from newsletter import release
+    from newsletter.clock import FixedClock
+    from newsletter.publish import send_edition
+    from newsletter.store.readers import active_zone_counts
+    from newsletter.tokens import Tokens
+
+    n = config.newsletter
+    with store.reading() as session:
+        counts = active_zone_counts(session)
+    moments = sorted({r.at for r in release.plan(day, n.send_time, n.zone, counts)})
+    clock = FixedClock(moments[0])
+    tokens = Tokens(config.web.secret_key, clock)
+    sent, elapsed = 0, 0.0
+    for moment in moments:
+        clock.set(moment)
+        started = time.perf_counter()
+        report = send_edition(config, store, clock, tokens, day=day)
+        elapsed += time.perf_counter() - started
+        assert report.stats is not None, report.message
+        sent += report.stats.sent
+    assert report.outcome == "sent", report.message
+    return {"sent": sent, "seconds": elapsed, "html_bytes": html_bytes, "sends": len(moments)}
 
 
 def _child_floor(config_path: str, count: int) -> dict[str, float]:
@@ -237,7 +314,9 @@ def _reset_sends(config_path: Path) -> None:
     store = Store(load_config(config_path, environ={}).store.url)
     with store.engine.begin() as conn:
         conn.execute(delete(Delivery))
-        conn.execute(update(Edition).values(status=EditionStatus.READY, enqueued_at=None, finished_at=None))
+        conn.execute(
+            update(Edition).values(status=EditionStatus.READY, enqueued_at=None, finished_at=None, released_until=None)
+        )
     store.dispose()
 
 
@@ -324,6 +403,14 @@ def main() -> None:
         choices=("on", "off"),
         help="click tracking for the pipeline (repeatable, each with every --dkim; default: on)",
     )
+    parser.add_argument(
+        "--zones",
+        type=int,
+        default=0,
+        choices=range(0, len(ZONES) + 1),
+        metavar=f"0-{len(ZONES)}",
+        help="spread the readers over this many time zones and run each mode also zone by zone",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -343,9 +430,15 @@ def main() -> None:
         f"sink: {sink_name} on 127.0.0.1:{port}; {args.connections} connections; "
         f"database: {args.database_url or 'SQLite (fresh file)'}"
     )
-    modes = [(dkim, tracking) for dkim in args.dkim or ["off", "rsa-sha256"] for tracking in args.tracking or ["on"]]
+    modes = [
+        (dkim, tracking, zoned)
+        for dkim in args.dkim or ["off", "rsa-sha256"]
+        for tracking in args.tracking or ["on"]
+        for zoned in ([False, True] if args.zones else [False])
+    ]
     print(
-        f"{'subscribers':>11}  {'DKIM':>14}  {'clicks':>6}  {'pipeline msg/s':>14}  {'floor msg/s':>11}  {'ratio':>6}  "
+        f"{'subscribers':>11}  {'DKIM':>14}  {'clicks':>6}  {'zones':>5}  "
+        f"{'pipeline msg/s':>14}  {'floor msg/s':>11}  {'ratio':>6}  "
         f"{'peak RSS pipeline':>17}  {'peak RSS floor':>14}  {'HTML KB':>7}  {'message KB':>10}"
     )
     try:
@@ -355,12 +448,13 @@ def main() -> None:
             config_path.write_text(_config_text(directory, port, args.database_url, args.connections))
             for n in sizes:
                 (directory / "bench.db").unlink(missing_ok=True)
-                _seed(config_path, n, args.articles)
-                for dkim, tracking in modes:
-                    mode_path = directory / f"newsletter-{dkim}-{tracking}.toml"
-                    text = _config_text(directory, port, args.database_url, args.connections, dkim, tracking)
+                _seed(config_path, n, args.articles, args.zones)
+                for dkim, tracking, zoned in modes:
+                    mode_path = directory / f"newsletter-{dkim}-{tracking}-{zoned}.toml"
+                    text = _config_text(directory, port, args.database_url, args.connections, dkim, tracking, zoned)
                     mode_path.write_text(text)
-                    _measure(mode_path, n, f"{dkim:>14}  {tracking:>6}", args.rounds)
+                    label = f"{dkim:>14}  {tracking:>6}  {args.zones if zoned else '-':>5}"
+                    _measure(mode_path, n, label, args.rounds)
     finally:
         sink.send_signal(signal.SIGTERM)
         try:
