@@ -18,7 +18,7 @@ import sys
 import textwrap
 import time as timer
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -338,6 +338,45 @@ def test_a_sender_killed_during_a_zones_release_resumes_without_losing_or_doubli
         assert extra <= connections, f"{extra} duplicates for one kill with {connections} connections"
         with store.session() as session:
             assert session.scalars(select(Edition.status)).one() == EditionStatus.SENT
+        store.dispose()
+    finally:
+        controller.stop()
+
+
+def test_the_daemon_releases_zones_every_minute(tmp_path: Path) -> None:
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    from newsletter.scheduler import ZONES_JOB_ID, EditionScheduler, zones_job
+
+    clock = FixedClock(datetime(2026, 12, 1, 6, 0, tzinfo=UTC))
+    sink = Recorder(clock)
+    controller = start_controller(sink)
+    try:
+        path = zoned_site(tmp_path, controller.port)
+        config = load_config(path, environ={})
+        store = Store(config.store.url)
+        store.upgrade()
+        add_article(store, clock, "harbour", datetime(2026, 11, 30, 20, 0, tzinfo=UTC))
+        readers = seed_zones(store, clock, per_zone=1)
+        daemon = EditionScheduler(config, store, clock, Tokens(SECRET, clock))
+        scheduler = BlockingScheduler(timezone=UTC)
+        scheduler.add_jobstore("memory", alias="memory")
+        daemon._add_jobs(scheduler)
+        job = scheduler.get_job(ZONES_JOB_ID)
+        assert job is not None and job.trigger.interval == timedelta(minutes=1)
+        daemon.on_edition_due()  # the morning's job: the newsroom's readers
+        assert set(sink.copies()) == set(readers[""])
+        clock.set(datetime(2026, 12, 1, 11, 0, 30, tzinfo=UTC))
+        zones_job(daemon=daemon)  # New York's morning
+        assert set(sink.copies()) == set(readers[""] + readers["America/New_York"])
+        zones_job(daemon=daemon)  # nothing new: nothing sent, nothing doubled
+        assert len(sink.got) == 2
+        everyone = replace(config, newsletter=replace(config.newsletter, per_reader_timezone=False))
+        plain = EditionScheduler(everyone, store, clock, Tokens(SECRET, clock))
+        scheduler = BlockingScheduler(timezone=UTC)
+        scheduler.add_jobstore("memory", alias="memory")
+        plain._add_jobs(scheduler)
+        assert scheduler.get_job(ZONES_JOB_ID) is None
         store.dispose()
     finally:
         controller.stop()
