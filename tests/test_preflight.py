@@ -514,9 +514,11 @@ def test_a_command_that_hangs_is_stopped_at_its_timeout() -> None:
 def test_an_edition_that_has_gone_out_is_checked_as_stored(store: Store, clock: FixedClock, tmp_path: Path) -> None:
     from newsletter.publish import send_edition
 
-    stories(store, clock, ["https://news.example.com/a", "https://news.example.com/b"])
+    # a real-looking site (example domains are never fetched), answered by a fake fetcher
+    stories(store, clock, ["https://gazette.co.uk/a", "https://gazette.co.uk/b"])
     add_subscribers(store, clock, 1)
-    config = configure(store, tmp_path, delivery={"transport": "maildir", "maildir": str(tmp_path / "outbox")})
+    config = configure(store, tmp_path, delivery={"transport": "maildir", "maildir": str(tmp_path / "outbox")},
+                       web={"base_url": "https://gazette.co.uk/newsletter"})  # fmt: skip
     assert send_edition(config, store, clock, Tokens(SECRET, clock), day=DAY).outcome == "sent"
     asked: list[str] = []
 
@@ -528,9 +530,9 @@ def test_an_edition_that_has_gone_out_is_checked_as_stored(store: Store, clock: 
     assert report.origin == "stored copy, sent" and errors(report) == [], report.text_lines()
     # the stored copy's tracked links read back as the stories; its public page is checked now it exists
     assert set(asked) == {
-        "https://news.example.com/a",
-        "https://news.example.com/b",
-        "https://news.example.com/newsletter/editions/2026-11-24",
+        "https://gazette.co.uk/a",
+        "https://gazette.co.uk/b",
+        "https://gazette.co.uk/newsletter/editions/2026-11-24",
     }
 
 
@@ -673,11 +675,32 @@ def test_non_ascii_domains(store: Store, clock: FixedClock, tmp_path: Path) -> N
         asked.append(url)
         return Response(200, "OK")
 
-    stories(store, clock, ["https://bücher.example/straße", "https://" + "ä" * 64 + ".example/x"])
+    stories(store, clock, ["https://bücher.de/straße", "https://" + "ä" * 64 + ".de/x"])
     report = preflight(configure(store, tmp_path), store, clock, offline_tools(fetcher))
-    assert "https://xn--bcher-kva.example/stra%C3%9Fe" in asked
+    assert "https://xn--bcher-kva.de/stra%C3%9Fe" in asked
     invalid = messages(report, "links", Severity.ERROR)
     assert len(invalid) == 1 and "is not a valid domain" in invalid[0], report.text_lines()
+
+
+def test_links_and_images_on_example_domains_are_one_warning_and_never_fetched(
+    store: Store, clock: FixedClock, tmp_path: Path, site: ArticleSite
+) -> None:
+    asked: list[str] = []
+
+    def fetcher(method: str, url: str, *, timeout: float, read_limit: int = 0) -> Response:
+        asked.append(url)
+        return Response(200, "OK")
+
+    urls = ["https://news.example.com/a", "https://bücher.example/b", "https://shop.test/c", site("/ok/1")]
+    stories(store, clock, urls, image_url="https://img.example.org/p.jpg", image_alt="Harbour")
+    report = preflight(configure(store, tmp_path), store, clock, offline_tools(fetcher))
+    assert asked == [site("/ok/1")], asked
+    found = messages(report, "links", Severity.WARNING)
+    assert any(
+        m.startswith("4 links and images on domains reserved for examples (news.example.com, bücher.example, "
+                     "shop.test and 1 more)") for m in found
+    ), "\n".join(report.text_lines())  # fmt: skip
+    assert report.ok
 
 
 def test_an_html_part_of_5_mb(store: Store, clock: FixedClock, tmp_path: Path, site: ArticleSite) -> None:

@@ -5,18 +5,23 @@ themselves) and what fetching them gave (``fetch.LinkResult``), and says what is
 Broken links, malformed ones and dead hosts are errors; redirects, plain http and slow
 sites are warnings. When nothing answered at all and every failure is a connection or DNS
 failure, the network is down, not the links: that is one warning, however many links.
+Links to the domains set aside for examples (RFC 2606 and 6761: example.com, .test, ...)
+are never fetched: no reader can reach them, so they are one warning naming them, and a
+test site or a demo built on them asks nothing of the network.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from newsletter.preflight.fetch import UNREACHABLE, BadUrlError, LinkResult, canonical, request_url
 from newsletter.preflight.findings import SHOWN, Finding, capped, counted, error, info, listed, short, warning
 
 CHECK = "links"
 NOT_WEB = ("mailto:", "tel:", "sms:", "#")  # links a mail client hands elsewhere, not fetched
+EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org")  # RFC 2606, with any subdomain
+EXAMPLE_TLDS = ("example", "test", "invalid")  # RFC 2606 and 6761: never a real site
 
 
 def web_links(urls: Iterable[str]) -> list[str]:
@@ -50,6 +55,38 @@ def fetchable(urls: Sequence[str]) -> list[str]:
             continue
         good.append(url)
     return good
+
+
+def on_example_domain(url: str) -> bool:
+    """A link to a domain reserved for examples: a placeholder no reader can reach."""
+    try:
+        host = (urlsplit(canonical(url)).hostname or "").rstrip(".").lower()  # percent-encoded hosts decoded
+    except ValueError:
+        return False
+    if not host:
+        return False
+    return host.rsplit(".", 1)[-1] in EXAMPLE_TLDS or any(host == d or host.endswith("." + d) for d in EXAMPLE_DOMAINS)
+
+
+def example_links(urls: Sequence[str], check: str = CHECK) -> list[Finding]:
+    """One warning naming the hosts of links and images on example domains (they are not fetched).
+
+    A warning, not an error: a demo, a test site or an edition drafted before the real
+    addresses exist is all made of them, and none of that should be held back; a real
+    edition with one left in says so on every run.
+    """
+    placeholders = [u for u in urls if on_example_domain(u)]
+    if not placeholders:
+        return []
+    hosts = list(dict.fromkeys(unquote(urlsplit(u).hostname or "").lower() for u in placeholders))
+    return [
+        warning(
+            check,
+            f"{counted(len(placeholders), 'link or image', 'links and images')} on domains reserved for examples "
+            f"({listed(hosts, 3)}): no reader can reach them, and they are not fetched",
+            placeholders[0],
+        )
+    ]
 
 
 def insecure(urls: Sequence[str], check: str = CHECK) -> list[Finding]:

@@ -124,9 +124,11 @@ def run_preflight(
     check_links: bool = True,
     screenshots: bool | None = None,
     stored: bool = False,
+    spam_score: bool = True,
 ) -> Report:
     """Check the edition for ``day`` as it will be sent. ``screenshots`` None follows the config;
-    ``stored`` checks a made edition's saved copy (see ``candidate_for``)."""
+    ``stored`` checks a made edition's saved copy (see ``candidate_for``); ``spam_score`` False
+    skips SpamAssassin (see ``check_message``)."""
     started = tools.monotonic()
     try:
         candidate = candidate_for(config, store, clock, day, stored=stored)
@@ -146,6 +148,7 @@ def run_preflight(
         tools,
         check_links=check_links,
         screenshots=config.preflight.screenshots if screenshots is None else screenshots,
+        spam_score=spam_score,
         started=started,
     )
     return report
@@ -159,9 +162,11 @@ def check_message(
     *,
     check_links: bool = True,
     screenshots: bool = True,
+    spam_score: bool = True,
     started: float | None = None,
 ) -> Report:
-    """Every check over one built message (the scheduler's way in, once it has made the edition)."""
+    """Every check over one built message. ``spam_score`` False skips SpamAssassin (a second
+    or more, for findings that are never errors: a sender about to send has no use for it)."""
     started = tools.monotonic() if started is None else started
     edition = candidate.edition
     settings = config.preflight
@@ -182,10 +187,16 @@ def check_message(
     not_fetched = {canonical(u) for u in skipped}
     web = [u for u in links.web_links([*html_links, *textpart.text_links(plain)]) if canonical(u) not in not_fetched]
     pictures = images.image_urls(scan.images, skip=[f"{base}/o/"])
+    placeholders = [u for u in dict.fromkeys([*web, *pictures]) if links.on_example_domain(u)]
+    # Example domains are never fetched: no reader can reach them, and a test asks nothing of the network.
+    to_fetch = [u for u in web if u not in placeholders]
+    pictures_to_fetch = [u for u in pictures if u not in placeholders]
 
     # SpamAssassin and Chromium run while the links are fetched: each mostly waits on its own.
     background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="preflight")
-    spam_check = background.submit(spam.check_spam, raw, tools.run, tools.which, settings.spam_threshold)
+    spam_check = (
+        background.submit(spam.check_spam, raw, tools.run, tools.which, settings.spam_threshold) if spam_score else None
+    )
     folder = Path(settings.screenshot_dir) / edition.date.isoformat()
     shooting = background.submit(take_screenshots, html, folder, tools.which, tools.run) if screenshots else None
     try:
@@ -194,35 +205,33 @@ def check_message(
         report.add(textpart.check_text_part(candidate.headlines, html_links, plain))
         report.add(links.malformed(web))
         report.add(links.insecure(web))
+        report.add(links.example_links(placeholders))
         report.add(images.markup_findings(scan.images))
         if check_links:
-            targets = links.fetchable(web)
+            targets = links.fetchable(to_fetch)
             results = fetch_all(
-                list(dict.fromkeys([*targets, *pictures])),
+                list(dict.fromkeys([*targets, *pictures_to_fetch])),
                 tools.fetcher,
                 timeout=settings.link_timeout_seconds,
                 max_redirects=settings.max_redirects,
                 concurrency=settings.link_concurrency,
                 deadline_seconds=settings.link_check_seconds,
-                read_limits={p: MAX_IMAGE_BYTES + 1 for p in pictures},
+                read_limits={p: MAX_IMAGE_BYTES + 1 for p in pictures_to_fetch},
                 monotonic=tools.monotonic,
             )
             if links.network_down(results):
                 report.add([links.unreachable_finding(results)])
             else:
                 report.add(links.link_findings(targets, results, settings.link_timeout_seconds))
-                report.add(images.fetch_findings(pictures, results))
+                report.add(images.fetch_findings(pictures_to_fetch, results))
         else:
-            report.add(
-                [
-                    info(
-                        links.CHECK,
-                        f"{counted(len(web), 'link')} and {counted(len(pictures), 'image')} not fetched (--no-links)",
-                    )
-                ]
-            )
+            unfetched = f"{counted(len(to_fetch), 'link')} and {counted(len(pictures_to_fetch), 'image')}"
+            report.add([info(links.CHECK, f"{unfetched} not fetched (--no-links)")])
         report.add(css.check_css(scan))
-        report.add(spam_check.result())
+        if spam_check is not None:
+            report.add(spam_check.result())
+        else:
+            report.add([info(spam.CHECK, "not scored before a send (a spam score never holds an edition)")])
         if shooting is not None:
             shot_findings, report.screenshots = shooting.result()
             report.add(shot_findings)
