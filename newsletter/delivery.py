@@ -11,12 +11,12 @@ the run died before "sent" was committed. A connection writes its next message's
 connection holds at most one accepted-but-unrecorded message: a crash (kill -9, power
 loss: commits are durable) duplicates at most ``connections`` messages.
 
-Failures. Temporary ones (4xx, timeouts, drops) are retried with exponential backoff and
-jitter, on whichever connection is free, then recorded as deferred for a later run.
-Permanent ones (5xx) fail that recipient only, and a 5.1.x at RCPT marks the subscriber
-bounced. Failures are held back until a later success proves the server works: when
-``max_consecutive_failures`` attempts fail in a row the run stops as systemic, and the
-held rows go back to pending instead of failing the whole list.
+Failures. What a refusal or a timeout means is decided by ``failures.FailurePolicy``, a
+plain object the loop tells each outcome: temporary failures (4xx, timeouts, drops) are
+retried with backoff, then deferred; permanent ones (5xx) fail that recipient only, a
+5.1.x at RCPT marks the subscriber bounced; and failures are held back until a later
+success proves the server works, so a broken server stops the run instead of failing
+the list. This module keeps the loop and its I/O: claims, leases, connections, commits.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import contextlib
 import heapq
 import logging
 import mailbox
-import random
 import threading
 import time
 from collections import deque
@@ -39,11 +38,10 @@ from newsletter.clock import Clock
 from newsletter.config import DeliveryConfig
 from newsletter.errors import (
     NewsletterError,
-    PermanentDeliveryError,
     StoreError,
     SystemicDeliveryError,
-    TemporaryDeliveryError,
 )
+from newsletter.failures import FailurePolicy, Record, Retry
 from newsletter.lookahead import Lookahead
 from newsletter.smtpmux import Completion, Outgoing
 from newsletter.store import Store
@@ -184,11 +182,7 @@ class DeliveryRun:
         self._tries: dict[int, int] = {}  # attempts this run, per delivery in hand
         self._unrecorded: list[Result] = []  # finished, to write in the next commit
         self._undurable: set[int] = set()  # accepted by the server, not yet committed
-        self._held: list[tuple[Result, int]] = []  # failures, with the success count when they happened
-        self._successes = 0
-        self._streak = 0
-        self._bounce_streak = 0  # hard bounces in a row, counted apart from other failures
-        self._proven = False
+        self._policy = FailurePolicy(config, proven=False)  # what failures mean: see failures.py
         self._exhausted = False
         self._stopping = False
         self._db_failed = False
@@ -205,7 +199,8 @@ class DeliveryRun:
             with conn.begin():
                 counts = log_.status_counts(conn, self.edition_id)
             self.stats.to_send = sum(counts[s] for s in log_.OPEN_STATUSES)
-            self._proven = counts[DeliveryStatus.SENT] > 0  # this server has delivered this edition
+            # Whether this server has delivered this edition already, which the policy weighs.
+            self._policy.proven = counts[DeliveryStatus.SENT] > 0
             pool = self.pool_factory(self._is_durable)
             try:
                 self._loop(pool, started)
@@ -304,77 +299,32 @@ class DeliveryRun:
     def _complete(self, completion: Completion) -> None:
         assert isinstance(completion.key, int)
         work = self._inflight.pop(completion.key)
-        tries = self._tries.get(work.delivery_id, 1)
-
-        def result(status: DeliveryStatus, error: str = "", bounced: bool = False) -> Result:
-            self._tries.pop(work.delivery_id, None)
-            return Result(work.delivery_id, work.subscriber_id, status, tries, error, bounced)
-
+        tries = self._tries.pop(work.delivery_id, 1)
         error = completion.error
         if error is None:
-            self._streak = self._bounce_streak = 0
-            self._successes += 1
+            self._policy.succeeded()
             self._undurable.add(work.delivery_id)
             if not self._unrecorded:
                 self._oldest = time.monotonic()
-            self._unrecorded.append(result(DeliveryStatus.SENT))
+            self._unrecorded.append(Result(work.delivery_id, work.subscriber_id, DeliveryStatus.SENT, tries))
             return
-        if isinstance(error, SystemicDeliveryError):
-            self._abort(error)
-            self._unrecorded.append(result(DeliveryStatus.PENDING, str(error)))
-            return
-        # A hard bounce (5.1.x at RCPT) is the server answering for one address. A block of
-        # dead addresses in an old list must not look like a broken server, or every run
-        # would stop at the same block: they get a streak of their own, ten times as long.
-        if isinstance(error, PermanentDeliveryError) and error.is_hard_bounce:
-            self._bounce_streak += 1
-        else:
-            self._streak += 1
         if error.stage == "commit":
             self.stats.possible_duplicates += 1
-        limit = self.config.max_consecutive_failures
-        if self._streak >= limit or self._bounce_streak >= 10 * limit:
-            self._abort(
-                SystemicDeliveryError(
-                    f"stopping: the last {max(self._streak, self._bounce_streak)} attempts in a row failed "
-                    f"(last: {error}); the server or the account looks unwell, so nobody was marked failed for it"
-                )
-            )
-        if isinstance(error, PermanentDeliveryError):
-            self._held.append((result(DeliveryStatus.FAILED, str(error), error.is_hard_bounce), self._successes))
-        elif isinstance(error, TemporaryDeliveryError) and tries < self.config.max_attempts and not self._stopping:
-            due = time.monotonic() + self._backoff(tries)
-            heapq.heappush(self._retries, _Retry(due, work.delivery_id, work))
-        elif self._stopping and isinstance(error, TemporaryDeliveryError):
-            self._unrecorded.append(result(DeliveryStatus.PENDING, str(error)))
-        else:
-            self._held.append((result(DeliveryStatus.DEFERRED, str(error)), self._successes))
+        verdict = self._policy.failed(work, error, tries, stopping=self._stopping)
+        self._follow_policy()
+        if isinstance(verdict, Retry):
+            self._tries[work.delivery_id] = tries
+            heapq.heappush(self._retries, _Retry(time.monotonic() + verdict.delay, work.delivery_id, work))
+        elif isinstance(verdict, Record):
+            self._unrecorded.append(verdict.result)
 
-    def _backoff(self, tries: int) -> float:
-        ceiling = min(self.config.backoff_max_seconds, self.config.backoff_seconds * 2 ** (tries - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-    def _abort(self, exc: NewsletterError) -> None:
-        if self.stats.error is None:
-            self.stats.error = exc
-            log.error("%s", exc)
-        self._stopping = True
-
-    def _vouched_failures(self, everything: bool) -> list[Result]:
-        """Failures some later success has shown to be the recipient's, not the server's."""
+    def _follow_policy(self) -> None:
+        """Stop, once the policy says the run must (it says why once)."""
+        if self._policy.error is not None and self.stats.error is None:
+            self.stats.error = self._policy.error
+            log.error("%s", self._policy.error)
         if self.stats.error is not None:
-            if not everything:
-                return []
-            held = [
-                Result(r.delivery_id, r.subscriber_id, DeliveryStatus.PENDING, r.attempts, r.error)
-                for r, _ in self._held
-            ]
-            self._held.clear()
-            return held
-        ready = [r for r, seen in self._held if everything or seen < self._successes]
-        if ready:
-            self._held = [(r, seen) for r, seen in self._held if not (everything or seen < self._successes)]
-        return ready
+            self._stopping = True
 
     # --- the database --------------------------------------------------------------------
 
@@ -385,7 +335,7 @@ class DeliveryRun:
         this is durable. Measured here, a thread that fsyncs on the side while the loop goes
         on costs more (in interpreter-lock hand-offs) than it saves.
         """
-        results = self._unrecorded + self._vouched_failures(everything=False)
+        results = self._unrecorded + self._policy.vouched()
         self._unrecorded = []
         if not results:
             return
@@ -490,39 +440,8 @@ class DeliveryRun:
             Result(w.delivery_id, w.subscriber_id, DeliveryStatus.PENDING, self._tries.get(w.delivery_id, 0))
             for w in unsent
         )
-        if self.stats.interrupted and self.stats.error is None:
-            # Stopped by the operator: a failure no later success vouched for may still be
-            # the server's, so it is tried again next run rather than recorded for good.
-            self._unrecorded.extend(self._vouched_failures(everything=False))
-            self._unrecorded.extend(
-                Result(r.delivery_id, r.subscriber_id, DeliveryStatus.PENDING, r.attempts, r.error)
-                for r, _ in self._held
-            )
-            self._held.clear()
-        elif (
-            not self._successes
-            and not self._proven
-            and sum(r.status == DeliveryStatus.FAILED for r, _ in self._held) >= self.config.max_consecutive_failures
-        ):
-            # Not one message accepted, now or earlier for this edition, and many refused for
-            # good: a server refusing every address is more likely misconfigured than every
-            # reader gone. (A handful, as on a small list, are recorded: they are real.)
-            refused = [r for r, _ in self._held if r.status == DeliveryStatus.FAILED]
-            self._abort(
-                SystemicDeliveryError(
-                    f"the server accepted none of this run's messages (last: {refused[-1].error}); "
-                    "nobody was marked failed for it"
-                )
-            )
-            self._unrecorded.extend(
-                r
-                if r.status != DeliveryStatus.FAILED
-                else Result(r.delivery_id, r.subscriber_id, DeliveryStatus.PENDING, r.attempts, r.error)
-                for r, _ in self._held
-            )
-            self._held.clear()
-        else:
-            self._unrecorded.extend(self._vouched_failures(everything=True))
+        self._unrecorded.extend(self._policy.final(interrupted=self.stats.interrupted))
+        self._follow_policy()
         if self._unrecorded:
             self._commit()
 
