@@ -439,3 +439,24 @@ class Click(Base):
     position: Mapped[int] = mapped_column(Integer)  # 0: the open-tracking image, 1..n: the links
     subscriber_id: Mapped[int | None] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PreflightHold(Base):
+    """An edition the scheduler held back because preflight found errors in it, and the notice.
+
+    One row per edition, about the version of it that was held: ``fingerprint`` is a digest
+    of what readers would get (``preflight.gate.fingerprint``), so the scheduler can tell an
+    edition the editors have changed since (check it again) from the same one (leave it held,
+    and say nothing more). ``findings`` is the report's errors and warnings as JSON, for the
+    notice and the admin. ``notified_at`` is set when a process takes on telling the staff,
+    so that only one does; a notice that could not be mailed is put back with its error.
+    """
+
+    __tablename__ = "preflight_holds"
+
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    findings: Mapped[str] = mapped_column(Text, default="")
+    held_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notice_error: Mapped[str] = mapped_column(String(500), default="", server_default=text("''"))
