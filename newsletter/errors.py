@@ -20,6 +20,7 @@ line and exits non-zero, so nothing below the interfaces needs to know about exi
     ├── StoreError                   the database cannot be reached or is not migrated
     │   ├── LockHeldError            another process is sending this edition
     │   └── ConflictError            another process changed the same rows first: try again
+    ├── PreflightHeldError           preflight found errors in an edition about to go out, which holds it
     ├── RenderError                  a template failed to render
     ├── MessageError                 a message cannot be built
     │   └── HeaderInjectionError     CR/LF or NUL in a header value
@@ -128,6 +129,25 @@ class ConflictError(StoreError):
     """Raised when a write finds that another process changed the rows it relied on."""
 
 
+class PreflightHeldError(NewsletterError):
+    """Raised when preflight finds errors in an edition about to go out and ``block_on_error`` holds it.
+
+    ``errors`` holds each error as (check, message), for whoever shows them; the message
+    names the first and the command that sends the edition anyway.
+    """
+
+    def __init__(self, day: object, errors: tuple[tuple[str, str], ...]) -> None:
+        self.day = day
+        self.errors = errors
+        self.override = f"newsletter send --date {day} --ignore-preflight"
+        count = f"{len(errors)} error" + ("s" if len(errors) != 1 else "")
+        first = f" ({errors[0][0]}: {errors[0][1]}{' and more' if len(errors) > 1 else ''})" if errors else ""
+        super().__init__(
+            f"the edition of {day} is held: preflight found {count}{first}; fix them, "
+            f"or `{self.override}` sends it as it is"
+        )
+
+
 class RenderError(NewsletterError):
     """Raised when a template is missing or fails while rendering."""
 
@@ -175,19 +195,14 @@ class DkimError(NewsletterError):
 class DeliveryError(NewsletterError):
     """Raised when a message could not be handed to the mail server."""
 
-    def __init__(self, message: str, code: int | None = None, stage: str = "") -> None:
+    def __init__(self, message: str, code: int | None = None, stage: str = "", enhanced_status: str = "") -> None:
+        """:param code: the server's reply code; :param stage: the SMTP step that failed
+        ("connect", "mail", "rcpt", "data", "commit"); :param enhanced_status: the RFC 3463
+        status the reply carried ("5.1.1"), or "" (``transport.reply_error`` reads it)."""
         self.code = code
         self.stage = stage
+        self.enhanced_status = enhanced_status
         super().__init__(message)
-
-    @property
-    def enhanced_status(self) -> str:
-        """The RFC 3463 status ("5.1.1") when the server gave one, else an empty string."""
-        for word in str(self).replace(":", " ").split():
-            parts = word.split(".")
-            if len(parts) == 3 and all(p.isdigit() for p in parts) and parts[0] in "245":
-                return word
-        return ""
 
 
 class TemporaryDeliveryError(DeliveryError):

@@ -312,11 +312,14 @@ def send_edition(
     stop: threading.Event | None = None,
     on_progress: Callable[[RunStats], None] | None = None,
     enqueue_only: bool = False,
+    gate: Callable[[Edition], None] | None = None,
 ) -> SendReport:
     """Prepare the edition for ``day`` and send it to every active subscriber not yet served.
 
     ``enqueue_only`` creates the delivery rows and leaves the sending to ``newsletter worker``
-    processes (PostgreSQL).
+    processes (PostgreSQL). ``gate`` sees the edition as made, before its first delivery
+    exists, and raises to stop it going out (preflight); an edition already part-sent is
+    resumed without it, since holding it would split the list.
     """
     day = resolve_day(config, clock, day)
     if dry_run:
@@ -336,6 +339,10 @@ def send_edition(
             + waiting_note(store, clock, edition.window_end),
             subject=edition.subject,
         )
+    if pools is None and config.delivery.transport == "smtp" and not enqueue_only:
+        check_reachable(config.smtp)  # unreachable or bad credentials: say so before checking or claiming anything
+    if gate is not None and edition.status == EditionStatus.READY:
+        gate(edition)
     if enqueue_only:
         edition = _start(config, store, edition.id, clock)
         count = finish_edition(config, store, edition.id, clock)
@@ -346,8 +353,6 @@ def send_edition(
             f"{waiting} deliveries of the edition of {day} wait for `newsletter worker`",
             subject=edition.subject,
         )
-    if pools is None and config.delivery.transport == "smtp":
-        check_reachable(config.smtp)  # unreachable or bad credentials: say so before claiming anything
     with DatabaseLock(store, f"edition:{day.isoformat()}", clock):
         edition = _start(config, store, edition.id, clock)
         gave_up = give_up_stale(config, store, clock, edition)

@@ -4,7 +4,8 @@ Three triggers, one decision. The daemon (``newsletter scheduler``, in ``schedul
 its retry tick, and a cron job or systemd timer running ``newsletter send --scheduled``
 every few minutes all ask ``decide`` what to do now: send the edition due, resume one left
 half-sent, or nothing (already done, not due yet, or missed: past the grace period, when a
-send would bring yesterday's news at lunchtime). Exactly once comes from below:
+send would bring yesterday's news at lunchtime), or leave it held (preflight found errors in
+it: see ``preflight.gate``). Exactly once comes from below:
 ``send_edition`` prepares one edition per date and sends it under the edition's database
 lock from the delivery log, so any two triggers can only resume each other's work, never
 repeat it. The trigger, the decision and the date arithmetic are pure and take ``now``.
@@ -28,14 +29,19 @@ from newsletter.articles import ImportSummary, fetch_feeds
 from newsletter.clock import Clock
 from newsletter.config import WEEKDAYS, Config
 from newsletter.editions import counted, cutoff, edition_date_due, local_date
-from newsletter.errors import LockHeldError, NewsletterError
+from newsletter.errors import LockHeldError, NewsletterError, PreflightHeldError
+from newsletter.preflight.gate import Gate, fingerprint_now, override_command
+from newsletter.preflight.notice import tell_staff
+from newsletter.preflight.tools import Tools
 from newsletter.preparation import articles_waiting
-from newsletter.publish import SendReport, send_edition, zones_to_come
+from newsletter.publish import SendReport, send_edition, transport_factory, zones_to_come
 from newsletter.release import ZoneRelease
 from newsletter.store import Store
+from newsletter.store.holds import Hold, hold_of
 from newsletter.store.models import Edition, EditionStatus
 from newsletter.store.store import edition_for, edition_progress, unfinished_editions
 from newsletter.tokens import Tokens
+from newsletter.transport import Transport
 
 log = logging.getLogger("newsletter.scheduler")
 
@@ -136,6 +142,7 @@ class Action(enum.StrEnum):
     DONE = "done"  # sent, or skipped for want of articles (and none have come in since)
     NOT_DUE = "not-due"  # started; what is left is deferred to a later retry
     MISSED = "missed"  # not sent, and now too late to send unattended
+    HELD = "held"  # made, and held by preflight's errors: for a person to send, or for a change to check
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,7 @@ class EditionState:
     next_retry_at: datetime | None = None
     waiting: int = 0  # skipped: articles for it that have come in since, which it would now take
     zones: tuple[ZoneRelease, ...] = ()  # sent zone by zone: the zones whose morning is still to come
+    held: Hold | None = None  # made, not started: preflight held it (``preflight.gate``)
 
     @property
     def next_release_at(self) -> datetime | None:
@@ -186,10 +194,14 @@ def decide(now: datetime, config: Config, state_of: StateOf, *, retry_deferred: 
     state = state_of(day)
     on_time = now - due_at <= lateness_allowed(config)
     if state is None or state.status == EditionStatus.READY:
+        held = state.held if state is not None and config.preflight.block_on_error else None
+        if on_time and held is not None:
+            return Decision(Action.HELD, day, due_at, held_message(held, config), state)
         if on_time:
             reason = f"the edition of {day} is due (send time {local_text(due_at, n.zone)})"
             return Decision(Action.SEND, day, due_at, reason, state)
-        return Decision(Action.MISSED, day, due_at, missed_message(day, due_at, now, config), state)
+        missed = missed_message(day, due_at, now, config, held=held is not None)
+        return Decision(Action.MISSED, day, due_at, missed, state)
     if state.status == EditionStatus.SKIPPED and state.waiting:
         came = "1 article for it has" if state.waiting == 1 else f"{state.waiting} articles for it have"
         if on_time:
@@ -223,12 +235,24 @@ def decide(now: datetime, config: Config, state_of: StateOf, *, retry_deferred: 
     return Decision(Action.DONE, day, due_at, f"the edition of {day} {done}; nothing to do", state)
 
 
-def missed_message(day: date, due_at: datetime, now: datetime, config: Config) -> str:
+def missed_message(day: date, due_at: datetime, now: datetime, config: Config, *, held: bool = False) -> str:
     late = span(now - due_at)
+    anyway = f"preflight held it, and `{override_command(day)}`" if held else f"`newsletter send --date {day}`"
     return (
         f"the edition of {day} was missed: its send time {local_text(due_at, config.newsletter.zone)} passed {late} "
         f"ago, beyond the {config.scheduler.grace_minutes}-minute grace period, so it is not sent unattended; "
-        f"`newsletter send --date {day}` sends it anyway"
+        f"{anyway} sends it anyway"
+    )
+
+
+def held_message(hold: Hold, config: Config) -> str:
+    """Why a held edition is not sent: since when, its first error, and the two ways out."""
+    errors = hold.errors
+    first = f"; first: {errors[0].check}: {errors[0].message}" if errors else ""
+    return (
+        f"the edition of {hold.day} is held: preflight found {counted(len(errors), 'error')} at "
+        f"{local_text(hold.held_at, config.newsletter.zone)}{first}; `{override_command(hold.day)}` sends it as it "
+        "is, and a change to the edition is checked again"
     )
 
 
@@ -277,6 +301,9 @@ def state_reader(
             # Outside the session above: counting opens its own, and on SQLite a second
             # session inside the first would wait for the first's write lock for ever.
             return EditionState(status, waiting=waiting(day))
+        if status == EditionStatus.READY:
+            with store.reading() as session:
+                return EditionState(status, held=hold_of(session, edition.id))
         if status != EditionStatus.SENDING:
             return EditionState(status)
         to_come = tuple(zones(edition)) if zones is not None else ()
@@ -298,12 +325,13 @@ class PassResult:
     reports: list[SendReport] = field(default_factory=list)
     lock_held: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # editions preflight held on this pass
 
     @property
     def exit_code(self) -> int:
         if any(r.outcome == "interrupted" for r in self.reports):
             return 130
-        if self.errors or any(not r.ok and r.outcome != "incomplete" for r in self.reports):
+        if self.errors or self.held or any(not r.ok and r.outcome != "incomplete" for r in self.reports):
             return 1
         return 0
 
@@ -322,7 +350,12 @@ class ScheduledSender:
         stop: threading.Event | None = None,
         lock_level: int = logging.WARNING,
         retry_hint: str = "the next run tries again",
+        tools: Tools | None = None,
+        notices: Callable[[], Transport] | None = None,
     ) -> None:
+        """:param tools: what preflight fetches and runs with (default: the real web).
+        :param notices: the connection a held edition's notice to the staff goes through
+            (default: the single-message transport, as test copies use)."""
         self.config = config
         self.store = store
         self.clock = clock
@@ -334,6 +367,15 @@ class ScheduledSender:
         self.state_of = state_reader(
             store, partial(articles_waiting, config, store, clock), partial(zones_to_come, config, store)
         )
+        self._tools = tools
+        self.notices = notices or transport_factory(config)
+
+    @property
+    def tools(self) -> Tools:
+        """Preflight's tools, built when first needed (most passes send nothing)."""
+        if self._tools is None:
+            self._tools = Tools.real(self.config.preflight.user_agent)
+        return self._tools
 
     def run_pass(
         self,
@@ -350,7 +392,9 @@ class ScheduledSender:
             if decision.state is None or decision.state.status == EditionStatus.SKIPPED:
                 # Not made yet (or to be made again): bring in the latest articles first.
                 self.fetch_feeds(f"before the edition of {decision.day}")
-            self.send(decision.day, f"{decision.reason}: sending", retry_deferred, result)
+            self.send(decision.day, f"{decision.reason}: sending", retry_deferred, result, check=True)
+        elif decision.action == Action.HELD:
+            self.recheck_held(decision, retry_deferred, result, quiet_level)
         elif decision.action == Action.RESUME:
             self.send(decision.day, f"{decision.reason}: resuming it", retry_deferred, result)
         elif decision.action == Action.MISSED:
@@ -385,14 +429,26 @@ class ScheduledSender:
                 why = f"the edition of {day}: the morning of {zones_text(state.zones, now)} has come: sending it there"
                 self.send(day, why, False, result)
 
-    def send(self, day: date, why: str, retry_deferred: bool, result: PassResult) -> None:
+    def send(self, day: date, why: str, retry_deferred: bool, result: PassResult, *, check: bool = False) -> None:
+        """Send (or resume) the edition of ``day``; ``check`` runs preflight first if it has not started."""
         if self.stop.is_set():
             return
         log.info("%s", why)
+        gate = Gate(self.config, self.store, self.clock, self.tokens, self.tools, remember=True) if check else None
         try:
             report = send_edition(
-                self.config, self.store, self.clock, self.tokens, day=day, retry_deferred=retry_deferred, stop=self.stop
+                self.config,
+                self.store,
+                self.clock,
+                self.tokens,
+                day=day,
+                retry_deferred=retry_deferred,
+                stop=self.stop,
+                gate=gate,
             )
+        except PreflightHeldError as exc:
+            self.on_hold(exc, result)
+            return
         except LockHeldError as exc:
             line = f"the edition of {day} is being sent by {exc.holder}; leaving it to that process"
             log.log(self.lock_level, "%s", line)
@@ -405,6 +461,69 @@ class ScheduledSender:
         level = logging.INFO if report.ok else logging.WARNING if report.outcome != "failed" else logging.ERROR
         log.log(level, "edition %s: %s", day, report.message)
         result.reports.append(report)
+
+    def on_hold(self, exc: PreflightHeldError, result: PassResult) -> None:
+        """Say why the edition is held, one line per error and one for the ways out; tell the staff."""
+        day = exc.day
+        for check, message in exc.errors:
+            log.error("the edition of %s: preflight error: %s: %s", day, check, message)
+        log.error(
+            "the edition of %s is held, not sent: fix the errors (the scheduler checks a changed edition again) "
+            "or run `%s` to send it as it is",
+            day,
+            exc.override,
+        )
+        result.held.append(str(exc))
+        if not self.config.preflight.notify:
+            log.warning("[preflight] notify lists nobody: no one was mailed about the held edition of %s", day)
+        self.notify_staff(day)
+
+    def recheck_held(self, decision: Decision, retry_deferred: bool, result: PassResult, quiet_level: int) -> None:
+        """A held edition: check it again if it has changed since, else leave it (and say so quietly).
+
+        Comparing digests costs a render and no network; preflight itself, and the notice,
+        come only with a change, so a held edition is not checked and mailed every few minutes.
+        """
+        day = decision.day
+        hold = decision.state.held if decision.state is not None else None
+        with self.store.session() as session:
+            edition = edition_for(session, day)
+        if hold is None or edition is None:
+            return
+        try:
+            digest = fingerprint_now(self.config, self.store, self.clock, edition)
+        except NewsletterError as exc:
+            log.error("the held edition of %s could not be compared with its articles now: %s", day, exc)
+            result.errors.append(str(exc))
+            return
+        if digest != hold.fingerprint:
+            why = f"the edition of {day} has changed since preflight held it: checking it again"
+            self.send(day, why, retry_deferred, result, check=True)
+            return
+        self.notify_staff(day)  # a notice the mail server could not take before
+        log.log(quiet_level, "%s", decision.reason)
+
+    def notify_staff(self, day: date) -> None:
+        """Mail ``[preflight] notify`` about the held edition of ``day``, once per hold; never raises."""
+        if not self.config.preflight.notify:
+            return
+        n = self.config.newsletter
+        grace_ends = cutoff(day, n.send_time, n.zone) + lateness_allowed(self.config)
+        try:
+            with self.store.session() as session:
+                edition = edition_for(session, day)
+                found = (edition.id, edition.subject) if edition is not None else None
+            if found is None:
+                return
+            notice = tell_staff(
+                self.config, self.store, self.clock, found[0], found[1], self.notices, grace_ends=grace_ends
+            )
+        except NewsletterError as exc:
+            log.error("the staff were not told that the edition of %s is held: %s", day, exc)
+            return
+        line = notice.summary(day)
+        if line:
+            log.log(logging.INFO if notice.told else logging.ERROR, "%s", line)
 
     def deliver_signup_mails(self) -> None:
         """Send the confirmation mails still queued (the mail server was down at sign-up)."""
@@ -461,15 +580,20 @@ def send_scheduled(
     *,
     fetch: FeedFetcher | None = None,
     stop: threading.Event | None = None,
+    tools: Tools | None = None,
+    notices: Callable[[], Transport] | None = None,
 ) -> PassResult:
     """One cron run: read the bounce mailbox, then send the edition if due and not sent,
     resume any left part-sent, else nothing.
 
     Safe every few minutes: a second run finds the edition sent, or its lock held by the
     first (which is normal while a long send runs, so it is said quietly). Deferred messages
-    wait for their retry time.
+    wait for their retry time. An edition preflight holds is said once, with a non-zero
+    exit, and then quietly while it stays held (see ``ScheduledSender.recheck_held``).
     """
-    sender = ScheduledSender(config, store, clock, tokens, fetch=fetch, stop=stop, lock_level=logging.INFO)
+    sender = ScheduledSender(
+        config, store, clock, tokens, fetch=fetch, stop=stop, lock_level=logging.INFO, tools=tools, notices=notices
+    )
     sender.read_mailbox()  # bounces and complaints count before anyone is sent to
     result = sender.run_pass(retry_deferred=False, others=True, missed_level=logging.INFO)
     if not sender.stop.is_set():

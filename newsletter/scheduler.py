@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -32,6 +32,7 @@ from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.errors import NewsletterError, StoreError
 from newsletter.inbound import configured_inboxes
+from newsletter.preflight.tools import Tools
 from newsletter.schedule import (
     Action,
     EditionTrigger,
@@ -49,6 +50,7 @@ from newsletter.schedule import (
 from newsletter.store import Store, worker_identity
 from newsletter.store.models import Edition, EditionStatus
 from newsletter.tokens import Tokens
+from newsletter.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -183,14 +185,19 @@ class EditionScheduler:
         *,
         fetch: FeedFetcher | None = None,
         stop: threading.Event | None = None,
+        tools: Tools | None = None,
+        notices: Callable[[], Transport] | None = None,
     ) -> None:
+        """``tools`` and ``notices``: preflight's tools and the staff notice's transport (see ``ScheduledSender``)."""
         self.config = config
         self.store = store
         self.clock = clock
         self.stop = stop or threading.Event()
         retry = max(1, config.delivery.retry_deferred_minutes)
         hint = f"the scheduler tries again in {retry} minutes"
-        self.sender = ScheduledSender(config, store, clock, tokens, fetch=fetch, stop=self.stop, retry_hint=hint)
+        self.sender = ScheduledSender(
+            config, store, clock, tokens, fetch=fetch, stop=self.stop, retry_hint=hint, tools=tools, notices=notices
+        )
         self.trigger = EditionTrigger.for_config(config)
         self.results: list[PassResult] = []
         self._missed: set[date] = set()
@@ -494,6 +501,8 @@ def schedule_summary(config: Config, store: Store, clock: Clock) -> list[str]:
         lines.append(decision.reason)
     elif decision.action == Action.SEND:
         lines.append(f"{decision.reason} and not sent yet: the scheduler or `newsletter send` sends it")
+    elif decision.action == Action.HELD:
+        lines.append(decision.reason)
     return lines
 
 

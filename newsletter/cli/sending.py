@@ -78,32 +78,49 @@ def preview(app: App, day: date | None, out: Path, text: bool) -> None:
     help="For cron or a systemd timer: send the edition if it is due and not sent yet, resume one left "
     "part-sent, else do nothing (exit 0). Safe to run every few minutes.",
 )
+@click.option(
+    "--ignore-preflight",
+    is_flag=True,
+    help="Send even if preflight finds errors (an edition the scheduler held, say).",
+)
 @pass_app
 def send(
-    app: App, day: date | None, dry_run: bool, to_address: str | None, enqueue_only: bool, scheduled: bool
+    app: App,
+    day: date | None,
+    dry_run: bool,
+    to_address: str | None,
+    enqueue_only: bool,
+    scheduled: bool,
+    ignore_preflight: bool,
 ) -> None:
     """Prepare the edition and send it to every active subscriber who has not had it yet.
 
-    Running it again resumes: nobody who already has the edition gets it twice.
+    Running it again resumes: nobody who already has the edition gets it twice. Before the
+    first message goes out, preflight checks the edition (`newsletter preflight`), and with
+    [preflight] block_on_error errors stop the send; --ignore-preflight sends it anyway.
 
     \b
     Examples:
       newsletter send --dry-run
       newsletter send --to me@example.org
       newsletter send --date 2026-11-24
+      newsletter send --date 2026-11-24 --ignore-preflight
       newsletter send --enqueue-only      # PostgreSQL: workers do the sending
       newsletter send --scheduled         # from cron every 5 minutes: sends once, when due
     """
+    from newsletter.errors import PreflightHeldError
+    from newsletter.preflight.gate import send_gate
     from newsletter.publish import send_edition, send_test_copy
     from newsletter.subscribers import normalise_email
 
     if scheduled:
-        _send_scheduled(app, conflicting=day is not None or dry_run or bool(to_address) or enqueue_only)
+        conflicting = day is not None or dry_run or bool(to_address) or enqueue_only or ignore_preflight
+        _send_scheduled(app, conflicting=conflicting)
         return
     if to_address:
-        if dry_run or enqueue_only:
+        if dry_run or enqueue_only or ignore_preflight:
             raise UsageError("--to sends one test copy and records nothing; it cannot be combined with "
-                             "--dry-run or --enqueue-only")  # fmt: skip
+                             "--dry-run, --enqueue-only or --ignore-preflight")  # fmt: skip
         from newsletter.preparation import next_edition_day
 
         address = normalise_email(to_address)
@@ -112,6 +129,7 @@ def send(
         click.echo(f"test copy of the edition of {day} sent to {address}: {reply}")
         return
     progress = Progress(enabled=sys.stderr.isatty() and not dry_run)
+    gate = send_gate(app.config, app.store, app.clock, app.tokens, ignore=ignore_preflight or dry_run)
     with graceful_stop() as stop:
         try:
             report = send_edition(
@@ -124,7 +142,12 @@ def send(
                 stop=stop,
                 on_progress=progress,
                 enqueue_only=enqueue_only,
+                gate=gate,
             )
+        except PreflightHeldError as exc:  # the findings, then the one line every error gets
+            for check, message in exc.errors:
+                click.echo(f"preflight error: {check}: {escape_controls(message)}", err=True)
+            raise
         finally:
             progress.close()
     click.echo(f"{report.day}: {report.message}")
@@ -149,7 +172,8 @@ def _send_scheduled(app: App, conflicting: bool) -> None:
 
     if conflicting:
         raise UsageError(
-            "--scheduled decides the edition itself: use it without --date, --dry-run, --to or --enqueue-only"
+            "--scheduled decides the edition itself: use it without --date, --dry-run, --to, --enqueue-only "
+            "or --ignore-preflight"
         )
     store = _scheduler_store(app, "send --scheduled")
     try:
