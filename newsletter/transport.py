@@ -77,16 +77,31 @@ def _reply_text(code: int, reply: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}"[:900]
 
 
+_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+
+
+def enhanced_status(code: int, text: str) -> str:
+    """The RFC 3463 status a reply carries ("5.1.1"), or "": it leads the text (RFC 2034),
+    and its class must agree with the reply code's, or it is not one."""
+    found = _ENHANCED_STATUS.match(text.lstrip(" -"))
+    if found is None or found.group(1) != str(code)[:1]:
+        return ""
+    return ".".join(found.groups())
+
+
 def reply_error(code: int, reply: bytes | str, stage: str) -> DeliveryError:
     """Classify an SMTP reply: only a 5xx says the message will never pass.
 
     4xx, and anything a server should not have answered (garbage, a stray 2xx or 3xx), is
-    worth another try rather than a reader marked failed for good.
+    worth another try rather than a reader marked failed for good. The enhanced status is
+    read from the reply here, once, and carried as an attribute.
     """
     text = _reply_text(code, reply)
+    raw = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    status = enhanced_status(code, raw)
     if 500 <= code < 600:
-        return PermanentDeliveryError(f"{stage}: {text}", code=code, stage=stage)
-    return TemporaryDeliveryError(f"{stage}: {text}", code=code, stage=stage)
+        return PermanentDeliveryError(f"{stage}: {text}", code=code, stage=stage, enhanced_status=status)
+    return TemporaryDeliveryError(f"{stage}: {text}", code=code, stage=stage, enhanced_status=status)
 
 
 def _tls_context(cfg: SMTPConfig) -> ssl.SSLContext:

@@ -20,7 +20,7 @@ def refused(text: str = "550 5.7.1 no thanks") -> PermanentDeliveryError:
 
 
 def unknown_user() -> PermanentDeliveryError:
-    error = PermanentDeliveryError("550 5.1.1 no such user", stage="rcpt")
+    error = PermanentDeliveryError("rcpt: 550 5.1.1 no such user", code=550, stage="rcpt", enhanced_status="5.1.1")
     assert error.is_hard_bounce
     return error
 
