@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from newsletter.addresses import PLAIN_ADDRESS
 from newsletter.errors import ConfigError
 
 CONFIG_ENV = "NEWSLETTER_CONFIG"
@@ -29,7 +30,6 @@ DEFAULT_CONFIG_NAME = "newsletter.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # A plain ASCII addr-spec: the same form message.check_address requires of every address it
 # writes into a header, so an address the config accepts cannot fail later, at send time.
-_EMAIL_RE = re.compile(r"[!#-'*+\-/-9=?A-Z^-~]+(?:\.[!#-'*+\-/-9=?A-Z^-~]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _URL_FORBIDDEN = re.compile(r"[\s<>\"\\^`{|}]")  # would break the <URL> of List-Unsubscribe or an href
 _SUBJECT_FIELDS = frozenset({"name", "publication", "date", "count"})
 _SECRET_URL = re.compile(r"(?<=://)([^:/@]*):[^@/]*@")
@@ -131,7 +131,7 @@ def _clock_time(value: Any) -> time:
 
 def _email(value: Any) -> str:
     text = _nonempty(value)
-    if not _EMAIL_RE.fullmatch(text):
+    if not PLAIN_ADDRESS.fullmatch(text):
         raise _InvalidValueError
     return text
 

@@ -25,6 +25,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
+from newsletter.addresses import PLAIN_ADDRESS
 from newsletter.errors import HeaderInjectionError, MessageError
 from newsletter.render import Markers, RenderedEdition
 
@@ -34,7 +35,6 @@ _QP_LINE = 75  # characters before the soft break's "="
 # RFC 2045 caps encoded lines at 76 characters; the stock SMTP policy would allow 78.
 _POLICY = SMTP.clone(max_line_length=76)
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
-_PLAIN_ADDRESS = re.compile(r"[!#-'*+\-/-9=?A-Z^-~]+(?:\.[!#-'*+\-/-9=?A-Z^-~]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#-'*+\-/=?^_`{|}~]*")  # atext and spaces: no quoting needed
 _PRINTABLE_ASCII = re.compile(r"[ -~]*")
 _CLICK_CODE = re.compile(r"[0-9A-Za-z-]{1,64}")
@@ -52,7 +52,7 @@ def check_header(name: str, value: str) -> str:
 def check_address(name: str, address: str) -> str:
     """An address must be plain ASCII addr-spec: no display part, spaces or line breaks."""
     check_header(name, address)
-    if not _PLAIN_ADDRESS.fullmatch(address):
+    if not PLAIN_ADDRESS.fullmatch(address):
         raise MessageError(f"{name} {address!r} is not a plain email address")
     return address
 
