@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, date, datetime, timedelta
 from html import unescape
@@ -457,3 +458,102 @@ def test_other_dates_can_be_looked_at(staff, config, store, clock):
     assert staff.get("/admin/next/preview?date=2026-11-27").status_code == 404
     day_before = DAY - timedelta(days=1)
     assert "not made" in text_of(staff, f"/admin/next?date={day_before}")
+
+
+# --- preflight and the zones still to come (SQLite: their store functions run on both elsewhere) ----
+
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+BAD_URL = "https://news.example.com:99999/story"  # passes the importer; no client could open it
+
+
+@pytest.fixture
+def offline_preflight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The admin's preflight with no network and no SpamAssassin (a second of CI per run)."""
+    import newsletter.web.admin
+    from newsletter.preflight import Tools
+
+    def fetcher(method: str, url: str, *, timeout: float, read_limit: int = 0):
+        raise AssertionError(f"preflight fetched {url}: tests never use the network")
+
+    monkeypatch.setattr(newsletter.web.admin, "preflight_tools", lambda config: Tools(fetcher, which=lambda n: None))
+
+
+def rows(page: str) -> list[tuple[str, str, str]]:
+    """The preflight report's rows: (severity, check, finding)."""
+    table = page.split('class="data preflight-report"', 1)[1].split("</table>", 1)[0]
+    found = re.findall(r"<tr[^>]*><td>(.*?)</td><td>(.*?)</td><td[^>]*>(.*?)</td></tr>", table, re.S)
+    return [(plain(a), plain(b), plain(c)) for a, b, c in found]
+
+
+@SQLITE_ONLY
+def test_preflight_runs_when_asked_and_shows_its_report(staff, store, clock, offline_preflight, caplog):
+    caplog.set_level(logging.INFO, logger="newsletter")
+    morning_articles(store, clock)
+    page = text_of(staff, PAGE)
+    assert ">Run preflight</button>" in page and "preflight-report" not in page  # not on every page load
+    response = post(staff, "/admin/next/preflight")
+    assert response.status_code == 200
+    assert response.headers["Content-Security-Policy"].endswith("frame-src 'self'")
+    page = unescape(response.get_data(as_text=True))
+    assert "Ready to send" in page and ">Run preflight again</button>" in page
+    found = rows(page)
+    assert ("warning", "headers", found[0][2]) == found[0] and "not signed" in found[0][2]  # errors, then warnings
+    assert not [r for r in found if r[0] == "error"] and any(r[0] == "info" and r[1] == "size" for r in found)
+    assert "admin ana: preflight of the edition of 2026-11-24: 0 errors" in caplog.text
+
+    add_article(store, clock, "bad", datetime(2026, 11, 24, 5, 30, tzinfo=UTC), url=BAD_URL, title="Harbour")
+    page = unescape(post(staff, "/admin/next/preflight").get_data(as_text=True))
+    assert "Not ready: fix the errors" in page
+    assert rows(page)[0] == ("error", "links", f"malformed link: malformed address (Port out of range 0-65535): "
+                                               f"{BAD_URL}")  # fmt: skip
+
+
+@SQLITE_ONLY
+def test_preflight_needs_the_form_token_and_a_login(app, staff, store, clock, offline_preflight):
+    morning_articles(store, clock)
+    assert staff.post("/admin/next/preflight", data={"date": DAY.isoformat()}).status_code == 400
+    assert staff.post("/admin/next/preflight", data={"csrf_token": "forged", "date": "x"}).status_code == 400
+    client = browser(app)
+    token = token_on(client, "/admin/login")
+    refused = client.post("/admin/next/preflight", data={"csrf_token": token, "date": DAY.isoformat()})
+    assert refused.status_code == 302 and "/admin/login" in refused.headers["Location"]
+
+
+@SQLITE_ONLY
+def test_an_edition_the_scheduler_held_says_so_with_the_way_to_send_it(staff, config, store, clock, smtp_sink):
+    from newsletter.preflight import Tools
+    from newsletter.schedule import send_scheduled
+
+    morning_articles(store, clock)
+    add_article(store, clock, "bad", datetime(2026, 11, 24, 5, 30, tzinfo=UTC), url=BAD_URL, title="Harbour")
+    offline = Tools(fetcher=lambda *a, **k: pytest.fail("fetched"), which=lambda n: None)
+    assert send_scheduled(config, store, clock, Tokens(SECRET, clock), tools=offline).held
+    override = "newsletter send --date 2026-11-24 --ignore-preflight"
+    page = plain(text_of(staff, PAGE))
+    assert "Held: preflight found 1 error when the scheduler was about to send this edition" in page
+    assert f"links: malformed link: malformed address (Port out of range 0-65535): {BAD_URL}" in page
+    assert override in page
+    edition = plain(text_of(staff, f"/admin/editions/{DAY}"))
+    assert "Held by preflight since 24 Nov 2026 06:30" in edition and override in edition
+
+
+@SQLITE_ONLY
+def test_the_edition_page_lists_the_zones_still_to_come(db_url, store, clock, smtp_sink):
+    from newsletter.store.models import Subscriber
+
+    config = make_config(db_url, smtp_sink, web=SITE, newsletter={"per_reader_timezone": True})
+    staff = logged_in(make_app(config, store, clock))
+    morning_articles(store, clock)
+    readers = add_subscribers(store, clock, 4)
+    zones = {readers[1]: "America/New_York", readers[2]: "America/New_York", readers[3]: "America/Los_Angeles"}
+    with store.session() as session:
+        for email, zone in zones.items():
+            session.execute(update(Subscriber).where(Subscriber.email == email).values(timezone=zone))
+    send_edition(config, store, clock, Tokens(SECRET, clock), day=DAY)  # London's readers only, at 06:30
+    page = plain(text_of(staff, f"/admin/editions/{DAY}"))
+    assert "Zones still to come" in page
+    new_york = page.index("America/New_York at 2026-11-24 11:00 GMT (2 readers)")
+    assert new_york < page.index("America/Los_Angeles at 2026-11-24 14:00 GMT (1 reader)")
+    clock.set(datetime(2026, 11, 24, 14, 5, tzinfo=UTC))
+    assert send_edition(config, store, clock, Tokens(SECRET, clock), day=DAY).outcome == "sent"
+    assert "Zones still to come" not in text_of(staff, f"/admin/editions/{DAY}")

@@ -22,13 +22,18 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from newsletter import editorial
+from newsletter.config import Config
 from newsletter.editions import Story, long_date
 from newsletter.errors import ArticleNotFoundError, NewsletterError, UsageError, ValidationError
 from newsletter.outbox import queue_signup_mail
+from newsletter.preflight.findings import Report, Severity
+from newsletter.preflight.gate import override_command
+from newsletter.preflight.tools import Tools
 from newsletter.render import fill_markers
 from newsletter.store import deliveries as log_
 from newsletter.store.articles import edition_articles, list_articles
 from newsletter.store.bounces import edition_feedback
+from newsletter.store.holds import Hold, hold_of
 from newsletter.store.models import Edition, EditionStatus, OutboxKind, StaffUser, SubscriberStatus
 from newsletter.store.store import count_subscribers, edition_for, has_gone_out
 from newsletter.subscribers import (
@@ -363,7 +368,22 @@ def edition(day: str) -> str:
         feedback=feedback,
         figures=figures,
         bounces=app.config.bounces,
+        zones=_zones_to_come(found),
+        held=_held(found),
+        override=override_command(found.date),
+        when=_when,
     )
+
+
+def _zones_to_come(edition: Edition) -> list[str]:
+    """An edition going out zone by zone: each zone still to come, soonest first, in the newsroom's time."""
+    from newsletter.publish import zones_to_come
+    from newsletter.schedule import zone_text
+
+    if edition.status != EditionStatus.SENDING:
+        return []
+    app = services()
+    return [zone_text(zone, app.config.newsletter.zone) for zone in zones_to_come(app.config, app.store, edition)]
 
 
 # --- the next edition -----------------------------------------------------------------------
@@ -432,11 +452,59 @@ def _when(moment: datetime) -> str:
 @bp.get("/next")
 def next_edition() -> Response:
     """The next edition (or ``?date=``): its state, its stories and the controls that steer them."""
+    return _next_page(_day_value(request.args.get("date")))
+
+
+def preflight_tools(config: Config) -> Tools:
+    """What the admin's preflight fetches and runs with: the real web and programs."""
+    return Tools.real(config.preflight.user_agent)
+
+
+@bp.post("/next/preflight")
+def run_next_preflight() -> Response:
+    """Preflight on demand, and the page again with its report.
+
+    Run in the request, as staff wait for an answer they asked for: links and images are
+    fetched under ``[preflight] link_check_seconds`` (a slow site costs that much at most),
+    the spam score is taken when SpamAssassin is installed, and no screenshots (the page
+    shows the preview). The report is not stored: it is the edition as it stands now, and
+    the next change to a story makes it stale; only the scheduler's holds are kept.
+    """
+    from newsletter.preflight import run_preflight
+
+    app = services()
+    day = _day_value(request.form.get("date")) or _next_day()
+    try:
+        report = run_preflight(
+            app.config, app.store, app.clock, app.tokens, day, preflight_tools(app.config), screenshots=False
+        )
+    except UsageError as exc:  # a date with no edition to check
+        flash(f"No preflight: {_one_line(exc)}")
+        return _back_to(day)
+    log.info(
+        "admin %s: preflight of the edition of %s: %d errors, %d warnings",
+        g.staff,
+        day,
+        report.count(Severity.ERROR),
+        report.count(Severity.WARNING),
+    )
+    return _next_page(day, report)
+
+
+def _held(edition: Edition | None) -> Hold | None:
+    """The scheduler's hold on a made edition, while it stands (an edition gone out is not held)."""
+    if edition is None or edition.status != EditionStatus.READY:
+        return None
+    with services().store.reading() as db:
+        return hold_of(db, edition.id)
+
+
+def _next_page(asked: date | None, report: Report | None = None) -> Response:
     from newsletter.preparation import plan_for
 
     app = services()
     upcoming = _next_day()
-    day = _day_value(request.args.get("date")) or upcoming
+    day = asked or upcoming
     with app.store.session() as db:
         edition = edition_for(db, day)
         hidden = [
@@ -490,6 +558,12 @@ def next_edition() -> Response:
         max_age_hours=app.config.newsletter.max_age_hours,
         priority_limit=PRIORITY_LIMIT,
         test_address=session.get(TEST_COPY_KEY, ""),
+        report=report,
+        findings=report.ordered() if report is not None else [],
+        held=_held(edition),
+        override=override_command(day),
+        link_seconds=app.config.preflight.link_check_seconds,
+        when=_when,
     )
     response = make_response(page, 404 if problem else 200)
     response.headers["Content-Security-Policy"] = NEXT_PAGE_CSP
