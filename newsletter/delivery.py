@@ -45,7 +45,7 @@ from newsletter.failures import FailurePolicy, Record, Retry
 from newsletter.lookahead import Lookahead
 from newsletter.smtpmux import Completion, Outgoing
 from newsletter.store import Store
-from newsletter.store import deliveries as log_
+from newsletter.store import deliveries as delivery_log
 from newsletter.store.deliveries import Result, Work
 from newsletter.store.models import DeliveryStatus
 
@@ -195,12 +195,10 @@ class DeliveryRun:
         started = time.monotonic()
         with self.store.engine.connect() as conn:
             self._conn = conn
-            self._fast = log_.FastSentLog(conn)
+            self._fast = delivery_log.FastSentLog(conn)
             with conn.begin():
-                counts = log_.status_counts(conn, self.edition_id)
-            self.stats.to_send = sum(counts[s] for s in log_.OPEN_STATUSES)
-            # Whether this server has delivered this edition already, which the policy weighs.
-            self._policy.proven = counts[DeliveryStatus.SENT] > 0
+                # And whether this server has delivered this edition already, which the policy weighs.
+                self.stats.to_send, self._policy.proven = delivery_log.run_start(conn, self.edition_id)
             pool = self.pool_factory(self._is_durable)
             try:
                 self._loop(pool, started)
@@ -348,7 +346,7 @@ class DeliveryRun:
 
             def write() -> None:
                 with self._conn.begin():
-                    log_.record(self._conn, results, now, retry_at, self.message_id, worker=self.worker)
+                    delivery_log.record(self._conn, results, now, retry_at, self.message_id, worker=self.worker)
 
             self._with_retries(write)
         self.stats.commits += 1
@@ -375,7 +373,7 @@ class DeliveryRun:
 
         def claim() -> tuple[list[Work], int]:
             with self._conn.begin():
-                return log_.claim(self._conn, self.edition_id, self.worker, self.config.batch_size, lease_until)
+                return delivery_log.claim(self._conn, self.edition_id, self.worker, self.config.batch_size, lease_until)
 
         work, skipped = self._with_retries(claim)
         self.stats.skipped += skipped
@@ -388,7 +386,7 @@ class DeliveryRun:
 
         def renew() -> set[int]:
             with self._conn.begin():
-                return log_.extend_leases(self._conn, self.edition_id, self.worker, lease_until)
+                return delivery_log.extend_leases(self._conn, self.edition_id, self.worker, lease_until)
 
         held = self._with_retries(renew)
         # Rows whose lease lapsed (this process stalled) may be another worker's now: never

@@ -50,7 +50,7 @@ from newsletter.render import Markers, RenderedEdition
 from newsletter.returnpath import return_paths
 from newsletter.smtpmux import SMTPPool, check_reachable
 from newsletter.store import Store, worker_identity
-from newsletter.store import deliveries as log_
+from newsletter.store import deliveries as delivery_log
 from newsletter.store.locks import DatabaseLock, process_is_gone
 from newsletter.store.models import (
     DeliveryStatus,
@@ -134,7 +134,7 @@ def personaliser(config: Config, edition: Edition, template: MessageTemplate, to
     signer = load_signer(config.dkim)
     edition_id = edition.id
 
-    def personalise(work: log_.Work, now: datetime) -> Personal:
+    def personalise(work: delivery_log.Work, now: datetime) -> Personal:
         token = tokens.make(UNSUBSCRIBE, work.subscriber_id, work.email, edition_id)
         code = paths.code(edition_id, work.subscriber_id)
         reader = Reader(
@@ -211,12 +211,12 @@ def pool_factory(config: Config) -> PoolFactory:
 
 def _release_dead_claims(store: Store, edition_id: int, clock: Clock, retry_deferred: bool) -> None:
     with store.engine.begin() as conn:
-        dead = [h for h in log_.claim_holders(conn, edition_id) if process_is_gone(h)]
-        log_.release_dead_claims(conn, edition_id, dead)
+        dead = [h for h in delivery_log.claim_holders(conn, edition_id) if process_is_gone(h)]
+        delivery_log.release_dead_claims(conn, edition_id, dead)
         now = clock.now()
-        log_.recover(conn, edition_id, now, deferred_due=True)
+        delivery_log.recover(conn, edition_id, now, deferred_due=True)
         if retry_deferred:
-            log_.retry_deferred_now(conn, edition_id)
+            delivery_log.retry_deferred_now(conn, edition_id)
 
 
 def give_up_stale(config: Config, store: Store, clock: Clock, edition: Edition) -> str:
@@ -229,7 +229,7 @@ def give_up_stale(config: Config, store: Store, clock: Clock, edition: Edition) 
     if clock.now() - edition.window_end < timedelta(hours=hours):
         return ""
     with store.engine.begin() as conn:
-        count, example = log_.give_up_deferred(conn, edition.id)
+        count, example = delivery_log.give_up_deferred(conn, edition.id)
     if not count:
         return ""
     said = f"gave up on {count} deferred after {hours} h" + (f" (last reply: {example[:200]})" if example else "")
@@ -265,9 +265,9 @@ def release_zones(config: Config, store: Store, clock: Clock, edition: Edition) 
     for zone in come:
         if zone.warning:
             log.warning("edition %s: %s", edition.date, zone.warning)
-    log_.enqueue(store.engine, edition.id, zones={r.zone for r in come})
+    delivery_log.enqueue(store.engine, edition.id, zones={r.zone for r in come})
     with store.engine.begin() as conn:
-        log_.mark_released(conn, edition.id, now)
+        delivery_log.mark_released(conn, edition.id, now)
     if come and edition.enqueued_at is not None:
         readers = sum(r.readers for r in come)
         log.info(
@@ -288,9 +288,9 @@ def finish_edition(config: Config, store: Store, edition_id: int, clock: Clock) 
     # Outside that session: on SQLite a second transaction inside it would wait for its lock.
     waiting = bool(zones_to_come(config, store, edition))
     with store.engine.begin() as conn:
-        counts = log_.status_counts(conn, edition_id)
-        log_.store_counts(conn, edition_id, counts)
-        if not waiting and not any(counts[s] for s in log_.OPEN_STATUSES):
+        counts = delivery_log.status_counts(conn, edition_id)
+        delivery_log.store_counts(conn, edition_id, counts)
+        if not waiting and not any(counts[s] for s in delivery_log.OPEN_STATUSES):
             conn.execute(
                 update(Edition)
                 .where(Edition.id == edition_id, Edition.status == EditionStatus.SENDING)
@@ -346,7 +346,7 @@ def send_edition(
     if enqueue_only:
         edition = _start(config, store, edition.id, clock)
         count = finish_edition(config, store, edition.id, clock)
-        waiting = sum(count[s] for s in log_.OPEN_STATUSES)
+        waiting = sum(count[s] for s in delivery_log.OPEN_STATUSES)
         return SendReport(
             day,
             "enqueued",
@@ -423,7 +423,7 @@ def _start(config: Config, store: Store, edition_id: int, clock: Clock) -> Editi
         if config.newsletter.per_reader_timezone:
             release_zones(config, store, clock, edition)
         else:
-            log_.enqueue(store.engine, edition_id)
+            delivery_log.enqueue(store.engine, edition_id)
         with store.session() as session:
             session.execute(
                 update(Edition)
@@ -443,7 +443,7 @@ def _start(config: Config, store: Store, edition_id: int, clock: Clock) -> Editi
 
 
 def _report(day: date, subject: str, stats: RunStats, counts: dict[DeliveryStatus, int]) -> SendReport:
-    open_now = sum(counts[s] for s in log_.OPEN_STATUSES)
+    open_now = sum(counts[s] for s in delivery_log.OPEN_STATUSES)
     summary = (
         f"sent {stats.sent}, deferred {stats.deferred}, failed {stats.failed}, skipped {stats.skipped} "
         f"in {stats.elapsed:.1f}s ({stats.rate:.0f} messages/s)"

@@ -63,8 +63,6 @@ ZONES_JOB_ID = "newsletter-zones"
 ZONES_MINUTES = 1  # per-reader time zones: each zone's readers get the edition within a minute of their send time
 OUTBOX_MINUTES = 1  # a reader waits for the confirmation mail: try queued ones every minute
 JOB_TABLE = "apscheduler_jobs"
-# A process needs a moment to wake: a send this late is on time whatever the grace period.
-ON_TIME = timedelta(minutes=1)
 
 # --- the daemon -----------------------------------------------------------------------------
 

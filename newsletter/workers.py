@@ -32,7 +32,7 @@ from newsletter.errors import DeliveryError, NewsletterError, UsageError
 from newsletter.publish import finish_edition, give_up_stale, refuse_example_sender, release_zones, run_edition
 from newsletter.smtpmux import check_reachable
 from newsletter.store import Store, worker_identity
-from newsletter.store import deliveries as log_
+from newsletter.store import deliveries as delivery_log
 from newsletter.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, RateBucket, Worker
 from newsletter.tokens import Tokens
 
@@ -166,8 +166,8 @@ def open_editions(store: Store) -> list[Edition]:
 def _work_left(store: Store, edition_id: int, now: datetime) -> tuple[int, int]:
     """(claimable now, in flight elsewhere) for an edition, after recovering expired leases."""
     with store.engine.begin() as conn:
-        log_.recover(conn, edition_id, now, deferred_due=True)
-        counts = log_.status_counts(conn, edition_id)
+        delivery_log.recover(conn, edition_id, now, deferred_due=True)
+        counts = delivery_log.status_counts(conn, edition_id)
     return counts[DeliveryStatus.PENDING], counts[DeliveryStatus.SENDING]
 
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from newsletter.cli import cli
 from newsletter.publish import send_edition
-from newsletter.store import deliveries as log_
+from newsletter.store import deliveries as delivery_log
 from newsletter.store.models import DeliveryStatus
 from newsletter.store.store import edition_for
 from tests.conftest import SMTPServer, add_subscribers, make_config, morning_articles
@@ -136,8 +136,8 @@ def test_a_run_that_gives_up_on_deferred_readers_says_so(db_url, store, clock, t
     with store.session() as session:
         edition_id = edition_for(session, date(2026, 11, 24)).id
     with store.engine.connect() as conn:
-        assert log_.status_counts(conn, edition_id)[DeliveryStatus.FAILED] == 3
-        assert log_.given_up_count(conn, edition_id) == 3
+        assert delivery_log.status_counts(conn, edition_id)[DeliveryStatus.FAILED] == 3
+        assert delivery_log.given_up_count(conn, edition_id) == 3
 
 
 def test_the_example_sender_never_reaches_real_readers(runner: CliRunner, tmp_path: Path) -> None:

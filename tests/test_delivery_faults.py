@@ -19,7 +19,7 @@ from newsletter.preparation import prepare_edition
 from newsletter.publish import pool_factory, send_edition
 from newsletter.sink import free_port
 from newsletter.smtpmux import Outgoing, SMTPPool
-from newsletter.store import deliveries as log_
+from newsletter.store import deliveries as delivery_log
 from newsletter.store.deliveries import Result
 from newsletter.store.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
 from tests.conftest import add_subscribers, make_config, morning_articles
@@ -316,25 +316,25 @@ def test_a_worker_whose_lease_ran_out_cannot_undo_what_the_next_holder_did(store
     add_subscribers(store, clock, 4)
     config = make_config(db_url, None)
     edition = prepare_edition(config, store, clock, date(2026, 11, 24))
-    log_.enqueue(store.engine, edition.id)
+    delivery_log.enqueue(store.engine, edition.id)
     now = clock.now()
     with store.engine.begin() as conn:
-        stale, _ = log_.claim(conn, edition.id, "a:1", 4, now - timedelta(seconds=1))  # lease already over
-        log_.recover(conn, edition.id, now)
-        fresh, _ = log_.claim(conn, edition.id, "b:2", 4, now + timedelta(minutes=5))
+        stale, _ = delivery_log.claim(conn, edition.id, "a:1", 4, now - timedelta(seconds=1))  # lease already over
+        delivery_log.recover(conn, edition.id, now)
+        fresh, _ = delivery_log.claim(conn, edition.id, "b:2", 4, now + timedelta(minutes=5))
     assert [w.delivery_id for w in stale] == [w.delivery_id for w in fresh]
     with store.engine.begin() as conn:
-        log_.record(conn, [Result(fresh[0].delivery_id, fresh[0].subscriber_id, DeliveryStatus.SENT, 1)], now, None,
-                    worker="b:2")  # fmt: skip
+        sent = [Result(fresh[0].delivery_id, fresh[0].subscriber_id, DeliveryStatus.SENT, 1)]
+        delivery_log.record(conn, sent, now, None, worker="b:2")
     with store.engine.begin() as conn:
-        assert log_.extend_leases(conn, edition.id, "a:1", now + timedelta(minutes=5)) == set()
+        assert delivery_log.extend_leases(conn, edition.id, "a:1", now + timedelta(minutes=5)) == set()
         late = [
             Result(w.delivery_id, w.subscriber_id, status, 1, "late")
             for w, status in zip(
                 stale, [DeliveryStatus.PENDING, DeliveryStatus.FAILED, DeliveryStatus.DEFERRED], strict=False
             )
         ]
-        log_.record(conn, late, now, now, worker="a:1")
+        delivery_log.record(conn, late, now, now, worker="a:1")
     with store.session() as session:
         rows = {d.id: (d.status, d.claimed_by) for d in session.scalars(select(Delivery))}
     assert rows[fresh[0].delivery_id] == (DeliveryStatus.SENT, "")

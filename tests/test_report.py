@@ -37,7 +37,7 @@ from newsletter.reports import (
     summary_line,
 )
 from newsletter.store import Store
-from newsletter.store import deliveries as log_
+from newsletter.store import deliveries as delivery_log
 from newsletter.store.models import (
     Click,
     Delivery,
@@ -104,7 +104,7 @@ def seed_edition(
         )
         edition_id = edition.id
     with store.engine.begin() as conn:
-        log_.store_counts(conn, edition_id, log_.status_counts(conn, edition_id))
+        delivery_log.store_counts(conn, edition_id, delivery_log.status_counts(conn, edition_id))
     return edition_id
 
 

@@ -15,7 +15,7 @@ from newsletter.editions import counted
 from newsletter.errors import UsageError
 from newsletter.render import GMAIL_CLIP_BYTES, fill_markers
 from newsletter.store import Store
-from newsletter.store import deliveries as log_
+from newsletter.store import deliveries as delivery_log
 from newsletter.store.bounces import Feedback, edition_feedback
 from newsletter.store.models import DeliveryStatus, Edition, EditionStatus
 from newsletter.store.store import count_subscribers, edition_for, list_editions
@@ -249,9 +249,9 @@ def status(app: App, day: date | None, limit: int) -> None:
         click.echo("no editions yet")
     for edition in editions:
         with app.store.engine.connect() as conn:
-            counts = log_.status_counts(conn, edition.id)
-            errors = log_.recent_errors(conn, edition.id, limit=2)
-            gave_up = log_.given_up_count(conn, edition.id)
+            counts = delivery_log.status_counts(conn, edition.id)
+            errors = delivery_log.recent_errors(conn, edition.id, limit=2)
+            gave_up = delivery_log.given_up_count(conn, edition.id)
         total = sum(counts.values())
         detail = ", ".join(f"{n:,} {s}" for s, n in counts.items() if n) or "no deliveries"
         if gave_up:
@@ -295,9 +295,9 @@ def _show_edition(app: App, day: date) -> None:
                    f"(`newsletter preview --date {day}` shows it)")  # fmt: skip
         return
     with app.store.engine.connect() as conn:
-        counts = log_.status_counts(conn, edition.id)
-        errors = log_.recent_errors(conn, edition.id, limit=20)
-        gave_up = log_.given_up_count(conn, edition.id)
+        counts = delivery_log.status_counts(conn, edition.id)
+        errors = delivery_log.recent_errors(conn, edition.id, limit=20)
+        gave_up = delivery_log.given_up_count(conn, edition.id)
     click.echo(f"edition of {day} ({edition.status}): {edition.subject}")
     click.echo(
         f"  window:   published {local_text(edition.window_start, zone)} to {local_text(edition.window_end, zone)}"
@@ -402,7 +402,7 @@ def _show_workers(app: App, editions: list[Any]) -> None:
         if edition.status != EditionStatus.SENDING:
             continue
         with app.store.engine.connect() as conn:
-            counts = log_.status_counts(conn, edition.id)
+            counts = delivery_log.status_counts(conn, edition.id)
         left = counts[DeliveryStatus.PENDING] + counts[DeliveryStatus.SENDING]
         rate = sum(v.rate for v in views if v.live and v.edition_id == edition.id) or edition_rate(
             app.store, edition.id, now

@@ -48,8 +48,11 @@ _E = Edition.__table__
 # Status tests written as SQL literals, not parameters: SQLite uses a partial index only
 # when the query's WHERE visibly implies the index's.
 _IS_PENDING = _D.c.status == literal_column("'pending'")
-_IS_SENDING = _D.c.status == literal_column("'sending'")
-_IS_DEFERRED = _D.c.status == literal_column("'deferred'")
+# The unsettled index's own condition, repeated: SQLite does not infer it from "= 'sending'",
+# and without it each lookup of an edition's rows in flight walked all of its deliveries.
+_UNSETTLED = _D.c.status.in_([literal_column("'sending'"), literal_column("'deferred'")])
+_IS_SENDING = and_(_UNSETTLED, _D.c.status == literal_column("'sending'"))
+_IS_DEFERRED = and_(_UNSETTLED, _D.c.status == literal_column("'deferred'"))
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,19 @@ def status_counts(conn: Connection, edition_id: int) -> dict[DeliveryStatus, int
     return counts
 
 
+def run_start(conn: Connection, edition_id: int) -> tuple[int, bool]:
+    """(open deliveries, whether any was sent already) for a run about to start.
+
+    Read through the partial indexes and one EXISTS, not a count of every row: an edition
+    going out zone by zone starts a run per zone, over a log that grows to the whole list.
+    """
+    pending = select(func.count()).where(_D.c.edition_id == edition_id, _IS_PENDING).scalar_subquery()
+    unsettled = select(func.count()).where(_D.c.edition_id == edition_id, _UNSETTLED).scalar_subquery()
+    sent = select(_D.c.id).where(_D.c.edition_id == edition_id, _D.c.status == literal_column("'sent'")).exists()
+    row = conn.execute(select(pending, unsettled, sent)).one()
+    return int(row[0]) + int(row[1]), bool(row[2])
+
+
 def store_counts(conn: Connection, edition_id: int, counts: dict[DeliveryStatus, int]) -> None:
     """Copy the live counts onto the edition row, where status pages read them cheaply."""
     conn.execute(
@@ -393,7 +409,7 @@ def retry_deferred_now(conn: Connection, edition_id: int) -> int:
     """Make an edition's deferred deliveries due again at once (a run asked to retry them)."""
     result = conn.execute(
         update(_D)
-        .where(_D.c.edition_id == edition_id, _D.c.status == DeliveryStatus.DEFERRED.value)
+        .where(_D.c.edition_id == edition_id, _IS_DEFERRED)
         .values(status=DeliveryStatus.PENDING.value, next_attempt_at=None)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
@@ -409,14 +425,11 @@ def give_up_deferred(conn: Connection, edition_id: int) -> tuple[int, str]:
     keeps the server's last reply, prefixed so `status` can count them apart.
     """
     example = conn.scalar(
-        select(_D.c.last_error)
-        .where(_D.c.edition_id == edition_id, _D.c.status == DeliveryStatus.DEFERRED.value)
-        .order_by(_D.c.id.desc())
-        .limit(1)
+        select(_D.c.last_error).where(_D.c.edition_id == edition_id, _IS_DEFERRED).order_by(_D.c.id.desc()).limit(1)
     )
     result = conn.execute(
         update(_D)
-        .where(_D.c.edition_id == edition_id, _D.c.status == DeliveryStatus.DEFERRED.value)
+        .where(_D.c.edition_id == edition_id, _IS_DEFERRED)
         .values(status=DeliveryStatus.FAILED.value, last_error=func.substr(GAVE_UP + _D.c.last_error, 1, 1000))
     )
     return int(result.rowcount), example or ""  # type: ignore[attr-defined]

@@ -30,7 +30,7 @@ from newsletter.preflight.findings import Report, Severity
 from newsletter.preflight.gate import override_command
 from newsletter.preflight.tools import Tools
 from newsletter.render import fill_markers
-from newsletter.store import deliveries as log_
+from newsletter.store import deliveries as delivery_log
 from newsletter.store.articles import edition_articles, list_articles
 from newsletter.store.bounces import edition_feedback
 from newsletter.store.holds import Hold, hold_of
@@ -335,7 +335,7 @@ def editions() -> str:
     more = len(rows) > EDITIONS_PER_PAGE
     rows = rows[:EDITIONS_PER_PAGE]
     with app.store.engine.connect() as conn:
-        listed = [(e, log_.status_counts(conn, e.id)) for e in rows]
+        listed = [(e, delivery_log.status_counts(conn, e.id)) for e in rows]
     return render_template(
         "web/admin/editions.html", editions=listed, older=rows[-1].date.isoformat() if more and rows else ""
     )
@@ -358,8 +358,8 @@ def edition(day: str) -> str:
     if found is None:
         abort(404)
     with app.store.engine.connect() as conn:
-        counts = log_.status_counts(conn, found.id)
-        errors = log_.recent_errors(conn, found.id, limit=20)
+        counts = delivery_log.status_counts(conn, found.id)
+        errors = delivery_log.recent_errors(conn, found.id, limit=20)
     return render_template(
         "web/admin/edition.html",
         edition=found,
