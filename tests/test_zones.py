@@ -18,6 +18,8 @@ import sys
 import textwrap
 import time as timer
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -30,7 +32,7 @@ from sqlalchemy import select, update
 from newsletter import release
 from newsletter.cli import cli
 from newsletter.clock import FixedClock
-from newsletter.config import load_config
+from newsletter.config import Config, load_config
 from newsletter.editions import cutoff
 from newsletter.schedule import Action, PassResult, ScheduledSender, decide
 from newsletter.sink import start_controller
@@ -192,6 +194,36 @@ def zoned_site(tmp_path: Path, port: int, connections: int = 2) -> Path:
     )
 
 
+@dataclass
+class Newsroom:
+    """A zoned site on a SQLite file, its SMTP sink and a pinned clock, with one story to send."""
+
+    path: Path
+    config: Config
+    store: Store
+    clock: FixedClock
+    sink: Recorder
+
+
+@contextmanager
+def newsroom(tmp_path: Path, at: datetime, delay: float = 0.0, connections: int = 2) -> Iterator[Newsroom]:
+    clock = FixedClock(at)
+    sink = Recorder(clock, delay=delay)
+    controller = start_controller(sink)
+    try:
+        path = zoned_site(tmp_path, controller.port, connections=connections)
+        config = load_config(path, environ={})
+        store = Store(config.store.url)
+        store.upgrade()
+        add_article(store, clock, "harbour", datetime(2026, 11, 30, 20, 0, tzinfo=UTC))
+        try:
+            yield Newsroom(path, config, store, clock, sink)
+        finally:
+            store.dispose()
+    finally:
+        controller.stop()
+
+
 def seed_zones(store: Store, clock: FixedClock, per_zone: int) -> dict[str, list[str]]:
     """``per_zone`` readers in each zone ("" for London's own readers, who gave none)."""
     readers: dict[str, list[str]] = {}
@@ -204,15 +236,8 @@ def seed_zones(store: Store, clock: FixedClock, per_zone: int) -> dict[str, list
 
 
 def test_one_edition_goes_out_zone_by_zone_through_a_day(tmp_path: Path) -> None:
-    clock = FixedClock(datetime(2026, 12, 1, 5, 0, tzinfo=UTC))
-    sink = Recorder(clock)
-    controller = start_controller(sink)
-    try:
-        path = zoned_site(tmp_path, controller.port)
-        config = load_config(path, environ={})
-        store = Store(config.store.url)
-        store.upgrade()
-        add_article(store, clock, "harbour", datetime(2026, 11, 30, 20, 0, tzinfo=UTC))
+    with newsroom(tmp_path, datetime(2026, 12, 1, 5, 0, tzinfo=UTC)) as site:
+        config, store, clock, sink = site.config, site.store, site.clock, site.sink
         readers = seed_zones(store, clock, per_zone=3)
         sender = ScheduledSender(config, store, clock, Tokens(SECRET, clock))
 
@@ -247,21 +272,11 @@ def test_one_edition_goes_out_zone_by_zone_through_a_day(tmp_path: Path) -> None
                 local = when.astimezone(ZoneInfo(name or "Europe/London"))
                 assert (local.hour, local.minute) == (6, 1 if name else 0), (name, local)
         assert decide(clock.now(), config, sender.state_of).action == Action.DONE
-        store.dispose()
-    finally:
-        controller.stop()
 
 
 def test_status_names_the_zones_still_to_come(tmp_path: Path, runner: Any) -> None:
-    clock = FixedClock(datetime(2026, 12, 1, 6, 0, tzinfo=UTC))
-    sink = Recorder(clock)
-    controller = start_controller(sink)
-    try:
-        path = zoned_site(tmp_path, controller.port)
-        config = load_config(path, environ={})
-        store = Store(config.store.url)
-        store.upgrade()
-        add_article(store, clock, "harbour", datetime(2026, 11, 30, 20, 0, tzinfo=UTC))
+    with newsroom(tmp_path, datetime(2026, 12, 1, 6, 0, tzinfo=UTC)) as site:
+        path, config, store, clock = site.path, site.config, site.store, site.clock
         seed_zones(store, clock, per_zone=1)
         ScheduledSender(config, store, clock, Tokens(SECRET, clock)).run_pass(retry_deferred=False, others=True)
         store.dispose()
@@ -270,8 +285,6 @@ def test_status_names_the_zones_still_to_come(tmp_path: Path, runner: Any) -> No
         assert "zone by zone: 7 zones still to come" in result.stdout
         assert "America/New_York at 2026-12-01 11:00 GMT (1 reader)" in result.stdout
         assert "Asia/Kolkata at 2026-12-02 00:30 GMT (1 reader)" in result.stdout
-    finally:
-        controller.stop()
 
 
 # --- SIGKILL in the middle of a zone's release -------------------------------------------------------
@@ -281,7 +294,7 @@ RUN_AT = textwrap.dedent(
     import sys
     from datetime import datetime
     from newsletter.clock import FixedClock
-    from newsletter.config import load_config
+    from newsletter.config import Config, load_config
     from newsletter.schedule import PassResult, ScheduledSender
     from newsletter.store import Store
     from newsletter.tokens import Tokens
@@ -297,16 +310,9 @@ RUN_AT = textwrap.dedent(
 
 
 def test_a_sender_killed_during_a_zones_release_resumes_without_losing_or_doubling(tmp_path: Path) -> None:
-    clock = FixedClock(datetime(2026, 12, 1, 6, 0, tzinfo=UTC))
-    sink = Recorder(clock, delay=0.01)
-    controller = start_controller(sink)
     connections = 2
-    try:
-        path = zoned_site(tmp_path, controller.port, connections=connections)
-        config = load_config(path, environ={})
-        store = Store(config.store.url)
-        store.upgrade()
-        add_article(store, clock, "harbour", datetime(2026, 11, 30, 20, 0, tzinfo=UTC))
+    with newsroom(tmp_path, datetime(2026, 12, 1, 6, 0, tzinfo=UTC), delay=0.01, connections=connections) as site:
+        path, store, clock, sink = site.path, site.store, site.clock, site.sink
         london = add_subscribers(store, clock, 20, prefix="london")
         new_york = add_subscribers(store, clock, 150, prefix="ny")
         with store.session() as session:
@@ -338,9 +344,6 @@ def test_a_sender_killed_during_a_zones_release_resumes_without_losing_or_doubli
         assert extra <= connections, f"{extra} duplicates for one kill with {connections} connections"
         with store.session() as session:
             assert session.scalars(select(Edition.status)).one() == EditionStatus.SENT
-        store.dispose()
-    finally:
-        controller.stop()
 
 
 def test_the_daemon_releases_zones_every_minute(tmp_path: Path) -> None:
@@ -348,15 +351,8 @@ def test_the_daemon_releases_zones_every_minute(tmp_path: Path) -> None:
 
     from newsletter.scheduler import ZONES_JOB_ID, EditionScheduler, zones_job
 
-    clock = FixedClock(datetime(2026, 12, 1, 6, 0, tzinfo=UTC))
-    sink = Recorder(clock)
-    controller = start_controller(sink)
-    try:
-        path = zoned_site(tmp_path, controller.port)
-        config = load_config(path, environ={})
-        store = Store(config.store.url)
-        store.upgrade()
-        add_article(store, clock, "harbour", datetime(2026, 11, 30, 20, 0, tzinfo=UTC))
+    with newsroom(tmp_path, datetime(2026, 12, 1, 6, 0, tzinfo=UTC)) as site:
+        config, store, clock, sink = site.config, site.store, site.clock, site.sink
         readers = seed_zones(store, clock, per_zone=1)
         daemon = EditionScheduler(config, store, clock, Tokens(SECRET, clock))
         scheduler = BlockingScheduler(timezone=UTC)
@@ -377,6 +373,3 @@ def test_the_daemon_releases_zones_every_minute(tmp_path: Path) -> None:
         scheduler.add_jobstore("memory", alias="memory")
         plain._add_jobs(scheduler)
         assert scheduler.get_job(ZONES_JOB_ID) is None
-        store.dispose()
-    finally:
-        controller.stop()
