@@ -157,10 +157,6 @@ class EditionState:
     zones: tuple[ZoneRelease, ...] = ()  # sent zone by zone: the zones whose morning is still to come
     held: Hold | None = None  # made, not started: preflight held it (``preflight.gate``)
 
-    @property
-    def next_release_at(self) -> datetime | None:
-        return self.zones[0].at if self.zones else None
-
     def has_work(self, now: datetime, retry_deferred: bool) -> bool:
         """Something to send now; an edition with nothing open left still needs finishing."""
         if self.open_now or (self.zones and self.zones[0].at <= now):
