@@ -32,6 +32,7 @@ from newsletter.preflight.tools import Tools
 from newsletter.render import fill_markers
 from newsletter.store import deliveries as delivery_log
 from newsletter.store.articles import edition_articles, list_articles
+from newsletter.store.attempts import record_attempt
 from newsletter.store.bounces import edition_feedback
 from newsletter.store.holds import Hold, hold_of
 from newsletter.store.models import Edition, EditionStatus, OutboxKind, StaffUser, SubscriberStatus
@@ -53,7 +54,7 @@ from newsletter.timezones import MAX_ZONE, zone_names
 from newsletter.web import services
 from newsletter.web.auth import MAX_USERNAME, authenticate, session_stamp
 from newsletter.web.mail import deliver_now
-from newsletter.web.security import PAGE_CSP, allow_attempt, client_key, local_path, record_attempt
+from newsletter.web.security import PAGE_CSP, allow_attempt, client_key, local_path
 
 log = logging.getLogger(__name__)
 

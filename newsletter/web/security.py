@@ -17,12 +17,11 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError
-from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from newsletter.errors import NewsletterError
-from newsletter.store.models import WebAttempt
+from newsletter.store.attempts import recent_attempts, record_attempt
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +74,11 @@ def _keyed(secret: str, value: str) -> str:
 
 def allow_attempt(session: Session, kind: str, client: str, now: datetime, limit: int, *, record: bool = True) -> bool:
     """Whether ``client`` is under ``limit`` attempts of ``kind`` in the last hour; records this one."""
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        # Count and insert as one step per client, or a burst of parallel requests would all
-        # count the same rows and all pass. (SQLite has one writer: the delete below serialises.)
-        key = int.from_bytes(hashlib.sha256(f"{kind}:{client}".encode()).digest()[:8], "big", signed=True)
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-    cutoff = now - WINDOW
-    session.execute(delete(WebAttempt).where(WebAttempt.at < cutoff))
-    recent = session.scalar(
-        select(func.count())
-        .select_from(WebAttempt)
-        .where(WebAttempt.kind == kind, WebAttempt.client == client, WebAttempt.at >= cutoff)
-    )
-    if (recent or 0) >= limit:
+    if recent_attempts(session, kind, client, now - WINDOW) >= limit:
         return False
     if record:
-        session.add(WebAttempt(kind=kind, client=client, at=now))
+        record_attempt(session, kind, client, now)
     return True
-
-
-def record_attempt(session: Session, kind: str, client: str, now: datetime) -> None:
-    session.add(WebAttempt(kind=kind, client=client, at=now))
 
 
 def local_path(target: str | None) -> str | None:
