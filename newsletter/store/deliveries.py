@@ -9,6 +9,7 @@ side by side without waiting on each other.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Engine,
     Integer,
     String,
+    Table,
     and_,
     bindparam,
     cast,
@@ -42,9 +44,12 @@ from newsletter.store.models import (
 
 ENQUEUE_CHUNK = 5_000
 OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.DEFERRED)
-_D = Delivery.__table__
-_S = Subscriber.__table__
-_E = Edition.__table__
+# Declarative types __table__ as any FromClause (a class may map a join or a select);
+# these classes map plain tables.
+_D = typing.cast(Table, Delivery.__table__)
+_S = typing.cast(Table, Subscriber.__table__)
+_E = typing.cast(Table, Edition.__table__)
+_EVENTS = typing.cast(Table, SubscriberEvent.__table__)
 # Status tests written as SQL literals, not parameters: SQLite uses a partial index only
 # when the query's WHERE visibly implies the index's.
 _IS_PENDING = _D.c.status == literal_column("'pending'")
@@ -300,7 +305,7 @@ def record(
         )
         if changed:  # the same history every other status change leaves, for stats and the admin
             conn.execute(
-                insert(SubscriberEvent.__table__),
+                insert(_EVENTS),
                 [{"subscriber_id": sid, "event": "bounced", "source": "delivery", "at": now} for sid in changed],
             )
 
@@ -378,8 +383,8 @@ def run_start(conn: Connection, edition_id: int) -> tuple[int, bool]:
 def store_counts(conn: Connection, edition_id: int, counts: dict[DeliveryStatus, int]) -> None:
     """Copy the live counts onto the edition row, where status pages read them cheaply."""
     conn.execute(
-        update(Edition.__table__)
-        .where(Edition.__table__.c.id == edition_id)
+        update(_E)
+        .where(_E.c.id == edition_id)
         .values(
             recipient_count=sum(counts.values()),
             sent_count=counts[DeliveryStatus.SENT],
@@ -412,7 +417,7 @@ def retry_deferred_now(conn: Connection, edition_id: int) -> int:
         .where(_D.c.edition_id == edition_id, _IS_DEFERRED)
         .values(status=DeliveryStatus.PENDING.value, next_attempt_at=None)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return int(result.rowcount)
 
 
 GAVE_UP = "gave up: "  # the prefix of a deferral's error once it is given up on
@@ -432,7 +437,7 @@ def give_up_deferred(conn: Connection, edition_id: int) -> tuple[int, str]:
         .where(_D.c.edition_id == edition_id, _IS_DEFERRED)
         .values(status=DeliveryStatus.FAILED.value, last_error=func.substr(GAVE_UP + _D.c.last_error, 1, 1000))
     )
-    return int(result.rowcount), example or ""  # type: ignore[attr-defined]
+    return int(result.rowcount), example or ""
 
 
 def given_up_count(conn: Connection, edition_id: int) -> int:
