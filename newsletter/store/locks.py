@@ -18,8 +18,9 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
-from sqlalchemy import Connection, delete, insert, select, text, update
+from sqlalchemy import Connection, Table, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from newsletter.clock import Clock
@@ -29,7 +30,7 @@ from newsletter.store.store import Store, worker_identity
 
 log = logging.getLogger(__name__)
 
-_L = Lock.__table__
+_L = cast(Table, Lock.__table__)  # declarative types __table__ as any FromClause; Lock maps a table
 
 
 def process_is_gone(holder: str) -> bool:
