@@ -10,7 +10,6 @@ import functools
 import hashlib
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -51,7 +50,7 @@ def add_staff_user(session: Session, username: str, password: str, clock: Clock,
     """Create a staff user, or with ``replace`` set a new password; True if created."""
     name = check_username(username)
     hashed = generate_password_hash(check_password(password))
-    user = session.scalars(select(StaffUser).where(StaffUser.username == name)).first()
+    user = staff_user_named(session, name)
     if user is not None:
         if not replace:
             raise UsageError(f"staff user {name!r} already exists; pass --replace to set a new password")
@@ -117,7 +116,7 @@ def authenticate(session: Session, username: str, password: str, clock: Clock) -
         name = check_username(username)
     except UsageError:
         name = ""  # still hash below: a malformed name must not answer faster than a wrong one
-    user = session.scalars(select(StaffUser).where(StaffUser.username == name)).first() if name else None
+    user = staff_user_named(session, name) if name else None
     if len(password) > MAX_PASSWORD:
         return None
     if user is None:
