@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import case, delete, distinct, func, insert, literal_column, select, update
+from sqlalchemy import CursorResult, Table, case, delete, distinct, func, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.errors import EditionFrozenError, MessageError, StoreError
@@ -36,8 +37,9 @@ MAX_ID = 2**31 - 1
 INSERT_CHUNK = 1_000
 """Links per INSERT ... VALUES: 3 parameters each, well under SQLite's 32,766 and PostgreSQL's 65,535."""
 
-_C = Click.__table__
-_L = EditionLink.__table__
+# Declarative types __table__ as any FromClause (a class may map a join); these map tables.
+_C = cast(Table, Click.__table__)
+_L = cast(Table, EditionLink.__table__)
 _IS_LINK = _C.c.position > literal_column("0")
 _IS_OPEN = _C.c.position == literal_column("0")
 _INSERT_CLICK = insert(_C)
@@ -157,12 +159,16 @@ def sent_times(session: Session, pairs: Iterable[tuple[int, int]]) -> dict[tuple
     for edition_id, readers in wanted.items():
         ids = sorted(readers)
         for i in range(0, len(ids), LOOKUP_CHUNK):
-            rows = session.execute(
-                select(Delivery.subscriber_id, Delivery.sent_at).where(
-                    Delivery.edition_id == edition_id,
-                    Delivery.subscriber_id.in_(ids[i : i + LOOKUP_CHUNK]),
-                    Delivery.sent_at.is_not(None),
-                )
+            # Neither column is NULL in these rows (the WHERE asks for both), whatever their types allow.
+            rows = cast(
+                "Iterable[tuple[int, datetime]]",
+                session.execute(
+                    select(Delivery.subscriber_id, Delivery.sent_at).where(
+                        Delivery.edition_id == edition_id,
+                        Delivery.subscriber_id.in_(ids[i : i + LOOKUP_CHUNK]),
+                        Delivery.sent_at.is_not(None),
+                    )
+                ),
             )
             for subscriber_id, sent_at in rows:
                 found[(edition_id, subscriber_id)] = sent_at
@@ -221,8 +227,11 @@ def forget_clicks_of(session: Session, subscriber_id: int) -> int:
     """
     if not 0 < subscriber_id <= MAX_SUBSCRIBER_ID:
         return 0
-    changed = session.execute(update(Click).where(Click.subscriber_id == subscriber_id).values(subscriber_id=None))
-    return int(changed.rowcount)  # type: ignore[attr-defined]
+    changed = cast(
+        "CursorResult[Any]",  # what an UPDATE returns; Session.execute is typed for any statement
+        session.execute(update(Click).where(Click.subscriber_id == subscriber_id).values(subscriber_id=None)),
+    )
+    return int(changed.rowcount)
 
 
 # --- reading them back -------------------------------------------------------------------------
