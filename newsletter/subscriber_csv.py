@@ -30,13 +30,13 @@ from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.clock import Clock
 from newsletter.errors import UsageError
 from newsletter.store.models import Subscriber, SubscriberStatus
 from newsletter.store.readers import insert_subscribers, subscribers_by_email
+from newsletter.store.store import list_subscribers
 from newsletter.subscribers import (
     CONFIRMED,
     LEFT,
@@ -79,10 +79,7 @@ def export_rows(session: Session, status: SubscriberStatus | None = None, batch:
     yield list(EXPORT_COLUMNS)
     last = 0
     while True:
-        query = select(Subscriber).where(Subscriber.id > last).order_by(Subscriber.id).limit(batch)
-        if status is not None:
-            query = query.where(Subscriber.status == status)
-        rows = session.scalars(query).all()
+        rows = list_subscribers(session, status=status, after_id=last, limit=batch)
         if not rows:
             return
         for s in rows:
