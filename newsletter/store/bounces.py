@@ -20,12 +20,12 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, literal_column, select, update
+from sqlalchemy import CursorResult, func, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.bounce_policy import EVENTS, PastBounce, UnknownFeedbackKindError, decide
@@ -194,13 +194,16 @@ def skip_open_deliveries(session: Session, subscriber_id: int) -> int:
     replies are kept: the reader's row is. A worker already sending one records "sent"
     afterwards if it went: that is the truth.
     """
-    skipped = session.execute(
-        update(Delivery)
-        .where(Delivery.subscriber_id == subscriber_id, Delivery.status.in_(OPEN_STATUSES))
-        .values(status=DeliveryStatus.SKIPPED, claimed_by="", claimed_until=None, next_attempt_at=None)
-        .execution_options(synchronize_session=False)
+    skipped = cast(
+        "CursorResult[Any]",  # what an UPDATE returns; Session.execute is typed for any statement
+        session.execute(
+            update(Delivery)
+            .where(Delivery.subscriber_id == subscriber_id, Delivery.status.in_(OPEN_STATUSES))
+            .values(status=DeliveryStatus.SKIPPED, claimed_by="", claimed_until=None, next_attempt_at=None)
+            .execution_options(synchronize_session=False)
+        ),
     )
-    return int(skipped.rowcount or 0)  # type: ignore[attr-defined]
+    return int(skipped.rowcount or 0)
 
 
 def clean_text(text: str, width: int) -> str:
@@ -337,22 +340,28 @@ def edition_feedback(session: Session, edition_ids: Sequence[int]) -> dict[int, 
         ):
             delivered[edition_id] = sent
         reader = func.coalesce(_E.subscriber_id, -_E.id)
-        for edition_id, event, readers in session.execute(
-            select(_E.edition_id, _E.event, func.count(func.distinct(reader)))
-            .where(_E.edition_id.in_(chunk), _E.event.in_(EVENTS.values()))
-            .group_by(_E.edition_id, _E.event)
-        ):
+        # The events' edition is never NULL below (the WHERE names the editions), whatever its type allows.
+        kinds = cast(
+            "Iterable[tuple[int, str, int]]",
+            session.execute(
+                select(_E.edition_id, _E.event, func.count(func.distinct(reader)))
+                .where(_E.edition_id.in_(chunk), _E.event.in_(EVENTS.values()))
+                .group_by(_E.edition_id, _E.event)
+            ),
+        )
+        for edition_id, event, readers in kinds:
             tally[edition_id][_KIND_OF_EVENT[event]] = readers
         blocked = [i for i in chunk if tally[i]["sender"]]
         if blocked:
-            sender_rows += [
-                (edition_id, status, detail, n)
-                for edition_id, status, detail, n in session.execute(
+            replies = cast(
+                "Iterable[tuple[int, str, str, int]]",
+                session.execute(
                     select(_E.edition_id, _E.status, _E.detail, func.count())
                     .where(_E.edition_id.in_(blocked), _E.event == EVENTS["sender"])
                     .group_by(_E.edition_id, _E.status, _E.detail)
-                )
-            ]
+                ),
+            )
+            sender_rows += [(edition_id, status, detail, n) for edition_id, status, detail, n in replies]
     commonest = _commonest_sender_reply(sender_rows)
     result = {}
     for edition_id in edition_ids:
@@ -438,22 +447,27 @@ def bounce_reasons(session: Session, subscriber_ids: Sequence[int]) -> dict[int,
 def _refusals(session: Session, refused: dict[int, datetime]) -> dict[int, Reason]:
     """Readers bounced by the send loop, explained by the reply their latest failed delivery got."""
     ids = list(refused)
-    latest: dict[int, tuple[str, date]] = {}
+    latest: dict[int, tuple[str, date | None]] = {}
     for start in range(0, len(ids), LOOKUP_CHUNK):
-        for subscriber_id, error, day in session.execute(
-            select(Delivery.subscriber_id, Delivery.last_error, Edition.date)
-            .join(Edition, Edition.id == Delivery.edition_id)
-            .where(
-                Delivery.subscriber_id.in_(ids[start : start + LOOKUP_CHUNK]),
-                Delivery.status == DeliveryStatus.FAILED,
-                Delivery.last_error != "",
-            )
-            .order_by(Delivery.id)
-        ):
-            latest[subscriber_id] = (error, day)
+        # The reader is never NULL in these rows (the WHERE names the readers), whatever its type allows.
+        failures = cast(
+            "Iterable[tuple[int, str, date]]",
+            session.execute(
+                select(Delivery.subscriber_id, Delivery.last_error, Edition.date)
+                .join(Edition, Edition.id == Delivery.edition_id)
+                .where(
+                    Delivery.subscriber_id.in_(ids[start : start + LOOKUP_CHUNK]),
+                    Delivery.status == DeliveryStatus.FAILED,
+                    Delivery.last_error != "",
+                )
+                .order_by(Delivery.id)
+            ),
+        )
+        for subscriber_id, error, edition_date in failures:
+            latest[subscriber_id] = (error, edition_date)
     reasons = {}
     for subscriber_id, at in refused.items():
-        error, day = latest.get(subscriber_id, ("", None))  # type: ignore[assignment]
+        error, day = latest.get(subscriber_id, ("", None))
         status = _DSN_STATUS.search(error)
         reasons[subscriber_id] = Reason(
             at, "bounced", status.group() if status else "", clean_text(error, DETAIL_WIDTH), day, "delivery"
