@@ -13,13 +13,26 @@ functions of ``newsletter.reports`` from what these return.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import typing
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Date, String, and_, case, cast, func, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Executable,
+    SQLColumnExpression,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from newsletter.reports import (
@@ -78,8 +91,8 @@ _EDITION_COLUMNS = (
 )
 
 
-def _rows(session: Session, query: object) -> list[EditionRow]:
-    return [EditionRow(*row) for row in session.execute(query)]  # type: ignore[call-overload]
+def _rows(session: Session, query: Executable) -> list[EditionRow]:
+    return [EditionRow(*row) for row in session.execute(query)]
 
 
 def edition_on(session: Session, day: date) -> EditionRow | None:
@@ -152,7 +165,9 @@ def edition_event_counts(session: Session, edition_ids: Sequence[int]) -> dict[i
             .where(_E.edition_id.in_(wanted[start : start + LOOKUP_CHUNK]), _E.event.in_(EDITION_EVENTS))
             .group_by(_E.edition_id, _E.event)
         )
-        for edition_id, event, readers in session.execute(query):
+        # The edition is never NULL in these rows (the WHERE names the editions), whatever its type allows.
+        rows = typing.cast("Iterable[tuple[int, str, int]]", session.execute(query))
+        for edition_id, event, readers in rows:
             counts[edition_id][event] = readers
     return counts
 
@@ -228,7 +243,7 @@ class Growth:
 
 
 def _local_day(
-    session: Session, column: ColumnElement[datetime], segments: list[tuple[datetime, int]]
+    session: Session, column: SQLColumnExpression[datetime | None], segments: list[tuple[datetime, int]]
 ) -> ColumnElement[object]:
     """SQL for the local date of a UTC timestamp column, for rows from the first segment's start on.
 
