@@ -50,8 +50,9 @@ class _Scanner(HTMLParser):
         scan.elements[tag] += 1
         values = {name: value for name, value in attrs}
         scan.attributes.update(values)
-        if values.get("type"):
-            scan.element_types.add((tag, values["type"].strip().lower()))
+        kind = values.get("type")
+        if kind:
+            scan.element_types.add((tag, kind.strip().lower()))
         if values.get("style"):
             scan.inline_styles.append(values["style"] or "")
         if tag in ("a", "area") and "href" in values:
