@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 DEFAULT_MAX_AGE = timedelta(hours=48)
 MORE_STORIES = "More stories"
 UNSECTIONED = ""
+_Date = date  # the type, for a class whose own field is named "date"
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class EditionPlan:
     subject: str
     lead: Story | None
     sections: tuple[Section, ...] = field(default_factory=tuple)
-    previous: date | None = None  # the last edition that went out before this one, if any
+    previous: _Date | None = None  # the last edition that went out before this one, if any
 
     @property
     def story_count(self) -> int:
