@@ -718,10 +718,12 @@ def parse_config(data: Mapping[str, Any], source: str, environ: Mapping[str, str
         # A CA file is checked while the section is read, so make it relative to this file
         # first (cron's working directory is rarely the config's).
         for name in ("smtp", "imap"):
-            section = data.get(name)
-            ca = section.get("ca_file") if isinstance(section, dict) else None
+            table = data.get(name)
+            if not isinstance(table, dict):
+                continue
+            ca = table.get("ca_file")
             if isinstance(ca, str) and ca and not Path(ca).expanduser().is_absolute():
-                section["ca_file"] = str(Path(source).resolve().parent / ca)
+                table["ca_file"] = str(Path(source).resolve().parent / ca)
     sections = {
         name: _build(cls, data.get(name, {}), source, name, from_env.get(name)) for name, cls in _SECTIONS.items()
     }
