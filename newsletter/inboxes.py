@@ -111,7 +111,7 @@ class MaildirInbox:
             raise MailboxError(f"{self.name}: {exc.strerror or exc}") from None
         for key in keys:
             try:
-                path = Path(self.box._path) / self.box._lookup(key)
+                path = Path(self.box._path) / self.box._lookup(key)  # type: ignore[attr-defined]  # private, unstubbed
                 mode = path.lstat()
                 if not stat.S_ISREG(mode.st_mode):  # a FIFO would block the run, a device never end
                     yield key, _unreadable("not a regular file")
@@ -130,7 +130,8 @@ class MaildirInbox:
             if self._done is None:
                 exists = PROCESSED_FOLDER in self.box.list_folders()
                 self._done = self.box.get_folder(PROCESSED_FOLDER) if exists else self.box.add_folder(PROCESSED_FOLDER)
-            source = Path(self.box._path) / self.box._lookup(key)  # a rename, not a copy
+            # A rename, not a copy, of the file Maildir's own (private) lookup finds.
+            source = Path(self.box._path) / self.box._lookup(key)  # type: ignore[attr-defined]  # private, unstubbed
             name = Path(source).name.split(":", 1)[0]
             os.replace(source, Path(self._done._path) / "cur" / f"{name}:2,S")
         except (KeyError, FileNotFoundError):
@@ -162,7 +163,8 @@ class MboxInbox:
             raise MailboxError(f"{self.name}: {exc.strerror or exc}") from None
         for key in keys:
             with self.box.get_file(key) as handle:
-                yield f"{self.path.name}:{key + 1}", _read_bounded(handle)
+                # An mbox numbers its messages from 0.
+                yield f"{self.path.name}:{key + 1}", _read_bounded(handle)  # type: ignore[operator]  # stubs: str keys
 
     def file_away(self, key: str) -> None:
         raise UsageError(f"{self.name} is an mbox file: it is read only with --dry-run")
