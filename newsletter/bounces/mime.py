@@ -146,7 +146,7 @@ def payload_text(part: Message, limit: int = MAX_PART_TEXT) -> str:
         raw = part.get_payload(decode=True)
     except Exception:  # noqa: BLE001 - undecodable transfer encoding: use what is there
         raw = None
-    if raw is None:
+    if not isinstance(raw, bytes):  # None: decoding gives bytes, or None for a multipart part
         payload = part.get_payload()
         return payload[:limit] if isinstance(payload, str) else ""
     raw = raw[: limit * 4]
