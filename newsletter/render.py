@@ -186,11 +186,11 @@ def render_edition(
         if marker not in html or marker not in text:
             raise RenderError(f"the edition templates must use reader.greeting and reader.unsubscribe_url ({marker})")
     text = _tidy_text(text)
-    links: tuple[str, ...] = ()
+    tracked_links: tuple[str, ...] = ()
     if links_policy is not None:
         tracked = track(html, text, markers.click, links_policy, personal=(markers.unsubscribe_url,))
-        html, text, links = tracked.html, tracked.text, tracked.links
-    rendered = RenderedEdition(html=html, text=text, web_html=web_html, markers=markers, links=links)
+        html, text, tracked_links = tracked.html, tracked.text, tracked.links
+    rendered = RenderedEdition(html=html, text=text, web_html=web_html, markers=markers, links=tracked_links)
     if rendered.too_big_for_gmail:
         log.warning(
             "edition %s: HTML part is %d KB; Gmail clips messages over about 102 KB, "
