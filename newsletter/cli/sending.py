@@ -55,8 +55,14 @@ def preview(app: App, day: date | None, out: Path, text: bool) -> None:
     else:  # not started: `send` makes it again from the articles as they are
         note = f"edition of {day} as it would go out now ({shown.state}): {counted(shown.story_count, 'article')}"
     too_old = shown.selection.too_old_note(app.config.newsletter.max_age_hours) if shown.selection else ""
-    sample = {"greeting": "Good morning, Ana", "unsubscribe_url": f"{app.config.web.base_url}/unsubscribe/PREVIEW"}
-    content = fill_markers(plain, markers, escape=False, **sample) if text else fill_markers(html, markers, **sample)
+    source, escape = (plain, False) if text else (html, True)
+    content = fill_markers(
+        source,
+        markers,
+        greeting="Good morning, Ana",
+        unsubscribe_url=f"{app.config.web.base_url}/unsubscribe/PREVIEW",
+        escape=escape,
+    )
     out.write_text(content, encoding="utf-8")
     size = shown.html_bytes
     part = f"text {len(content.encode()) / 1024:.1f} KB" if text else f"HTML {size / 1024:.1f} KB"
