@@ -263,11 +263,11 @@ def _child_floor(config_path: str, count: int) -> dict[str, float]:
     from newsletter.config import load_config
     from newsletter.preparation import resolve_day
     from newsletter.publish import compile_template, personaliser
-    from newsletter.smtpmux import Outgoing, SMTPPool
     from newsletter.store import Store
     from newsletter.store.deliveries import Work
     from newsletter.store.store import edition_for
     from newsletter.tokens import Tokens
+    from newsletter.transports import Outgoing, SMTPPool
 
     config = load_config(config_path, environ={})
     store = Store(config.store.url)

@@ -1,9 +1,10 @@
 """The send loop: claim a batch, send it over N connections, record every outcome.
 
 One thread does the work, in a loop: claim pending deliveries (a lease, in batches, in id
-order), personalise them, hand them to idle connections of a ``Pool``, collect what the
-server said, and write the outcomes to the delivery log in one transaction per turn of
-the loop (a group commit for whatever finished meanwhile).
+order), personalise them, hand them to idle connections of a ``Pool`` (see
+``newsletter.transports``), collect what the server said, and write the outcomes to the
+delivery log in one transaction per turn of the loop (a group commit for whatever
+finished meanwhile).
 
 The duplicate bound. A message can reach a reader twice only if the server accepted it and
 the run died before "sent" was committed. A connection writes its next message's final
@@ -16,7 +17,7 @@ plain object the loop tells each outcome: temporary failures (4xx, timeouts, dro
 retried with backoff, then deferred; permanent ones (5xx) fail that recipient only, a
 5.1.x at RCPT marks the subscriber bounced; and failures are held back until a later
 success proves the server works, so a broken server stops the run instead of failing
-the list. This module keeps the loop and its I/O: claims, leases, connections, commits.
+the list. This module keeps the loop and its I/O: claims, leases, the pool, commits.
 """
 
 from __future__ import annotations
@@ -24,30 +25,24 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
-import mailbox
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from newsletter.clock import Clock
 from newsletter.config import DeliveryConfig
-from newsletter.errors import (
-    NewsletterError,
-    StoreError,
-    SystemicDeliveryError,
-)
+from newsletter.errors import NewsletterError, StoreError
 from newsletter.failures import FailurePolicy, Record, Retry
 from newsletter.lookahead import Lookahead
-from newsletter.smtpmux import Completion, Outgoing
 from newsletter.store import Store
 from newsletter.store import deliveries as delivery_log
 from newsletter.store.deliveries import Result, Work
 from newsletter.store.models import DeliveryStatus
+from newsletter.transports import Completion, Outgoing, Pool, PoolFactory
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -66,23 +61,6 @@ class Personal:
 
 Personaliser = Callable[[Work, datetime], Personal]
 """Builds one reader's message; its Message-ID is prefix + delivery id + suffix."""
-
-
-class Pool(Protocol):
-    """Connections that carry messages: ``SMTPPool``, or ``MaildirPool`` for local use."""
-
-    def idle(self) -> int: ...
-    def busy(self) -> int: ...
-    def start(self, message: Outgoing) -> bool: ...
-    def waiting_on_log(self) -> bool: ...
-    def hurry(self, seconds: float) -> None: ...
-    def poll(self, timeout: float) -> list[Completion]: ...
-    def wake(self) -> None: ...
-    def close(self) -> None: ...
-
-
-PoolFactory = Callable[[Callable[[Hashable], bool]], Pool]
-"""Makes a pool given the ``is_durable`` question its connections must ask before committing."""
 
 
 @dataclass
@@ -451,53 +429,4 @@ def _sent_by_attempts(results: list[Result]) -> dict[int, list[int]]:
     return groups
 
 
-class MaildirPool:
-    """A pool of one instant "connection" that files messages into a Maildir."""
-
-    def __init__(self, path: str | Path, is_durable: Callable[[Hashable], bool]) -> None:
-        self.box = mailbox.Maildir(Path(path), create=True)
-        self.is_durable = is_durable
-        self._done: list[Completion] = []
-        self._previous: Hashable | None = None
-
-    def idle(self) -> int:
-        # The same bound as SMTP: the next message is filed once the last one is recorded
-        # (and not before its completion has even been handed over).
-        return 0 if self._done or self.waiting_on_log() else 1
-
-    def busy(self) -> int:
-        return 1 - self.idle()
-
-    def waiting_on_log(self) -> bool:
-        return self._previous is not None and not self.is_durable(self._previous)
-
-    def hurry(self, seconds: float) -> None:
-        pass  # filing is instant
-
-    def start(self, message: Outgoing) -> bool:
-        envelope = f"Return-Path: <{message.mail_from}>\nDelivered-To: {message.recipient}\n".encode()
-        try:
-            data = message.data if isinstance(message.data, bytes) else b"".join(message.data)
-            self.box.add(envelope + data.replace(b"\r\n", b"\n"))
-        except OSError as exc:
-            error = SystemicDeliveryError(f"cannot write to Maildir {self.box._path}: {exc}", stage="data")
-            self._done.append(Completion(message.key, error=error))
-            return False
-        self._previous = message.key
-        self._done.append(Completion(message.key, reply="250 stored"))
-        return True
-
-    def poll(self, timeout: float) -> list[Completion]:
-        if not self._done and timeout > 0:
-            time.sleep(min(timeout, 0.05))
-        done, self._done = self._done, []
-        return done
-
-    def wake(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.box.close()
-
-
-__all__ = ["DeliveryRun", "MaildirPool", "Personal", "Pool", "RunStats", "StoreError"]
+__all__ = ["DeliveryRun", "Personal", "RunStats", "StoreError"]

@@ -51,7 +51,7 @@ from newsletter.store import outbox as queue
 from newsletter.store.models import OutboxKind, SubscriberStatus
 from newsletter.store.store import worker_identity
 from newsletter.tokens import CONFIRM, UNSUBSCRIBE, Tokens
-from newsletter.transport import Transport
+from newsletter.transports import Transport
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,8 @@ from newsletter.codes import CLICK, ReaderCodes
 from newsletter.config import Config
 from newsletter.delivery import (
     DeliveryRun,
-    MaildirPool,
     Personal,
     Personaliser,
-    PoolFactory,
     RateLimiter,
     RunStats,
 )
@@ -48,7 +46,6 @@ from newsletter.preparation import (
 from newsletter.release import ZoneRelease
 from newsletter.render import Markers, RenderedEdition
 from newsletter.returnpath import return_paths
-from newsletter.smtpmux import SMTPPool, check_reachable
 from newsletter.store import Store, worker_identity
 from newsletter.store import deliveries as delivery_log
 from newsletter.store.locks import DatabaseLock, process_is_gone
@@ -62,7 +59,15 @@ from newsletter.store.models import (
 from newsletter.store.readers import active_zone_counts
 from newsletter.store.store import edition_for, has_gone_out
 from newsletter.tokens import UNSUBSCRIBE, Tokens
-from newsletter.transport import MaildirTransport, SMTPTransport, Transport
+from newsletter.transports import (
+    MaildirPool,
+    MaildirTransport,
+    PoolFactory,
+    SMTPPool,
+    SMTPTransport,
+    Transport,
+    check_reachable,
+)
 
 log = logging.getLogger(__name__)
 # Threads that sign messages ahead of the send loop when an RSA key signs: its private-key

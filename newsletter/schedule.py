@@ -41,7 +41,7 @@ from newsletter.store.holds import Hold, hold_of
 from newsletter.store.models import Edition, EditionStatus
 from newsletter.store.store import edition_for, edition_progress, unfinished_editions
 from newsletter.tokens import Tokens
-from newsletter.transport import Transport
+from newsletter.transports import Transport
 
 log = logging.getLogger("newsletter.scheduler")
 

@@ -50,7 +50,7 @@ from newsletter.schedule import (
 from newsletter.store import Store, worker_identity
 from newsletter.store.models import Edition, EditionStatus
 from newsletter.tokens import Tokens
-from newsletter.transport import Transport
+from newsletter.transports import Transport
 
 log = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from newsletter.clock import Clock
 from newsletter.config import Config
-from newsletter.delivery import PoolFactory, RateLimiter, RunStats
+from newsletter.delivery import RateLimiter, RunStats
 from newsletter.errors import DeliveryError, NewsletterError, UsageError
 from newsletter.publish import finish_edition, give_up_stale, refuse_example_sender, release_zones, run_edition
-from newsletter.smtpmux import check_reachable
 from newsletter.store import Store, worker_identity
 from newsletter.store import deliveries as delivery_log
 from newsletter.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, RateBucket, Worker
 from newsletter.tokens import Tokens
+from newsletter.transports import PoolFactory, check_reachable
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from newsletter.errors import SystemicDeliveryError, TemporaryDeliveryError
 from newsletter.preparation import prepare_edition
 from newsletter.publish import pool_factory, send_edition
 from newsletter.sink import free_port
-from newsletter.smtpmux import Outgoing, SMTPPool
 from newsletter.store import deliveries as delivery_log
 from newsletter.store.deliveries import Result
 from newsletter.store.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
+from newsletter.transports import Outgoing, SMTPPool
 from tests.conftest import add_subscribers, make_config, morning_articles
 from tests.faults import Faults, FaultyHandler, RejectingAuthenticator
 

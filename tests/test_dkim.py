@@ -45,7 +45,7 @@ from newsletter.errors import DkimError
 from newsletter.message import EditionHeaders, MessageTemplate, Reader
 from newsletter.render import Branding, Links, build_environment, render_edition
 from newsletter.sink import free_port
-from newsletter.transport import SMTPTransport
+from newsletter.transports import SMTPTransport
 from tests.conftest import SMTPServer, make_config
 
 DOMAIN = "news.example.com"

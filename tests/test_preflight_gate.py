@@ -44,7 +44,7 @@ from newsletter.store.holds import (
 )
 from newsletter.store.models import Edition, EditionStatus
 from newsletter.tokens import Tokens
-from newsletter.transport import SMTPTransport
+from newsletter.transports import SMTPTransport
 from tests.conftest import SECRET, SMTPServer, add_article, add_subscribers, make_config
 from tests.test_cli import write_config
 

@@ -22,7 +22,7 @@ from aiosmtpd.smtp import AuthResult
 from newsletter.config import SMTPConfig, parse_config
 from newsletter.errors import SystemicDeliveryError, TemporaryDeliveryError
 from newsletter.sink import free_port
-from newsletter.transport import MaildirTransport, SMTPTransport
+from newsletter.transports import MaildirTransport, SMTPTransport
 
 FROM = "breakfast@news.example.com"
 PASSWORD = "s3cret-pass-word"
@@ -373,7 +373,7 @@ def test_a_server_that_stalls_after_auth_is_said_to_time_out_during_login() -> N
 
     from newsletter.config import SMTPConfig
     from newsletter.errors import TemporaryDeliveryError
-    from newsletter.transport import open_smtp
+    from newsletter.transports import open_smtp
 
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -492,7 +492,7 @@ def test_smtp_manners_size_declared_quit_after_a_refusal_and_a_proper_ehlo_name(
 
 
 def test_a_refused_login_is_ended_with_quit() -> None:
-    from newsletter.transport import open_smtp
+    from newsletter.transports import open_smtp
 
     server = LoginRefusingServer()
     try:

@@ -19,7 +19,7 @@ from newsletter.outbox import OutboxReport, deliver_outbox, queue_signup_mail
 from newsletter.store.models import OutboxKind, OutboxStatus
 from newsletter.store.outbox import outbox_counts, waiting_mails
 from newsletter.subscribers import escape_controls, pending_reader
-from newsletter.transport import Transport
+from newsletter.transports import Transport
 
 ERROR_WIDTH = 70  # `subscribers outbox` cuts longer errors, with an ellipsis
 

@@ -31,7 +31,7 @@ from newsletter.message import check_header
 from newsletter.preflight.gate import override_command
 from newsletter.store import Store
 from newsletter.store.holds import Hold, claim_hold_notice, hold_of, release_hold_notice
-from newsletter.transport import Transport
+from newsletter.transports import Transport
 
 log = logging.getLogger("newsletter.preflight")
 

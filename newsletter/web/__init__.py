@@ -26,7 +26,7 @@ from newsletter.config import Config, load_config
 from newsletter.render import PACKAGE_TEMPLATES
 from newsletter.store import Store
 from newsletter.tokens import Tokens
-from newsletter.transport import Transport
+from newsletter.transports import Transport
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

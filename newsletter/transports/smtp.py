@@ -1,60 +1,37 @@
-"""Getting bytes to a mail server: SMTP (kept open, TLS, AUTH, timeouts) or a local Maildir.
+"""Single messages over SMTP, and the session set-up the pool shares: connect, TLS, AUTH, timeouts.
 
-This is the one place that knows smtplib. Every failure leaves here as a ``DeliveryError``
-subclass that says whether trying again can help (temporary), cannot help for this
-recipient (permanent) or cannot help for anyone (systemic), and at which stage it
-happened, so the delivery loop can decide without parsing exception types.
+This is the one place that opens an SMTP session (``open_smtp``); ``pool.py`` takes the
+socket over from there. Every failure leaves as a ``DeliveryError`` subclass. It says
+whether trying again can help (temporary), cannot help for this recipient (permanent) or
+cannot help for anyone (systemic), and at which stage it happened. The caller can then
+decide without parsing exception types.
 
-A connection is kept open for many messages (recycled after
-``smtp.max_messages_per_connection``), uses PIPELINING when offered, and is reopened
-transparently when the server has closed it while idle.
+``SMTPTransport`` keeps its connection open for many messages (recycled after
+``smtp.max_messages_per_connection``). It uses PIPELINING when offered, and reopens the
+connection transparently when the server has closed it while idle.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import mailbox
 import re
 import smtplib
 import socket
 import ssl
-from pathlib import Path
-from typing import Protocol
 
 from newsletter.config import SMTPConfig
 from newsletter.errors import (
     DeliveryError,
-    PermanentDeliveryError,
     SystemicDeliveryError,
     TemporaryDeliveryError,
 )
+from newsletter.transports.base import reply_error, reply_text
 
 log = logging.getLogger(__name__)
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _BARE_LINE_END = re.compile(rb"\r\n|\r|\n")
-
-
-class Transport(Protocol):
-    """What the delivery loop needs from a way of sending."""
-
-    def send(
-        self,
-        mail_from: str,
-        recipient: str,
-        data: bytes,
-        *,
-        canonical: bool = False,
-    ) -> str:
-        """Deliver one message; return the server's acceptance text or raise ``DeliveryError``.
-
-        ``canonical`` promises wire-ready bytes: CRLF line endings, no line-leading dots,
-        a final CRLF.
-        """
-        ...
-
-    def close(self) -> None: ...
 
 
 def smtp_wire_data(data: bytes, *, canonical: bool = False) -> bytes:
@@ -70,38 +47,6 @@ def smtp_wire_data(data: bytes, *, canonical: bool = False) -> bytes:
     if data.startswith(b".") or b"\n." in data:
         data = _LEADING_DOT.sub(b"..", data)
     return data if data.endswith(b"\r\n") else data + b"\r\n"
-
-
-def _reply_text(code: int, reply: bytes | str) -> str:
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-    return f"{code} {' '.join(text.split())}"[:900]
-
-
-_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-
-
-def enhanced_status(code: int, text: str) -> str:
-    """The RFC 3463 status a reply carries ("5.1.1"), or "": it leads the text (RFC 2034),
-    and its class must agree with the reply code's, or it is not one."""
-    found = _ENHANCED_STATUS.match(text.lstrip(" -"))
-    if found is None or found.group(1) != str(code)[:1]:
-        return ""
-    return ".".join(found.groups())
-
-
-def reply_error(code: int, reply: bytes | str, stage: str) -> DeliveryError:
-    """Classify an SMTP reply: only a 5xx says the message will never pass.
-
-    4xx, and anything a server should not have answered (garbage, a stray 2xx or 3xx), is
-    worth another try rather than a reader marked failed for good. The enhanced status is
-    read from the reply here, once, and carried as an attribute.
-    """
-    text = _reply_text(code, reply)
-    raw = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-    status = enhanced_status(code, raw)
-    if 500 <= code < 600:
-        return PermanentDeliveryError(f"{stage}: {text}", code=code, stage=stage, enhanced_status=status)
-    return TemporaryDeliveryError(f"{stage}: {text}", code=code, stage=stage, enhanced_status=status)
 
 
 def _tls_context(cfg: SMTPConfig) -> ssl.SSLContext:
@@ -122,7 +67,7 @@ def open_smtp(cfg: SMTPConfig) -> smtplib.SMTP:
     except smtplib.SMTPAuthenticationError as exc:
         raise SystemicDeliveryError(
             f"SMTP server {where} refused the login for {cfg.username!r}: "
-            f"{_reply_text(exc.smtp_code, exc.smtp_error)}; check smtp.username and the password",
+            f"{reply_text(exc.smtp_code, exc.smtp_error)}; check smtp.username and the password",
             code=exc.smtp_code,
             stage="auth",
         ) from None
@@ -135,7 +80,7 @@ def open_smtp(cfg: SMTPConfig) -> smtplib.SMTP:
             stage="connect",
         ) from None
     except smtplib.SMTPResponseException as exc:
-        reply = _reply_text(exc.smtp_code, exc.smtp_error)
+        reply = reply_text(exc.smtp_code, exc.smtp_error)
         if exc.smtp_code >= 500:
             raise SystemicDeliveryError(
                 f"SMTP server {where} refused the session: {reply}", code=exc.smtp_code, stage="connect"
@@ -327,7 +272,7 @@ class SMTPTransport:
             if code == 421:
                 self._drop()
             raise reply_error(code, reply, "data")
-        return _reply_text(code, reply)
+        return reply_text(code, reply)
 
     def _refused(self, code: int, reply: bytes, stage: str) -> DeliveryError:
         """Turn a refusal into an error and leave the connection usable for the next message."""
@@ -343,29 +288,3 @@ class SMTPTransport:
 
 class _StaleConnectionError(Exception):
     """The server had closed a reused connection before this message began."""
-
-
-class MaildirTransport:
-    """Writes each message into a Maildir: for local use, previews and the demo's outbox."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._box = mailbox.Maildir(self.path, create=True)
-
-    def send(
-        self,
-        mail_from: str,
-        recipient: str,
-        data: bytes,
-        *,
-        canonical: bool = False,
-    ) -> str:
-        envelope = f"Return-Path: <{mail_from}>\nDelivered-To: {recipient}\n".encode()
-        try:
-            key = self._box.add(envelope + data.replace(b"\r\n", b"\n"))
-        except OSError as exc:
-            raise SystemicDeliveryError(f"cannot write to Maildir {self.path}: {exc}", stage="data") from exc
-        return f"250 stored as {key}"
-
-    def close(self) -> None:
-        self._box.close()

@@ -1,17 +1,17 @@
-"""Several SMTP connections driven by one thread, for the bulk send.
+"""Several SMTP connections driven by one thread: the bulk send's ``Pool``.
 
-Python threads make a poor SMTP client pool: every reply read and every write is a
+Python threads make a poor SMTP client pool. Every reply read and every write is a
 blocking call that gives up and retakes the interpreter lock, and with a few connections
-the hand-offs cost more CPU than the protocol. Here one thread runs every connection as a
-small state machine over non-blocking sockets, so the cost per message is the protocol
-itself: a pipelined MAIL/RCPT/DATA (RFC 2920) when the server offers it, the message
-bytes, and the final reply.
+the hand-offs cost more CPU than the protocol. Here one thread, the send loop's, runs every
+connection as a small state machine over non-blocking sockets. The cost per message is
+then the protocol itself: a pipelined MAIL/RCPT/DATA (RFC 2920) when the server offers it,
+the message bytes, and the final reply.
 
-Sessions are opened with ``transport.open_smtp`` (blocking, via smtplib: TLS, AUTH and
-EHLO are not worth re-implementing), then their socket is taken over. Before writing the
-final "." of a message, a connection asks ``is_durable`` whether the previous message it
-delivered has been recorded; if not, it waits with the whole message already sent. That
-is the delivery log's duplicate bound: one unrecorded accepted message per connection.
+Sessions are opened with ``smtp.open_smtp`` (blocking, via smtplib: TLS, AUTH and EHLO are
+not worth re-implementing), then their socket is taken over. Before writing the final "."
+of a message, a connection asks ``is_durable`` whether the previous message it delivered
+has been recorded. If not, it waits with the whole message already sent. That is the
+delivery log's duplicate bound: one unrecorded accepted message per connection.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
 
 from newsletter.config import SMTPConfig
 from newsletter.errors import DeliveryError, SystemicDeliveryError, TemporaryDeliveryError
-from newsletter.transport import mail_command, open_smtp, reply_error
+from newsletter.transports.base import Completion, Outgoing, reply_error
+from newsletter.transports.smtp import mail_command, open_smtp
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +38,6 @@ _READ_CHUNK = 65536
 _IOV_MAX = 512  # buffers per sendmsg; Linux allows 1024
 OPEN_FAILURES_IN_A_ROW = 3
 FINAL_REPLY_SECONDS = 600.0
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One message to deliver: ``data`` is canonical wire bytes (CRLF, no leading dots),
-    whole or in parts that are sent one after the other without being joined."""
-
-    key: Hashable
-    mail_from: str
-    recipient: str
-    data: bytes | Sequence[bytes]
-
-
-@dataclass(frozen=True)
-class Completion:
-    """The end of one message's attempt: ``error`` is None when the server accepted it."""
-
-    key: Hashable
-    reply: str = ""
-    error: DeliveryError | None = None
 
 
 class _Connection:
@@ -448,4 +428,4 @@ def check_reachable(config: SMTPConfig) -> None:
         smtp.quit()
 
 
-__all__ = ["Completion", "Outgoing", "SMTPPool", "SystemicDeliveryError", "check_reachable"]
+__all__ = ["SMTPPool", "check_reachable"]
