@@ -306,7 +306,7 @@ def _detail_text(entry: Mapping[str, Any], key: str) -> str:
 
 
 def _feed_candidate(
-    entry: Mapping[str, Any], n: int, base: str, zone: ZoneInfo, section: str, issue: str, extras: _ItemExtras | None
+    entry: dict[str, Any], n: int, base: str, zone: ZoneInfo, section: str, issue: str, extras: _ItemExtras | None
 ) -> Candidate:
     title = _detail_text(entry, "title") or (extras.title if extras else "")
     where = f"item {n}" + (f" “{title[:60]}”" if title else "")
@@ -352,7 +352,7 @@ def _feed_candidate(
     parsed = dict.get(entry, "published_parsed") or dict.get(entry, "updated_parsed")
     if candidate.published_at is None and parsed:
         with contextlib.suppress(TypeError, ValueError, OverflowError):  # a year 0, or beyond 9999
-            candidate.published_at = datetime(*parsed[:6], tzinfo=UTC)  # feedparser read an unusual format
+            candidate.published_at = datetime(*parsed[:6]).replace(tzinfo=UTC)  # feedparser read an unusual format
     if candidate.published_at is not None and not date_in_range(candidate.published_at):
         shown = raw_date or candidate.published_at.isoformat()
         return Candidate(where, error=f"its date {shown[:40]!r} is outside {DATE_RANGE}")
