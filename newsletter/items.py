@@ -65,7 +65,7 @@ class ArticleInput:
 
 STORED_FIELDS = [f.name for f in fields(ArticleInput) if f.name != "guid"]
 JSON_FIELDS = frozenset(f.name for f in fields(ArticleInput))
-FIELD_LIMITS = {c.name: c.type.length for c in Article.__table__.columns if getattr(c.type, "length", None)}
+FIELD_LIMITS = {c.name: length for c in Article.__table__.columns if (length := getattr(c.type, "length", None))}
 
 
 def typed_article(*, body: str = "", priority: int = 0, published_at: datetime, **fields: str) -> ArticleInput:
