@@ -32,8 +32,6 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
 from newsletter.clock import Clock
@@ -43,13 +41,16 @@ from newsletter.store.clicks import forget_clicks_of
 from newsletter.store.deliveries import settle_for_removal
 from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
 from newsletter.store.readers import (
-    MAX_SUBSCRIBER_ID,
     delete_subscriber,
+    insert_subscriber_if_new,
     set_timezone,
     subscriber_by_id,
+    subscribers_after,
+    subscribers_before,
     subscribers_by_email,
 )
 from newsletter.store.store import subscriber_by_email
+from newsletter.store.subscriber_events import events_since, latest_event
 from newsletter.timezones import check_zone
 from newsletter.tokens import TokenClaim
 
@@ -285,17 +286,6 @@ def new_subscriber(
     )
 
 
-def _insert_or_existing(session: Session, subscriber: Subscriber) -> Subscriber | None:
-    """Insert, or return None when another process added the same address a moment earlier."""
-    try:
-        with session.begin_nested():
-            session.add(subscriber)
-            session.flush()
-    except IntegrityError:
-        return None
-    return subscriber
-
-
 def add_subscriber(
     session: Session,
     email: str,
@@ -319,7 +309,7 @@ def add_subscriber(
     existing = subscriber_by_email(session, address)
     if existing is None:
         now = clock.now()
-        created = _insert_or_existing(session, new_subscriber(address, cleaned, status, source, now))
+        created = insert_subscriber_if_new(session, new_subscriber(address, cleaned, status, source, now))
         if created is not None:
             record_event(
                 session, created.id, CONFIRMED if status == SubscriberStatus.ACTIVE else SUBSCRIBED, source, now
@@ -538,7 +528,7 @@ def request_subscription(
     now = clock.now()
     subscriber = subscriber_by_email(session, address)
     if subscriber is None:
-        subscriber = _insert_or_existing(
+        subscriber = insert_subscriber_if_new(
             session, new_subscriber(address, cleaned, SubscriberStatus.PENDING, source, now, zone)
         ) or subscriber_by_email(session, address)
         assert subscriber is not None
@@ -571,18 +561,9 @@ def subscriber_for(session: Session, claim: TokenClaim) -> Subscriber | None:
     return subscriber if subscriber is not None and claim.matches(subscriber.email) else None
 
 
-def _latest(session: Session, subscriber: Subscriber, *events: str) -> SubscriberEvent | None:
-    query = (
-        select(SubscriberEvent)
-        .where(SubscriberEvent.subscriber_id == subscriber.id, SubscriberEvent.event.in_(events))
-        .order_by(SubscriberEvent.id.desc())
-        .limit(1)
-    )
-    return session.scalars(query).first()
-
-
 def _asked_since_leaving(session: Session, subscriber: Subscriber) -> bool:
-    asked, left = _latest(session, subscriber, SUBSCRIBED), _latest(session, subscriber, UNSUBSCRIBED, BOUNCED)
+    asked = latest_event(session, subscriber.id, SUBSCRIBED)
+    left = latest_event(session, subscriber.id, UNSUBSCRIBED, BOUNCED)
     if asked is None:
         return False
     if left is not None:
@@ -593,7 +574,7 @@ def _asked_since_leaving(session: Session, subscriber: Subscriber) -> bool:
 
 def _left_at(session: Session, subscriber: Subscriber) -> datetime:
     """When a reader who left last left: their latest leaving event, else the row's own times."""
-    left = _latest(session, subscriber, UNSUBSCRIBED, BOUNCED)
+    left = latest_event(session, subscriber.id, UNSUBSCRIBED, BOUNCED)
     if left is not None:
         return left.at
     return subscriber.unsubscribed_at or subscriber.updated_at
@@ -646,7 +627,7 @@ def _take_requested_zone(session: Session, subscriber: Subscriber, clock: Clock)
 
     A request without a zone (a browser without scripts) keeps the zone they had.
     """
-    asked = _latest(session, subscriber, SUBSCRIBED)
+    asked = latest_event(session, subscriber.id, SUBSCRIBED)
     if asked is None or not asked.detail:
         return
     try:
@@ -700,10 +681,6 @@ class Page:
     next_after: int
 
 
-def _like(text: str) -> str:
-    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def page_subscribers(
     session: Session,
     *,
@@ -714,24 +691,13 @@ def page_subscribers(
     size: int = 50,
 ) -> Page:
     """Keyset paging in id order: each page costs the same however deep in a big list."""
-    # Beyond the id range PostgreSQL refuses the comparison instead of finding nothing.
-    after_id, before_id = min(after_id, MAX_SUBSCRIBER_ID), min(before_id, MAX_SUBSCRIBER_ID)
-    query = select(Subscriber)
-    if status is not None:
-        query = query.where(Subscriber.status == status)
-    if search.strip():
-        pattern = _like(search.strip())
-        query = query.where(
-            or_(Subscriber.email.like(pattern, escape="\\"), func.lower(Subscriber.name).like(pattern, escape="\\"))
-        )
+    search = search.strip()
     if before_id:
-        rows = list(
-            session.scalars(query.where(Subscriber.id < before_id).order_by(Subscriber.id.desc()).limit(size + 1))
-        )
+        rows = subscribers_before(session, before_id, size + 1, status=status, search=search)
         more_before = len(rows) > size
         rows = rows[:size][::-1]
         return Page(rows, rows[0].id if more_before and rows else 0, rows[-1].id if rows else 0)
-    rows = list(session.scalars(query.where(Subscriber.id > after_id).order_by(Subscriber.id).limit(size + 1)))
+    rows = subscribers_after(session, after_id, size + 1, status=status, search=search)
     more_after = len(rows) > size
     rows = rows[:size]
     return Page(rows, rows[0].id if after_id and rows else 0, rows[-1].id if more_after else 0)
@@ -756,8 +722,7 @@ def daily_counts(session: Session, zone: ZoneInfo, today: date, days: int) -> li
     first = today - timedelta(days=days - 1)
     since = datetime.combine(first, time(0), zone)
     tally: dict[date, Counter[str]] = {first + timedelta(days=i): Counter() for i in range(days)}
-    query = select(SubscriberEvent.event, SubscriberEvent.at).where(SubscriberEvent.at >= since)
-    for event, at in session.execute(query):
+    for event, at in events_since(session, since):
         counter = tally.get(at.astimezone(zone).date())
         if counter is not None:
             counter[event] += 1

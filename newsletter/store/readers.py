@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.store.models import StaffUser, Subscriber, SubscriberEvent, SubscriberStatus
@@ -133,3 +134,60 @@ def delete_staff_user(session: Session, username: str) -> bool:
 
 def count_staff_users(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(StaffUser)) or 0
+
+
+# --- adding one reader, browsing the list ------------------------------------------------------
+
+
+def insert_subscriber_if_new(session: Session, subscriber: Subscriber) -> Subscriber | None:
+    """Insert one new reader, or return None when another process listed the address a moment earlier.
+
+    The insert runs in a savepoint, so losing that race to the unique address leaves the
+    caller's transaction usable: it then reads the row the other process added.
+    """
+    try:
+        with session.begin_nested():
+            session.add(subscriber)
+            session.flush()
+    except IntegrityError:
+        return None
+    return subscriber
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern for ``text`` anywhere, its own %, _ and \\ matched literally."""
+    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _browsing(status: SubscriberStatus | None, search: str) -> Select[Subscriber]:
+    query = select(Subscriber)
+    if status is not None:
+        query = query.where(Subscriber.status == status)
+    if search:
+        pattern = _like(search)
+        query = query.where(
+            or_(Subscriber.email.like(pattern, escape="\\"), func.lower(Subscriber.name).like(pattern, escape="\\"))
+        )
+    return query
+
+
+def subscribers_after(
+    session: Session, after_id: int, limit: int, *, status: SubscriberStatus | None = None, search: str = ""
+) -> list[Subscriber]:
+    """Up to ``limit`` subscribers after ``after_id`` in id order, with ``status`` and ``search`` (in
+    the address or name) if given: keyset paging, so a page deep in a big list costs what the first does.
+    """
+    # Beyond the id range PostgreSQL refuses the comparison instead of finding nothing.
+    after_id = min(after_id, MAX_SUBSCRIBER_ID)
+    query = _browsing(status, search).where(Subscriber.id > after_id).order_by(Subscriber.id).limit(limit)
+    return list(session.scalars(query))
+
+
+def subscribers_before(
+    session: Session, before_id: int, limit: int, *, status: SubscriberStatus | None = None, search: str = ""
+) -> list[Subscriber]:
+    """Up to ``limit`` subscribers before ``before_id``, nearest first (the page back, read backwards),
+    filtered as ``subscribers_after`` is."""
+    before_id = min(before_id, MAX_SUBSCRIBER_ID)
+    query = _browsing(status, search).where(Subscriber.id < before_id).order_by(Subscriber.id.desc()).limit(limit)
+    return list(session.scalars(query))
