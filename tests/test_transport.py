@@ -20,9 +20,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from newsletter.config import SMTPConfig, parse_config
-from newsletter.errors import SystemicDeliveryError, TemporaryDeliveryError
+from newsletter.errors import PermanentDeliveryError, SystemicDeliveryError, TemporaryDeliveryError
 from newsletter.sink import free_port
-from newsletter.transports import MaildirTransport, SMTPTransport
+from newsletter.transports import ACCEPTED, MaildirTransport, SMTPTransport, classify_reply
 
 FROM = "breakfast@news.example.com"
 PASSWORD = "s3cret-pass-word"
@@ -108,6 +108,46 @@ def server_context(certificates: dict[str, Path]) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certificates["cert"], certificates["key"])
     return context
+
+
+# --- what a reply means ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "reply", "step", "stage", "kind", "status"),
+    [
+        (250, b"2.0.0 queued as 1A2B", "commit", "data", None, ""),
+        (251, "2.1.5 will forward", "rcpt", "rcpt", None, ""),
+        (354, b"go ahead", "data", "data", None, ""),
+        (550, b"5.1.1 <ana@example.org>: no such user", "rcpt", "rcpt", PermanentDeliveryError, "5.1.1"),
+        (552, "5.3.4 message too big", "commit", "data", PermanentDeliveryError, "5.3.4"),
+        (451, b"4.7.1 greylisted, try again", "rcpt", "rcpt", TemporaryDeliveryError, "4.7.1"),
+        (554, b"4.2.0 a class the code disagrees with", "mail", "mail", PermanentDeliveryError, ""),
+        (550, b"see 5.1.1 later in the text", "rcpt", "rcpt", PermanentDeliveryError, ""),
+        (250, b"2.0.0 a stray acceptance of DATA", "data", "data", TemporaryDeliveryError, "2.0.0"),
+        (354, b"go ahead, though RCPT was asked", "rcpt", "rcpt", TemporaryDeliveryError, ""),
+        (-1, b"garbage", "mail", "mail", TemporaryDeliveryError, ""),
+    ],
+)
+def test_one_classifier_reads_every_reply(
+    code: int, reply: bytes | str, step: str, stage: str, kind: type | None, status: str
+) -> None:
+    """Accepted, temporary or permanent, and the enhanced status, for both ways of sending."""
+    error = classify_reply(code, reply, stage, ACCEPTED[step])
+    if kind is None:
+        assert error is None
+        return
+    assert type(error) is kind
+    assert (error.code, error.stage, error.enhanced_status) == (code, stage, status)
+    assert str(error).startswith(f"{stage}: {code} ")
+
+
+def test_a_reply_known_to_be_a_refusal_is_classified_without_the_accepted_codes() -> None:
+    """A 421 ends the session whatever step it answers; a 5.1.x at RCPT is a hard bounce."""
+    closing = classify_reply(421, b"4.4.2 closing connection", "commit")
+    assert isinstance(closing, TemporaryDeliveryError) and closing.enhanced_status == "4.4.2"
+    dead = classify_reply(550, "5.1.1 no such user", "rcpt")
+    assert isinstance(dead, PermanentDeliveryError) and dead.is_hard_bounce
 
 
 # --- plain SMTP ------------------------------------------------------------------------------

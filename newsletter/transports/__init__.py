@@ -6,18 +6,20 @@ themselves. Callers import from here.
 """
 
 from newsletter.transports.base import (
+    ACCEPTED,
     Completion,
     Outgoing,
     Pool,
     PoolFactory,
     Transport,
-    reply_error,
+    classify_reply,
 )
 from newsletter.transports.maildir import MaildirPool, MaildirTransport
 from newsletter.transports.pool import SMTPPool, check_reachable
 from newsletter.transports.smtp import SMTPTransport, open_smtp
 
 __all__ = [
+    "ACCEPTED",
     "Completion",
     "MaildirPool",
     "MaildirTransport",
@@ -28,6 +30,6 @@ __all__ = [
     "SMTPTransport",
     "Transport",
     "check_reachable",
+    "classify_reply",
     "open_smtp",
-    "reply_error",
 ]

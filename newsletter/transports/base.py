@@ -8,18 +8,32 @@ There are two ways of sending, for two kinds of caller:
   thread. It takes ``Outgoing`` messages and hands back a ``Completion`` for each one.
 
 Both speak SMTP (``smtp.py`` and ``pool.py``) or file into a Maildir (``maildir.py``), and
-both read a refused reply with ``reply_error``. That way a refusal means the same thing
-whichever way the message went.
+both read a server's reply with ``ACCEPTED`` and ``classify_reply``. That way a refusal
+means the same thing whichever way the message went.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol, overload
 
 from newsletter.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+
+ACCEPTED: Final[Mapping[str, tuple[int, ...]]] = {
+    "mail": (250,),
+    "rcpt": (250, 251),
+    "data": (354,),
+    "commit": (250,),
+}
+"""The replies that let a transaction go on, by the step they answer.
+
+"commit" is the answer to the final "." of a message. Any other reply is a refusal, even a
+2xx or 3xx the step does not expect. The pool tests this table inline for every message,
+as a call per accepted reply would cost more than the test, and hands ``classify_reply``
+only what it refuses.
+"""
 
 _ENHANCED_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 
@@ -91,37 +105,42 @@ def reply_text(code: int, reply: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}"[:900]
 
 
-def enhanced_status(code: int, text: str) -> str:
-    """The RFC 3463 status a reply carries ("5.1.1"), or "": it leads the text (RFC 2034),
-    and its class must agree with the reply code's, or it is not one."""
-    found = _ENHANCED_STATUS.match(text.lstrip(" -"))
-    if found is None or found.group(1) != str(code)[:1]:
-        return ""
-    return ".".join(found.groups())
+@overload
+def classify_reply(code: int, reply: bytes | str, stage: str) -> DeliveryError: ...
+@overload
+def classify_reply(code: int, reply: bytes | str, stage: str, accepted: Collection[int]) -> DeliveryError | None: ...
+def classify_reply(code: int, reply: bytes | str, stage: str, accepted: Collection[int] = ()) -> DeliveryError | None:
+    """What a server's reply means: None when it is one of ``accepted``, otherwise the error to raise.
 
+    ``accepted`` is the ``ACCEPTED`` entry for the step the reply answers. Leave it out for
+    a reply already known to be a refusal, such as a 421 or one the pool tested inline.
+    ``stage`` is where the error says it happened. A refused final "." is reported at
+    "data", because the server refused the message itself.
 
-def reply_error(code: int, reply: bytes | str, stage: str) -> DeliveryError:
-    """Classify an SMTP reply: only a 5xx says the message will never pass.
-
-    4xx, and anything a server should not have answered (garbage, a stray 2xx or 3xx), is
-    worth another try rather than a reader marked failed for good. The enhanced status is
-    read from the reply here, once, and carried as an attribute.
+    Only a 5xx says the message will never pass. A 4xx, or anything a server should not
+    have answered (garbage, a stray 2xx or 3xx), is worth another try rather than a reader
+    marked failed for good. The enhanced status (RFC 3463, "5.1.1") is read here, once,
+    and carried as ``DeliveryError.enhanced_status``. It must lead the text (RFC 2034) and
+    its class must agree with the reply code's, or it is not one.
     """
-    text = reply_text(code, reply)
+    if code in accepted:
+        return None
     raw = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-    status = enhanced_status(code, raw)
+    found = _ENHANCED_STATUS.match(raw.lstrip(" -"))
+    status = ".".join(found.groups()) if found is not None and found.group(1) == str(code)[:1] else ""
+    message = f"{stage}: {reply_text(code, reply)}"
     if 500 <= code < 600:
-        return PermanentDeliveryError(f"{stage}: {text}", code=code, stage=stage, enhanced_status=status)
-    return TemporaryDeliveryError(f"{stage}: {text}", code=code, stage=stage, enhanced_status=status)
+        return PermanentDeliveryError(message, code=code, stage=stage, enhanced_status=status)
+    return TemporaryDeliveryError(message, code=code, stage=stage, enhanced_status=status)
 
 
 __all__ = [
+    "ACCEPTED",
     "Completion",
     "Outgoing",
     "Pool",
     "PoolFactory",
     "Transport",
-    "enhanced_status",
-    "reply_error",
+    "classify_reply",
     "reply_text",
 ]

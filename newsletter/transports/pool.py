@@ -29,7 +29,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 from newsletter.config import SMTPConfig
 from newsletter.errors import DeliveryError, SystemicDeliveryError, TemporaryDeliveryError
-from newsletter.transports.base import Completion, Outgoing, reply_error
+from newsletter.transports.base import ACCEPTED, Completion, Outgoing, classify_reply
 from newsletter.transports.smtp import mail_command, open_smtp
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ _READ_CHUNK = 65536
 _IOV_MAX = 512  # buffers per sendmsg; Linux allows 1024
 OPEN_FAILURES_IN_A_ROW = 3
 FINAL_REPLY_SECONDS = 600.0
+# Replies whose words are never read: those that accept some step (see ``_Connection._parse``).
+_ACCEPTANCES = frozenset(code for codes in ACCEPTED.values() for code in codes)
 
 
 class _Connection:
@@ -122,33 +124,28 @@ class _Connection:
         message = self.current
         assert message is not None
         if code == 421:  # the server is closing the session
-            self.fail(reply_error(code, text, stage), close=True)
+            self.fail(classify_reply(code, text, stage), close=True)
             return
         if self.state == "envelope":
             self.replies.append((stage, code, text))
             if self.expect:
                 return
-            if (
-                not self.pipelining
-                and stage in ("mail", "rcpt")
-                and code in ((250,) if stage == "mail" else (250, 251))
-            ):
+            if not self.pipelining and stage in ("mail", "rcpt") and code in ACCEPTED[stage]:
                 nxt = {"mail": ("rcpt", f"RCPT TO:<{message.recipient}>\r\n"), "rcpt": ("data", "DATA\r\n")}[stage]
                 self.expect = [nxt[0]]
                 self.write(nxt[1].encode())
                 return
-            wanted = {"mail": (250,), "rcpt": (250, 251), "data": (354,)}
-            failed = next(((s, c, t) for s, c, t in self.replies if c not in wanted[s]), None)
+            failed = next(((s, c, t) for s, c, t in self.replies if c not in ACCEPTED[s]), None)
             if failed is None:
                 self.send_body()
                 return
-            data_open = any(s == "data" and c == 354 for s, c, _ in self.replies)
-            self.fail(reply_error(failed[1], failed[2], failed[0]), recover_data=data_open)
+            data_open = any(s == "data" and c in ACCEPTED["data"] for s, c, _ in self.replies)
+            self.fail(classify_reply(failed[1], failed[2], failed[0]), recover_data=data_open)
         elif self.state == "final":
-            if code == 250:
+            if code in ACCEPTED["commit"]:
                 self.finish()
             else:
-                self.fail(reply_error(code, text, "data"))
+                self.fail(classify_reply(code, text, "data"))
 
     def send_body(self) -> None:
         assert self.current is not None
@@ -288,7 +285,7 @@ class _Connection:
             code_text = lines[-1][:3]
             code = int(code_text) if code_text.isdigit() else -1
             # The words of a reply matter only when it is a refusal: skip decoding the rest.
-            text = "" if code in (250, 251, 354) else " ".join(line[4:].decode("utf-8", "replace") for line in lines)
+            text = "" if code in _ACCEPTANCES else " ".join(line[4:].decode("utf-8", "replace") for line in lines)
             if not self.expect and self.state in ("idle", "closed"):
                 if code == 421:
                     self.close()  # the server timed the idle session out

@@ -26,12 +26,13 @@ from newsletter.errors import (
     SystemicDeliveryError,
     TemporaryDeliveryError,
 )
-from newsletter.transports.base import reply_error, reply_text
+from newsletter.transports.base import ACCEPTED, classify_reply, reply_text
 
 log = logging.getLogger(__name__)
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _BARE_LINE_END = re.compile(rb"\r\n|\r|\n")
+_ENVELOPE = ("mail", "rcpt", "data")
 
 
 def smtp_wire_data(data: bytes, *, canonical: bool = False) -> bytes:
@@ -225,27 +226,27 @@ class SMTPTransport:
         if smtp.does_esmtp and smtp.has_extn("pipelining"):
             smtp.send("".join(f"{c}\r\n" for c in commands))
             replies = []
-            for step in ("mail", "rcpt", "data"):
+            for step in _ENVELOPE:
                 stage[0] = step
                 replies.append(smtp.getreply())
                 if replies[-1][0] == 421:
                     raise self._refused(*replies[-1], step)
             (mail, mail_reply), (rcpt, rcpt_reply), (data, data_reply) = replies
-            if mail == 250 and rcpt in (250, 251) and data == 354:
+            if mail in ACCEPTED["mail"] and rcpt in ACCEPTED["rcpt"] and data in ACCEPTED["data"]:
                 return
-            if data == 354:  # a server that opened DATA without a recipient: close it empty
+            if data in ACCEPTED["data"]:  # a server that opened DATA without a recipient: close it empty
                 smtp.send(b".\r\n")
                 smtp.getreply()
-            if mail != 250:
+            if mail not in ACCEPTED["mail"]:
                 raise self._refused(mail, mail_reply, "mail")
-            if rcpt not in (250, 251):
+            if rcpt not in ACCEPTED["rcpt"]:
                 raise self._refused(rcpt, rcpt_reply, "rcpt")
             raise self._refused(data, data_reply, "data")
-        for step, command, wanted in zip(("mail", "rcpt", "data"), commands, ((250,), (250, 251), (354,)), strict=True):
+        for step, command in zip(_ENVELOPE, commands, strict=True):
             stage[0] = step
             smtp.putcmd(command)
             code, reply = smtp.getreply()
-            if code not in wanted:
+            if code not in ACCEPTED[step]:
                 raise self._refused(code, reply, step)
 
     def _transaction(self, mail_from: str, recipient: str, wire: bytes) -> str:
@@ -268,10 +269,11 @@ class SMTPTransport:
             self._drop()
             raise TemporaryDeliveryError(f"{stage[0]}: {exc.__class__.__name__}: {exc}", stage=stage[0]) from None
         self._sent_on_connection += 1
-        if code != 250:
+        refused = classify_reply(code, reply, "data", ACCEPTED["commit"])
+        if refused is not None:
             if code == 421:
                 self._drop()
-            raise reply_error(code, reply, "data")
+            raise refused
         return reply_text(code, reply)
 
     def _refused(self, code: int, reply: bytes, stage: str) -> DeliveryError:
@@ -283,7 +285,7 @@ class SMTPTransport:
                 self._smtp.rset()
             except (smtplib.SMTPException, OSError):
                 self._drop()
-        return reply_error(code, reply, stage)
+        return classify_reply(code, reply, stage)
 
 
 class _StaleConnectionError(Exception):
