@@ -205,7 +205,7 @@ class Progress:
 def graceful_stop() -> Iterator[threading.Event]:
     """First SIGINT/SIGTERM: finish what is in flight and record it. A second: stop at once."""
     stop = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def handle(signum: int, _frame: Any) -> None:
         if stop.is_set():
