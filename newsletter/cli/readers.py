@@ -22,6 +22,7 @@ from newsletter.store.store import count_subscribers
 from newsletter.subscribers import add_subscriber, escape_controls
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from zoneinfo import ZoneInfo
 
     from newsletter.store.bounces import Reason
@@ -46,7 +47,7 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _columns(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> list[str]:
+def _columns(rows: Sequence[tuple[str, ...]], right: tuple[int, ...] = ()) -> list[str]:
     """Rows as aligned text columns (``right``: the right-aligned ones); the last is not padded."""
     if not rows:
         return []
@@ -138,7 +139,7 @@ def subscribers_list(app: App, status: str | None, search: str, limit: int, afte
         page = page_subscribers(
             session, status=SubscriberStatus(status) if status else None, search=search, after_id=after, size=limit
         )
-        rows = [
+        rows: list[tuple[str, ...]] = [
             (str(s.id), s.status.value, escape_controls(s.email), escape_controls(_cut(s.name, NAME_WIDTH)))
             for s in page.rows
         ]
