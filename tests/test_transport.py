@@ -22,7 +22,7 @@ from aiosmtpd.smtp import AuthResult
 from newsletter.config import SMTPConfig, parse_config
 from newsletter.errors import PermanentDeliveryError, SystemicDeliveryError, TemporaryDeliveryError
 from newsletter.sink import free_port
-from newsletter.transports import ACCEPTED, MaildirTransport, SMTPTransport, classify_reply
+from newsletter.transports import ACCEPTED, MaildirPool, MaildirTransport, Outgoing, SMTPTransport, classify_reply
 
 FROM = "breakfast@news.example.com"
 PASSWORD = "s3cret-pass-word"
@@ -356,6 +356,42 @@ def test_maildir_transport_writes_a_readable_message(tmp_path: Path) -> None:
     assert first["Return-Path"] == f"<{FROM}>" and first["Delivered-To"] == "ana@example.org"
     assert "Zoë" in first.get_content() and ".a line with a leading dot" in first.get_content()
     assert len(mailbox.Maildir(tmp_path / "outbox", create=False)) == 2
+
+
+def test_the_bulk_send_files_through_the_transport_so_the_envelope_is_the_same(tmp_path: Path) -> None:
+    """MaildirPool files each message with MaildirTransport: one envelope, parts joined."""
+    transport = MaildirTransport(tmp_path / "single")
+    pool = MaildirPool(tmp_path / "bulk", lambda _key: True)
+    data = message(1)
+    try:
+        transport.send(FROM, "ana@example.org", data)
+        assert pool.start(Outgoing(1, FROM, "ana@example.org", [data[:40], data[40:]]))
+        [completion] = pool.poll(0)
+    finally:
+        transport.close()
+        pool.close()
+    assert completion.key == 1 and completion.error is None and completion.reply.startswith("250 ")
+    [single] = (tmp_path / "single" / "new").iterdir()
+    [bulk] = (tmp_path / "bulk" / "new").iterdir()
+    assert bulk.read_bytes() == single.read_bytes()
+
+
+def test_a_maildir_that_cannot_be_written_is_the_same_systemic_error_either_way(tmp_path: Path) -> None:
+    transport = MaildirTransport(tmp_path / "outbox")
+    pool = MaildirPool(tmp_path / "outbox", lambda _key: True)
+    (tmp_path / "outbox" / "tmp").rmdir()
+    (tmp_path / "outbox" / "tmp").write_text("")  # where each message is written first
+    try:
+        with pytest.raises(SystemicDeliveryError, match="cannot write to Maildir") as caught:
+            transport.send(FROM, "ana@example.org", message(1))
+        assert not pool.start(Outgoing(1, FROM, "ana@example.org", message(1)))
+        [completion] = pool.poll(0)
+    finally:
+        transport.close()
+        pool.close()
+    assert isinstance(completion.error, SystemicDeliveryError) and completion.error.stage == "data"
+    said = f"cannot write to Maildir {tmp_path / 'outbox'}: [Errno "
+    assert str(caught.value).startswith(said) and str(completion.error).startswith(said)
 
 
 def test_reconnects_after_a_421_timeout_on_an_idle_connection() -> None:

@@ -1,7 +1,9 @@
 """Sending into a local Maildir, for previews, the demo's outbox and tests: no mail server.
 
-``MaildirTransport`` files one message. ``MaildirPool`` is the bulk send's pool over a
-Maildir: one "connection" that finishes each message at once.
+``MaildirTransport`` files one message. ``MaildirPool`` is the bulk send's pool over it:
+one "connection" that finishes each message at once. Both file messages through
+``MaildirTransport.send``, so the envelope and the local line endings are written in one
+place.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
 
-from newsletter.errors import SystemicDeliveryError
+from newsletter.errors import DeliveryError, SystemicDeliveryError
 from newsletter.transports.base import Completion, Outgoing
 
 
 class MaildirTransport:
-    """Writes each message into a Maildir: for local use, previews and the demo's outbox."""
+    """Writes each message into a Maildir, as a local delivery agent would.
+
+    The envelope goes into Return-Path and Delivered-To, and lines end the local way.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -45,7 +50,7 @@ class MaildirPool:
     """A pool of one instant "connection" that files messages into a Maildir."""
 
     def __init__(self, path: str | Path, is_durable: Callable[[Hashable], bool]) -> None:
-        self.box = mailbox.Maildir(Path(path), create=True)
+        self.transport = MaildirTransport(path)
         self.is_durable = is_durable
         self._done: list[Completion] = []
         self._previous: Hashable | None = None
@@ -65,16 +70,14 @@ class MaildirPool:
         pass  # filing is instant
 
     def start(self, message: Outgoing) -> bool:
-        envelope = f"Return-Path: <{message.mail_from}>\nDelivered-To: {message.recipient}\n".encode()
+        data = message.data if isinstance(message.data, bytes) else b"".join(message.data)
         try:
-            data = message.data if isinstance(message.data, bytes) else b"".join(message.data)
-            self.box.add(envelope + data.replace(b"\r\n", b"\n"))
-        except OSError as exc:
-            error = SystemicDeliveryError(f"cannot write to Maildir {self.box._path}: {exc}", stage="data")
+            reply = self.transport.send(message.mail_from, message.recipient, data)
+        except DeliveryError as error:
             self._done.append(Completion(message.key, error=error))
             return False
         self._previous = message.key
-        self._done.append(Completion(message.key, reply="250 stored"))
+        self._done.append(Completion(message.key, reply=reply))
         return True
 
     def poll(self, timeout: float) -> list[Completion]:
@@ -87,7 +90,7 @@ class MaildirPool:
         pass
 
     def close(self) -> None:
-        self.box.close()
+        self.transport.close()
 
 
 __all__ = ["MaildirPool", "MaildirTransport"]
