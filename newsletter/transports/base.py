@@ -62,7 +62,7 @@ class Completion:
 
 
 class Transport(Protocol):
-    """What the delivery loop needs from a way of sending."""
+    """One message at a time, blocking: what test copies, the outbox and staff notices use."""
 
     def send(
         self,
@@ -83,7 +83,13 @@ class Transport(Protocol):
 
 
 class Pool(Protocol):
-    """Connections that carry messages: ``SMTPPool``, or ``MaildirPool`` for local use."""
+    """The connections the send loop drives: ``SMTPPool``, or ``MaildirPool`` for local use.
+
+    ``start`` hands a message to an idle connection and ``poll`` returns the messages that
+    have finished. A connection writes a message's final "." only once ``is_durable`` (see
+    ``PoolFactory``) says the previous message it delivered has been recorded. That is the
+    delivery log's duplicate bound.
+    """
 
     def idle(self) -> int: ...
     def busy(self) -> int: ...
@@ -96,7 +102,7 @@ class Pool(Protocol):
 
 
 PoolFactory = Callable[[Callable[[Hashable], bool]], Pool]
-"""Makes a pool given the ``is_durable`` question its connections must ask before committing."""
+"""Makes a pool, given the ``is_durable`` question its connections must ask before committing."""
 
 
 def reply_text(code: int, reply: bytes | str) -> str:

@@ -154,7 +154,8 @@ def _open_session(cfg: SMTPConfig, where: str, step: list[str]) -> smtplib.SMTP:
 class SMTPTransport:
     """One SMTP connection, opened on first use, reused, recycled and reopened as needed.
 
-    Not thread-safe: the delivery loop gives each worker thread its own transport.
+    Not thread-safe, and not meant to be shared: each caller makes its own, usually through
+    ``publish.transport_factory``, and closes it when done.
     """
 
     def __init__(self, config: SMTPConfig) -> None:
