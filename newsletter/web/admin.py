@@ -18,7 +18,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, abort, flash, g, make_response, redirect, render_template, request, session, url_for
-from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from newsletter import editorial
@@ -34,6 +33,7 @@ from newsletter.store import deliveries as delivery_log
 from newsletter.store.articles import edition_articles, list_articles
 from newsletter.store.attempts import record_attempt
 from newsletter.store.bounces import edition_feedback
+from newsletter.store.editions import editions_before
 from newsletter.store.holds import Hold, hold_of
 from newsletter.store.models import Edition, EditionStatus, OutboxKind, StaffUser, SubscriberStatus
 from newsletter.store.store import count_subscribers, edition_for, has_gone_out
@@ -329,10 +329,7 @@ def editions() -> str:
         abort(400)
     app = services()
     with app.store.session() as db:
-        query = select(Edition).order_by(Edition.date.desc()).limit(EDITIONS_PER_PAGE + 1)
-        if before_day is not None:
-            query = query.where(Edition.date < before_day)
-        rows = list(db.scalars(query))
+        rows = editions_before(db, before_day, EDITIONS_PER_PAGE + 1)
     more = len(rows) > EDITIONS_PER_PAGE
     rows = rows[:EDITIONS_PER_PAGE]
     with app.store.engine.connect() as conn:

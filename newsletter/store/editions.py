@@ -1,0 +1,26 @@
+"""Editions listed for the people and processes that look after them: the admin's pages.
+
+Each list is one query returning model rows; what an edition's status means, and what
+may change it, is decided by the callers.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter.store.models import Edition
+
+
+def editions_before(session: Session, before: date | None, limit: int) -> list[Edition]:
+    """Up to ``limit`` editions dated before ``before`` (None: from the newest), newest first, in every
+    state: the admin pages back through them by date, made, skipped and sent alike."""
+    query = select(Edition).order_by(Edition.date.desc()).limit(limit)
+    if before is not None:
+        query = query.where(Edition.date < before)
+    return list(session.scalars(query))
+
+
+__all__ = ["editions_before"]
