@@ -214,6 +214,15 @@ class Delivery(Base):
             sqlite_where=text("status IN ('sending', 'deferred')"),
             postgresql_where=text("status IN ('sending', 'deferred')"),
         ),
+        # The rows that ended unsent, so an edition's counts read indexes alone: sent is the
+        # total (the unique index) less the open, failed and skipped ones.
+        Index(
+            "ix_deliveries_unsent",
+            "edition_id",
+            "status",
+            sqlite_where=text("status IN ('failed', 'skipped')"),
+            postgresql_where=text("status IN ('failed', 'skipped')"),
+        ),
         Index("ix_deliveries_subscriber_id", "subscriber_id"),
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),
     )
