@@ -242,17 +242,32 @@ def give_up_stale(config: Config, store: Store, clock: Clock, edition: Edition) 
     return said
 
 
-def zones_to_come(config: Config, store: Store, edition: Edition) -> list[ZoneRelease]:
-    """The zones whose readers' morning has not come yet for ``edition`` (none unless it goes zone by zone)."""
-    if edition.released_until is None:
-        return []
+def zone_plan(config: Config, store: Store, day: date) -> list[ZoneRelease]:
+    """When the readers of each zone get the edition of ``day``: one grouped count of the list.
+
+    A send reads it once and hands it to the release and to the finish, so a zone's run
+    does not count the whole list twice.
+    """
     with store.reading() as session:
         counts = active_zone_counts(session)
     n = config.newsletter
-    return release.still_to_come(release.plan(edition.date, n.send_time, n.zone, counts), edition.released_until)
+    return release.plan(day, n.send_time, n.zone, counts)
 
 
-def release_zones(config: Config, store: Store, clock: Clock, edition: Edition) -> list[ZoneRelease]:
+def zones_to_come(
+    config: Config, store: Store, edition: Edition, plan: list[ZoneRelease] | None = None
+) -> list[ZoneRelease]:
+    """The zones whose readers' morning has not come yet for ``edition`` (none unless it goes zone by zone)."""
+    if edition.released_until is None:
+        return []
+    if plan is None:
+        plan = zone_plan(config, store, edition.date)
+    return release.still_to_come(plan, edition.released_until)
+
+
+def release_zones(
+    config: Config, store: Store, clock: Clock, edition: Edition, plan: list[ZoneRelease] | None = None
+) -> list[ZoneRelease]:
     """Give the readers of every zone whose morning has come their deliveries; returns those zones.
 
     Run by every sender before it claims (``send``, the scheduler, ``newsletter worker``):
@@ -263,10 +278,9 @@ def release_zones(config: Config, store: Store, clock: Clock, edition: Edition) 
     if edition.released_until is None and edition.enqueued_at is not None:
         return []  # sent to everyone at once
     now = clock.now()
-    with store.reading() as session:
-        counts = active_zone_counts(session)
-    n = config.newsletter
-    come = release.due(release.plan(edition.date, n.send_time, n.zone, counts), edition.released_until, now)
+    if plan is None:
+        plan = zone_plan(config, store, edition.date)
+    come = release.due(plan, edition.released_until, now)
     for zone in come:
         if zone.warning:
             log.warning("edition %s: %s", edition.date, zone.warning)
@@ -285,13 +299,18 @@ def release_zones(config: Config, store: Store, clock: Clock, edition: Edition) 
     return come
 
 
-def finish_edition(config: Config, store: Store, edition_id: int, clock: Clock) -> dict[DeliveryStatus, int]:
-    """Store the counts, and mark the edition sent once nothing is open and no zone waits any more."""
+def finish_edition(
+    config: Config, store: Store, edition_id: int, clock: Clock, plan: list[ZoneRelease] | None = None
+) -> dict[DeliveryStatus, int]:
+    """Store the counts, and mark the edition sent once nothing is open and no zone waits any more.
+
+    ``plan`` is the zone plan the run released from (``zone_plan``), when it read one.
+    """
     with store.session() as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None
     # Outside that session: on SQLite a second transaction inside it would wait for its lock.
-    waiting = bool(zones_to_come(config, store, edition))
+    waiting = bool(zones_to_come(config, store, edition, plan))
     with store.engine.begin() as conn:
         counts = delivery_log.status_counts(conn, edition_id)
         delivery_log.store_counts(conn, edition_id, counts)
@@ -348,9 +367,12 @@ def send_edition(
         check_reachable(config.smtp)  # unreachable or bad credentials: say so before checking or claiming anything
     if gate is not None and edition.status == EditionStatus.READY:
         gate(edition)
+    # Zone by zone, each send reads the zone plan once, for both its release and its finish.
+    goes_by_zone = config.newsletter.per_reader_timezone or edition.released_until is not None
+    plan = zone_plan(config, store, edition.date) if goes_by_zone else None
     if enqueue_only:
-        edition = _start(config, store, edition.id, clock)
-        count = finish_edition(config, store, edition.id, clock)
+        edition = _start(config, store, edition.id, clock, plan)
+        count = finish_edition(config, store, edition.id, clock, plan)
         waiting = sum(count[s] for s in delivery_log.OPEN_STATUSES)
         return SendReport(
             day,
@@ -359,7 +381,7 @@ def send_edition(
             subject=edition.subject,
         )
     with DatabaseLock(store, f"edition:{day.isoformat()}", clock):
-        edition = _start(config, store, edition.id, clock)
+        edition = _start(config, store, edition.id, clock, plan)
         gave_up = give_up_stale(config, store, clock, edition)
         _release_dead_claims(store, edition.id, clock, retry_deferred)
         stats = run_edition(
@@ -373,7 +395,7 @@ def send_edition(
             stop=stop,
             on_progress=on_progress,
         )
-        counts = finish_edition(config, store, edition.id, clock)
+        counts = finish_edition(config, store, edition.id, clock, plan)
     report = _report(day, edition.subject, stats, counts)
     if gave_up:
         report.message += f"; {gave_up}"
@@ -414,7 +436,9 @@ def run_edition(
     ).run()
 
 
-def _start(config: Config, store: Store, edition_id: int, clock: Clock) -> Edition:
+def _start(
+    config: Config, store: Store, edition_id: int, clock: Clock, plan: list[ZoneRelease] | None = None
+) -> Edition:
     """Create the delivery rows once (resumably) and mark the edition as sending.
 
     Zone by zone (``per_reader_timezone``), only the zones whose morning has come get their
@@ -426,7 +450,7 @@ def _start(config: Config, store: Store, edition_id: int, clock: Clock) -> Editi
         needs_enqueue = edition.enqueued_at is None
     if needs_enqueue:
         if config.newsletter.per_reader_timezone:
-            release_zones(config, store, clock, edition)
+            release_zones(config, store, clock, edition, plan)
         else:
             delivery_log.enqueue(store.engine, edition_id)
         with store.session() as session:
@@ -440,7 +464,7 @@ def _start(config: Config, store: Store, edition_id: int, clock: Clock) -> Editi
                 )
             )
     else:
-        release_zones(config, store, clock, edition)
+        release_zones(config, store, clock, edition, plan)
     with store.session() as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None
