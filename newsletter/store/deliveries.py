@@ -370,8 +370,8 @@ def status_counts(conn: Connection, edition_id: int) -> dict[DeliveryStatus, int
     the admin's list of editions paid for the whole list.
     """
     of_edition = _D.c.edition_id == edition_id
-    total = select(literal_column("'total'"), func.count()).where(of_edition)
-    pending = select(literal_column("'pending'"), func.count()).where(of_edition, _IS_PENDING)
+    total = select(literal_column("'total'", String), func.count()).where(of_edition)
+    pending = select(literal_column("'pending'", String), func.count()).where(of_edition, _IS_PENDING)
     unsettled = select(_D.c.status, func.count()).where(of_edition, _UNSETTLED).group_by(_D.c.status)
     unsent = select(_D.c.status, func.count()).where(of_edition, _UNSENT).group_by(_D.c.status)
     found = {str(kind): int(n) for kind, n in conn.execute(union_all(total, pending, unsettled, unsent))}
