@@ -461,6 +461,7 @@ class ScheduledSender:
     def on_hold(self, exc: PreflightHeldError, result: PassResult) -> None:
         """Say why the edition is held, one line per error and one for the ways out; tell the staff."""
         day = exc.day
+        assert isinstance(day, date)  # the gate holds an edition by its date; the error keeps any object
         for check, message in exc.errors:
             log.error("the edition of %s: preflight error: %s: %s", day, check, message)
         log.error(
