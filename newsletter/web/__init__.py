@@ -105,11 +105,13 @@ def create_app(
         # from a header (a proxy that passes X-Forwarded-Prefix through would let a
         # visitor point every link and redirect elsewhere): it is base_url's path.
         n = config.web.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_prefix=0)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]  # Flask's documented way to add WSGI middleware
+            app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_prefix=0
+        )
     prefix = urlsplit(config.web.base_url).path.rstrip("/")
     if prefix:
         # Links in mails carry base_url's path: serve there with or without a proxy in front.
-        app.wsgi_app = _MountPoint(app.wsgi_app, prefix)  # type: ignore[method-assign]
+        app.wsgi_app = _MountPoint(app.wsgi_app, prefix)  # type: ignore[method-assign]  # as ProxyFix above
     app.extensions["newsletter"] = Services(
         config=config,
         store=store,
