@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select, update
-
 from newsletter import release
 from newsletter.clock import Clock
 from newsletter.codes import CLICK, ReaderCodes
@@ -53,11 +51,10 @@ from newsletter.store.models import (
     DeliveryStatus,
     Edition,
     EditionStatus,
-    Subscriber,
     SubscriberStatus,
 )
 from newsletter.store.readers import active_zone_counts
-from newsletter.store.store import edition_for, has_gone_out
+from newsletter.store.store import count_subscribers, edition_for, has_gone_out
 from newsletter.tokens import UNSUBSCRIBE, Tokens
 from newsletter.transports import (
     MaildirPool,
@@ -315,11 +312,7 @@ def finish_edition(
         counts = delivery_log.status_counts(conn, edition_id)
         delivery_log.store_counts(conn, edition_id, counts)
         if not waiting and not any(counts[s] for s in delivery_log.OPEN_STATUSES):
-            conn.execute(
-                update(Edition)
-                .where(Edition.id == edition_id, Edition.status == EditionStatus.SENDING)
-                .values(status=EditionStatus.SENT, finished_at=clock.now())
-            )
+            delivery_log.mark_sent(conn, edition_id, clock.now())
     return counts
 
 
@@ -453,16 +446,8 @@ def _start(
             release_zones(config, store, clock, edition, plan)
         else:
             delivery_log.enqueue(store.engine, edition_id)
-        with store.session() as session:
-            session.execute(
-                update(Edition)
-                .where(Edition.id == edition_id)
-                .values(
-                    enqueued_at=clock.now(),
-                    started_at=clock.now(),
-                    status=EditionStatus.SENDING,
-                )
-            )
+        with store.engine.begin() as conn:
+            delivery_log.mark_sending(conn, edition_id, clock.now())
     else:
         release_zones(config, store, clock, edition, plan)
     with store.session() as session:
@@ -503,9 +488,7 @@ def _report(day: date, subject: str, stats: RunStats, counts: dict[DeliveryStatu
 def _dry_run(config: Config, store: Store, clock: Clock, day: date) -> SendReport:
     with store.session() as session:
         edition = edition_for(session, day)
-        active = session.scalar(
-            select(func.count()).select_from(Subscriber).where(Subscriber.status == SubscriberStatus.ACTIVE)
-        )
+        active = count_subscribers(session)[SubscriberStatus.ACTIVE]
     if has_gone_out(edition):
         return SendReport(
             day,

@@ -37,6 +37,7 @@ from newsletter.store.models import (
     Delivery,
     DeliveryStatus,
     Edition,
+    EditionStatus,
     Subscriber,
     SubscriberEvent,
     SubscriberStatus,
@@ -126,6 +127,28 @@ def enqueue(
         if upper is None:
             return created
         last_id = upper
+
+
+def mark_sending(conn: Connection, edition_id: int, at: datetime) -> None:
+    """The edition's delivery log exists: it is sending from ``at`` (enqueued and started)."""
+    conn.execute(
+        update(_E)
+        .where(_E.c.id == edition_id)
+        .values(enqueued_at=at, started_at=at, status=EditionStatus.SENDING.value)
+    )
+
+
+def mark_sent(conn: Connection, edition_id: int, at: datetime) -> bool:
+    """A sending edition with nothing open and no zone to come is sent; True if it was this call.
+
+    Only from ``sending``: a second sender finishing the same edition changes nothing.
+    """
+    result = conn.execute(
+        update(_E)
+        .where(_E.c.id == edition_id, _E.c.status == EditionStatus.SENDING.value)
+        .values(status=EditionStatus.SENT.value, finished_at=at)
+    )
+    return bool(result.rowcount)
 
 
 def mark_released(conn: Connection, edition_id: int, until: datetime) -> None:
