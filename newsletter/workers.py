@@ -22,9 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-
 from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.delivery import RateLimiter, RunStats
@@ -32,7 +29,9 @@ from newsletter.errors import DeliveryError, NewsletterError, UsageError
 from newsletter.publish import finish_edition, give_up_stale, refuse_example_sender, release_zones, run_edition
 from newsletter.store import Store, worker_identity
 from newsletter.store import deliveries as delivery_log
-from newsletter.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, RateBucket, Worker
+from newsletter.store.editions import enqueued_editions
+from newsletter.store.models import DeliveryStatus, Edition
+from newsletter.store.workers import count_sent_since, draw_tokens, save_worker_report, workers_seen_since
 from newsletter.tokens import Tokens
 from newsletter.transports import PoolFactory, check_reachable
 
@@ -85,11 +84,8 @@ class WorkerRegistry:
             "rate": rate,
             "heartbeat_at": now,
         }
-        statement = pg_insert(Worker).values(id=self.identity, started_at=self.started, **values)
-        statement = statement.on_conflict_do_update(index_elements=[Worker.id], set_=values)
         try:
-            with self.store.engine.begin() as conn:
-                conn.execute(statement)
+            save_worker_report(self.store.engine, self.identity, self.started, values)
         except Exception as exc:  # noqa: BLE001 - a missed heartbeat only makes status stale
             log.warning("could not record this worker's state: %s", exc)
 
@@ -127,22 +123,15 @@ class SharedRateLimiter(RateLimiter):
         burst = max(1.0, self.per_second)
         want = max(1.0, self.per_second * _GRANT_SECONDS)
         now = self.clock.now()
-        with self.store.engine.begin() as conn:
-            conn.execute(
-                pg_insert(RateBucket)
-                .values(name=self.name, tokens=burst, updated_at=now)
-                .on_conflict_do_nothing(index_elements=[RateBucket.name])
-            )
-            row = conn.execute(select(RateBucket).where(RateBucket.name == self.name).with_for_update()).one()
-            elapsed = max(0.0, (now - row.updated_at).total_seconds())
-            available = min(burst, row.tokens + elapsed * self.per_second)
+
+        def draw(tokens: float, updated_at: datetime) -> tuple[float, float]:
+            """Refill for the time since the last draw, up to a burst; take whole tokens only."""
+            elapsed = max(0.0, (now - updated_at).total_seconds())
+            available = min(burst, tokens + elapsed * self.per_second)
             granted = float(int(min(available, want)))
-            conn.execute(
-                RateBucket.__table__.update()
-                .where(RateBucket.name == self.name)
-                .values(tokens=available - granted, updated_at=now)
-            )
-        return granted
+            return granted, available - granted
+
+        return draw_tokens(self.store.engine, self.name, now, burst, draw)
 
 
 @dataclass
@@ -155,12 +144,7 @@ class WorkerReport:
 
 def open_editions(store: Store) -> list[Edition]:
     with store.session() as session:
-        query = (
-            select(Edition)
-            .where(Edition.status == EditionStatus.SENDING, Edition.enqueued_at.is_not(None))
-            .order_by(Edition.date)
-        )
-        return list(session.scalars(query))
+        return enqueued_editions(session)
 
 
 def _work_left(store: Store, edition_id: int, now: datetime) -> tuple[int, int]:
@@ -297,9 +281,7 @@ def worker_views(store: Store, now: datetime) -> list[WorkerView]:
     if store.is_sqlite:
         return []
     with store.session() as session:
-        rows = session.scalars(
-            select(Worker).where(Worker.heartbeat_at > now - timedelta(hours=1)).order_by(Worker.heartbeat_at.desc())
-        ).all()
+        rows = workers_seen_since(session, now - timedelta(hours=1))
         return [
             WorkerView(
                 w.id,
@@ -317,13 +299,5 @@ def worker_views(store: Store, now: datetime) -> list[WorkerView]:
 def edition_rate(store: Store, edition_id: int, now: datetime) -> float:
     """Messages per second of one edition over the last minute, all workers together."""
     with store.engine.connect() as conn:
-        sent = conn.execute(
-            select(func.count())
-            .select_from(Delivery)
-            .where(
-                Delivery.edition_id == edition_id,
-                Delivery.status == DeliveryStatus.SENT,
-                Delivery.sent_at > now - timedelta(minutes=1),
-            )
-        ).scalar_one()
+        sent = count_sent_since(conn, edition_id, now - timedelta(minutes=1))
     return sent / 60.0

@@ -1,4 +1,4 @@
-"""Editions listed for the people and processes that look after them: the admin's pages.
+"""Editions listed for the people and processes that look after them: the admin's pages, the workers.
 
 Each list is one query returning model rows; what an edition's status means, and what
 may change it, is decided by the callers.
@@ -11,7 +11,7 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.store.models import Edition
+from newsletter.store.models import Edition, EditionStatus
 
 
 def editions_before(session: Session, before: date | None, limit: int) -> list[Edition]:
@@ -23,4 +23,15 @@ def editions_before(session: Session, before: date | None, limit: int) -> list[E
     return list(session.scalars(query))
 
 
-__all__ = ["editions_before"]
+def enqueued_editions(session: Session) -> list[Edition]:
+    """Editions being sent whose delivery rows have been made (``enqueued_at`` is set once they are),
+    oldest first: the ones a worker claims deliveries from."""
+    query = (
+        select(Edition)
+        .where(Edition.status == EditionStatus.SENDING, Edition.enqueued_at.is_not(None))
+        .order_by(Edition.date)
+    )
+    return list(session.scalars(query))
+
+
+__all__ = ["editions_before", "enqueued_editions"]
