@@ -25,7 +25,6 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
-from sqlalchemy import Engine, Table, func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from newsletter.clock import Clock
@@ -48,7 +47,9 @@ from newsletter.schedule import (
     state_reader,
 )
 from newsletter.store import Store, worker_identity
-from newsletter.store.models import Edition, EditionStatus
+from newsletter.store.editions import any_editions
+from newsletter.store.jobs import ensure_job_table, job_next_run
+from newsletter.store.models import EditionStatus
 from newsletter.tokens import Tokens
 from newsletter.transports import Transport
 
@@ -160,15 +161,6 @@ def zones_job(*, daemon: EditionScheduler | None = None) -> None:
 def fetch_job(*, daemon: EditionScheduler | None = None) -> None:
     """Every ``fetch_interval_minutes``: import the feeds."""
     _given(daemon).on_fetch_tick()
-
-
-def _ensure_job_table(engine: Engine, table: Table) -> None:
-    """Create APScheduler's table before two schedulers starting together both try to."""
-    try:
-        table.create(engine, checkfirst=True)
-    except SQLAlchemyError:
-        if not inspect(engine).has_table(table.name):
-            raise
 
 
 class EditionScheduler:
@@ -290,7 +282,7 @@ class EditionScheduler:
             tablename=JOB_TABLE,
         )
         try:
-            _ensure_job_table(job_store.engine, job_store.jobs_t)
+            ensure_job_table(job_store.engine, job_store.jobs_t)
         except SQLAlchemyError as exc:
             raise StoreError(
                 f"cannot create the scheduler's table {JOB_TABLE} in {self.store.safe_url}: {exc}"
@@ -463,18 +455,12 @@ def _stop_on_signals(daemon: EditionScheduler) -> Iterator[None]:
 
 def stored_next_run(store: Store) -> datetime | None:
     """The next run time the daemon's job table holds, if a daemon has ever run on this database."""
-    engine = store.engine
-    if not inspect(engine).has_table(JOB_TABLE):
-        return None
-    table = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE).jobs_t
-    with engine.connect() as conn:
-        value = conn.execute(select(table.c.next_run_time).where(table.c.id == EDITION_JOB_ID)).scalar()
-    return None if value is None else datetime.fromtimestamp(value, UTC)
+    return job_next_run(store.engine, JOB_TABLE, EDITION_JOB_ID)
 
 
 def _has_editions(store: Store) -> bool:
     with store.session() as session:
-        return session.scalar(select(func.count()).select_from(Edition)) > 0
+        return any_editions(session)
 
 
 def schedule_summary(config: Config, store: Store, clock: Clock) -> list[str]:

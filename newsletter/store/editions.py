@@ -1,4 +1,5 @@
-"""Editions listed for the people and processes that look after them: the admin's pages, the workers.
+"""Editions listed for the people and processes that look after them: the admin's pages, the workers,
+the scheduler's status.
 
 Each list is one query returning model rows; what an edition's status means, and what
 may change it, is decided by the callers.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.store.models import Edition, EditionStatus
@@ -34,4 +35,9 @@ def enqueued_editions(session: Session) -> list[Edition]:
     return list(session.scalars(query))
 
 
-__all__ = ["editions_before", "enqueued_editions"]
+def any_editions(session: Session) -> bool:
+    """Whether any edition was ever made: on a fresh install there is no missed send to report."""
+    return (session.scalar(select(func.count()).select_from(Edition)) or 0) > 0
+
+
+__all__ = ["any_editions", "editions_before", "enqueued_editions"]
