@@ -588,8 +588,13 @@ def next_preview() -> Response:
         abort(404)
     if not shown.html:
         abort(404)
-    sample = {"greeting": "Good morning, Ana", "unsubscribe_url": f"{app.config.web.base_url}/unsubscribe/PREVIEW"}
-    response = make_response(fill_markers(shown.html, shown.markers, **sample))
+    sample = fill_markers(
+        shown.html,
+        shown.markers,
+        greeting="Good morning, Ana",
+        unsubscribe_url=f"{app.config.web.base_url}/unsubscribe/PREVIEW",
+    )
+    response = make_response(sample)
     response.headers["Content-Security-Policy"] = PREVIEW_CSP
     response.headers["X-Frame-Options"] = "SAMEORIGIN"
     return response
