@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote, urlsplit
 
+from newsletter import routes
 from newsletter.subscribers import MAX_EMAIL, MAX_NAME, MAX_SOURCE, InvalidTextError
 
 DEFAULT_PREFIX = "article"
@@ -130,7 +131,7 @@ class Snippet:
 
     @property
     def action(self) -> str:
-        return self.base_url.rstrip("/") + "/subscribe"
+        return routes.url(self.base_url, routes.SUBSCRIBE)
 
     @property
     def source(self) -> str:

@@ -34,6 +34,7 @@ from email.utils import format_datetime, make_msgid
 import jinja2
 from sqlalchemy.orm import Session
 
+from newsletter import routes
 from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.dkim import load_signer
@@ -140,11 +141,19 @@ def _message_for(config: Config, tokens: Tokens, mail: queue.ClaimedMail, now: d
     if mail.kind == OutboxKind.CONFIRM:
         token = tokens.make(CONFIRM, mail.subscriber_id, mail.recipient)
         return signup_message(
-            config, mail.recipient, mail.kind, now, confirm_url=f"{config.web.base_url}/confirm/{token}"
+            config,
+            mail.recipient,
+            mail.kind,
+            now,
+            confirm_url=routes.url(config.web.base_url, routes.CONFIRM, token=token),
         )
     token = tokens.make(UNSUBSCRIBE, mail.subscriber_id, mail.recipient)
     return signup_message(
-        config, mail.recipient, mail.kind, now, unsubscribe_url=f"{config.web.base_url}/unsubscribe/{token}"
+        config,
+        mail.recipient,
+        mail.kind,
+        now,
+        unsubscribe_url=routes.url(config.web.base_url, routes.UNSUBSCRIBE, token=token),
     )
 
 

@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
+from newsletter import routes
 from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.editions import (
@@ -50,7 +51,10 @@ def branding(config: Config) -> Branding:
 
 def links_for(config: Config, day: date) -> Links:
     base = config.web.base_url
-    return Links(view_in_browser=f"{base}/editions/{day.isoformat()}", subscribe=f"{base}/subscribe")
+    return Links(
+        view_in_browser=routes.url(base, routes.EDITION, day=day.isoformat()),
+        subscribe=routes.url(base, routes.SUBSCRIBE),
+    )
 
 
 def resolve_day(config: Config, clock: Clock, day: date | None) -> date:

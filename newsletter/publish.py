@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from newsletter import release
+from newsletter import release, routes
 from newsletter.clock import Clock
 from newsletter.codes import CLICK, ReaderCodes
 from newsletter.config import Config
@@ -128,7 +128,7 @@ def message_id_parts(config: Config, edition: Edition) -> tuple[str, str]:
 def personaliser(config: Config, edition: Edition, template: MessageTemplate, tokens: Tokens) -> Personaliser:
     """Per reader: a signed token, two links, a Message-ID, a return path and the DKIM
     signature over them; everything else was done once."""
-    base = config.web.base_url
+    unsubscribe = routes.prefix(config.web.base_url, routes.UNSUBSCRIBE)
     mailbox = unsubscribe_mailbox(config)
     prefix, suffix = message_id_parts(config, edition)
     paths = return_paths(config)
@@ -142,7 +142,7 @@ def personaliser(config: Config, edition: Edition, template: MessageTemplate, to
         reader = Reader(
             email=work.email,
             name=work.name,
-            unsubscribe_url=f"{base}/unsubscribe/{token}",
+            unsubscribe_url=unsubscribe + token,
             unsubscribe_mailto=f"mailto:{mailbox}?subject=unsubscribe%20{token}",
             message_id=f"{prefix}{work.delivery_id}{suffix}",
             return_code=code,
@@ -547,7 +547,7 @@ def send_test_copy(
     reader = Reader(
         email=address,
         name="",
-        unsubscribe_url=f"{config.web.base_url}/unsubscribe/{token}",
+        unsubscribe_url=routes.url(config.web.base_url, routes.UNSUBSCRIBE, token=token),
         unsubscribe_mailto=f"mailto:{unsubscribe_mailbox(config)}?subject=unsubscribe",
         message_id=f"<test.{secrets.token_hex(8)}@{config.sender.domain}>",
         # Reader 0 is a test copy: its clicks reach the stories and are never counted.

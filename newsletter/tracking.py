@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import date
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from newsletter import routes
+
 _HREF = re.compile(r'(<a\s[^>]*?href=")([^"]*)(")', re.IGNORECASE)
 _TEXT_URL = re.compile(r"https?://[^\s<>\"]+")
 _BODY_END = re.compile(r"</body>", re.IGNORECASE)
@@ -106,6 +108,7 @@ def track(html: str, text: str, marker: str, policy: LinkPolicy, personal: Seque
     """
     positions: dict[str, int] = {}
     untouched = (marker, *personal)
+    clicks = routes.prefix(policy.base_url, routes.CLICK)
 
     def target(url: str) -> str:
         if any(m in url for m in untouched):
@@ -115,7 +118,7 @@ def track(html: str, text: str, marker: str, policy: LinkPolicy, personal: Seque
         if not policy.clicks or _host(url) not in policy.hosts:
             return url
         position = positions.setdefault(url, len(positions) + 1)
-        return f"{policy.base_url}/c/{marker}-{position:x}"
+        return f"{clicks}{marker}-{position:x}"
 
     def in_html(match: re.Match[str]) -> str:
         url = html_lib.unescape(match[2])
@@ -125,7 +128,7 @@ def track(html: str, text: str, marker: str, policy: LinkPolicy, personal: Seque
     text = _TEXT_URL.sub(lambda match: target(match[0]), text)
     if policy.opens:
         pixel = (
-            f'<img src="{policy.base_url}/o/{marker}.gif" width="1" height="1" alt="" '
+            f'<img src="{routes.prefix(policy.base_url, routes.OPEN)}{marker}.gif" width="1" height="1" alt="" '
             'style="display:block;width:1px;height:1px;border:0">'
         )
         html, found = _BODY_END.subn(pixel + "</body>", html, count=1)
@@ -136,7 +139,7 @@ def track(html: str, text: str, marker: str, policy: LinkPolicy, personal: Seque
 
 def untrack(text: str, marker: str, base_url: str, links: Sequence[str], *, escape: bool) -> str:
     """The links put back as they were, for a preview: staff clicking one must reach the story."""
-    prefix = f"{base_url.rstrip('/')}/c/{marker}-"
+    prefix = f"{routes.prefix(base_url, routes.CLICK)}{marker}-"
 
     def original(match: re.Match[str]) -> str:
         position = int(match[1], 16)

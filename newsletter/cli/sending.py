@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from newsletter import routes
 from newsletter.cli.base import DATE, App, Progress, cli, graceful_stop, pass_app
 from newsletter.editions import counted
 from newsletter.errors import UsageError
@@ -60,7 +61,7 @@ def preview(app: App, day: date | None, out: Path, text: bool) -> None:
         source,
         markers,
         greeting="Good morning, Ana",
-        unsubscribe_url=f"{app.config.web.base_url}/unsubscribe/PREVIEW",
+        unsubscribe_url=routes.url(app.config.web.base_url, routes.UNSUBSCRIBE, token="PREVIEW"),
         escape=escape,
     )
     out.write_text(content, encoding="utf-8")

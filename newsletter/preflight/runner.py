@@ -21,6 +21,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
+from newsletter import routes
 from newsletter.clock import Clock
 from newsletter.codes import CLICK, ReaderCodes
 from newsletter.config import Config
@@ -186,7 +187,7 @@ def check_message(
         skipped.add(links_for(config, edition.date).view_in_browser)
     not_fetched = {canonical(u) for u in skipped}
     web = [u for u in links.web_links([*html_links, *textpart.text_links(plain)]) if canonical(u) not in not_fetched]
-    pictures = images.image_urls(scan.images, skip=[f"{base}/o/"])
+    pictures = images.image_urls(scan.images, skip=[routes.prefix(base, routes.OPEN)])
     placeholders = [u for u in dict.fromkeys([*web, *pictures]) if links.on_example_domain(u)]
     # Example domains are never fetched: no reader can reach them, and a test asks nothing of the network.
     to_fetch = [u for u in web if u not in placeholders]

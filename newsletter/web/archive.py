@@ -16,6 +16,7 @@ from html import escape
 
 from flask import Blueprint, Response, abort, render_template, request, url_for
 
+from newsletter import routes
 from newsletter.editions import counted, long_date
 from newsletter.store.archive import ArchivedEdition, count_published_editions, published_editions
 from newsletter.web import services
@@ -32,7 +33,7 @@ _BODY = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 ET.register_namespace("", ATOM)  # Atom as the default namespace: <feed>, not <ns0:feed>
 
 
-@bp.get("/editions/")
+@bp.get(routes.ARCHIVE)
 def index() -> tuple[str, int]:
     """One page of the archive; ``?page=N`` for older ones, and a 404 past the last."""
     page = _page_number(request.args.get("page", "1"))
@@ -63,7 +64,7 @@ def _page_number(raw: str) -> int:
     return int(raw)
 
 
-@bp.get("/editions/feed.xml")
+@bp.get(routes.FEED)
 def feed() -> Response:
     """Atom 1.0: one entry per edition that went out, the newest ``FEED_ENTRIES``."""
     app = services()
@@ -83,17 +84,17 @@ def atom_feed(editions: list[ArchivedEdition], base_url: str, name: str, now: da
     """
     base = base_url.rstrip("/")
     root = ET.Element(f"{{{ATOM}}}feed")
-    _text(root, "id", f"{base}/editions/feed.xml")
+    _text(root, "id", routes.url(base, routes.FEED))
     _text(root, "title", f"{name}: past editions")
     _text(root, "subtitle", f"Every edition of {name} that went out, newest first")
     _text(root, "updated", _stamp(editions[0].went_out if editions else now))
-    _link(root, f"{base}/editions/feed.xml", "self", "application/atom+xml")
-    _link(root, f"{base}/editions/", "alternate", "text/html")
+    _link(root, routes.url(base, routes.FEED), "self", "application/atom+xml")
+    _link(root, routes.url(base, routes.ARCHIVE), "alternate", "text/html")
     author = ET.SubElement(root, f"{{{ATOM}}}author")
     _text(author, "name", name)
     _text(root, "generator", "Breakfast in red")
     for edition in editions:
-        address = f"{base}/editions/{edition.date.isoformat()}"
+        address = routes.url(base, routes.EDITION, day=edition.date.isoformat())
         entry = ET.SubElement(root, f"{{{ATOM}}}entry")
         _text(entry, "id", address)
         _text(entry, "title", edition.subject)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from flask import Blueprint, Flask, Response, abort, current_app, make_response, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
+from newsletter import routes
 from newsletter.clickrecorder import ClickRecorder, looks_like_scanner
 from newsletter.codes import CLICK, Attribution, ReaderCodes
 from newsletter.errors import TokenError
@@ -122,7 +123,7 @@ def _tracking() -> Tracking:
     return tracking
 
 
-@bp.get("/c/<path:code>")
+@bp.get(routes.CLICK)
 def click(code: str) -> BaseResponse:
     """Redirect to the link the code names, and count the click (GET by a reader only)."""
     tracking = _tracking()
@@ -142,7 +143,7 @@ def click(code: str) -> BaseResponse:
     return response
 
 
-@bp.get("/o/<path:name>")
+@bp.get(routes.OPEN)
 def open_image(name: str) -> Response:
     """The 1×1 image of ``[tracking] opens``: count an open (position 0) and answer a transparent GIF."""
     app = services()

@@ -14,6 +14,7 @@ from datetime import date
 from flask import Blueprint, Response, abort, current_app, make_response, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from newsletter import routes
 from newsletter.config import Config
 from newsletter.embed import WEB, origin_of, page_path, signup_source
 from newsletter.errors import TokenError, TokenExpiredError, ValidationError
@@ -97,7 +98,7 @@ def _subscribe_form(
     )
 
 
-@bp.get("/subscribe")
+@bp.get(routes.SUBSCRIBE)
 def subscribe() -> Form:
     """The form; ``?email=`` and ``?source=`` fill it in (a link from an article page), and never subscribe.
 
@@ -116,7 +117,7 @@ def subscribe() -> Form:
     return _subscribe_form(email=email, source=source)
 
 
-@bp.post("/subscribe")
+@bp.post(routes.SUBSCRIBE)
 def subscribe_post() -> BaseResponse | Form | tuple[str, int]:
     """Sign up: check where the form came from, validate, rate-limit, record a pending reader and queue its mail.
 
@@ -293,7 +294,7 @@ def check_inbox() -> str:
     return render_template("web/check_inbox.html", days=services().config.web.confirm_days)
 
 
-@bp.get("/confirm/<token>")
+@bp.get(routes.CONFIRM)
 def confirm(token: str) -> tuple[str, int]:
     """Double opt-in: the link from the confirmation email makes the reader active."""
     if request.method == "HEAD":  # link scanners probe with HEAD; only a visit confirms
@@ -310,7 +311,7 @@ def confirm(token: str) -> tuple[str, int]:
     return render_template("web/confirm.html", state=result.value), status
 
 
-@bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
+@bp.route(routes.UNSUBSCRIBE, methods=["GET", "POST"])
 def unsubscribe(token: str) -> Response:
     """GET shows a button and changes nothing; POST (the button, or RFC 8058 one-click) unsubscribes.
 
@@ -348,7 +349,7 @@ def _unsubscribe_page(state: str, status: int, *, email: str = "") -> Response:
     return response
 
 
-@bp.get("/editions/<day>")
+@bp.get(routes.EDITION)
 def edition(day: str) -> Response:
     """The public copy of an edition ("view in browser"): no greeting, no personal links, and a
     bar linking to the archive and the sign-up page (added as it is served, so editions made
