@@ -31,7 +31,7 @@ from newsletter.editions import (
 from newsletter.errors import ConflictError, UsageError
 from newsletter.render import Branding, Links, Markers, RenderedEdition, build_environment, render_edition
 from newsletter.store import Store
-from newsletter.store.articles import edition_candidates, free_article_count, too_old_articles
+from newsletter.store.articles import edition_articles, edition_candidates, free_article_count, too_old_articles
 from newsletter.store.clicks import edition_links, save_edition_links
 from newsletter.store.models import (
     Article,
@@ -267,27 +267,64 @@ class Preview:
         return "made" if self.status == EditionStatus.READY else self.status.value
 
 
-def preview_edition(config: Config, store: Store, clock: Clock, day: date) -> Preview:
-    """The edition for ``day`` as it stands: the stored copy once it has started going out,
-    else what `send` would make from the articles now (the same selection, so they agree)."""
+@dataclass(frozen=True)
+class Standing:
+    """An edition as it stands: its stored copy once fixed, else one made now from the articles and not saved."""
+
+    edition: Edition  # the stored row, or an unsaved one made now (its id that of the row, if any, else 0)
+    row: Edition | None  # the stored row, whatever its state
+    links: tuple[str, ...]  # tracked link targets by position, from 1
+    titles: tuple[str, ...]  # the stories' headlines, in the edition's order
+    selection: Selection | None  # what was selected now; None for a stored copy
+    html_bytes: int  # the HTML part as it is sent (tracked links and all): what Gmail's clipping counts
+
+
+def edition_as_it_stands(
+    config: Config, store: Store, clock: Clock, day: date, *, nonce: str | None = None, made_is_fixed: bool = False
+) -> Standing:
+    """The edition for ``day``: the stored copy once it has gone out, else what `send` would make now.
+
+    The one reading of "stored, else planned and rendered" that previews, test copies and
+    preflight share, so they agree with each other and with the send. ``made_is_fixed``
+    also takes a made, not yet started edition as it is stored (a sender about to send
+    it); ``nonce`` marks a copy made now (default: the row's, else a new one).
+    """
     with store.session() as session:
-        edition = edition_for(session, day)
-        stored = edition_links(session, edition.id) if has_gone_out(edition) else None
-    base = config.web.base_url
-    if has_gone_out(edition):
-        markers = Markers.for_nonce(edition.nonce)
-        links = tuple(url for _, url in sorted(stored.links.items())) if stored else ()
-        html = untrack(edition.html, markers.click, base, links, escape=True)
-        text = untrack(edition.text, markers.click, base, links, escape=False)
-        size = len(edition.html.encode())
-        return Preview(day, edition.status, html, text, markers, edition.article_count, None, size)
+        row = edition_for(session, day)
+        fixed = has_gone_out(row) or (made_is_fixed and row is not None and row.status == EditionStatus.READY)
+        if fixed:
+            assert row is not None
+            saved = edition_links(session, row.id)
+            links = tuple(url for _, url in sorted(saved.links.items())) if saved else ()
+            titles = tuple(a.title for a in edition_articles(session, row.id))
+            return Standing(row, row, links, titles, None, len(row.html.encode()))
     selection = plan_for(config, store, clock, day, look_ahead=True)
-    rendered = render_plan(config, selection.plan, "preview")
-    status = edition.status if edition is not None else None
-    html = untrack(rendered.html, rendered.markers.click, base, rendered.links, escape=True)
-    text = untrack(rendered.text, rendered.markers.click, base, rendered.links, escape=False)
-    count = selection.plan.story_count
-    return Preview(day, status, html, text, rendered.markers, count, selection, rendered.html_bytes)
+    plan = selection.plan
+    nonce = nonce or (row.nonce if row is not None else secrets.token_hex(8))
+    rendered = render_plan(config, plan, nonce)
+    edition = Edition(
+        id=row.id if row is not None else 0,
+        date=day,
+        subject=plan.subject,
+        html=rendered.html,
+        text=rendered.text,
+        web_html=rendered.web_html,
+        nonce=nonce,
+        article_count=plan.story_count,
+    )
+    titles = tuple(story.title for story in plan.stories)
+    return Standing(edition, row, rendered.links, titles, selection, rendered.html_bytes)
+
+
+def preview_edition(config: Config, store: Store, clock: Clock, day: date) -> Preview:
+    """The edition for ``day`` as it stands (``edition_as_it_stands``), with tracked links shown as their targets."""
+    standing = edition_as_it_stands(config, store, clock, day, nonce="preview")
+    edition, base = standing.edition, config.web.base_url
+    markers = Markers.for_nonce(edition.nonce)
+    html = untrack(edition.html, markers.click, base, standing.links, escape=True)
+    text = untrack(edition.text, markers.click, base, standing.links, escape=False)
+    status = standing.row.status if standing.row is not None else None
+    return Preview(day, status, html, text, markers, edition.article_count, standing.selection, standing.html_bytes)
 
 
 PREPARE_ATTEMPTS = 3

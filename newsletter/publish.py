@@ -34,6 +34,7 @@ from newsletter.editions import (
 from newsletter.errors import ConfigError
 from newsletter.message import EditionHeaders, MessageTemplate, Reader
 from newsletter.preparation import (
+    edition_as_it_stands,
     make_edition,
     next_edition_day,
     plan_for,
@@ -528,20 +529,7 @@ def send_test_copy(
     Without a date it is the edition readers get next, as it stands.
     """
     day = day or next_edition_day(config, store, clock)
-    with store.session() as session:
-        edition = edition_for(session, day)
-    if edition is None or not has_gone_out(edition):
-        plan = plan_for(config, store, clock, day, look_ahead=True).plan
-        nonce = secrets.token_hex(8)
-        rendered = render_plan(config, plan, nonce)
-        edition = Edition(
-            date=day,
-            html=rendered.html,
-            text=rendered.text,
-            web_html=rendered.web_html,
-            nonce=nonce,
-            subject=plan.subject,
-        )
+    edition = edition_as_it_stands(config, store, clock, day).edition
     template = compile_template(config, edition, subject=f"[Test] {edition.subject}")
     token = tokens.make(UNSUBSCRIBE, 0, address)
     reader = Reader(

@@ -13,7 +13,6 @@ are pure functions in their own modules.
 
 from __future__ import annotations
 
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -32,14 +31,11 @@ from newsletter.preflight.findings import Report, counted, error, info
 from newsletter.preflight.htmlscan import scan_html
 from newsletter.preflight.screenshots import take_screenshots
 from newsletter.preflight.tools import Tools
-from newsletter.preparation import links_for, plan_for, render_plan
+from newsletter.preparation import edition_as_it_stands, links_for
 from newsletter.publish import compile_template, personaliser
 from newsletter.store import Store
-from newsletter.store.articles import edition_articles
-from newsletter.store.clicks import edition_links
 from newsletter.store.deliveries import Work
 from newsletter.store.models import Edition, EditionStatus
-from newsletter.store.store import edition_for, has_gone_out
 from newsletter.tokens import Tokens
 from newsletter.tracking import untrack
 
@@ -64,34 +60,18 @@ def candidate_for(config: Config, store: Store, clock: Clock, day: date, *, stor
     ``stored`` checks a made edition's saved copy as it is, instead of making it again from
     the articles: for a sender that has just made the edition and is about to send it.
     """
-    with store.session() as session:
-        existing = edition_for(session, day)
-        made = stored and existing is not None and existing.status == EditionStatus.READY
-        if has_gone_out(existing) or made:
-            assert existing is not None
-            saved = edition_links(session, existing.id)
-            titles = tuple(a.title for a in edition_articles(session, existing.id))
-            targets = tuple(url for _, url in sorted(saved.links.items())) if saved else ()
-            state = "made" if made else existing.status.value
-            return Candidate(existing, targets, titles, f"stored copy, {state}", not made)
-    plan = plan_for(config, store, clock, day, look_ahead=True).plan
-    if plan.is_empty and not config.newsletter.send_when_empty:
+    standing = edition_as_it_stands(config, store, clock, day, made_is_fixed=stored)
+    row = standing.row
+    if standing.selection is None:
+        assert row is not None
+        made = row.status == EditionStatus.READY
+        state = "made" if made else row.status.value
+        return Candidate(row, standing.links, standing.titles, f"stored copy, {state}", not made)
+    if standing.selection.plan.is_empty and not config.newsletter.send_when_empty:
         return None
-    nonce = existing.nonce if existing is not None else secrets.token_hex(8)
-    rendered = render_plan(config, plan, nonce)
-    edition = Edition(
-        id=existing.id if existing is not None else 0,
-        date=day,
-        subject=plan.subject,
-        html=rendered.html,
-        text=rendered.text,
-        web_html=rendered.web_html,
-        nonce=nonce,
-        article_count=plan.story_count,
-    )
-    state = "made, and made again at send time" if existing is not None else "not made yet"
+    state = "made, and made again at send time" if row is not None else "not made yet"
     origin = f"as send would make it now; {state}"
-    return Candidate(edition, rendered.links, tuple(s.title for s in plan.stories), origin, False)
+    return Candidate(standing.edition, standing.links, standing.titles, origin, False)
 
 
 def sample_message(config: Config, candidate: Candidate, tokens: Tokens, clock: Clock) -> bytes:
