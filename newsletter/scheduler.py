@@ -11,12 +11,10 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-import signal
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.base import BaseExecutor
@@ -46,6 +44,7 @@ from newsletter.schedule import (
     span,
     state_reader,
 )
+from newsletter.signals import on_stop_signals
 from newsletter.store import Store, worker_identity
 from newsletter.store.editions import any_editions
 from newsletter.store.jobs import ensure_job_table, job_next_run
@@ -426,28 +425,19 @@ class EditionScheduler:
         return 130 if interrupted else 0
 
 
-@contextmanager
-def _stop_on_signals(daemon: EditionScheduler) -> Iterator[None]:
+def _stop_on_signals(daemon: EditionScheduler) -> AbstractContextManager[None]:
     """First SIGTERM/SIGINT: stop gracefully. A second: exit at once (as safe as a crash)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
-    def handle(signum: int, _frame: Any) -> None:
+    def react(name: str) -> None:
         if daemon.stop.is_set():
             if daemon.busy.is_set():
                 os.write(2, b"second signal: exiting at once; starting again resumes the edition\n")
                 os._exit(130)
             os._exit(0)  # nothing in flight: an ordinary stop, only sooner
-        daemon._signal = signal.Signals(signum).name
+        daemon._signal = name
         daemon.stop.set()
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return on_stop_signals(react)
 
 
 # --- for ``newsletter status`` --------------------------------------------------------------

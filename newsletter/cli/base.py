@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from newsletter.clock import SystemClock
 from newsletter.config import Config, load_config
 from newsletter.delivery import RunStats
 from newsletter.errors import NewsletterError
+from newsletter.signals import on_stop_signals
 from newsletter.store import Store
 from newsletter.subscribers import escape_controls
 from newsletter.tokens import Tokens
@@ -205,24 +205,15 @@ class Progress:
 def graceful_stop() -> Iterator[threading.Event]:
     """First SIGINT/SIGTERM: finish what is in flight and record it. A second: stop at once."""
     stop = threading.Event()
-    previous: dict[signal.Signals, Any] = {}
 
-    def handle(signum: int, _frame: Any) -> None:
+    def react(name: str) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        click.echo(
-            f"\n{signal.Signals(signum).name}: finishing messages in flight, then stopping (again to stop at once)",
-            err=True,
-        )
+        click.echo(f"\n{name}: finishing messages in flight, then stopping (again to stop at once)", err=True)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, handle)
-    try:
+    with on_stop_signals(react):
         yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 # --- entry point ------------------------------------------------------------------------
