@@ -3,7 +3,7 @@
 The mailbox reader classifies each failed recipient ("hard", "soft", "sender",
 "complaint"); ``store.bounces.record_feedback`` reads the reader's status and earlier soft
 bounces, asks ``decide``, and writes what it says. Keeping the rules here, with no session
-and no clock, lets the table of cases be tested directly (as ``schedule.decide`` is).
+and no clock, lets the table of cases be tested directly (as ``due.decide`` is).
 
 The rules, and why:
 

@@ -2,7 +2,7 @@
 
 APScheduler's ``BlockingScheduler`` with its jobs kept in the same database, so a restart
 keeps the schedule and a send missed while the process was down still goes out if it
-starts within the grace period. What each job does is decided in ``schedule.py``, the same
+starts within the grace period. What each job does is decided in ``due.py``, the same
 code ``newsletter send --scheduled`` runs from cron.
 """
 
@@ -27,10 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from newsletter.clock import Clock
 from newsletter.config import Config
-from newsletter.errors import NewsletterError, StoreError
-from newsletter.inbound import configured_inboxes
-from newsletter.preflight.tools import Tools
-from newsletter.schedule import (
+from newsletter.due import (
     Action,
     EditionTrigger,
     FeedFetcher,
@@ -44,6 +41,9 @@ from newsletter.schedule import (
     span,
     state_reader,
 )
+from newsletter.errors import NewsletterError, StoreError
+from newsletter.inbound import configured_inboxes
+from newsletter.preflight.tools import Tools
 from newsletter.signals import on_stop_signals
 from newsletter.store import Store, worker_identity
 from newsletter.store.editions import any_editions

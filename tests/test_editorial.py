@@ -16,11 +16,11 @@ from sqlalchemy import select
 from newsletter import editorial
 from newsletter.articles import import_source
 from newsletter.config import FeedConfig
+from newsletter.due import Action, EditionState, decide
 from newsletter.editions import Layout, Story, Window, belongs, choose_lead, cutoff, group_by_section
 from newsletter.errors import ArticleNotFoundError, EditionFrozenError, UsageError
 from newsletter.preparation import plan_for, prepare_edition
 from newsletter.publish import send_edition
-from newsletter.schedule import Action, EditionState, decide
 from newsletter.store.models import Article, EditionStatus
 from newsletter.store.store import edition_for
 from tests.conftest import add_article, add_subscribers, make_config
@@ -322,7 +322,7 @@ def test_cron_sends_a_skipped_day_whose_articles_arrive_within_the_grace_period(
     config, store, clock, tokens, smtp_sink
 ):
     """`send --scheduled` every few minutes, on SQLite and PostgreSQL: never a locked database."""
-    from newsletter.schedule import send_scheduled
+    from newsletter.due import send_scheduled
 
     add_subscribers(store, clock, 2)
     clock.set(END + timedelta(minutes=1))

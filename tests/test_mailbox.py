@@ -457,7 +457,7 @@ def test_every_corpus_message_is_handled_without_error_and_nothing_is_lost(confi
 
 
 def test_send_scheduled_reads_the_mailbox_before_the_morning_send(db_url, store, clock, tokens, smtp_sink, tmp_path):
-    from newsletter.schedule import send_scheduled
+    from newsletter.due import send_scheduled
 
     box = mailbox.Maildir(tmp_path / "bounces", create=True)
     config = make_config(db_url, smtp_sink, bounces={"maildir": str(tmp_path / "bounces")})
@@ -476,7 +476,7 @@ def test_send_scheduled_reads_the_mailbox_before_the_morning_send(db_url, store,
 
 
 def test_a_mailbox_that_cannot_be_read_does_not_stop_the_send(db_url, store, clock, tokens, smtp_sink, caplog):
-    from newsletter.schedule import send_scheduled
+    from newsletter.due import send_scheduled
     from newsletter.sink import free_port
 
     imap = {"host": "127.0.0.1", "port": free_port(), "security": "none", "username": "u", "timeout": 2}

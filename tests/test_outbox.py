@@ -429,7 +429,7 @@ def test_the_outbox_command_shows_what_waits_and_sends_it(runner, tmp_path, db_u
 
 def test_cron_and_the_daemon_deliver_queued_sign_up_mails(db_url, store, clock, tokens, smtp_sink, caplog) -> None:
     """`send --scheduled` (and the daemon's one-minute job, which calls the same) empties the queue."""
-    from newsletter.schedule import send_scheduled
+    from newsletter.due import send_scheduled
     from newsletter.scheduler import OUTBOX_JOB_ID, OUTBOX_MINUTES
 
     queue_pending(store, clock, 2)

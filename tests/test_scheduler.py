@@ -28,11 +28,7 @@ from newsletter.articles import ImportSummary
 from newsletter.cli import cli
 from newsletter.clock import FixedClock, SystemClock
 from newsletter.config import Config, FeedConfig
-from newsletter.editions import cutoff
-from newsletter.errors import ArticleImportError
-from newsletter.preparation import prepare_edition
-from newsletter.publish import _start, send_edition
-from newsletter.schedule import (
+from newsletter.due import (
     Action,
     EditionState,
     EditionTrigger,
@@ -41,6 +37,10 @@ from newsletter.schedule import (
     scheduled_day,
     send_scheduled,
 )
+from newsletter.editions import cutoff
+from newsletter.errors import ArticleImportError
+from newsletter.preparation import prepare_edition
+from newsletter.publish import _start, send_edition
 from newsletter.scheduler import EDITION_JOB_ID, JOB_TABLE, EditionScheduler, schedule_summary, stored_next_run
 from newsletter.sink import free_port, start_controller
 from newsletter.store import Store

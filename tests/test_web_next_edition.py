@@ -521,8 +521,8 @@ def test_preflight_needs_the_form_token_and_a_login(app, staff, store, clock, of
 
 @SQLITE_ONLY
 def test_an_edition_the_scheduler_held_says_so_with_the_way_to_send_it(staff, config, store, clock, smtp_sink):
+    from newsletter.due import send_scheduled
     from newsletter.preflight import Tools
-    from newsletter.schedule import send_scheduled
 
     morning_articles(store, clock)
     add_article(store, clock, "bad", datetime(2026, 11, 24, 5, 30, tzinfo=UTC), url=BAD_URL, title="Harbour")

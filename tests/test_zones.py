@@ -33,8 +33,8 @@ from newsletter import release
 from newsletter.cli import cli
 from newsletter.clock import FixedClock
 from newsletter.config import Config, load_config
+from newsletter.due import Action, PassResult, ScheduledSender, decide
 from newsletter.editions import cutoff
-from newsletter.schedule import Action, PassResult, ScheduledSender, decide
 from newsletter.sink import start_controller
 from newsletter.store import Store
 from newsletter.store.models import Edition, EditionStatus, Subscriber
@@ -295,7 +295,7 @@ RUN_AT = textwrap.dedent(
     from datetime import datetime
     from newsletter.clock import FixedClock
     from newsletter.config import Config, load_config
-    from newsletter.schedule import PassResult, ScheduledSender
+    from newsletter.due import PassResult, ScheduledSender
     from newsletter.store import Store
     from newsletter.tokens import Tokens
 

@@ -175,7 +175,7 @@ def _scheduler_store(app: App, role: str) -> Store:
 
 def _send_scheduled(app: App, conflicting: bool) -> None:
     """``send --scheduled``: cron's view of the morning; silent unless it sends or something is wrong."""
-    from newsletter.schedule import feed_fetcher, send_scheduled
+    from newsletter.due import feed_fetcher, send_scheduled
 
     if conflicting:
         raise UsageError(
@@ -212,7 +212,7 @@ def scheduler(app: App) -> None:
       newsletter scheduler
       NEWSLETTER_CONFIG=/srv/newsletter/newsletter.toml newsletter scheduler
     """
-    from newsletter.schedule import feed_fetcher
+    from newsletter.due import feed_fetcher
     from newsletter.scheduler import EditionScheduler
 
     ours = logging.getLogger("newsletter")
@@ -285,8 +285,8 @@ def status(app: App, day: date | None, limit: int) -> None:
 
 def _show_edition(app: App, day: date) -> None:
     """`status --date D`: one edition in full, its window, stories, deliveries and failures."""
+    from newsletter.due import local_text
     from newsletter.preparation import plan_for
-    from newsletter.schedule import local_text
     from newsletter.store.articles import edition_articles
 
     zone = app.config.newsletter.zone
@@ -334,8 +334,8 @@ def _show_edition(app: App, day: date) -> None:
 
 def _zone_lines(app: App, edition: Edition, limit: int) -> list[str]:
     """The zones still to come of an edition sent zone by zone, soonest first (none otherwise)."""
+    from newsletter.due import zone_text
     from newsletter.publish import zones_to_come
-    from newsletter.schedule import zone_text
 
     zones = zones_to_come(app.config, app.store, edition)
     if not zones:

@@ -375,8 +375,8 @@ def edition(day: str) -> str:
 
 def _zones_to_come(edition: Edition) -> list[str]:
     """An edition going out zone by zone: each zone still to come, soonest first, in the newsroom's time."""
+    from newsletter.due import zone_text
     from newsletter.publish import zones_to_come
-    from newsletter.schedule import zone_text
 
     if edition.status != EditionStatus.SENDING:
         return []
