@@ -198,7 +198,7 @@ class DeliveryError(NewsletterError):
     def __init__(self, message: str, code: int | None = None, stage: str = "", enhanced_status: str = "") -> None:
         """:param code: the server's reply code; :param stage: the SMTP step that failed
         ("connect", "mail", "rcpt", "data", "commit"); :param enhanced_status: the RFC 3463
-        status the reply carried ("5.1.1"), or "" (``transport.reply_error`` reads it)."""
+        status the reply carried ("5.1.1"), or "" (``transports.classify_reply`` reads it)."""
         self.code = code
         self.stage = stage
         self.enhanced_status = enhanced_status
