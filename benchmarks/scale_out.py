@@ -36,7 +36,7 @@ import throughput  # noqa: E402 - the sibling benchmark's seeding and sink helpe
 def _add_subscribers(url: str, start: int, count: int) -> None:
     from newsletter.clock import SystemClock
     from newsletter.store import Store
-    from newsletter.store.store import add_active_subscribers
+    from newsletter.store.readers import add_active_subscribers
 
     store = Store(url)
     people = ((f"reader{i}@example.org", f"Reader {i}") for i in range(start, start + count))

@@ -175,7 +175,7 @@ def _seed(config_path: Path, subscribers: int, articles: int, zones: int = 0) ->
     from newsletter.preparation import resolve_day
     from newsletter.store import Store
     from newsletter.store.models import Article, Delivery, Edition, Subscriber
-    from newsletter.store.store import add_active_subscribers
+    from newsletter.store.readers import add_active_subscribers
 
     config = load_config(config_path, environ={})
     store = Store(config.store.url)
@@ -265,7 +265,7 @@ def _child_floor(config_path: str, count: int) -> dict[str, float]:
     from newsletter.publish import compile_template, personaliser
     from newsletter.store import Store
     from newsletter.store.deliveries import Work
-    from newsletter.store.store import edition_for
+    from newsletter.store.editions import edition_for
     from newsletter.tokens import Tokens
     from newsletter.transports import Outgoing, SMTPPool
 

@@ -30,8 +30,8 @@ from newsletter.items import (
 from newsletter.jsonlines import looks_like_json_lines, parse_json_lines
 from newsletter.sources import Fetched, fetch_url, is_url, read_file
 from newsletter.store import Store
+from newsletter.store.articles import article_by_guid
 from newsletter.store.models import Article, FeedState
-from newsletter.store.store import article_by_guid
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,7 @@ from newsletter.release import ZoneRelease
 from newsletter.render import fill_markers
 from newsletter.sink import free_port
 from newsletter.store import Store
-from newsletter.store.readers import active_zone_counts
-from newsletter.store.store import add_active_subscribers
+from newsletter.store.readers import active_zone_counts, add_active_subscribers
 from newsletter.tokens import Tokens
 
 MARKER_FILE = ".newsletter-demo"

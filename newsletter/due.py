@@ -37,9 +37,9 @@ from newsletter.preparation import articles_waiting
 from newsletter.publish import SendReport, send_edition, transport_factory, zones_to_come
 from newsletter.release import ZoneRelease
 from newsletter.store import Store
+from newsletter.store.editions import edition_for, edition_progress, unfinished_editions
 from newsletter.store.holds import Hold, hold_of
 from newsletter.store.models import Edition, EditionStatus
-from newsletter.store.store import edition_for, edition_progress, unfinished_editions
 from newsletter.tokens import Tokens
 from newsletter.transports import Transport
 

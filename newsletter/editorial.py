@@ -21,8 +21,8 @@ from newsletter.errors import EditionFrozenError, InvalidArticleError, UsageErro
 from newsletter.items import ArticleInput
 from newsletter.store import Store
 from newsletter.store import articles as db
+from newsletter.store.editions import edition_for, has_gone_out
 from newsletter.store.models import Article
-from newsletter.store.store import edition_for, has_gone_out
 
 PIN_HORIZON = timedelta(days=60)  # further ahead is a typo (2027 for 2026), not a plan
 

@@ -49,8 +49,8 @@ from newsletter.message import check_header
 from newsletter.render import PACKAGE_TEMPLATES
 from newsletter.store import Store
 from newsletter.store import outbox as queue
+from newsletter.store.database import worker_identity
 from newsletter.store.models import OutboxKind, SubscriberStatus
-from newsletter.store.store import worker_identity
 from newsletter.tokens import CONFIRM, UNSUBSCRIBE, Tokens
 from newsletter.transports import Transport
 

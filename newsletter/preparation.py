@@ -33,12 +33,12 @@ from newsletter.render import Branding, Links, Markers, RenderedEdition, build_e
 from newsletter.store import Store
 from newsletter.store.articles import edition_articles, edition_candidates, free_article_count, too_old_articles
 from newsletter.store.clicks import edition_links, save_edition_links
+from newsletter.store.editions import edition_for, has_gone_out, previous_edition, save_open_edition
 from newsletter.store.models import (
     Article,
     Edition,
     EditionStatus,
 )
-from newsletter.store.store import edition_for, has_gone_out, previous_edition, save_open_edition
 from newsletter.tracking import LinkPolicy, link_policy, untrack
 
 log = logging.getLogger(__name__)

@@ -47,6 +47,7 @@ from newsletter.render import Markers, RenderedEdition
 from newsletter.returnpath import return_paths
 from newsletter.store import Store, worker_identity
 from newsletter.store import deliveries as delivery_log
+from newsletter.store.editions import edition_for, has_gone_out
 from newsletter.store.locks import DatabaseLock, process_is_gone
 from newsletter.store.models import (
     DeliveryStatus,
@@ -54,8 +55,7 @@ from newsletter.store.models import (
     EditionStatus,
     SubscriberStatus,
 )
-from newsletter.store.readers import active_zone_counts
-from newsletter.store.store import count_subscribers, edition_for, has_gone_out
+from newsletter.store.readers import active_zone_counts, count_subscribers
 from newsletter.tokens import UNSUBSCRIBE, Tokens
 from newsletter.transports import (
     MaildirPool,

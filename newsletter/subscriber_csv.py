@@ -35,8 +35,7 @@ from sqlalchemy.orm import Session
 from newsletter.clock import Clock
 from newsletter.errors import UsageError
 from newsletter.store.models import Subscriber, SubscriberStatus
-from newsletter.store.readers import insert_subscribers, subscribers_by_email
-from newsletter.store.store import list_subscribers
+from newsletter.store.readers import insert_subscribers, list_subscribers, subscribers_by_email
 from newsletter.subscribers import (
     CONFIRMED,
     LEFT,

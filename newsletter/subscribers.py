@@ -44,12 +44,12 @@ from newsletter.store.readers import (
     delete_subscriber,
     insert_subscriber_if_new,
     set_timezone,
+    subscriber_by_email,
     subscriber_by_id,
     subscribers_after,
     subscribers_before,
     subscribers_by_email,
 )
-from newsletter.store.store import subscriber_by_email
 from newsletter.store.subscriber_events import events_since, latest_event
 from newsletter.timezones import check_zone
 from newsletter.tokens import TokenClaim

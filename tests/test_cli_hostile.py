@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from newsletter.cli import cli
 from newsletter.publish import send_edition
 from newsletter.store import deliveries as delivery_log
+from newsletter.store.editions import edition_for
 from newsletter.store.models import DeliveryStatus
-from newsletter.store.store import edition_for
 from tests.conftest import SMTPServer, add_subscribers, make_config, morning_articles
 from tests.faults import Faults
 from tests.test_cli import Site, write_config

@@ -21,8 +21,8 @@ from newsletter.editions import Layout, Story, Window, belongs, choose_lead, cut
 from newsletter.errors import ArticleNotFoundError, EditionFrozenError, UsageError
 from newsletter.preparation import plan_for, prepare_edition
 from newsletter.publish import send_edition
+from newsletter.store.editions import edition_for
 from newsletter.store.models import Article, EditionStatus
-from newsletter.store.store import edition_for
 from tests.conftest import add_article, add_subscribers, make_config
 
 LONDON = ZoneInfo("Europe/London")

@@ -12,8 +12,7 @@ from newsletter.articles import upsert_article
 from newsletter.cli.base import DATE, App, cli, pass_app
 from newsletter.config import PRIORITY_MAX, PRIORITY_MIN
 from newsletter.errors import UsageError
-from newsletter.store.articles import find_article, list_articles
-from newsletter.store.store import article_by_guid
+from newsletter.store.articles import article_by_guid, find_article, list_articles
 
 # --- articles ---------------------------------------------------------------------------
 

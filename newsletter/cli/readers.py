@@ -17,8 +17,7 @@ import click
 from newsletter.cli.base import App, cli, pass_app
 from newsletter.editions import counted
 from newsletter.store.models import SubscriberStatus
-from newsletter.store.readers import MAX_SUBSCRIBER_ID
-from newsletter.store.store import count_subscribers
+from newsletter.store.readers import MAX_SUBSCRIBER_ID, count_subscribers
 from newsletter.subscribers import add_subscriber, escape_controls
 
 if TYPE_CHECKING:

@@ -18,8 +18,9 @@ from newsletter.render import GMAIL_CLIP_BYTES, fill_markers
 from newsletter.store import Store
 from newsletter.store import deliveries as delivery_log
 from newsletter.store.bounces import Feedback, edition_feedback
+from newsletter.store.editions import edition_for, list_editions
 from newsletter.store.models import DeliveryStatus, Edition, EditionStatus
-from newsletter.store.store import count_subscribers, edition_for, list_editions
+from newsletter.store.readers import count_subscribers
 from newsletter.subscribers import escape_controls
 
 # --- editions ---------------------------------------------------------------------------

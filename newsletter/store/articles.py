@@ -122,6 +122,10 @@ def find_article(session: Session, ref: str) -> Article:
     raise ArticleNotFoundError(ref, tuple(a.id for a in rows))
 
 
+def article_by_guid(session: Session, guid: str) -> Article | None:
+    return session.scalars(select(Article).where(Article.guid == guid)).first()
+
+
 def list_articles(
     session: Session, *, since: datetime | None = None, limit: int = 50, hidden_only: bool = False
 ) -> Sequence[Article]:

@@ -24,9 +24,9 @@ from sqlalchemy import CursorResult, Table, case, delete, distinct, func, insert
 from sqlalchemy.orm import Session
 
 from newsletter.errors import EditionFrozenError, MessageError, StoreError
+from newsletter.store.editions import has_gone_out
 from newsletter.store.models import Click, Delivery, Edition, EditionLink, Subscriber
 from newsletter.store.readers import LOOKUP_CHUNK, MAX_SUBSCRIBER_ID
-from newsletter.store.store import has_gone_out
 from newsletter.tracking import trackable_url
 
 OPEN_POSITION = 0

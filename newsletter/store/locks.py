@@ -25,8 +25,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from newsletter.clock import Clock
 from newsletter.errors import LockHeldError
+from newsletter.store.database import Store, worker_identity
 from newsletter.store.models import Lock
-from newsletter.store.store import Store, worker_identity
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,11 @@ row that is going away. (SQLite takes the whole database for each write transact
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, Select, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -100,6 +101,81 @@ def delete_subscriber(session: Session, subscriber: Subscriber) -> None:
     session.execute(delete(Subscriber).where(Subscriber.id == subscriber.id))
     if subscriber in session:
         session.expunge(subscriber)
+
+
+def subscriber_by_email(session: Session, email: str) -> Subscriber | None:
+    return session.scalars(select(Subscriber).where(Subscriber.email == email.lower())).first()
+
+
+def list_subscribers(
+    session: Session,
+    *,
+    status: SubscriberStatus | None = None,
+    search: str = "",
+    after_id: int = 0,
+    limit: int | None = 100,
+) -> Sequence[Subscriber]:
+    """A page of subscribers in id order; keyset paging keeps big lists cheap."""
+    query = select(Subscriber).where(Subscriber.id > after_id).order_by(Subscriber.id)
+    if status is not None:
+        query = query.where(Subscriber.status == status)
+    if search:
+        pattern = f"%{search.lower()}%"
+        query = query.where(or_(Subscriber.email.like(pattern), func.lower(Subscriber.name).like(pattern)))
+    if limit is not None:
+        query = query.limit(limit)
+    return session.scalars(query).all()
+
+
+def add_active_subscribers(
+    engine: Engine,
+    people: Iterable[tuple[str, str] | tuple[str, str, str]],
+    source: str,
+    now: datetime,
+    *,
+    chunk: int = 10_000,
+) -> int:
+    """Insert (email, name) or (email, name, time zone) tuples as active readers, ``chunk`` rows per transaction.
+
+    For seeding (the demo, the benchmarks): addresses must be new and already normal, and
+    zones already checked; the list is streamed, so it never sits in memory or in one
+    transaction.
+    """
+    added = 0
+    rows: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        with engine.begin() as conn:
+            conn.execute(insert(Subscriber), rows)
+
+    for email, name, *zone in people:
+        rows.append(
+            {
+                "email": email,
+                "name": name,
+                "timezone": zone[0] if zone else "",
+                "status": SubscriberStatus.ACTIVE,
+                "source": source,
+                "created_at": now,
+                "updated_at": now,
+                "confirmed_at": now,
+            }
+        )
+        if len(rows) == chunk:
+            flush()
+            added += len(rows)
+            rows = []
+    if rows:
+        flush()
+        added += len(rows)
+    return added
+
+
+def count_subscribers(session: Session) -> dict[SubscriberStatus, int]:
+    rows = session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all()
+    counts = dict.fromkeys(SubscriberStatus, 0)
+    counts.update({status: n for status, n in rows})
+    return counts
 
 
 # --- staff ----------------------------------------------------------------------------------

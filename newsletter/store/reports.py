@@ -50,8 +50,7 @@ from newsletter.reports import (
 from newsletter.store.clicks import ClickTotals, click_totals, edition_link_counts
 from newsletter.store.deliveries import status_counts
 from newsletter.store.models import Click, Edition, EditionStatus, Subscriber, SubscriberEvent, SubscriberStatus
-from newsletter.store.readers import LOOKUP_CHUNK
-from newsletter.store.store import count_subscribers
+from newsletter.store.readers import LOOKUP_CHUNK, count_subscribers
 
 GONE_OUT = (EditionStatus.SENDING, EditionStatus.SENT)
 """Editions that went out (or are going out): a skipped or unsent day has nothing to report."""

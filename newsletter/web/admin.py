@@ -33,10 +33,10 @@ from newsletter.store import deliveries as delivery_log
 from newsletter.store.articles import edition_articles, list_articles
 from newsletter.store.attempts import record_attempt
 from newsletter.store.bounces import edition_feedback
-from newsletter.store.editions import editions_before
+from newsletter.store.editions import edition_for, editions_before, has_gone_out
 from newsletter.store.holds import Hold, hold_of
 from newsletter.store.models import Edition, EditionStatus, OutboxKind, StaffUser, SubscriberStatus
-from newsletter.store.store import count_subscribers, edition_for, has_gone_out
+from newsletter.store.readers import count_subscribers
 from newsletter.subscribers import (
     LEFT,
     MAX_SOURCE,

@@ -18,8 +18,8 @@ from newsletter import routes
 from newsletter.config import Config
 from newsletter.embed import WEB, origin_of, page_path, signup_source
 from newsletter.errors import TokenError, TokenExpiredError, ValidationError
+from newsletter.store.editions import edition_for, has_gone_out
 from newsletter.store.models import SubscriberStatus
-from newsletter.store.store import edition_for, has_gone_out
 from newsletter.subscribers import (
     MAX_EMAIL,
     MAX_NAME,
