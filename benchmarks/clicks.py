@@ -288,7 +288,7 @@ def _line(label: str, figures: tuple[float, float, float, int], errors: int) -> 
 
 
 def _start_server(config_path: Path) -> tuple[subprocess.Popen[str], int]:
-    from newsletter.sink import free_port
+    from newsletter.demo.sink import free_port
 
     port = free_port()
     process = subprocess.Popen(
@@ -353,7 +353,7 @@ def main() -> None:
 
     import throughput
 
-    from newsletter.sink import free_port
+    from newsletter.demo.sink import free_port
 
     smtp_port = free_port()
     sink, sink_name = throughput._start_sink(smtp_port, prefer_postfix=not args.aiosmtpd)

@@ -92,7 +92,7 @@ def main() -> None:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = admin_url.set(database=name).render_as_string(hide_password=False)
-    from newsletter.sink import free_port
+    from newsletter.demo.sink import free_port
 
     port = free_port()
     sink, sink_name = throughput._start_sink(port, prefer_postfix=not args.aiosmtpd)

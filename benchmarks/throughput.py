@@ -341,11 +341,11 @@ def _start_sink(port: int, prefer_postfix: bool) -> tuple[subprocess.Popen[bytes
         name = "Postfix smtp-sink"
     else:
         sink = subprocess.Popen(
-            [sys.executable, "-m", "newsletter.sink", "--port", str(port)], stdout=subprocess.PIPE, cwd=ROOT
+            [sys.executable, "-m", "newsletter.demo.sink", "--port", str(port)], stdout=subprocess.PIPE, cwd=ROOT
         )
         assert sink.stdout is not None
         sink.stdout.readline()
-        name = "aiosmtpd sink (newsletter.sink)"
+        name = "aiosmtpd sink (newsletter.demo.sink)"
     import socket
 
     for _ in range(100):
@@ -421,7 +421,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from newsletter.sink import free_port
+    from newsletter.demo.sink import free_port
 
     sizes = args.subscribers or [100_000]
     port = free_port()

@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from newsletter.articles import ArticleInput, upsert_article
 from newsletter.clock import FixedClock
 from newsletter.config import Config, parse_config
-from newsletter.sink import free_port, start_controller
+from newsletter.demo.sink import free_port, start_controller
 from newsletter.store import Store
 from newsletter.store.models import Base, Subscriber, SubscriberStatus
 from newsletter.tokens import Tokens

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from newsletter.articles import fetch_feeds, import_source
 from newsletter.cli import cli
 from newsletter.config import Config, FeedConfig
+from newsletter.demo.sink import free_port
 from newsletter.errors import ArticleImportError
-from newsletter.sink import free_port
 from newsletter.store.models import FeedState
 from tests.conftest import make_config
 from tests.test_articles import DATA, count_articles, stored, write_config

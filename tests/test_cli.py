@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 
 from newsletter.cli import cli
 from newsletter.config import load_config
+from newsletter.demo.sink import free_port
 from newsletter.editions import cutoff, edition_date_due, long_date
-from newsletter.sink import free_port
 from newsletter.store import Store
 from newsletter.store.models import Delivery, Edition, EditionStatus
 from tests.conftest import SECRET, SMTPServer

@@ -26,9 +26,9 @@ from sqlalchemy import func, select
 
 from newsletter.clock import SystemClock
 from newsletter.config import load_config
+from newsletter.demo.sink import start_controller
 from newsletter.editions import cutoff
 from newsletter.preparation import resolve_day
-from newsletter.sink import start_controller
 from newsletter.store import Store
 from newsletter.store.models import Delivery, DeliveryStatus
 from tests.conftest import SECRET, add_article, add_subscribers

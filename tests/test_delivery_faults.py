@@ -14,10 +14,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
+from newsletter.demo.sink import free_port
 from newsletter.errors import SystemicDeliveryError, TemporaryDeliveryError
 from newsletter.preparation import prepare_edition
 from newsletter.publish import pool_factory, send_edition
-from newsletter.sink import free_port
 from newsletter.store import deliveries as delivery_log
 from newsletter.store.deliveries import Result
 from newsletter.store.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus

@@ -10,8 +10,8 @@ from datetime import date
 import pytest
 from sqlalchemy import delete, update
 
+from newsletter.demo.sink import free_port
 from newsletter.publish import send_edition
-from newsletter.sink import free_port
 from newsletter.store.models import Delivery, Edition, EditionStatus, Subscriber
 from tests.conftest import add_subscribers, make_config, morning_articles
 
@@ -40,7 +40,7 @@ def test_peak_memory_of_a_send_does_not_grow_with_the_list(tmp_path, clock, toke
     store = Store(url)
     store.upgrade()
     port = free_port()
-    sink = subprocess.Popen([sys.executable, "-m", "newsletter.sink", "--port", str(port)], stdout=subprocess.PIPE)
+    sink = subprocess.Popen([sys.executable, "-m", "newsletter.demo.sink", "--port", str(port)], stdout=subprocess.PIPE)
     try:
         assert sink.stdout is not None and sink.stdout.readline().startswith(b"ready")
         config = make_config(url, None, smtp={"port": port}, delivery={"batch_size": 100})

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from newsletter.cli import cli
 from newsletter.config import DkimConfig, parse_config
+from newsletter.demo.sink import free_port
 from newsletter.dkim import (
     MAX_KEY_BYTES,
     OVERSIGNED_HEADERS,
@@ -44,7 +45,6 @@ from newsletter.editions import EditionPlan, Section, Story, window_for
 from newsletter.errors import DkimError
 from newsletter.message import EditionHeaders, MessageTemplate, Reader
 from newsletter.render import Branding, Links, build_environment, render_edition
-from newsletter.sink import free_port
 from newsletter.transports import SMTPTransport
 from tests.conftest import SMTPServer, make_config
 

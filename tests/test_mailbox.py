@@ -476,8 +476,8 @@ def test_send_scheduled_reads_the_mailbox_before_the_morning_send(db_url, store,
 
 
 def test_a_mailbox_that_cannot_be_read_does_not_stop_the_send(db_url, store, clock, tokens, smtp_sink, caplog):
+    from newsletter.demo.sink import free_port
     from newsletter.due import send_scheduled
-    from newsletter.sink import free_port
 
     imap = {"host": "127.0.0.1", "port": free_port(), "security": "none", "username": "u", "timeout": 2}
     config = make_config(db_url, smtp_sink, imap=imap)
@@ -522,7 +522,7 @@ def test_end_to_end_a_relay_that_accepts_then_bounces(db_url, store, clock, toke
     """The relay takes every message, then reports two dead mailboxes by mail; the next morning skips them."""
     from aiosmtpd.controller import Controller
 
-    from newsletter.sink import free_port
+    from newsletter.demo.sink import free_port
 
     bounces = tmp_path / "bounces"
     dead = frozenset({"reader1@example.org", "reader3@example.org"})

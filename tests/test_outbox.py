@@ -25,6 +25,7 @@ from sqlalchemy import select
 from newsletter.cli import cli
 from newsletter.clock import FixedClock
 from newsletter.config import Config
+from newsletter.demo.sink import free_port, start_controller
 from newsletter.outbox import (
     FIRST_RETRY,
     GIVE_UP_AFTER,
@@ -36,7 +37,6 @@ from newsletter.outbox import (
     retry_at,
 )
 from newsletter.publish import transport_factory
-from newsletter.sink import free_port, start_controller
 from newsletter.store import Store
 from newsletter.store.models import OutboxKind, OutboxMessage, OutboxStatus, Subscriber, SubscriberStatus
 from newsletter.subscribers import remove_subscribers, request_subscription

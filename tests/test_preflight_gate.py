@@ -25,13 +25,13 @@ from newsletter import editorial
 from newsletter.cli import cli
 from newsletter.clock import FixedClock
 from newsletter.config import Config
+from newsletter.demo.sink import free_port
 from newsletter.due import Action, EditionState, decide, send_scheduled
 from newsletter.preflight import Tools
 from newsletter.preflight.fetch import Response
 from newsletter.preparation import prepare_edition
 from newsletter.publish import _start
 from newsletter.scheduler import EditionScheduler, schedule_summary
-from newsletter.sink import free_port
 from newsletter.store import Store
 from newsletter.store.holds import (
     HeldFinding,

@@ -28,6 +28,7 @@ from newsletter.articles import ImportSummary
 from newsletter.cli import cli
 from newsletter.clock import FixedClock, SystemClock
 from newsletter.config import Config, FeedConfig
+from newsletter.demo.sink import free_port, start_controller
 from newsletter.due import (
     Action,
     EditionState,
@@ -42,7 +43,6 @@ from newsletter.errors import ArticleImportError
 from newsletter.preparation import prepare_edition
 from newsletter.publish import _start, send_edition
 from newsletter.scheduler import EDITION_JOB_ID, JOB_TABLE, EditionScheduler, schedule_summary, stored_next_run
-from newsletter.sink import free_port, start_controller
 from newsletter.store import Store
 from newsletter.store.locks import DatabaseLock
 from newsletter.store.models import Article, Edition, EditionStatus

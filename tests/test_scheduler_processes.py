@@ -26,8 +26,8 @@ import pytest
 from sqlalchemy import func, inspect, select
 
 from newsletter.clock import FixedClock
+from newsletter.demo.sink import start_controller
 from newsletter.scheduler import JOB_TABLE
-from newsletter.sink import start_controller
 from newsletter.store import Store
 from newsletter.store.models import Delivery, DeliveryStatus, Edition, EditionStatus
 from tests.conftest import add_article, add_subscribers

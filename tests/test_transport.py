@@ -20,8 +20,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from newsletter.config import SMTPConfig, parse_config
+from newsletter.demo.sink import free_port
 from newsletter.errors import PermanentDeliveryError, SystemicDeliveryError, TemporaryDeliveryError
-from newsletter.sink import free_port
 from newsletter.transports import ACCEPTED, MaildirPool, MaildirTransport, Outgoing, SMTPTransport, classify_reply
 
 FROM = "breakfast@news.example.com"

@@ -27,10 +27,10 @@ from sqlalchemy import select
 
 from newsletter.cli import cli
 from newsletter.config import Config
+from newsletter.demo.sink import free_port
 from newsletter.errors import ConfigError, MailboxError
 from newsletter.inbound import MailboxReport, process
 from newsletter.inboxes import ImapInbox
-from newsletter.sink import free_port
 from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
 from newsletter.tokens import UNSUBSCRIBE
 from tests.conftest import PG_ENV, add_subscribers, make_config

@@ -22,9 +22,9 @@ from sqlalchemy import select
 from newsletter.cli import cli
 from newsletter.clock import FixedClock
 from newsletter.config import Config
+from newsletter.demo.sink import free_port
 from newsletter.errors import ConfigError
 from newsletter.publish import send_edition
-from newsletter.sink import free_port
 from newsletter.store import Store
 from newsletter.store.models import Subscriber, SubscriberEvent, SubscriberStatus
 from newsletter.tokens import CONFIRM, UNSUBSCRIBE, Tokens

@@ -14,7 +14,7 @@ from werkzeug.security import generate_password_hash
 
 from newsletter.clock import FixedClock
 from newsletter.config import Config
-from newsletter.sink import free_port
+from newsletter.demo.sink import free_port
 from newsletter.store import Store
 from newsletter.store.models import (
     Delivery,

@@ -16,9 +16,9 @@ from werkzeug.security import generate_password_hash
 
 from newsletter.clock import FixedClock
 from newsletter.config import Config
+from newsletter.demo.sink import free_port
 from newsletter.preparation import prepare_edition
 from newsletter.publish import send_edition
-from newsletter.sink import free_port
 from newsletter.store import Store
 from newsletter.store.models import Article, Edition, EditionStatus, StaffUser
 from newsletter.tokens import Tokens

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.clock import SystemClock
+from newsletter.demo.sink import start_controller
 from newsletter.publish import send_edition
-from newsletter.sink import start_controller
 from newsletter.store import Store
 from newsletter.store.models import Delivery, DeliveryStatus, Edition, EditionStatus
 from newsletter.workers import run_worker

@@ -33,9 +33,9 @@ from newsletter import release
 from newsletter.cli import cli
 from newsletter.clock import FixedClock
 from newsletter.config import Config, load_config
+from newsletter.demo.sink import start_controller
 from newsletter.due import Action, PassResult, ScheduledSender, decide
 from newsletter.editions import cutoff
-from newsletter.sink import start_controller
 from newsletter.store import Store
 from newsletter.store.models import Edition, EditionStatus, Subscriber
 from newsletter.tokens import Tokens

@@ -31,7 +31,6 @@ from newsletter.preparation import preview_edition, resolve_day
 from newsletter.publish import SendReport, send_edition
 from newsletter.release import ZoneRelease
 from newsletter.render import fill_markers
-from newsletter.sink import free_port
 from newsletter.store import Store
 from newsletter.store.readers import active_zone_counts, add_active_subscribers
 from newsletter.tokens import Tokens
@@ -179,7 +178,7 @@ secret_key = "{secrets.token_urlsafe(32)}"
 def _start_sink(directory: Path, port: int) -> subprocess.Popen[str]:
     with (directory / "sink.log").open("w") as log:  # the child keeps its own copy of the descriptor
         sink = subprocess.Popen(
-            [sys.executable, "-m", "newsletter.sink", "--port", str(port), "--maildir", str(directory / "outbox")],
+            [sys.executable, "-m", "newsletter.demo.sink", "--port", str(port), "--maildir", str(directory / "outbox")],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -205,7 +204,7 @@ def seed(config: Config, store: Store, clock: Clock, subscribers: int, zones: Se
     """A morning's articles ending just before the edition's cutoff, and N readers, spread over ``zones``."""
     day = resolve_day(config, clock, None)
     end = min(cutoff(day, config.newsletter.send_time, config.newsletter.zone), clock.now())
-    items = json.loads(resources.files("newsletter").joinpath("demo_articles.json").read_text(encoding="utf-8"))
+    items = json.loads(resources.files("newsletter.demo").joinpath("articles.json").read_text(encoding="utf-8"))
     with store.session() as session:
         for item in items:
             hours = item.pop("hours_before_cutoff")
@@ -240,6 +239,10 @@ def run_demo(
 ) -> DemoResult:
     """The demo; with ``zones``, readers spread over time zones and a day simulated on a pinned
     clock, from the newsroom's send time to the last zone's, releasing each zone as its morning comes."""
+    # Imported here: ``python -m newsletter.demo.sink`` imports this package first, and a
+    # sink module already imported by it would run a second time as ``__main__``.
+    from newsletter.demo.sink import free_port
+
     if subscribers < 0:
         raise UsageError("--subscribers must be 0 or more")
     directory = directory.resolve()

@@ -1,8 +1,8 @@
 """A local SMTP server that keeps what it receives: the demo's outbox, the tests' inbox.
 
-aiosmtpd does the protocol; the handlers only store or count. ``python -m newsletter.sink``
-runs one in its own process, so the sender and the server each get a core, and prints
-"ready PORT" once it accepts connections.
+aiosmtpd does the protocol; the handlers only store or count.
+``python -m newsletter.demo.sink`` runs one in its own process, so the sender and the
+server each get a core, and prints "ready PORT" once it accepts connections.
 """
 
 from __future__ import annotations
