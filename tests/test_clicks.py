@@ -617,3 +617,119 @@ def _clicks(store: Store) -> list[tuple[int, int, int | None, datetime]]:
             select(Click.edition_id, Click.position, Click.subscriber_id, Click.at).order_by(Click.id)
         )
         return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+# --- the rollups ------------------------------------------------------------------------------
+
+
+def _raw_figures(store: Store, editions: list[int]) -> tuple[dict[int, ClickTotals], dict[tuple[int, int], LinkCount]]:
+    """The figures counted from the raw click rows, as the report counted them before the rollups."""
+    rows = _clicks(store)
+    totals = {}
+    for e in editions:
+        links = [(p, s) for edition_id, p, s, _ in rows if edition_id == e and p > 0]
+        opens = [s for edition_id, p, s, _ in rows if edition_id == e and p == 0]
+        totals[e] = ClickTotals(len({s for _, s in links if s is not None}), len(links), len(set(opens) - {None}))
+    per_link = {}
+    with store.session() as session:
+        for e in editions:
+            for position, url in edition_links(session, e).links.items():  # type: ignore[union-attr]
+                on_it = [s for edition_id, p, s, _ in rows if edition_id == e and p == position]
+                per_link[(e, position)] = LinkCount(position, url, len(set(on_it) - {None}), len(on_it))
+    return totals, per_link
+
+
+def assert_rollups_exact(store: Store, editions: list[int]) -> None:
+    """What the report reads (the rollups) is what a count of the raw rows gives."""
+    totals, per_link = _raw_figures(store, editions)
+    with store.session() as session:
+        assert click_totals(session, editions) == totals
+        for e in editions:
+            assert unique_clickers(session, e) == totals[e].unique_clickers
+            assert {(e, c.position): c for c in edition_link_counts(session, e)} == {
+                key: count for key, count in per_link.items() if key[0] == e
+            }
+
+
+def test_the_rollups_equal_the_raw_counts_through_duplicates_anonymous_clicks_and_removals(store, clock, edition):
+    other = make_edition(store, clock, date(2026, 11, 23), LINKS[:3])
+    people = readers(store, clock, 6)
+    ana, ben = people[:2]
+    at = clock.now()
+    batches = [
+        # A reader twice on one link and twice opening, in one batch: one reader each.
+        [ClickRow(edition, p, who, at) for p, who in [(1, ana), (1, ana), (2, ana), (0, ben), (0, ben)]],
+        # The same again in a later batch; anonymous clicks and opens; a link past the edition's last.
+        [ClickRow(e, p, who, at) for e, p, who in [(edition, 1, ana), (edition, 3, ben), (other, 1, ana)]]
+        + [ClickRow(e, p, who, at) for e, p, who in [(edition, 2, None), (edition, 0, None), (other, 9, ben)]],
+        # A reader not on the list is anonymous; everyone on both editions, opens included.
+        [ClickRow(edition, 1, people[-1] + 100, at)]
+        + [ClickRow(e, p, s, at) for e in (other, edition) for p in (2, 0, 1) for s in people[2:]],
+    ]
+    for batch in batches:
+        with store.session() as session:
+            record_clicks(session, batch)
+        assert_rollups_exact(store, [edition, other])
+    with store.session() as session:
+        assert click_totals(session, [edition])[edition] == ClickTotals(unique_clickers=6, clicks=15, opens_unique=5)
+    for gone in (ana, people[2]):
+        with store.session() as session:
+            delete_subscriber(session, session.get(Subscriber, gone))
+            forget_clicks_of(session, gone)
+        assert_rollups_exact(store, [edition, other])
+    with store.session() as session:
+        assert click_totals(session, [edition])[edition] == ClickTotals(unique_clickers=4, clicks=15, opens_unique=4)
+        assert forget_clicks_of(session, ana) == 0  # nothing left to forget: the rollups stay
+        record_clicks(session, [ClickRow(edition, 1, ana, at), ClickRow(edition, 1, ben, at)])
+    assert_rollups_exact(store, [edition, other])
+
+
+def test_recorders_and_a_removal_at_the_same_moment_count_each_reader_once(db_url, store, clock, edition):
+    """Web processes write their batches concurrently (on PostgreSQL truly at once); the counts stay exact."""
+    from newsletter.subscribers import remove_subscribers
+
+    other = make_edition(store, clock, date(2026, 11, 23), LINKS[:3])
+    people = readers(store, clock, 30)
+    with store.session() as session:
+        found = session.execute(select(Subscriber.id, Subscriber.email).where(Subscriber.id.in_(people[:3])))
+        emails = {subscriber_id: email for subscriber_id, email in found}
+    at = clock.now()
+    writers = 4
+    start = threading.Barrier(writers + 1, timeout=30)
+    failures: list[BaseException] = []
+
+    def write(k: int) -> None:
+        # Every writer records every reader's first clicks and opens, in its own order and batches.
+        rows = [ClickRow(e, (i + k) % 4, s, at) for i, s in enumerate(people) for e in (edition, other)]
+        shift = k * len(rows) // writers
+        rows = rows[shift:] + rows[:shift]
+        if k % 2:
+            rows.reverse()
+        try:
+            start.wait()
+            for i in range(0, len(rows), 7):
+                with store.session() as session:
+                    record_clicks(session, rows[i : i + 7])
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failures.append(exc)
+
+    def remove() -> None:
+        try:
+            start.wait()
+            for subscriber_id in people[:3]:
+                with store.session() as session:
+                    remove_subscribers(session, [emails[subscriber_id]], clock, source="test")
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(writers)]
+    threads.append(threading.Thread(target=remove))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures
+    assert len(_clicks(store)) == writers * 2 * len(people)
+    assert_rollups_exact(store, [edition, other])
+    with store.session() as session:
+        assert click_totals(session, [edition])[edition].unique_clickers == len(people) - 3

@@ -141,3 +141,41 @@ def test_migration_0012_gives_every_reader_no_zone_and_goes_back(empty_url: str)
                 assert "AUTOINCREMENT" in ddl
     finally:
         store.dispose()
+
+
+def test_migration_0016_fills_the_click_rollups_from_the_clicks_recorded_before(empty_url: str) -> None:
+    """Each edition's and each link's figures, as a count of the raw rows gives them; and back again."""
+    store = Store(empty_url)
+    try:
+        _migrate(store, "upgrade", "0015")
+        # (edition, position, reader): duplicates, anonymous clicks and opens (position 0), an edition of opens only.
+        clicks = [(1, 1, 10), (1, 1, 10), (1, 2, 10), (1, 2, 11), (1, 1, None), (1, 0, 10), (1, 0, 10)]
+        clicks += [(1, 0, 12), (1, 0, None), (2, 0, 10), (3, 3, None)]
+        insert = text(
+            "INSERT INTO clicks (edition_id, position, subscriber_id, at) VALUES (:edition, :position, :reader, :at)"
+        )
+        with store.engine.begin() as conn:
+            conn.execute(
+                insert, [{"edition": e, "position": p, "reader": s, "at": "2026-11-24 07:00:00"} for e, p, s in clicks]
+            )
+        store.upgrade()
+        assert schema_differences(store) == []
+        by_edition = "SELECT edition_id, clickers, clicks, openers FROM clicks_by_edition ORDER BY edition_id"
+        by_link = "SELECT edition_id, position, readers, clicks FROM clicks_by_link ORDER BY edition_id, position"
+        expected_editions = [(1, 2, 5, 2), (2, 0, 0, 1), (3, 0, 1, 0)]
+        expected_links = [(1, 1, 1, 3), (1, 2, 2, 2), (3, 3, 0, 1)]
+        with store.engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(text(by_edition))] == expected_editions
+            assert [tuple(r) for r in conn.execute(text(by_link))] == expected_links
+        _migrate(store, "downgrade", "0015")
+        tables = set(inspect(store.engine).get_table_names())
+        assert not {"clicks_by_edition", "clicks_by_link"} & tables
+        indexes = {i["name"]: i["column_names"] for i in inspect(store.engine).get_indexes("clicks")}
+        assert indexes["ix_clicks_subscriber_id"] == ["subscriber_id"]
+        store.upgrade()
+        assert schema_differences(store) == []
+        with store.engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(text(by_edition))] == expected_editions
+            assert [tuple(r) for r in conn.execute(text(by_link))] == expected_links
+    finally:
+        store.dispose()

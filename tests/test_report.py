@@ -38,8 +38,8 @@ from newsletter.reports import (
 )
 from newsletter.store import Store
 from newsletter.store import deliveries as delivery_log
+from newsletter.store.clicks import ClickRow, record_clicks
 from newsletter.store.models import (
-    Click,
     Delivery,
     DeliveryStatus,
     Edition,
@@ -95,9 +95,8 @@ def seed_edition(
             for reader, state in zip(readers, statuses, strict=True)
         )
         session.add_all(EditionLink(edition_id=edition.id, position=i, url=u) for i, u in enumerate(links, 1))
-        session.add_all(
-            Click(edition_id=edition.id, position=p, subscriber_id=s, at=at + timedelta(hours=1)) for p, s in clicks
-        )
+        # As the click endpoint writes them, so the rollups the report reads count them.
+        record_clicks(session, [ClickRow(edition.id, p, s, at + timedelta(hours=1)) for p, s in clicks])
         session.add_all(
             SubscriberEvent(subscriber_id=s, event=e, source="test", at=at + timedelta(hours=2), edition_id=edition.id)
             for e, s in events

@@ -9,23 +9,52 @@ foreign keys, so writing a click never waits on the rows a send is writing. A cl
 reader since removed is kept, without the reader (``subscriber_id`` NULL): it counts in
 totals, never in unique counts.
 
-The counts are read here too, for ``newsletter report`` and the admin's charts: one
-query per question, whatever the number of editions asked about.
+The counts are read here too, for ``newsletter report`` and the admin's charts, from two
+rollups rather than the raw rows: ``clicks_by_edition`` (readers who clicked, clicks,
+readers who opened) and ``clicks_by_link`` (readers and clicks per link). Counting distinct
+readers from the raw rows reads every click and open of an edition, 2.2 s for the last
+30 editions of a list of a million; the rollups answer in milliseconds. They are never a
+cache: ``record_clicks`` adds each batch to them in the batch's own transaction, with the
+edition's rollup row locked, so concurrent writers (one per web process) count a reader
+once, and ``forget_clicks_of`` takes a removed reader out of the unique counts as it makes
+their clicks anonymous. Migration 0016 filled them from the clicks recorded before.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, case, delete, distinct, func, insert, literal_column, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Insert,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter.errors import EditionFrozenError, MessageError, StoreError
 from newsletter.store.editions import has_gone_out
-from newsletter.store.models import Click, Delivery, Edition, EditionLink, Subscriber
+from newsletter.store.models import (
+    Click,
+    ClicksByEdition,
+    ClicksByLink,
+    Delivery,
+    Edition,
+    EditionLink,
+    Subscriber,
+)
 from newsletter.store.readers import LOOKUP_CHUNK, MAX_SUBSCRIBER_ID
 from newsletter.tracking import trackable_url
 
@@ -40,9 +69,28 @@ INSERT_CHUNK = 1_000
 # Declarative types __table__ as any FromClause (a class may map a join); these map tables.
 _C = cast(Table, Click.__table__)
 _L = cast(Table, EditionLink.__table__)
-_IS_LINK = _C.c.position > literal_column("0")
-_IS_OPEN = _C.c.position == literal_column("0")
+_BY_EDITION = cast(Table, ClicksByEdition.__table__)
+_BY_LINK = cast(Table, ClicksByLink.__table__)
 _INSERT_CLICK = insert(_C)
+# A batch's additions (or a removal's subtractions) to its rollup rows, each statement
+# executed once for all the rows it changes.
+_ADD_TO_EDITION = (
+    update(_BY_EDITION)
+    .where(_BY_EDITION.c.edition_id == bindparam("edition"))
+    .values(
+        clickers=_BY_EDITION.c.clickers + bindparam("add_clickers"),
+        clicks=_BY_EDITION.c.clicks + bindparam("add_clicks"),
+        openers=_BY_EDITION.c.openers + bindparam("add_openers"),
+    )
+)
+_ADD_TO_LINK = (
+    update(_BY_LINK)
+    .where(_BY_LINK.c.edition_id == bindparam("edition"), _BY_LINK.c.position == bindparam("link"))
+    .values(
+        readers=_BY_LINK.c.readers + bindparam("add_readers"),
+        clicks=_BY_LINK.c.clicks + bindparam("add_clicks"),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +248,111 @@ def record_clicks(session: Session, rows: Sequence[ClickRow]) -> int:
         if 0 < r.edition_id <= MAX_ID and 0 <= r.position <= MAX_ID
     ]
     if values:
+        connection = session.connection()
+        # Counted before the rows go in: the unique counts ask who had clicked before.
+        _add_to_rollups(connection, values)
         # One statement for the batch, compiled once and cached: the driver runs it for
         # every row (SQLite's executemany, psycopg's pipeline) in one call.
-        session.connection().execute(_INSERT_CLICK, values)
+        connection.execute(_INSERT_CLICK, values)
     return len(values)
+
+
+def _add_to_rollups(connection: Connection, values: Sequence[dict[str, Any]]) -> None:
+    """Add a batch of clicks, about to be written, to ``clicks_by_edition`` and ``clicks_by_link``.
+
+    The batch's editions' rollup rows are locked first (``_lock_rollups``), so a reader's
+    earlier clicks are all committed and visible when this asks which of the batch's
+    readers had clicked before: two writers recording the same reader's first click at
+    the same moment count it once, the second after the first has committed. A reader
+    clicking twice in one batch is one new reader too.
+    """
+    editions = sorted({v["edition_id"] for v in values})
+    _lock_rollups(connection, editions)
+    links = sorted({(v["edition_id"], v["position"]) for v in values if v["position"] != OPEN_POSITION})
+    _ensure_link_rows(connection, links)
+    named = {(v["edition_id"], v["position"], v["subscriber_id"]) for v in values if v["subscriber_id"] is not None}
+    before = _clicked_before(connection, named)
+    new = named - before
+    link_readers = Counter((e, p) for e, p, _ in new if p != OPEN_POSITION)
+    openers = Counter(e for e, p, _ in new if p == OPEN_POSITION)
+    clicked_before = {(e, s) for e, p, s in before if p != OPEN_POSITION}
+    clickers = Counter(e for e, s in {(e, s) for e, p, s in new if p != OPEN_POSITION} - clicked_before)
+    link_clicks = Counter((v["edition_id"], v["position"]) for v in values if v["position"] != OPEN_POSITION)
+    edition_clicks = Counter(v["edition_id"] for v in values if v["position"] != OPEN_POSITION)
+    if links:
+        connection.execute(
+            _ADD_TO_LINK,
+            [
+                {"edition": e, "link": p, "add_readers": link_readers[(e, p)], "add_clicks": link_clicks[(e, p)]}
+                for e, p in links
+            ],
+        )
+    connection.execute(
+        _ADD_TO_EDITION,
+        [
+            {"edition": e, "add_clickers": clickers[e], "add_clicks": edition_clicks[e], "add_openers": openers[e]}
+            for e in editions
+        ],
+    )
+
+
+def _insert_missing(connection: Connection, table: Table) -> Insert:
+    """An INSERT that leaves a row whose key is already there as it is (and waits for one being inserted)."""
+    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
+def _lock_rollups(connection: Connection, editions: Sequence[int]) -> None:
+    """Make sure the editions' ``clicks_by_edition`` rows exist, and lock them until the transaction ends.
+
+    Every writer of an edition's clicks or of its rollups (``record_clicks``,
+    ``forget_clicks_of``) takes this lock first, so they take turns per edition. The
+    rows are created and locked in id order, so two writers never wait on each other in
+    a circle. On SQLite a writing transaction holds the whole database (BEGIN IMMEDIATE)
+    and the FOR UPDATE is left out.
+    """
+    connection.execute(
+        _insert_missing(connection, _BY_EDITION),
+        [{"edition_id": e, "clickers": 0, "clicks": 0, "openers": 0} for e in editions],
+    )
+    for i in range(0, len(editions), LOOKUP_CHUNK):
+        chunk = editions[i : i + LOOKUP_CHUNK]
+        connection.execute(
+            select(_BY_EDITION.c.edition_id)
+            .where(_BY_EDITION.c.edition_id.in_(chunk))
+            .order_by(_BY_EDITION.c.edition_id)
+            .with_for_update()
+        ).all()
+
+
+def _ensure_link_rows(connection: Connection, links: Sequence[tuple[int, int]]) -> None:
+    """Make sure each (edition, position) has its ``clicks_by_link`` row; its edition's row is locked already."""
+    if links:
+        connection.execute(
+            _insert_missing(connection, _BY_LINK),
+            [{"edition_id": e, "position": p, "readers": 0, "clicks": 0} for e, p in links],
+        )
+
+
+def _clicked_before(connection: Connection, named: Collection[tuple[int, int, int]]) -> set[tuple[int, int, int]]:
+    """Which of these (edition, position, reader) have a click already, and the readers' other positions there.
+
+    One query per edition (per 500 readers), through the (reader, edition, position) index.
+    """
+    readers: dict[int, set[int]] = {}
+    for edition_id, _, subscriber_id in named:
+        readers.setdefault(edition_id, set()).add(subscriber_id)
+    found: set[tuple[int, int, int]] = set()
+    for edition_id, ids in sorted(readers.items()):
+        wanted = sorted(ids)
+        for i in range(0, len(wanted), LOOKUP_CHUNK):
+            rows = connection.execute(
+                select(_C.c.subscriber_id, _C.c.position)
+                .where(_C.c.subscriber_id.in_(wanted[i : i + LOOKUP_CHUNK]), _C.c.edition_id == edition_id)
+                .distinct()
+            )
+            found.update((edition_id, position, subscriber_id) for subscriber_id, position in rows)
+    return found
 
 
 def _present_subscribers(session: Session, ids: Collection[int]) -> set[int]:
@@ -223,13 +372,40 @@ def forget_clicks_of(session: Session, subscriber_id: int) -> int:
     For removing a reader: there is no foreign key to do it, so call this in the same
     transaction, after the subscriber row is deleted. In that order a batch of clicks
     being written at the same moment either finishes first (and is made anonymous here)
-    or waits for the removal and then finds the reader gone.
+    or waits for the removal and then finds the reader gone. The reader leaves the unique
+    counts of every edition and link they clicked (``clicks_by_edition``,
+    ``clicks_by_link``), under the same per-edition locks ``record_clicks`` takes.
     """
     if not 0 < subscriber_id <= MAX_SUBSCRIBER_ID:
         return 0
+    connection = session.connection()
+    clicked = {
+        (edition_id, position)
+        for edition_id, position in connection.execute(
+            select(_C.c.edition_id, _C.c.position).where(_C.c.subscriber_id == subscriber_id).distinct()
+        )
+    }
+    if not clicked:
+        return 0
+    editions = sorted({e for e, _ in clicked})
+    _lock_rollups(connection, editions)
     changed = cast(
         "CursorResult[Any]",  # what an UPDATE returns; Session.execute is typed for any statement
         session.execute(update(Click).where(Click.subscriber_id == subscriber_id).values(subscriber_id=None)),
+    )
+    links = sorted((e, p) for e, p in clicked if p != OPEN_POSITION)
+    if links:
+        connection.execute(
+            _ADD_TO_LINK, [{"edition": e, "link": p, "add_readers": -1, "add_clicks": 0} for e, p in links]
+        )
+    clicker_of = {e for e, _ in links}
+    opener_of = {e for e, p in clicked if p == OPEN_POSITION}
+    connection.execute(
+        _ADD_TO_EDITION,
+        [
+            {"edition": e, "add_clickers": -int(e in clicker_of), "add_clicks": 0, "add_openers": -int(e in opener_of)}
+            for e in editions
+        ],
     )
     return int(changed.rowcount)
 
@@ -241,23 +417,15 @@ def edition_link_counts(session: Session, edition_id: int) -> list[LinkCount]:
     """Every link of the edition with its clicks, most clicked (total) first, ties by position.
 
     Links nobody clicked are listed with zeros; opens are not links and are left out.
+    Read from ``clicks_by_link``: one row per link, however many clicks.
     """
     if not 0 < edition_id <= MAX_ID:
         return []
-    counted = (
-        select(
-            _C.c.position,
-            func.count(distinct(_C.c.subscriber_id)).label("unique"),
-            func.count().label("total"),
-        )
-        .where(_C.c.edition_id == edition_id, _IS_LINK)
-        .group_by(_C.c.position)
-        .subquery()
-    )
-    total = func.coalesce(counted.c.total, 0)
+    counted = and_(_BY_LINK.c.edition_id == _L.c.edition_id, _BY_LINK.c.position == _L.c.position)
+    total = func.coalesce(_BY_LINK.c.clicks, 0)
     query = (
-        select(_L.c.position, _L.c.url, func.coalesce(counted.c.unique, 0), total)
-        .select_from(_L.outerjoin(counted, counted.c.position == _L.c.position))
+        select(_L.c.position, _L.c.url, func.coalesce(_BY_LINK.c.readers, 0), total)
+        .select_from(_L.outerjoin(_BY_LINK, counted))
         .where(_L.c.edition_id == edition_id)
         .order_by(total.desc(), _L.c.position)
     )
@@ -268,7 +436,7 @@ def unique_clickers(session: Session, edition_id: int) -> int:
     """Readers (still on the list) who clicked at least one link of the edition."""
     if not 0 < edition_id <= MAX_ID:
         return 0
-    query = select(func.count(distinct(_C.c.subscriber_id))).where(_C.c.edition_id == edition_id, _IS_LINK)
+    query = select(_BY_EDITION.c.clickers).where(_BY_EDITION.c.edition_id == edition_id)
     return session.scalar(query) or 0
 
 
@@ -276,23 +444,15 @@ def click_totals(session: Session, edition_ids: Iterable[int]) -> dict[int, Clic
     """Clicks and opens of each edition asked about, in one query per 500 editions; zeros for none.
 
     Every id asked about has an entry, so a caller can index the result without checking.
+    Read from ``clicks_by_edition``: a row per edition, however many clicks and opens.
     """
     asked = list(edition_ids)
     ids = sorted({e for e in asked if 0 < e <= MAX_ID})
     totals = {e: ClickTotals(0, 0, 0) for e in asked}
-    clicker = case((_IS_LINK, _C.c.subscriber_id))
-    opener = case((_IS_OPEN, _C.c.subscriber_id))
     for i in range(0, len(ids), LOOKUP_CHUNK):
-        query = (
-            select(
-                _C.c.edition_id,
-                func.count(distinct(clicker)),
-                func.coalesce(func.sum(case((_IS_LINK, 1), else_=0)), 0),
-                func.count(distinct(opener)),
-            )
-            .where(_C.c.edition_id.in_(ids[i : i + LOOKUP_CHUNK]))
-            .group_by(_C.c.edition_id)
-        )
+        query = select(
+            _BY_EDITION.c.edition_id, _BY_EDITION.c.clickers, _BY_EDITION.c.clicks, _BY_EDITION.c.openers
+        ).where(_BY_EDITION.c.edition_id.in_(ids[i : i + LOOKUP_CHUNK]))
         for edition_id, clickers, clicks, openers in session.execute(query):
-            totals[edition_id] = ClickTotals(clickers, int(clicks), openers)
+            totals[edition_id] = ClickTotals(clickers, clicks, openers)
     return totals

@@ -1,8 +1,10 @@
 """The counts behind ``newsletter report`` and the admin's charts, each in a bounded number of queries.
 
 Every query here is sized for a list of a million readers and a year of editions: it
-reads an index range (an edition's events or clicks, the sign-ups of a few months), never
-a whole table, and it never scans the deliveries of many editions. An edition that has
+reads an index range (an edition's events, the sign-ups of a few months), never a whole
+table, and it never scans the deliveries of many editions. Clicks and opens are read from
+the rollups ``store.clicks`` keeps exact as it records them, a row per edition and per
+link, never from the raw rows (an edition's opens alone are 200,000). An edition that has
 finished sending keeps its delivery counts on its own row (``publish.finish_edition``
 writes them, and nothing changes a finished edition's deliveries afterwards), so those
 are read there; only an edition still going out is counted live from its deliveries.
@@ -47,9 +49,9 @@ from newsletter.reports import (
     signups_by_source,
     status_history,
 )
-from newsletter.store.clicks import ClickTotals, click_totals, edition_link_counts
+from newsletter.store.clicks import click_totals, edition_link_counts
 from newsletter.store.deliveries import status_counts
-from newsletter.store.models import Click, Edition, EditionStatus, Subscriber, SubscriberEvent, SubscriberStatus
+from newsletter.store.models import Edition, EditionStatus, Subscriber, SubscriberEvent, SubscriberStatus
 from newsletter.store.readers import LOOKUP_CHUNK, count_subscribers
 
 GONE_OUT = (EditionStatus.SENDING, EditionStatus.SENT)
@@ -171,26 +173,6 @@ def edition_event_counts(session: Session, edition_ids: Sequence[int]) -> dict[i
     return counts
 
 
-def link_totals(session: Session, edition_ids: Sequence[int]) -> dict[int, ClickTotals]:
-    """Unique clickers and clicks of each edition, links only: ``clicks.click_totals`` without the opens.
-
-    With opens tracked, an edition of a large list has ten times more opens than clicks,
-    and ``click_totals`` reads them all to count unique openers; a view of many editions
-    that shows no opens reads only the links' index range (positions from 1) here.
-    """
-    wanted = sorted({i for i in edition_ids if 0 < i <= MAX_EDITION_ID})
-    totals = {i: ClickTotals(0, 0, 0) for i in edition_ids}
-    for start in range(0, len(wanted), LOOKUP_CHUNK):
-        query = (
-            select(Click.edition_id, func.count(func.distinct(Click.subscriber_id)), func.count())
-            .where(Click.edition_id.in_(wanted[start : start + LOOKUP_CHUNK]), Click.position > literal_column("0"))
-            .group_by(Click.edition_id)
-        )
-        for edition_id, clickers, clicks in session.execute(query):
-            totals[edition_id] = ClickTotals(clickers, clicks, 0)
-    return totals
-
-
 def edition_reports(
     session: Session, editions: Sequence[EditionRow], *, opens: bool, with_links: bool = True
 ) -> list[EditionFigures]:
@@ -199,13 +181,13 @@ def edition_reports(
     A handful of queries whatever the number of editions, plus one per edition for its
     links when ``with_links`` (the charts do without them).
 
-    :param opens: count unique opens (when opens are tracked, and for a few editions:
-        see ``link_totals``); without it the figures have no opens.
+    :param opens: show unique opens (when opens are tracked); without it the figures
+        have no opens.
     """
     ids = [e.id for e in editions]
     deliveries = delivery_counts(session, editions)
     events = edition_event_counts(session, ids)
-    clicks = click_totals(session, ids) if opens else link_totals(session, ids)
+    clicks = click_totals(session, ids)
     reports = []
     for edition in editions:
         links = (
