@@ -781,7 +781,7 @@ def test_the_command_reports_in_text_and_json(runner: CliRunner, tmp_path: Path,
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: chromium)")
 def test_a_fresh_project_with_the_demo_articles_gets_a_clean_report(runner: CliRunner, tmp_path: Path) -> None:
     from newsletter.clock import SystemClock
-    from newsletter.demo import seed
+    from newsletter.demo.newsroom import seed
 
     folder = tmp_path / "site"
     assert runner.invoke(cli, ["init", "--dir", str(folder)]).exit_code == 0

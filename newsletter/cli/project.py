@@ -15,7 +15,7 @@ import click
 from newsletter.cli.base import App, Progress, cli, pass_app
 from newsletter.clock import SystemClock
 from newsletter.config import load_config
-from newsletter.demo import NEWSROOM_ZONE, ZoneStep
+from newsletter.demo.newsroom import NEWSROOM_ZONE, ZoneStep
 from newsletter.editions import counted
 from newsletter.errors import UsageError
 from newsletter.store import Store
@@ -135,7 +135,7 @@ def demo(directory: Path, count: int, zones: bool) -> None:
       newsletter demo --subscribers 10000
       newsletter demo --zones
     """
-    from newsletter.demo import run_demo
+    from newsletter.demo.newsroom import run_demo
 
     click.echo(f"demo in {directory.resolve()}: {counted(count, 'subscriber')}, local SMTP server on 127.0.0.1")
     progress = Progress(enabled=sys.stderr.isatty())
