@@ -299,7 +299,7 @@ def main() -> None:
         before = store.current_revision()
         store.upgrade()  # new indexes and rollups, if any
         if store.current_revision() != before:
-            print(f"migrated {before} -> {store.current_revision()} in {time.perf_counter() - started:.0f} s")
+            print(f"migrated {before} -> {store.current_revision()} in {time.perf_counter() - started:.1f} s")
         store.dispose()
         print(f"reusing {args.reuse}; best of 3, warm:")
         measure(args.reuse, args.editions)

@@ -482,6 +482,44 @@ def test_list_growth_by_local_day(db_url: str, store: Store) -> None:
     assert sum(signups["article"]) == 1
 
 
+def test_readers_who_left_are_dated_by_their_latest_bounce_or_their_row(db_url: str, store: Store) -> None:
+    """Bounced readers by their latest "bounced" event (else their row's last change), unsubscribed ones by
+    ``unsubscribed_at``; each left the status they had (active if they had confirmed, else pending)."""
+    today = date(2026, 11, 24)
+
+    def at(day: int, hour: int = 12) -> datetime:
+        return datetime(2026, 11, day, hour, tzinfo=UTC)
+
+    with store.session() as session:
+        rows = [
+            # (status, confirmed, updated, unsubscribed, "bounced" events)
+            (SubscriberStatus.BOUNCED, at(1), at(24, 5), None, [at(18), at(21)]),  # the latest counts: the 21st
+            (SubscriberStatus.BOUNCED, None, at(19), None, []),  # never confirmed, no event: its row's date
+            (SubscriberStatus.BOUNCED, at(1), at(2), None, [at(2)]),  # before the days shown
+            (SubscriberStatus.UNSUBSCRIBED, None, at(20), at(20), []),
+            (SubscriberStatus.UNSUBSCRIBED, at(1), at(23), at(23), []),
+            (SubscriberStatus.ACTIVE, at(1), at(22, 13), at(22), []),  # left and came back: never counted as gone
+        ]
+        for i, (status, confirmed, updated, left, bounces) in enumerate(rows):
+            reader = Subscriber(
+                email=f"l{i}@example.org", status=status, source="web", created_at=at(1), updated_at=updated,
+                confirmed_at=confirmed, unsubscribed_at=left,
+            )  # fmt: skip
+            session.add(reader)
+            session.flush()
+            session.add_all(
+                SubscriberEvent(subscriber_id=reader.id, event="bounced", source="mailbox", at=t) for t in bounces
+            )
+    with store.session() as session:
+        growth = list_growth(session, LONDON, today - timedelta(days=9), today)
+    by_day = {d.day: [d.active, d.pending, d.unsubscribed, d.bounced] for d in growth.history}
+    assert by_day[date(2026, 11, 24)] == by_day[date(2026, 11, 23)] == [1, 0, 2, 3]
+    assert by_day[date(2026, 11, 22)] == by_day[date(2026, 11, 21)] == [2, 0, 1, 3]
+    assert by_day[date(2026, 11, 20)] == [3, 0, 1, 2]
+    assert by_day[date(2026, 11, 19)] == [3, 1, 0, 2]
+    assert by_day[date(2026, 11, 18)] == by_day[date(2026, 11, 15)] == [3, 2, 0, 1]
+
+
 # --- the admin pages ---------------------------------------------------------------------------------------
 
 

@@ -139,7 +139,23 @@ class Subscriber(Base):
         # confirmed or left in a window of days, read by range instead of by a whole scan.
         Index("ix_subscribers_created_at", "created_at"),
         Index("ix_subscribers_confirmed_at", "confirmed_at"),
-        Index("ix_subscribers_unsubscribed_at", "unsubscribed_at"),
+        # Who left, by when, with whether they had confirmed: partial, so only the rows of
+        # readers who left are in them, and a reader's other changes never touch them.
+        Index(
+            "ix_subscribers_unsubscribed",
+            "unsubscribed_at",
+            "confirmed_at",
+            sqlite_where=text("status = 'unsubscribed'"),
+            postgresql_where=text("status = 'unsubscribed'"),
+        ),
+        Index(
+            "ix_subscribers_bounced",
+            "updated_at",
+            "confirmed_at",
+            "id",
+            sqlite_where=text("status = 'bounced'"),
+            postgresql_where=text("status = 'bounced'"),
+        ),
         # Active readers grouped by their zone (a count per zone, each zone's deliveries made
         # with one INSERT ... SELECT) read this index alone, a zone's readers in id order.
         # ix_subscribers_status stays: on SQLite it walks all active readers in id order.
