@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -59,10 +60,21 @@ class Tokens:
     because an unsubscribe token is made for every message of every edition.
     """
 
-    def __init__(self, secret_key: str, clock: Clock | None = None) -> None:
+    def __init__(self, secret_key: str | Callable[[], str], clock: Clock | None = None) -> None:
+        """``secret_key`` may be a function that gives it, asked when a token is first made or read:
+        the CLI's commands that sign nothing (``preview``, ``status``) run without a key."""
         if not secret_key:
             raise TokenError("no secret key configured: tokens cannot be signed")
-        the_clock = clock or SystemClock()
+        self._secret_key = secret_key
+        self._clock = clock or SystemClock()
+        self._signers: dict[str, TimestampSigner] = {}
+        if isinstance(secret_key, str):
+            self._signers = self._make_signers(secret_key)
+
+    def _make_signers(self, secret_key: str) -> dict[str, TimestampSigner]:
+        if not secret_key:
+            raise TokenError("no secret key configured: tokens cannot be signed")
+        the_clock = self._clock
 
         class _ClockSigner(TimestampSigner):
             def get_timestamp(self) -> int:
@@ -72,7 +84,7 @@ class Tokens:
             def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
                 return super().derive_key(secret_key)  # the same for every token: derive it once
 
-        self._signers = {
+        return {
             purpose: _ClockSigner(secret_key, salt=f"newsletter-{purpose}", algorithm=_OneShotHMAC())
             for purpose in PURPOSES
         }
@@ -80,6 +92,9 @@ class Tokens:
     def _signer(self, purpose: str) -> TimestampSigner:
         signer = self._signers.get(purpose)
         if signer is None:
+            if not self._signers and callable(self._secret_key):  # the key, asked for on first use
+                self._signers = self._make_signers(self._secret_key())
+                return self._signer(purpose)
             raise TokenError(f"unknown token purpose {purpose!r}; expected one of: {', '.join(PURPOSES)}")
         return signer
 

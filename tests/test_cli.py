@@ -350,6 +350,25 @@ def test_send_to_one_address_records_nothing(site: Site, smtp_sink: SMTPServer) 
     assert one_error_line(site("send", "--to", "not an address", code=2))
 
 
+def test_only_the_commands_that_sign_links_ask_for_the_secret_key(
+    runner: CliRunner, tmp_path: Path, smtp_sink: SMTPServer
+) -> None:
+    """Preview and status run without [web] secret_key; every kind of send stops at once, having made nothing."""
+    path = write_config(tmp_path / "newsletter.toml", "sqlite:///site.db", smtp_sink, web={"secret_key": ""})
+    site = Site(runner, path)
+    site("db", "upgrade")
+    day = due_day()
+    add_morning(site, day)
+    site("subscribers", "add", "ana@example.org")
+    assert "3 articles" in site("preview", "--date", day.isoformat(), "--out", str(tmp_path / "p.html")).stdout
+    for args in (["--date", day.isoformat()], ["--dry-run"], ["--to", "me@example.org"], ["--scheduled"]):
+        assert "web.secret_key: missing" in one_error_line(site("send", *args, code=2))
+    assert "web.secret_key: missing" in one_error_line(site("preflight", "--no-links", code=2))
+    assert smtp_sink.handler.received == []
+    assert "no edition for" in site("status", "--date", day.isoformat()).stdout
+    assert "no editions yet" in site("status").stdout
+
+
 def test_send_and_status(runner: CliRunner, tmp_path: Path, db_url: str, smtp_sink: SMTPServer) -> None:
     site = Site(runner, write_config(tmp_path / "newsletter.toml", db_url, smtp_sink))
     day = due_day()

@@ -106,6 +106,22 @@ def test_a_secret_key_is_required(clock: FixedClock) -> None:
     assert Tokens(SECRET).make(CONFIRM, 1, "a@example.org")  # the system clock when none is given
 
 
+def test_a_key_given_as_a_function_is_asked_for_when_a_token_is_first_made(clock: FixedClock) -> None:
+    asked: list[str] = []
+
+    def key() -> str:
+        asked.append("key")
+        return SECRET
+
+    tokens = Tokens(key, clock)
+    assert asked == []
+    token = tokens.make(CONFIRM, 1, "a@example.org")
+    assert tokens.read(CONFIRM, token, max_age_days=1).subscriber_id == 1 and asked == ["key"]
+    assert token == Tokens(SECRET, clock).make(CONFIRM, 1, "a@example.org")
+    with pytest.raises(TokenError, match="no secret key"):
+        Tokens(lambda: "", clock).read(CONFIRM, token, max_age_days=1)
+
+
 def test_an_expired_link_is_its_own_class_and_a_claim_says_when_it_was_signed() -> None:
     from datetime import UTC, datetime
 

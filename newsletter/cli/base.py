@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from newsletter import __version__
 from newsletter.clock import SystemClock
 from newsletter.config import Config, load_config
+from newsletter.context import Context
 from newsletter.delivery import RunStats
 from newsletter.errors import NewsletterError
 from newsletter.signals import on_stop_signals
@@ -35,7 +36,12 @@ log = logging.getLogger("newsletter")
 
 
 class App:
-    """What a command may need, each built on first use from the one configuration."""
+    """What a command may need, each built on first use from the one configuration.
+
+    A command hands the library ``context``; it reads ``config`` alone, or opens a session
+    on ``store``, when that is all it does. Nothing is built before it is asked for, so a
+    command that needs no database opens none, and one that signs no links needs no key.
+    """
 
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
@@ -58,7 +64,20 @@ class App:
 
     @cached_property
     def tokens(self) -> Tokens:
-        return Tokens(self.config.require_secret_key(), self.clock)
+        """The secret key is asked for when the first link is signed or read (see ``signing_context``)."""
+        return Tokens(self.config.require_secret_key, self.clock)
+
+    @cached_property
+    def context(self) -> Context:
+        """What the library's operations take: the store is opened (and its schema checked) here."""
+        return Context(self.config, self.store, self.clock, self.tokens)
+
+    @property
+    def signing_context(self) -> Context:
+        """``context``, for a command that signs links: without a secret key it stops here, before doing anything."""
+        context = self.context
+        self.config.require_secret_key()
+        return context
 
 
 pass_app = click.make_pass_decorator(App)

@@ -62,7 +62,13 @@ def _run(app: App, path: Path | None, dry_run: bool, as_json: bool) -> None:
         click.echo(json.dumps(outcome.as_json(), ensure_ascii=False) if as_json else _table_row(outcome))
 
     report = process(
-        app.config, app.store, app.clock, app.tokens, _openers(app, path), dry_run=dry_run, on_outcome=show
+        app.config,
+        app.store,
+        app.clock,
+        app.signing_context.tokens,
+        _openers(app, path),
+        dry_run=dry_run,
+        on_outcome=show,
     )
     if not as_json:
         click.echo(("dry run, nothing changed: " if dry_run else "") + report.summary())

@@ -43,7 +43,7 @@ def preflight(app: App, day: date | None, as_json: bool, no_links: bool, screens
         config,
         app.store,
         app.clock,
-        app.tokens,
+        app.signing_context.tokens,
         day,
         Tools.real(config.preflight.user_agent),
         check_links=not no_links,

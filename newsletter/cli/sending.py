@@ -12,6 +12,7 @@ import click
 
 from newsletter import routes
 from newsletter.cli.base import DATE, App, Progress, cli, graceful_stop, pass_app
+from newsletter.context import Context
 from newsletter.editions import counted
 from newsletter.errors import UsageError
 from newsletter.render import GMAIL_CLIP_BYTES, fill_markers
@@ -133,18 +134,18 @@ def send(
 
         address = normalise_email(to_address)
         day = day or next_edition_day(app.config, app.store, app.clock)
-        reply = send_test_copy(app.config, app.store, app.clock, app.tokens, day, address)
+        reply = send_test_copy(app.config, app.store, app.clock, app.signing_context.tokens, day, address)
         click.echo(f"test copy of the edition of {day} sent to {address}: {reply}")
         return
     progress = Progress(enabled=sys.stderr.isatty() and not dry_run)
-    gate = send_gate(app.config, app.store, app.clock, app.tokens, ignore=ignore_preflight or dry_run)
+    gate = send_gate(app.config, app.store, app.clock, app.signing_context.tokens, ignore=ignore_preflight or dry_run)
     with graceful_stop() as stop:
         try:
             report = send_edition(
                 app.config,
                 app.store,
                 app.clock,
-                app.tokens,
+                app.signing_context.tokens,
                 day=day,
                 dry_run=dry_run,
                 stop=stop,
@@ -174,6 +175,13 @@ def _scheduler_store(app: App, role: str) -> Store:
     return store
 
 
+def _scheduler_context(app: App, store: Store) -> Context:
+    """The command's context on ``store`` (see ``_scheduler_store``); it signs links, so without
+    a secret key it stops here."""
+    app.config.require_secret_key()
+    return Context(app.config, store, app.clock, app.tokens)
+
+
 def _send_scheduled(app: App, conflicting: bool) -> None:
     """``send --scheduled``: cron's view of the morning; silent unless it sends or something is wrong."""
     from newsletter.due import feed_fetcher, send_scheduled
@@ -187,7 +195,8 @@ def _send_scheduled(app: App, conflicting: bool) -> None:
     try:
         with graceful_stop() as stop:
             fetch = feed_fetcher(app.config, store, app.clock)
-            result = send_scheduled(app.config, store, app.clock, app.tokens, fetch=fetch, stop=stop)
+            ctx = _scheduler_context(app, store)
+            result = send_scheduled(ctx.config, ctx.store, ctx.clock, ctx.tokens, fetch=fetch, stop=stop)
     finally:
         store.dispose()
     for report in result.reports:
@@ -225,7 +234,8 @@ def scheduler(app: App) -> None:
     store = _scheduler_store(app, "scheduler")
     try:
         fetch = feed_fetcher(app.config, store, app.clock)
-        code = EditionScheduler(app.config, store, app.clock, app.tokens, fetch=fetch).run()
+        ctx = _scheduler_context(app, store)
+        code = EditionScheduler(ctx.config, ctx.store, ctx.clock, ctx.tokens, fetch=fetch).run()
     finally:
         store.dispose()
     sys.exit(code)
@@ -444,7 +454,7 @@ def worker(app: App, until_idle: bool, poll_seconds: float) -> None:
                 app.config,
                 app.store,
                 app.clock,
-                app.tokens,
+                app.signing_context.tokens,
                 until_idle=until_idle,
                 stop=stop,
                 poll_seconds=poll_seconds,

@@ -1,8 +1,9 @@
 """The web app: public subscribe / confirm / unsubscribe / view-in-browser pages and the staff admin.
 
 ``create_app(config)`` builds everything from the one configuration handed to it: the
-store, the clock, the token signer and the way confirmation emails leave. Nothing lives
-at module level, so tests build as many apps as they like, and a WSGI server calls
+store, the clock and the token signer, which with it make the app's ``Context`` (views
+ask ``context()``), and beside that the way single mails leave (``transport_factory()``).
+Nothing lives at module level, so tests build as many apps as they like, and a WSGI server calls
 ``load_app()`` (which reads the configuration the usual way) once per worker process.
 """
 
@@ -12,7 +13,6 @@ import dataclasses
 import logging
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -23,6 +23,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from newsletter.clock import Clock, SystemClock
 from newsletter.config import Config, load_config
+from newsletter.context import Context
 from newsletter.render import PACKAGE_TEMPLATES
 from newsletter.store import Store
 from newsletter.tokens import Tokens
@@ -34,22 +35,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
+CONTEXT = "newsletter"  # app.extensions' keys: the app's Context, and its single-message transport factory
+TRANSPORT_FACTORY = "newsletter.transport_factory"
 
 
-@dataclass(frozen=True)
-class Services:
-    """What the views need, built once per app."""
-
-    config: Config
-    store: Store
-    clock: Clock
-    tokens: Tokens
-    transport_factory: Callable[[], Transport]
+def context() -> Context:
+    """The current app's ``Context``, built once per app (views call this instead of reaching for globals)."""
+    found: Context = current_app.extensions[CONTEXT]
+    return found
 
 
-def services() -> Services:
-    """The current app's collaborators (views call this instead of reaching for globals)."""
-    found: Services = current_app.extensions["newsletter"]
+def transport_factory() -> Callable[[], Transport]:
+    """How the current app's single mails leave (confirmations, test copies): one new connection per call."""
+    found: Callable[[], Transport] = current_app.extensions[TRANSPORT_FACTORY]
     return found
 
 
@@ -112,13 +110,8 @@ def create_app(
     if prefix:
         # Links in mails carry base_url's path: serve there with or without a proxy in front.
         app.wsgi_app = _MountPoint(app.wsgi_app, prefix)  # type: ignore[method-assign]  # as ProxyFix above
-    app.extensions["newsletter"] = Services(
-        config=config,
-        store=store,
-        clock=the_clock,
-        tokens=Tokens(config.web.secret_key, the_clock),
-        transport_factory=transport_factory or configured_transport(config),
-    )
+    app.extensions[CONTEXT] = Context(config, store, the_clock, Tokens(config.web.secret_key, the_clock))
+    app.extensions[TRANSPORT_FACTORY] = transport_factory or configured_transport(config)
     csrf = CSRFProtect(app)
     app.register_blueprint(public.bp)
     app.register_blueprint(admin.bp)

@@ -51,7 +51,7 @@ from newsletter.subscribers import (
     reactivate,
 )
 from newsletter.timezones import MAX_ZONE, zone_names
-from newsletter.web import services
+from newsletter.web import context, transport_factory
 from newsletter.web.auth import MAX_USERNAME, authenticate, session_stamp
 from newsletter.web.mail import deliver_now
 from newsletter.web.security import PAGE_CSP, allow_attempt, client_key, local_path
@@ -73,7 +73,7 @@ def require_login() -> Response | None:
     g.staff = None
     user_id, stamp = session.get("staff_id"), session.get("staff_stamp", "")
     if isinstance(user_id, int):
-        with services().store.session() as db:
+        with context().store.session() as db:
             user = db.get(StaffUser, user_id)
         if user is not None and hmac.compare_digest(session_stamp(user), str(stamp)):
             g.staff = user.username
@@ -87,7 +87,7 @@ def require_login() -> Response | None:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | tuple[str, int] | str:
-    app = services()
+    ctx = context()
     next_path = local_path(request.values.get("next")) or ""
     if request.method == "GET":
         if g.staff:
@@ -95,11 +95,11 @@ def login() -> Response | tuple[str, int] | str:
         return render_template("web/admin/login.html", next=next_path, error="", username="")
     username, password = request.form.get("username", ""), request.form.get("password", "")
     typed = username[:MAX_USERNAME] if username.isprintable() else ""  # shown again; the password never is
-    client = client_key(app.config.web.secret_key, request.remote_addr)
-    now = app.clock.now()
-    with app.store.session() as db:
+    client = client_key(ctx.config.web.secret_key, request.remote_addr)
+    now = ctx.clock.now()
+    with ctx.store.session() as db:
         allowed = allow_attempt(db, "login", client, now, LOGIN_FAILURES_PER_HOUR, record=False)
-        user = authenticate(db, username, password, app.clock) if allowed else None
+        user = authenticate(db, username, password, ctx.clock) if allowed else None
         if allowed and user is None:
             record_attempt(db, "login", client, now)
         found = (user.id, session_stamp(user)) if user else None
@@ -141,10 +141,10 @@ def home() -> str:
     from newsletter import charts
     from newsletter.store.reports import edition_reports, latest_editions_out, list_growth
 
-    app = services()
-    zone = app.config.newsletter.zone
-    today = app.clock.now().astimezone(zone).date()
-    with app.store.reading() as db:
+    ctx = context()
+    zone = ctx.config.newsletter.zone
+    today = ctx.clock.now().astimezone(zone).date()
+    with ctx.store.reading() as db:
         figures = edition_reports(db, latest_editions_out(db, EDITIONS_CHARTED), opens=False, with_links=False)
         growth = list_growth(db, zone, today - timedelta(days=GROWTH_DAYS - 1), today)
     return render_template(
@@ -187,7 +187,7 @@ def subscribers() -> str:
     if not search.isprintable():
         abort(400)
     status = _status_arg(request.args.get("status"))
-    with services().store.session() as db:
+    with context().store.session() as db:
         page = page_subscribers(
             db, status=status, search=search, after_id=_int_arg("after"), before_id=_int_arg("before"), size=PAGE_SIZE
         )
@@ -237,7 +237,7 @@ def set_subscriber_status(subscriber_id: int) -> Response:
     Someone who unsubscribed, bounced or complained comes back only if they asked to, so
     without "they asked to come back" ticked nothing changes and the page says why.
     """
-    app = services()
+    ctx = context()
     if subscriber_id > MAX_ID:
         abort(404)
     try:
@@ -250,11 +250,11 @@ def set_subscriber_status(subscriber_id: int) -> Response:
     if consent not in ([], [CONSENT]):  # a checkbox sends its value once, or nothing
         abort(400)
     try:
-        with app.store.session() as db:
+        with ctx.store.session() as db:
             if status == SubscriberStatus.ACTIVE:
-                changed = reactivate(db, subscriber_id, app.clock, by=_who(), confirmed=bool(consent))
+                changed = reactivate(db, subscriber_id, ctx.clock, by=_who(), confirmed=bool(consent))
             else:
-                changed = change_status(db, subscriber_id, status, app.clock, source=_who())
+                changed = change_status(db, subscriber_id, status, ctx.clock, source=_who())
     except ConsentRequiredError as exc:
         log.info("admin %s: subscriber %d not reactivated: no consent confirmed", g.staff, subscriber_id)
         flash(
@@ -273,12 +273,12 @@ def set_subscriber_status(subscriber_id: int) -> Response:
 @bp.post("/subscribers/<int:subscriber_id>/timezone")
 def set_subscriber_timezone(subscriber_id: int) -> Response:
     """Give one reader their own time zone, or (empty, "none") the newsletter's; checked as everywhere else."""
-    app = services()
+    ctx = context()
     if subscriber_id > MAX_ID:
         abort(404)
     try:
-        with app.store.session() as db:
-            change = change_zone(db, _one_value("timezone"), app.clock, field="timezone", subscriber_id=subscriber_id)
+        with ctx.store.session() as db:
+            change = change_zone(db, _one_value("timezone"), ctx.clock, field="timezone", subscriber_id=subscriber_id)
     except ValidationError as exc:
         flash(f"Time zone not changed: {exc.problem}.")
         return _back_to_list()
@@ -295,12 +295,12 @@ def set_subscriber_timezone(subscriber_id: int) -> Response:
 @bp.post("/subscribers/<int:subscriber_id>/resend-confirmation")
 def resend_confirmation(subscriber_id: int) -> Response:
     """Queue a fresh confirmation link for a pending reader and try to send it now, saying what happened."""
-    app = services()
+    ctx = context()
     if subscriber_id > MAX_ID:
         abort(404)
-    now = app.clock.now()
+    now = ctx.clock.now()
     try:
-        with app.store.session() as db:
+        with ctx.store.session() as db:
             reader = pending_reader(db, subscriber_id=subscriber_id)
             email = reader.email
             mail_id = queue_signup_mail(db, reader.id, email, OutboxKind.CONFIRM, now)
@@ -309,7 +309,7 @@ def resend_confirmation(subscriber_id: int) -> Response:
     except NotPendingError as exc:
         flash(f"No confirmation sent: {_one_line(exc)}.")
         return _back_to_list()
-    report = deliver_now(app, mail_id, subscriber_id)
+    report = deliver_now(ctx, transport_factory(), mail_id, subscriber_id)
     if report is not None and report.sent:
         log.info("admin %s: a new confirmation link went to subscriber %d", g.staff, subscriber_id)
         flash(f"A new confirmation link went to {email}.")
@@ -327,12 +327,12 @@ def editions() -> str:
         before_day = date.fromisoformat(before) if before else None
     except ValueError:
         abort(400)
-    app = services()
-    with app.store.session() as db:
+    ctx = context()
+    with ctx.store.session() as db:
         rows = editions_before(db, before_day, EDITIONS_PER_PAGE + 1)
     more = len(rows) > EDITIONS_PER_PAGE
     rows = rows[:EDITIONS_PER_PAGE]
-    with app.store.engine.connect() as conn:
+    with ctx.store.engine.connect() as conn:
         listed = [(e, delivery_log.status_counts(conn, e.id)) for e in rows]
     return render_template(
         "web/admin/editions.html", editions=listed, older=rows[-1].date.isoformat() if more and rows else ""
@@ -347,15 +347,15 @@ def edition(day: str) -> str:
         abort(404)
     from newsletter.store.reports import edition_on, edition_reports
 
-    app = services()
-    with app.store.reading() as db:
+    ctx = context()
+    with ctx.store.reading() as db:
         found = edition_for(db, when)
         feedback = edition_feedback(db, [found.id])[found.id] if found is not None else None
         row = edition_on(db, when) if has_gone_out(found) else None
-        figures = edition_reports(db, [row], opens=app.config.tracking.opens)[0] if row else None
+        figures = edition_reports(db, [row], opens=ctx.config.tracking.opens)[0] if row else None
     if found is None:
         abort(404)
-    with app.store.engine.connect() as conn:
+    with ctx.store.engine.connect() as conn:
         counts = delivery_log.status_counts(conn, found.id)
         errors = delivery_log.recent_errors(conn, found.id, limit=20)
     return render_template(
@@ -365,7 +365,7 @@ def edition(day: str) -> str:
         errors=errors,
         feedback=feedback,
         figures=figures,
-        bounces=app.config.bounces,
+        bounces=ctx.config.bounces,
         zones=_zones_to_come(found),
         held=_held(found),
         override=override_command(found.date),
@@ -380,8 +380,8 @@ def _zones_to_come(edition: Edition) -> list[str]:
 
     if edition.status != EditionStatus.SENDING:
         return []
-    app = services()
-    return [zone_text(zone, app.config.newsletter.zone) for zone in zones_to_come(app.config, app.store, edition)]
+    ctx = context()
+    return [zone_text(zone, ctx.config.newsletter.zone) for zone in zones_to_come(ctx.config, ctx.store, edition)]
 
 
 # --- the next edition -----------------------------------------------------------------------
@@ -420,10 +420,10 @@ def _day_value(value: str | None) -> date | None:
 
 
 def _next_day() -> date:
-    app = services()
+    ctx = context()
     from newsletter.preparation import next_edition_day
 
-    return next_edition_day(app.config, app.store, app.clock)
+    return next_edition_day(ctx.config, ctx.store, ctx.clock)
 
 
 @dataclass(frozen=True)
@@ -444,7 +444,7 @@ class _Listed:
 
 
 def _when(moment: datetime) -> str:
-    return moment.astimezone(services().config.newsletter.zone).strftime("%d %b %Y %H:%M")
+    return moment.astimezone(context().config.newsletter.zone).strftime("%d %b %Y %H:%M")
 
 
 @bp.get("/next")
@@ -470,11 +470,11 @@ def run_next_preflight() -> Response:
     """
     from newsletter.preflight import run_preflight
 
-    app = services()
+    ctx = context()
     day = _day_value(request.form.get("date")) or _next_day()
     try:
         report = run_preflight(
-            app.config, app.store, app.clock, app.tokens, day, preflight_tools(app.config), screenshots=False
+            ctx.config, ctx.store, ctx.clock, ctx.tokens, day, preflight_tools(ctx.config), screenshots=False
         )
     except UsageError as exc:  # a date with no edition to check
         flash(f"No preflight: {_one_line(exc)}")
@@ -493,17 +493,17 @@ def _held(edition: Edition | None) -> Hold | None:
     """The scheduler's hold on a made edition, while it stands (an edition gone out is not held)."""
     if edition is None or edition.status != EditionStatus.READY:
         return None
-    with services().store.reading() as db:
+    with context().store.reading() as db:
         return hold_of(db, edition.id)
 
 
 def _next_page(asked: date | None, report: Report | None = None) -> Response:
     from newsletter.preparation import plan_for
 
-    app = services()
+    ctx = context()
     upcoming = _next_day()
     day = asked or upcoming
-    with app.store.session() as db:
+    with ctx.store.session() as db:
         edition = edition_for(db, day)
         hidden = [
             _Listed(a.id, a.title, _when(a.published_at))
@@ -512,7 +512,7 @@ def _next_page(asked: date | None, report: Report | None = None) -> Response:
     frozen = has_gone_out(edition)
     fixed_stories: list[_Listed] = []
     if frozen and edition is not None:
-        with app.store.session() as db:
+        with ctx.store.session() as db:
             fixed_stories = [
                 _Listed(a.id, a.title, _when(a.published_at), a.section) for a in edition_articles(db, edition.id)
             ]
@@ -522,7 +522,7 @@ def _next_page(asked: date | None, report: Report | None = None) -> Response:
     problem = ""
     if not frozen:
         try:
-            selection = plan_for(app.config, app.store, app.clock, day, look_ahead=True)
+            selection = plan_for(ctx.config, ctx.store, ctx.clock, day, look_ahead=True)
         except UsageError as exc:
             problem = str(exc)
         else:
@@ -553,14 +553,14 @@ def _next_page(asked: date | None, report: Report | None = None) -> Response:
         story_count=sum(len(grp.stories) for grp in groups),
         too_old=too_old,
         hidden=hidden,
-        max_age_hours=app.config.newsletter.max_age_hours,
+        max_age_hours=ctx.config.newsletter.max_age_hours,
         priority_limit=PRIORITY_LIMIT,
         test_address=session.get(TEST_COPY_KEY, ""),
         report=report,
         findings=report.ordered() if report is not None else [],
         held=_held(edition),
         override=override_command(day),
-        link_seconds=app.config.preflight.link_check_seconds,
+        link_seconds=ctx.config.preflight.link_check_seconds,
         when=_when,
     )
     response = make_response(page, 404 if problem else 200)
@@ -580,10 +580,10 @@ def next_preview() -> Response:
     """The edition's HTML exactly as a reader gets it, with a sample greeting and unsubscribe link."""
     from newsletter.preparation import preview_edition
 
-    app = services()
+    ctx = context()
     day = _day_value(request.args.get("date")) or _next_day()
     try:
-        shown = preview_edition(app.config, app.store, app.clock, day)
+        shown = preview_edition(ctx.config, ctx.store, ctx.clock, day)
     except UsageError:
         abort(404)
     if not shown.html:
@@ -592,7 +592,7 @@ def next_preview() -> Response:
         shown.html,
         shown.markers,
         greeting="Good morning, Ana",
-        unsubscribe_url=f"{app.config.web.base_url}/unsubscribe/PREVIEW",
+        unsubscribe_url=f"{ctx.config.web.base_url}/unsubscribe/PREVIEW",
     )
     response = make_response(sample)
     response.headers["Content-Security-Policy"] = PREVIEW_CSP
@@ -632,37 +632,37 @@ def _editorial(article_id: int, change: Callable[[str], editorial.Outcome]) -> R
 
 @bp.post("/next/articles/<int:article_id>/pin")
 def pin_story(article_id: int) -> Response:
-    app = services()
+    ctx = context()
     day = _day_value(request.form.get("date"))
-    return _editorial(article_id, lambda ref: editorial.pin(app.config, app.store, app.clock, ref, day))
+    return _editorial(article_id, lambda ref: editorial.pin(ctx.config, ctx.store, ctx.clock, ref, day))
 
 
 @bp.post("/next/articles/<int:article_id>/unpin")
 def unpin_story(article_id: int) -> Response:
-    app = services()
-    return _editorial(article_id, lambda ref: editorial.unpin(app.store, app.clock, ref))
+    ctx = context()
+    return _editorial(article_id, lambda ref: editorial.unpin(ctx.store, ctx.clock, ref))
 
 
 @bp.post("/next/articles/<int:article_id>/hide")
 def hide_story(article_id: int) -> Response:
-    app = services()
-    return _editorial(article_id, lambda ref: editorial.hide(app.store, app.clock, ref))
+    ctx = context()
+    return _editorial(article_id, lambda ref: editorial.hide(ctx.store, ctx.clock, ref))
 
 
 @bp.post("/next/articles/<int:article_id>/unhide")
 def unhide_story(article_id: int) -> Response:
-    app = services()
-    return _editorial(article_id, lambda ref: editorial.unhide(app.store, app.clock, ref))
+    ctx = context()
+    return _editorial(article_id, lambda ref: editorial.unhide(ctx.store, ctx.clock, ref))
 
 
 @bp.post("/next/articles/<int:article_id>/priority")
 def set_story_priority(article_id: int) -> Response:
-    app = services()
+    ctx = context()
     raw = request.form.get("priority", "").strip()
     if not _PRIORITY.fullmatch(raw) or abs(int(raw)) > PRIORITY_LIMIT:
         abort(400)
     priority = int(raw)
-    return _editorial(article_id, lambda ref: editorial.set_priority(app.store, app.clock, ref, priority))
+    return _editorial(article_id, lambda ref: editorial.set_priority(ctx.store, ctx.clock, ref, priority))
 
 
 @bp.post("/next/test-copy")
@@ -670,7 +670,7 @@ def send_next_test_copy() -> Response:
     """One copy of the edition as it stands to one address (the staff member's own); nothing is recorded."""
     from newsletter.publish import send_test_copy
 
-    app = services()
+    ctx = context()
     day = _day_value(request.form.get("date")) or _next_day()
     try:
         address = normalise_email(request.form.get("email", ""))
@@ -680,7 +680,7 @@ def send_next_test_copy() -> Response:
     session[TEST_COPY_KEY] = address
     try:
         reply = send_test_copy(
-            app.config, app.store, app.clock, app.tokens, day, address, transport=app.transport_factory()
+            ctx.config, ctx.store, ctx.clock, ctx.tokens, day, address, transport=transport_factory()()
         )
     except (NewsletterError, OSError) as exc:  # the mail server is down or refused it: say so, in one line
         log.warning("admin %s: test copy of the edition of %s to %s failed: %s", g.staff, day, address, exc)

@@ -19,7 +19,7 @@ from flask import Blueprint, Response, abort, render_template, request, url_for
 from newsletter import routes
 from newsletter.editions import counted, long_date
 from newsletter.store.archive import ArchivedEdition, count_published_editions, published_editions
-from newsletter.web import services
+from newsletter.web import context
 
 bp = Blueprint("archive", __name__)
 
@@ -37,7 +37,7 @@ ET.register_namespace("", ATOM)  # Atom as the default namespace: <feed>, not <n
 def index() -> tuple[str, int]:
     """One page of the archive; ``?page=N`` for older ones, and a 404 past the last."""
     page = _page_number(request.args.get("page", "1"))
-    with services().store.session() as session:
+    with context().store.session() as session:
         total = count_published_editions(session)
         editions = published_editions(session, offset=(page - 1) * PER_PAGE, limit=PER_PAGE)
     if page > 1 and not editions:
@@ -67,10 +67,10 @@ def _page_number(raw: str) -> int:
 @bp.get(routes.FEED)
 def feed() -> Response:
     """Atom 1.0: one entry per edition that went out, the newest ``FEED_ENTRIES``."""
-    app = services()
-    with app.store.session() as session:
+    ctx = context()
+    with ctx.store.session() as session:
         editions = published_editions(session, limit=FEED_ENTRIES)
-    body = atom_feed(editions, app.config.web.base_url, app.config.newsletter.name, app.clock.now())
+    body = atom_feed(editions, ctx.config.web.base_url, ctx.config.newsletter.name, ctx.clock.now())
     response = Response(body, mimetype="application/atom+xml")
     response.headers["Cache-Control"] = "public, max-age=300"
     return response

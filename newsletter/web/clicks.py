@@ -36,11 +36,12 @@ from werkzeug.wrappers import Response as BaseResponse
 from newsletter import routes
 from newsletter.clickrecorder import ClickRecorder, looks_like_scanner
 from newsletter.codes import CLICK, Attribution, ReaderCodes
+from newsletter.context import Context
 from newsletter.errors import TokenError
 from newsletter.store import Store
 from newsletter.store.clicks import OPEN_POSITION, ClickRow, edition_links
 from newsletter.tracking import trackable_url
-from newsletter.web import Services, services
+from newsletter.web import CONTEXT, context
 
 bp = Blueprint("clicks", __name__)
 
@@ -98,10 +99,10 @@ class Tracking:
 def install(app: Flask) -> ClickRecorder:
     """Add the routes to ``app`` with a recorder of their own; returns it (it writes from the first click on).
 
-    Called by ``create_app`` after the app's services are set. The recorder is closed,
+    Called by ``create_app`` after the app's ``Context`` is set. The recorder is closed,
     and what it holds written, when the process exits; tests call ``flush()``.
     """
-    found: Services = app.extensions["newsletter"]
+    found: Context = app.extensions[CONTEXT]
     recorder = ClickRecorder(found.store, scanner_seconds=found.config.tracking.scanner_seconds)
     app.extensions["clicks"] = Tracking(
         codes=ReaderCodes(found.config.require_secret_key(), CLICK),
@@ -135,9 +136,9 @@ def click(code: str) -> BaseResponse:
     url = links.get(position) if links is not None else None
     if url is None:
         return _not_found()
-    app = services()
-    if app.config.tracking.clicks:
-        _record(app, tracking, who, position)
+    ctx = context()
+    if ctx.config.tracking.clicks:
+        _record(ctx, tracking, who, position)
     response = redirect(url, code=302)
     _private(response)
     return response
@@ -146,8 +147,8 @@ def click(code: str) -> BaseResponse:
 @bp.get(routes.OPEN)
 def open_image(name: str) -> Response:
     """The 1×1 image of ``[tracking] opens``: count an open (position 0) and answer a transparent GIF."""
-    app = services()
-    if not app.config.tracking.opens or len(name) > MAX_CODE:
+    ctx = context()
+    if not ctx.config.tracking.opens or len(name) > MAX_CODE:
         abort(404)
     code, dot, extension = name.rpartition(".")
     if not dot or extension != "gif":
@@ -159,7 +160,7 @@ def open_image(name: str) -> Response:
         abort(404)
     if tracking.links.links_of(who.edition_id) is None:
         abort(404)
-    _record(app, tracking, who, OPEN_POSITION)
+    _record(ctx, tracking, who, OPEN_POSITION)
     response = make_response(PIXEL)
     response.mimetype = "image/gif"
     _private(response)
@@ -181,11 +182,11 @@ def _read_link_code(codes: ReaderCodes, code: str) -> tuple[Attribution, int] | 
     return (who, number) if number > OPEN_POSITION else None
 
 
-def _record(app: Services, tracking: Tracking, who: Attribution, position: int) -> None:
+def _record(ctx: Context, tracking: Tracking, who: Attribution, position: int) -> None:
     """Queue the click unless it is a HEAD (scanners probe with it) or a test copy's."""
     if request.method != "GET" or who.subscriber_id == TEST_COPY:
         return
-    row = ClickRow(who.edition_id, position, who.subscriber_id, app.clock.now())
+    row = ClickRow(who.edition_id, position, who.subscriber_id, ctx.clock.now())
     tracking.recorder.record(row, scanner=looks_like_scanner(request.headers.get("User-Agent")))
 
 

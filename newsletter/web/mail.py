@@ -10,17 +10,19 @@ the server took the mail; the outbox retries it (see ``newsletter.outbox``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from email.message import EmailMessage
 
 from sqlalchemy.orm import Session
 
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.errors import NewsletterError
 from newsletter.outbox import OutboxReport, deliver_outbox, queue_signup_mail, signup_message
 from newsletter.store.models import OutboxKind
 from newsletter.subscribers import Signup
-from newsletter.web import Services
+from newsletter.transports import Transport
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +38,15 @@ def queue_for(session: Session, signup: Signup, now: datetime) -> int:
     return queue_signup_mail(session, signup.subscriber_id, signup.email, kind, now)
 
 
-def deliver_now(services: Services, mail_id: int, subscriber_id: int) -> OutboxReport | None:
+def deliver_now(
+    ctx: Context, transport_factory: Callable[[], Transport], mail_id: int, subscriber_id: int
+) -> OutboxReport | None:
     """Try to send one queued mail at once; None when even trying failed (it stays queued).
 
     Whatever happens here is logged, never raised: the visitor's answer does not change.
     """
     try:
-        report = deliver_outbox(
-            services.config, services.store, services.clock, services.transport_factory, limit=1, only=mail_id
-        )
+        report = deliver_outbox(ctx.config, ctx.store, ctx.clock, transport_factory, limit=1, only=mail_id)
     except (NewsletterError, OSError) as exc:
         log.error("sign-up email to subscriber %d not sent now, left queued: %s", subscriber_id, exc)
         return None

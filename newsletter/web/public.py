@@ -37,7 +37,7 @@ from newsletter.subscribers import (
 )
 from newsletter.timezones import MAX_ZONE, check_zone, zone_names
 from newsletter.tokens import CONFIRM, UNSUBSCRIBE
-from newsletter.web import services
+from newsletter.web import context, transport_factory
 from newsletter.web.archive import with_archive_links
 from newsletter.web.mail import deliver_now, queue_for
 from newsletter.web.security import EDITION_CSP, PAGE_CSP, allow_attempt, client_key, recipient_key
@@ -111,7 +111,7 @@ def subscribe() -> Form:
     source = ""
     if "source" in request.args:
         try:
-            source = signup_source(request.args["source"], _article_path(services().config))
+            source = signup_source(request.args["source"], _article_path(context().config))
         except InvalidTextError:
             source = ""
     return _subscribe_form(email=email, source=source)
@@ -126,21 +126,21 @@ def subscribe_post() -> BaseResponse | Form | tuple[str, int]:
     whose first visit can carry no cookie of ours and so no token; the double opt-in, the
     honeypot and both rate limits hold either way.
     """
-    app = services()
+    ctx = context()
     if sum(1 for _ in request.form.items(multi=True)) > MAX_FORM_FIELDS:
         abort(413)  # werkzeug counts the parts of a multipart form only; this counts urlencoded ones too
-    refused = _refuse_foreign_form(app.config)
+    refused = _refuse_foreign_form(ctx.config)
     if refused is not None:
         return refused
     email, name = request.form.get("email", ""), request.form.get("name", "")
     timezone = request.form.get(TIMEZONE_FIELD, "")
     try:
-        source, broken_source = signup_source(request.form.get("source", ""), _article_path(app.config)), False
+        source, broken_source = signup_source(request.form.get("source", ""), _article_path(ctx.config)), False
     except InvalidTextError:
         source, broken_source = WEB, True
-    client = client_key(app.config.web.secret_key, request.remote_addr)
-    with app.store.session() as session:
-        allowed = allow_attempt(session, "subscribe", client, app.clock.now(), app.config.web.subscribe_per_hour)
+    client = client_key(ctx.config.web.secret_key, request.remote_addr)
+    with ctx.store.session() as session:
+        allowed = allow_attempt(session, "subscribe", client, ctx.clock.now(), ctx.config.web.subscribe_per_hour)
     if not allowed:
         log.warning("sign-up rate limit reached for a client")
         problem = "Too many sign-ups from your network in the last hour. Please try again later."
@@ -170,15 +170,15 @@ def subscribe_post() -> BaseResponse | Form | tuple[str, int]:
         errors["form"] = "This sign-up form sent something we cannot use. Please sign up here instead."
     if errors:
         return _subscribe_form(400, email=email, name=name, source=source, timezone=timezone, errors=errors)
-    now = app.clock.now()
-    with app.store.session() as session:
-        signup = request_subscription(session, email, app.clock, name=name, source=source, timezone=zone)
-        recipient = recipient_key(app.config.web.secret_key, signup.email)
+    now = ctx.clock.now()
+    with ctx.store.session() as session:
+        signup = request_subscription(session, email, ctx.clock, name=name, source=source, timezone=zone)
+        recipient = recipient_key(ctx.config.web.secret_key, signup.email)
         # Queued mails count too: the limit holds while the mail server is down.
         may_mail = allow_attempt(session, "signup-mail", recipient, now, MAILS_PER_ADDRESS_PER_HOUR)
         mail_id = queue_for(session, signup, now) if may_mail else None
     if mail_id is not None:
-        deliver_now(app, mail_id, signup.subscriber_id)
+        deliver_now(ctx, transport_factory(), mail_id, signup.subscriber_id)
     else:  # someone is filling a stranger's inbox through the form
         log.warning(
             "sign-up mail to subscriber %d held back: %d sent this hour",
@@ -291,7 +291,7 @@ def _link_state(exc: TokenError) -> str:
 
 @bp.get("/subscribe/check-your-inbox")
 def check_inbox() -> str:
-    return render_template("web/check_inbox.html", days=services().config.web.confirm_days)
+    return render_template("web/check_inbox.html", days=context().config.web.confirm_days)
 
 
 @bp.get(routes.CONFIRM)
@@ -299,13 +299,13 @@ def confirm(token: str) -> tuple[str, int]:
     """Double opt-in: the link from the confirmation email makes the reader active."""
     if request.method == "HEAD":  # link scanners probe with HEAD; only a visit confirms
         return "", 200
-    app = services()
+    ctx = context()
     try:
-        claim = app.tokens.read(CONFIRM, token, app.config.web.confirm_days)
+        claim = ctx.tokens.read(CONFIRM, token, ctx.config.web.confirm_days)
     except TokenError as exc:
         return render_template("web/confirm.html", state=_link_state(exc)), 400
-    with app.store.session() as session:
-        result = confirm_subscription(session, claim, app.clock, source="web", issued_at=claim.issued_at)
+    with ctx.store.session() as session:
+        result = confirm_subscription(session, claim, ctx.clock, source="web", issued_at=claim.issued_at)
     refused = (ConfirmResult.UNKNOWN, ConfirmResult.STALE, ConfirmResult.SUPERSEDED)
     status = 400 if result in refused else 200
     return render_template("web/confirm.html", state=result.value), status
@@ -319,22 +319,22 @@ def unsubscribe(token: str) -> Response:
     redirects, answers 200 and can be repeated: that is what mailbox providers expect of
     ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``.
     """
-    app = services()
+    ctx = context()
     try:
-        claim = app.tokens.read(UNSUBSCRIBE, token, app.config.web.unsubscribe_days)
+        claim = ctx.tokens.read(UNSUBSCRIBE, token, ctx.config.web.unsubscribe_days)
     except TokenError as exc:
         return _unsubscribe_page(_link_state(exc), 400)
     if request.method == "POST":
         source = "web" if request.form.get("via") == "page" else "one-click"
-        with app.store.session() as session:
-            result = leave(session, claim, app.clock, source=source)
+        with ctx.store.session() as session:
+            result = leave(session, claim, ctx.clock, source=source)
         if result == LeaveResult.UNSUBSCRIBED:
             log.info("subscriber %d unsubscribed (%s)", claim.subscriber_id, source)
         state = "done" if result in (LeaveResult.UNSUBSCRIBED, LeaveResult.ALREADY) else result.value
         return _unsubscribe_page(state, 200)
     if claim.subscriber_id == 0:
         return _unsubscribe_page(LeaveResult.TEST_COPY.value, 200)
-    with app.store.session() as session:
+    with ctx.store.session() as session:
         subscriber = subscriber_for(session, claim)
         email = subscriber.email if subscriber else ""
         gone = subscriber is not None and subscriber.status == SubscriberStatus.UNSUBSCRIBED
@@ -360,7 +360,7 @@ def edition(day: str) -> Response:
         when = date.fromisoformat(day)
     except ValueError:
         abort(404)
-    with services().store.session() as session:
+    with context().store.session() as session:
         found = edition_for(session, when)
         # Only once it has gone out: a made edition can still change, and is nobody's to read yet.
         html = found.web_html if has_gone_out(found) else ""
