@@ -181,6 +181,7 @@ def _child_serve(config_path: str, port: int) -> None:
 def _child_send(config_path: str) -> None:
     from newsletter.clock import SystemClock
     from newsletter.config import load_config
+    from newsletter.context import Context
     from newsletter.preparation import prepare_edition, resolve_day
     from newsletter.publish import send_edition
     from newsletter.store import Store
@@ -189,9 +190,10 @@ def _child_send(config_path: str) -> None:
     config = load_config(config_path, environ={})
     store = Store(config.store.url)
     clock = SystemClock()
+    ctx = Context(config, store, clock, Tokens(config.web.secret_key, clock))
     prepare_edition(config, store, clock, resolve_day(config, clock, None))  # rendering: not timed
     started = time.perf_counter()
-    report = send_edition(config, store, clock, Tokens(config.web.secret_key, clock))
+    report = send_edition(ctx)
     elapsed = time.perf_counter() - started
     assert report.stats is not None and report.outcome == "sent", report.message
     print(json.dumps({"sent": report.stats.sent, "seconds": elapsed}), flush=True)

@@ -59,6 +59,7 @@ def _reset(url: str) -> None:
 def _enqueue(config_path: Path) -> float:
     from newsletter.clock import SystemClock
     from newsletter.config import load_config
+    from newsletter.context import Context
     from newsletter.publish import send_edition
     from newsletter.store import Store
     from newsletter.tokens import Tokens
@@ -66,8 +67,9 @@ def _enqueue(config_path: Path) -> float:
     config = load_config(config_path, environ={})
     store = Store(config.store.url)
     clock = SystemClock()
+    ctx = Context(config, store, clock, Tokens(config.web.secret_key, clock))
     started = time.perf_counter()
-    report = send_edition(config, store, clock, Tokens(config.web.secret_key, clock), enqueue_only=True)
+    report = send_edition(ctx, enqueue_only=True)
     elapsed = time.perf_counter() - started
     store.dispose()
     assert report.outcome == "enqueued", report.message

@@ -213,6 +213,7 @@ def _seed(config_path: Path, subscribers: int, articles: int, zones: int = 0) ->
 def _child_pipeline(config_path: str) -> dict[str, float]:
     from newsletter.clock import SystemClock
     from newsletter.config import load_config
+    from newsletter.context import Context
     from newsletter.preparation import prepare_edition, resolve_day
     from newsletter.publish import send_edition
     from newsletter.store import Store
@@ -221,12 +222,13 @@ def _child_pipeline(config_path: str) -> dict[str, float]:
     config = load_config(config_path, environ={})
     store = Store(config.store.url)
     clock = SystemClock()
+    ctx = Context(config, store, clock, Tokens(config.web.secret_key, clock))
     day = resolve_day(config, clock, None)
     edition = prepare_edition(config, store, clock, day)  # render: not timed
     if config.newsletter.per_reader_timezone:
         return _zoned_pipeline(config, store, day, len(edition.html.encode()))
     started = time.perf_counter()
-    report = send_edition(config, store, clock, Tokens(config.web.secret_key, clock))
+    report = send_edition(ctx)
     elapsed = time.perf_counter() - started
     assert report.stats is not None and report.outcome == "sent", report.message
     return {"sent": report.stats.sent, "seconds": elapsed, "html_bytes": len(edition.html.encode())}
@@ -236,6 +238,7 @@ def _zoned_pipeline(config: Any, store: Any, day: Any, html_bytes: int) -> dict[
     """One send per zone's morning, on a clock pinned to it; the time is the sum of the sends."""
     from newsletter import release
     from newsletter.clock import FixedClock
+    from newsletter.context import Context
     from newsletter.publish import send_edition
     from newsletter.store.readers import active_zone_counts
     from newsletter.tokens import Tokens
@@ -245,12 +248,12 @@ def _zoned_pipeline(config: Any, store: Any, day: Any, html_bytes: int) -> dict[
         counts = active_zone_counts(session)
     moments = sorted({r.at for r in release.plan(day, n.send_time, n.zone, counts)})
     clock = FixedClock(moments[0])
-    tokens = Tokens(config.web.secret_key, clock)
+    ctx = Context(config, store, clock, Tokens(config.web.secret_key, clock))
     sent, elapsed = 0, 0.0
     for moment in moments:
         clock.set(moment)
         started = time.perf_counter()
-        report = send_edition(config, store, clock, tokens, day=day)
+        report = send_edition(ctx, day=day)
         elapsed += time.perf_counter() - started
         assert report.stats is not None, report.message
         sent += report.stats.sent

@@ -28,6 +28,7 @@ from apscheduler.triggers.cron import CronTrigger
 from newsletter.articles import ImportSummary, fetch_feeds
 from newsletter.clock import Clock
 from newsletter.config import WEEKDAYS, Config
+from newsletter.context import Context
 from newsletter.editions import counted, cutoff, edition_date_due, local_date
 from newsletter.errors import LockHeldError, NewsletterError, PreflightHeldError
 from newsletter.preflight.gate import Gate, fingerprint_now, override_command
@@ -361,7 +362,9 @@ class ScheduledSender:
         self.lock_level = lock_level
         self.retry_hint = retry_hint
         self.state_of = state_reader(
-            store, partial(articles_waiting, config, store, clock), partial(zones_to_come, config, store)
+            store,
+            partial(articles_waiting, config, store, clock),
+            partial(zones_to_come, Context(config, store, clock, tokens)),
         )
         self._tools = tools
         self.notices = notices or transport_factory(config)
@@ -433,10 +436,7 @@ class ScheduledSender:
         gate = Gate(self.config, self.store, self.clock, self.tokens, self.tools, remember=True) if check else None
         try:
             report = send_edition(
-                self.config,
-                self.store,
-                self.clock,
-                self.tokens,
+                Context(self.config, self.store, self.clock, self.tokens),
                 day=day,
                 retry_deferred=retry_deferred,
                 stop=self.stop,

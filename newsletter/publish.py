@@ -20,6 +20,7 @@ from newsletter import release, routes
 from newsletter.clock import Clock
 from newsletter.codes import CLICK, ReaderCodes
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.delivery import (
     DeliveryRun,
     Personal,
@@ -222,16 +223,16 @@ def _release_dead_claims(store: Store, edition_id: int, clock: Clock, retry_defe
             delivery_log.retry_deferred_now(conn, edition_id)
 
 
-def give_up_stale(config: Config, store: Store, clock: Clock, edition: Edition) -> str:
+def give_up_stale(ctx: Context, edition: Edition) -> str:
     """Yesterday's news is not worth retrying for ever: old deferrals become failures.
 
     Returns what was given up on, in words for the run's summary ("" when nothing was),
     so a resumed run never hides the readers it stopped trying.
     """
-    hours = config.delivery.give_up_hours
-    if clock.now() - edition.window_end < timedelta(hours=hours):
+    hours = ctx.config.delivery.give_up_hours
+    if ctx.clock.now() - edition.window_end < timedelta(hours=hours):
         return ""
-    with store.engine.begin() as conn:
+    with ctx.store.engine.begin() as conn:
         count, example = delivery_log.give_up_deferred(conn, edition.id)
     if not count:
         return ""
@@ -240,32 +241,28 @@ def give_up_stale(config: Config, store: Store, clock: Clock, edition: Edition) 
     return said
 
 
-def zone_plan(config: Config, store: Store, day: date) -> list[ZoneRelease]:
+def zone_plan(ctx: Context, day: date) -> list[ZoneRelease]:
     """When the readers of each zone get the edition of ``day``: one grouped count of the list.
 
     A send reads it once and hands it to the release and to the finish, so a zone's run
     does not count the whole list twice.
     """
-    with store.reading() as session:
+    with ctx.store.reading() as session:
         counts = active_zone_counts(session)
-    n = config.newsletter
+    n = ctx.config.newsletter
     return release.plan(day, n.send_time, n.zone, counts)
 
 
-def zones_to_come(
-    config: Config, store: Store, edition: Edition, plan: list[ZoneRelease] | None = None
-) -> list[ZoneRelease]:
+def zones_to_come(ctx: Context, edition: Edition, plan: list[ZoneRelease] | None = None) -> list[ZoneRelease]:
     """The zones whose readers' morning has not come yet for ``edition`` (none unless it goes zone by zone)."""
     if edition.released_until is None:
         return []
     if plan is None:
-        plan = zone_plan(config, store, edition.date)
+        plan = zone_plan(ctx, edition.date)
     return release.still_to_come(plan, edition.released_until)
 
 
-def release_zones(
-    config: Config, store: Store, clock: Clock, edition: Edition, plan: list[ZoneRelease] | None = None
-) -> list[ZoneRelease]:
+def release_zones(ctx: Context, edition: Edition, plan: list[ZoneRelease] | None = None) -> list[ZoneRelease]:
     """Give the readers of every zone whose morning has come their deliveries; returns those zones.
 
     Run by every sender before it claims (``send``, the scheduler, ``newsletter worker``):
@@ -275,15 +272,15 @@ def release_zones(
     """
     if edition.released_until is None and edition.enqueued_at is not None:
         return []  # sent to everyone at once
-    now = clock.now()
+    now = ctx.clock.now()
     if plan is None:
-        plan = zone_plan(config, store, edition.date)
+        plan = zone_plan(ctx, edition.date)
     come = release.due(plan, edition.released_until, now)
     for zone in come:
         if zone.warning:
             log.warning("edition %s: %s", edition.date, zone.warning)
-    delivery_log.enqueue(store.engine, edition.id, zones={r.zone for r in come})
-    with store.engine.begin() as conn:
+    delivery_log.enqueue(ctx.store.engine, edition.id, zones={r.zone for r in come})
+    with ctx.store.engine.begin() as conn:
         delivery_log.mark_released(conn, edition.id, now)
     if come and edition.enqueued_at is not None:
         readers = sum(r.readers for r in come)
@@ -297,31 +294,26 @@ def release_zones(
     return come
 
 
-def finish_edition(
-    config: Config, store: Store, edition_id: int, clock: Clock, plan: list[ZoneRelease] | None = None
-) -> dict[DeliveryStatus, int]:
+def finish_edition(ctx: Context, edition_id: int, plan: list[ZoneRelease] | None = None) -> dict[DeliveryStatus, int]:
     """Store the counts, and mark the edition sent once nothing is open and no zone waits any more.
 
     ``plan`` is the zone plan the run released from (``zone_plan``), when it read one.
     """
-    with store.session() as session:
+    with ctx.store.session() as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None
     # Outside that session: on SQLite a second transaction inside it would wait for its lock.
-    waiting = bool(zones_to_come(config, store, edition, plan))
-    with store.engine.begin() as conn:
+    waiting = bool(zones_to_come(ctx, edition, plan))
+    with ctx.store.engine.begin() as conn:
         counts = delivery_log.status_counts(conn, edition_id)
         delivery_log.store_counts(conn, edition_id, counts)
         if not waiting and not any(counts[s] for s in delivery_log.OPEN_STATUSES):
-            delivery_log.mark_sent(conn, edition_id, clock.now())
+            delivery_log.mark_sent(conn, edition_id, ctx.clock.now())
     return counts
 
 
 def send_edition(
-    config: Config,
-    store: Store,
-    clock: Clock,
-    tokens: Tokens,
+    ctx: Context,
     *,
     day: date | None = None,
     dry_run: bool = False,
@@ -339,9 +331,10 @@ def send_edition(
     exists, and raises to stop it going out (preflight); an edition already part-sent is
     resumed without it, since holding it would split the list.
     """
+    config, store, clock = ctx.config, ctx.store, ctx.clock
     day = resolve_day(config, clock, day)
     if dry_run:
-        return _dry_run(config, store, clock, day)
+        return _dry_run(ctx, day)
     if pools is None and config.delivery.transport == "smtp":
         refuse_example_sender(config)  # before anything is made or recorded
     edition, selection = make_edition(config, store, clock, day)
@@ -363,10 +356,10 @@ def send_edition(
         gate(edition)
     # Zone by zone, each send reads the zone plan once, for both its release and its finish.
     goes_by_zone = config.newsletter.per_reader_timezone or edition.released_until is not None
-    plan = zone_plan(config, store, edition.date) if goes_by_zone else None
+    plan = zone_plan(ctx, edition.date) if goes_by_zone else None
     if enqueue_only:
-        edition = _start(config, store, edition.id, clock, plan)
-        count = finish_edition(config, store, edition.id, clock, plan)
+        edition = _start(ctx, edition.id, plan)
+        count = finish_edition(ctx, edition.id, plan)
         waiting = sum(count[s] for s in delivery_log.OPEN_STATUSES)
         return SendReport(
             day,
@@ -375,21 +368,11 @@ def send_edition(
             subject=edition.subject,
         )
     with DatabaseLock(store, f"edition:{day.isoformat()}", clock):
-        edition = _start(config, store, edition.id, clock, plan)
-        gave_up = give_up_stale(config, store, clock, edition)
+        edition = _start(ctx, edition.id, plan)
+        gave_up = give_up_stale(ctx, edition)
         _release_dead_claims(store, edition.id, clock, retry_deferred)
-        stats = run_edition(
-            config,
-            store,
-            clock,
-            tokens,
-            edition,
-            worker=worker_identity(),
-            pools=pools,
-            stop=stop,
-            on_progress=on_progress,
-        )
-        counts = finish_edition(config, store, edition.id, clock, plan)
+        stats = run_edition(ctx, edition, worker=worker_identity(), pools=pools, stop=stop, on_progress=on_progress)
+        counts = finish_edition(ctx, edition.id, plan)
     report = _report(day, edition.subject, stats, counts)
     if gave_up:
         report.message += f"; {gave_up}"
@@ -400,10 +383,7 @@ def send_edition(
 
 
 def run_edition(
-    config: Config,
-    store: Store,
-    clock: Clock,
-    tokens: Tokens,
+    ctx: Context,
     edition: Edition,
     *,
     worker: str,
@@ -413,13 +393,14 @@ def run_edition(
     limiter: RateLimiter | None = None,
 ) -> RunStats:
     """Send an enqueued edition's open deliveries as one worker: the part every sender shares."""
+    config = ctx.config
     template = compile_template(config, edition)
     return DeliveryRun(
-        store,
+        ctx.store,
         edition.id,
-        personaliser(config, edition, template, tokens),
+        personaliser(config, edition, template, ctx.tokens),
         pools or pool_factory(config),
-        clock,
+        ctx.clock,
         config.delivery,
         limiter=limiter or RateLimiter(config.smtp.max_per_second),
         worker=worker,
@@ -430,27 +411,26 @@ def run_edition(
     ).run()
 
 
-def _start(
-    config: Config, store: Store, edition_id: int, clock: Clock, plan: list[ZoneRelease] | None = None
-) -> Edition:
+def _start(ctx: Context, edition_id: int, plan: list[ZoneRelease] | None = None) -> Edition:
     """Create the delivery rows once (resumably) and mark the edition as sending.
 
     Zone by zone (``per_reader_timezone``), only the zones whose morning has come get their
     rows now, and each later send releases the next ones; else every reader's at once.
     """
+    store = ctx.store
     with store.session() as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None
         needs_enqueue = edition.enqueued_at is None
     if needs_enqueue:
-        if config.newsletter.per_reader_timezone:
-            release_zones(config, store, clock, edition, plan)
+        if ctx.config.newsletter.per_reader_timezone:
+            release_zones(ctx, edition, plan)
         else:
             delivery_log.enqueue(store.engine, edition_id)
         with store.engine.begin() as conn:
-            delivery_log.mark_sending(conn, edition_id, clock.now())
+            delivery_log.mark_sending(conn, edition_id, ctx.clock.now())
     else:
-        release_zones(config, store, clock, edition, plan)
+        release_zones(ctx, edition, plan)
     with store.session() as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None
@@ -486,7 +466,8 @@ def _report(day: date, subject: str, stats: RunStats, counts: dict[DeliveryStatu
     return SendReport(day, "sent", summary, stats, subject)
 
 
-def _dry_run(config: Config, store: Store, clock: Clock, day: date) -> SendReport:
+def _dry_run(ctx: Context, day: date) -> SendReport:
+    config, store, clock = ctx.config, ctx.store, ctx.clock
     with store.session() as session:
         edition = edition_for(session, day)
         active = count_subscribers(session)[SubscriberStatus.ACTIVE]
@@ -515,23 +496,16 @@ def _dry_run(config: Config, store: Store, clock: Clock, day: date) -> SendRepor
     )
 
 
-def send_test_copy(
-    config: Config,
-    store: Store,
-    clock: Clock,
-    tokens: Tokens,
-    day: date | None,
-    address: str,
-    transport: Transport | None = None,
-) -> str:
+def send_test_copy(ctx: Context, day: date | None, address: str, transport: Transport | None = None) -> str:
     """One copy to one address, for checking how it looks; nothing is recorded.
 
     Without a date it is the edition readers get next, as it stands.
     """
-    day = day or next_edition_day(config, store, clock)
-    edition = edition_as_it_stands(config, store, clock, day).edition
+    config = ctx.config
+    day = day or next_edition_day(config, ctx.store, ctx.clock)
+    edition = edition_as_it_stands(config, ctx.store, ctx.clock, day).edition
     template = compile_template(config, edition, subject=f"[Test] {edition.subject}")
-    token = tokens.make(UNSUBSCRIBE, 0, address)
+    token = ctx.tokens.make(UNSUBSCRIBE, 0, address)
     reader = Reader(
         email=address,
         name="",
@@ -541,7 +515,7 @@ def send_test_copy(
         # Reader 0 is a test copy: its clicks reach the stories and are never counted.
         click_code=ReaderCodes(config.require_secret_key(), CLICK).code(edition.id or 0, 0),
     )
-    now = clock.now()
+    now = ctx.clock.now()
     parts = template.render_parts(reader, now)
     signer = load_signer(config.dkim)
     data = b"".join([signer.sign(parts, now), *parts] if signer is not None else parts)

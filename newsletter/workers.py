@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 from newsletter.clock import Clock
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.delivery import RateLimiter, RunStats
 from newsletter.errors import DeliveryError, NewsletterError, UsageError
 from newsletter.publish import finish_edition, give_up_stale, refuse_example_sender, release_zones, run_edition
@@ -169,6 +170,7 @@ def run_worker(
 ) -> WorkerReport:
     """Claim and send deliveries of every edition being sent, until idle or until stopped."""
     require_postgres(store)
+    ctx = Context(config, store, clock, tokens)
     stop = stop or threading.Event()
     identity = worker_identity()
     registry = WorkerRegistry(store, clock, identity)
@@ -185,12 +187,12 @@ def run_worker(
         while not stop.is_set():
             busy = False
             for edition in open_editions(store):
-                give_up_stale(config, store, clock, edition)  # or a workers-only site retries for ever
-                release_zones(config, store, clock, edition)  # readers whose morning has come
+                give_up_stale(ctx, edition)  # or a workers-only site retries for ever
+                release_zones(ctx, edition)  # readers whose morning has come
                 claimable, elsewhere = _work_left(store, edition.id, clock.now())
                 busy = busy or claimable > 0 or elsewhere > 0
                 if claimable == 0:
-                    finish_edition(config, store, edition.id, clock)
+                    finish_edition(ctx, edition.id)
                     continue
                 if pools is None and config.delivery.transport == "smtp":
                     refuse_example_sender(config)
@@ -199,7 +201,7 @@ def run_worker(
                     config, store, clock, tokens, edition, identity, registry, totals, limiter, pools, stop, on_progress
                 )
                 report.editions += 1
-                finish_edition(config, store, edition.id, clock)
+                finish_edition(ctx, edition.id)
                 if stats.error is not None:
                     raise stats.error
                 if stop.is_set():
@@ -246,10 +248,7 @@ def _send_one(
 
     log.info("worker %s sending the edition of %s", identity, edition.date)
     stats = run_edition(
-        config,
-        store,
-        clock,
-        tokens,
+        Context(config, store, clock, tokens),
         edition,
         worker=identity,
         pools=pools,

@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from newsletter.articles import ArticleInput, upsert_article
 from newsletter.clock import FixedClock
 from newsletter.config import Config, parse_config
+from newsletter.context import Context
 from newsletter.demo.sink import free_port, start_controller
 from newsletter.store import Store
 from newsletter.store.models import Base, Subscriber, SubscriberStatus
@@ -226,6 +227,12 @@ def config(db_url: str, smtp_sink: SMTPServer) -> Config:
 @pytest.fixture
 def tokens(clock: FixedClock) -> Tokens:
     return Tokens(SECRET, clock)
+
+
+@pytest.fixture
+def ctx(config: Config, store: Store, clock: FixedClock, tokens: Tokens) -> Context:
+    """The four fixtures above as the one ``Context`` the library's operations take."""
+    return Context(config, store, clock, tokens)
 
 
 def add_article(store: Store, clock: FixedClock, guid: str, published: datetime, **fields: Any) -> None:

@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 
 from newsletter.clock import FixedClock
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.preparation import prepare_edition
 from newsletter.publish import send_edition
 from newsletter.store import Store
@@ -78,7 +79,7 @@ def _a_week(config: Config, store: Store, clock: FixedClock, tokens: Tokens) -> 
     add_article(store, clock, "pinned-21", _at(d21, 3), title="Ferry fares frozen")
     with store.session() as session:
         pin_article(session, find_article(session, "pinned-21").id, d21, clock.now())
-    outcomes = {day: send_edition(config, store, clock, tokens, day=day).outcome for day in (d20, d21, d22)}
+    outcomes = {day: send_edition(Context(config, store, clock, tokens), day=day).outcome for day in (d20, d21, d22)}
     # 23rd: made (so it has a web copy), not sent.
     add_article(store, clock, "ready-23", _at(d23, 4), title="Not out yet")
     outcomes[d23] = prepare_edition(config, store, clock, d23).status.value
@@ -297,13 +298,13 @@ def test_feed_and_pages_use_base_url_not_the_host_header(config, app, store, clo
     assert "evil.example" not in feed and f"{BASE}/editions/2026-11-21" in feed
 
 
-def test_an_edition_made_but_not_sent_is_nobodys_to_read_yet(config, client, store, clock, tokens, smtp_sink):
+def test_an_edition_made_but_not_sent_is_nobodys_to_read_yet(config, client, store, clock, ctx, smtp_sink):
     from tests.conftest import add_subscribers, morning_articles
 
     morning_articles(store, clock)
     add_subscribers(store, clock, 1)
     prepare_edition(config, store, clock, date(2026, 11, 24))  # made: it may still change before 06:00
     assert client.get("/editions/2026-11-24").status_code == 404
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(ctx).outcome == "sent"
     page = client.get("/editions/2026-11-24")
     assert page.status_code == 200 and b"All past editions" in page.data

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
 from newsletter.clock import FixedClock
+from newsletter.context import Context
 from newsletter.publish import send_edition
 from newsletter.store import Store
 from newsletter.store.models import StaffUser, Subscriber, SubscriberStatus
@@ -97,7 +98,7 @@ def test_subscribe_confirm_receive_unsubscribe_in_a_real_browser(
 
             # 3. The next morning's edition reaches the reader.
             clock.set(datetime(2026, 11, 24, 6, 30, tzinfo=UTC))
-            first = send_edition(config, store, clock, tokens, day=date(2026, 11, 24))
+            first = send_edition(Context(config, store, clock, tokens), day=date(2026, 11, 24))
             assert first.outcome == "sent", first.message
             confirmation_then_edition = smtp_sink.handler.by_recipient()[READER]
             assert len(confirmation_then_edition) == 2
@@ -121,7 +122,7 @@ def test_subscribe_confirm_receive_unsubscribe_in_a_real_browser(
     # 5. The following edition goes out, but not to them.
     clock.set(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
     add_article(store, clock, "next-day", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
-    second = send_edition(config, store, clock, tokens, day=date(2026, 11, 25))
+    second = send_edition(Context(config, store, clock, tokens), day=date(2026, 11, 25))
     assert second.outcome == "sent" and second.stats is not None and second.stats.sent == 1, second.message
     received = smtp_sink.handler.by_recipient()
     assert len(received[READER]) == 2  # the confirmation and the first edition only

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
 from newsletter.clock import FixedClock
+from newsletter.context import Context
 from newsletter.publish import send_edition
 from newsletter.store.models import Click, StaffUser
 from newsletter.web import create_app
@@ -64,7 +65,7 @@ def test_a_reader_clicks_a_story_and_the_admin_sees_it(db_url, store, smtp_sink,
     add_subscribers(store, clock, 2)
     from newsletter.tokens import Tokens
 
-    assert send_edition(config, store, clock, Tokens(config.web.secret_key, clock)).outcome == "sent"
+    assert send_edition(Context(config, store, clock, Tokens(config.web.secret_key, clock))).outcome == "sent"
     (received,) = smtp_sink.handler.by_recipient()["reader1@example.org"]
     html = received.message.get_body(("html",)).get_content()
     assert f"{base}/c/" in html and f"{newsroom}/story-0.html" not in html  # tracked, not direct

@@ -14,6 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
+from newsletter.context import Context
 from newsletter.demo.sink import free_port
 from newsletter.errors import SystemicDeliveryError, TemporaryDeliveryError
 from newsletter.preparation import prepare_edition
@@ -52,7 +53,7 @@ def outcomes(store) -> dict[str, tuple[DeliveryStatus, str]]:  # type: ignore[no
 def send_until_done(config, store, clock, tokens, runs: int = 12):  # type: ignore[no-untyped-def]
     """Run the send as cron or staff would after trouble: again, until nothing is left to retry."""
     for _ in range(runs):
-        report = send_edition(config, store, clock, tokens)
+        report = send_edition(Context(config, store, clock, tokens))
         if report.outcome in ("sent", "already-sent"):
             return report
     raise AssertionError(f"still not done after {runs} runs: {report.message}")
@@ -100,7 +101,7 @@ def test_hard_bounce_marks_the_subscriber_and_the_next_edition_skips_them(store,
     emails = add_subscribers(store, clock, 4)
     with faulty_server(Faults(dead_mailboxes=frozenset({emails[2]}))) as (server, port):
         config = make_config(db_url, None, smtp={"port": port})
-        assert send_edition(config, store, clock, tokens).outcome == "sent"
+        assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
         assert outcomes(store)[emails[2]][0] == DeliveryStatus.FAILED
         assert "550 5.1.1" in outcomes(store)[emails[2]][1]
         with store.session() as session:
@@ -112,7 +113,7 @@ def test_hard_bounce_marks_the_subscriber_and_the_next_edition_skips_them(store,
 
         add_article(store, clock, "tomorrow", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
         clock.set(datetime(2026, 11, 25, 6, 10, tzinfo=UTC))
-        assert send_edition(config, store, clock, tokens).outcome == "sent"
+        assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
     assert server.accepted[emails[2]] == 0
     assert all(server.accepted[e] == 2 for e in emails if e != emails[2])
 
@@ -123,7 +124,7 @@ def test_rejected_login_stops_before_anything_is_claimed(store, db_url, clock, t
     with faulty_server(Faults(), authenticator=RejectingAuthenticator(), auth_require_tls=False) as (server, port):
         config = make_config(db_url, None, smtp={"port": port, "username": "news", "password": "wrong"})
         with pytest.raises(SystemicDeliveryError, match="refused the login for 'news'"):
-            send_edition(config, store, clock, tokens)
+            send_edition(Context(config, store, clock, tokens))
     with store.session() as session:
         assert session.scalars(select(Delivery)).all() == []
     assert sum(server.accepted.values()) == 0
@@ -134,7 +135,7 @@ def test_unreachable_server_is_one_clear_error_and_nothing_changes(store, db_url
     add_subscribers(store, clock, 3)
     config = make_config(db_url, None, smtp={"port": free_port()})
     with pytest.raises(TemporaryDeliveryError, match=r"cannot connect to SMTP server 127\.0\.0\.1"):
-        send_edition(config, store, clock, tokens)
+        send_edition(Context(config, store, clock, tokens))
     with store.session() as session:
         assert session.scalars(select(Delivery)).all() == []
 
@@ -147,7 +148,7 @@ def test_everything_failing_stops_the_run_and_marks_nobody(reply, store, db_url,
         config = make_config(
             db_url, None, smtp={"port": port}, delivery={"max_consecutive_failures": 10, "max_attempts": 2}
         )
-        report = send_edition(config, store, clock, tokens)
+        report = send_edition(Context(config, store, clock, tokens))
     assert report.outcome == "failed"
     # 5.1.1 for everyone is a misconfigured server, not a dead list: it is let run to the
     # end (hard bounces have a longer streak), and then nobody is marked.
@@ -166,7 +167,7 @@ def test_a_block_of_dead_addresses_does_not_stop_every_run(store, db_url, clock,
     alive = add_subscribers(store, clock, 30)
     with faulty_server(Faults(dead_mailboxes=frozenset(dead))) as (server, port):
         config = make_config(db_url, None, smtp={"port": port}, delivery={"max_consecutive_failures": 10})
-        report = send_edition(config, store, clock, tokens)
+        report = send_edition(Context(config, store, clock, tokens))
     assert report.outcome == "sent", report.message
     assert all(server.accepted[e] == 1 for e in alive)
     with store.session() as session:
@@ -182,7 +183,7 @@ def test_a_burst_of_421s_is_waited_out_not_burned_through(store, db_url, clock, 
         config = make_config(
             db_url, None, smtp={"port": port}, delivery={"max_attempts": 20, "max_consecutive_failures": 1000}
         )
-        report = send_edition(config, store, clock, tokens)
+        report = send_edition(Context(config, store, clock, tokens))
     assert report.outcome == "sent", report.message
     assert all(server.accepted[e] == 1 for e in emails)
     assert report.stats is not None and report.stats.failed == 0
@@ -212,7 +213,7 @@ def test_a_malformed_address_fails_only_that_reader(store, db_url, clock, tokens
             )
         )
     config = make_config(db_url, smtp_sink)
-    report = send_edition(config, store, clock, tokens)
+    report = send_edition(Context(config, store, clock, tokens))
     assert report.outcome == "sent"
     assert sorted(smtp_sink.handler.by_recipient()) == sorted(emails)
     final = outcomes(store)
@@ -232,7 +233,7 @@ def test_a_server_that_stops_answering_mid_run_stops_it_in_seconds(store, db_url
         config = make_config(db_url, None, smtp={"port": silent.getsockname()[1], "timeout": 1})
         pools = pool_factory(config)  # skips the up-front check: the server "was fine" at the start
         started = time.monotonic()
-        report = send_edition(config, store, clock, tokens, pools=pools)
+        report = send_edition(Context(config, store, clock, tokens), pools=pools)
         elapsed = time.monotonic() - started
     assert report.outcome == "failed" and "attempts in a row to open a connection failed" in report.message
     assert elapsed < 15, elapsed
@@ -244,7 +245,7 @@ def test_a_server_slow_to_answer_the_final_dot_is_waited_for_not_sent_twice(stor
     emails = add_subscribers(store, clock, 3)
     with faulty_server(Faults(scan_seconds=1.5)) as (server, port):
         config = make_config(db_url, None, smtp={"port": port, "timeout": 1, "connections": 1})
-        report = send_edition(config, store, clock, tokens)
+        report = send_edition(Context(config, store, clock, tokens))
     assert report.outcome == "sent", report.message
     assert all(server.accepted[e] == 1 for e in emails)
 
@@ -255,7 +256,7 @@ def test_a_server_that_caps_connections_is_sent_to_over_the_ones_it_allows(store
     # Slow enough (about 2 s) for the refused connections to be tried again, and refused again.
     with faulty_server(Faults(max_sessions=2, scan_seconds=0.01)) as (server, port):
         config = make_config(db_url, None, smtp={"port": port, "connections": 4})
-        report = send_edition(config, store, clock, tokens)
+        report = send_edition(Context(config, store, clock, tokens))
     assert report.outcome == "sent", report.message
     assert all(server.accepted[e] == 1 for e in emails)
     assert server.refused_sessions >= 3  # the extra connections were tried, refused, and waited out
@@ -265,7 +266,7 @@ def test_one_reader_with_a_dead_address_is_recorded_not_retried_for_ever(store, 
     morning_articles(store, clock)
     (email,) = add_subscribers(store, clock, 1)
     with faulty_server(Faults(dead_mailboxes=frozenset({email}))) as (_server, port):
-        report = send_edition(make_config(db_url, None, smtp={"port": port}), store, clock, tokens)
+        report = send_edition(Context(make_config(db_url, None, smtp={"port": port}), store, clock, tokens))
     assert report.outcome == "sent", report.message
     assert outcomes(store)[email][0] == DeliveryStatus.FAILED
     with store.session() as session:
@@ -298,7 +299,7 @@ def test_the_maildir_transport_files_each_message_once_and_records_it(store, db_
     morning_articles(store, clock)
     emails = add_subscribers(store, clock, 25)
     config = make_config(db_url, None, delivery={"transport": "maildir", "maildir": str(tmp_path / "outbox")})
-    report = send_edition(config, store, clock, tokens)
+    report = send_edition(Context(config, store, clock, tokens))
     assert report.outcome == "sent" and report.stats is not None and report.stats.sent == 25
     box = mailbox.Maildir(tmp_path / "outbox", create=False)
     recipients = sorted(str(message["Delivered-To"]) for message in box)

@@ -10,6 +10,7 @@ from datetime import date
 import pytest
 from sqlalchemy import delete, update
 
+from newsletter.context import Context
 from newsletter.demo.sink import free_port
 from newsletter.publish import send_edition
 from newsletter.store.models import Delivery, Edition, EditionStatus, Subscriber
@@ -24,7 +25,7 @@ def peak_bytes_sending_to(count: int, config, store, clock, tokens) -> int:  # t
     add_subscribers(store, clock, count)
     tracemalloc.start()
     try:
-        report = send_edition(config, store, clock, tokens, day=date(2026, 11, 24))
+        report = send_edition(Context(config, store, clock, tokens), day=date(2026, 11, 24))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

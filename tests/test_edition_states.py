@@ -41,22 +41,22 @@ def state_of(preview) -> str:
 
 
 @pytest.mark.parametrize("state", ["not made", "skipped", "made", "sending", "sent"])
-def test_preview_and_send_agree(state, config, store, clock, tokens, smtp_sink) -> None:
+def test_preview_and_send_agree(state, config, store, clock, ctx, smtp_sink) -> None:
     first, second = add_subscribers(store, clock, 2)
     clock.set(END + timedelta(minutes=1))
     if state == "skipped":
-        assert send_edition(config, store, clock, tokens, day=DAY).outcome == "skipped"
+        assert send_edition(ctx, day=DAY).outcome == "skipped"
     for n in range(3):
         add_article(store, clock, f"s{n}", END - timedelta(hours=n + 1), image_url=f"https://img.example.com/{n}.jpg")
     if state == "made":
         prepare_edition(config, store, clock, DAY)
     if state == "sending":  # deliveries exist and one reader already has it: the edition is fixed
-        _start(config, store, prepare_edition(config, store, clock, DAY).id, clock)
+        _start(ctx, prepare_edition(config, store, clock, DAY).id)
         with store.session() as session:
             row = session.scalars(select(Delivery).order_by(Delivery.id)).first()
             row.status = DeliveryStatus.SENT
     if state == "sent":
-        send_edition(config, store, clock, tokens, day=DAY)
+        send_edition(ctx, day=DAY)
     # Editors change things after that point: a late story, a hidden one, a new lead.
     add_article(store, clock, "late", END - timedelta(minutes=5))
     if state not in ("sending", "sent"):
@@ -71,7 +71,7 @@ def test_preview_and_send_agree(state, config, store, clock, tokens, smtp_sink) 
     else:
         assert shown == ["Story s2", "Story late", "Story s0"]
     smtp_sink.handler.received.clear()
-    report = send_edition(config, store, clock, tokens, day=DAY)
+    report = send_edition(ctx, day=DAY)
     if state == "sent":
         assert report.outcome == "already-sent" and not smtp_sink.handler.received
         return

@@ -110,38 +110,38 @@ def placed(store) -> dict[str, date | None]:
         return {a.guid: (a.edition.date if a.edition else None) for a in session.scalars(select(Article))}
 
 
-def test_late_imports_across_two_cutoffs_are_never_lost_nor_sent_twice(config, store, clock, tokens, smtp_sink):
+def test_late_imports_across_two_cutoffs_are_never_lost_nor_sent_twice(store, clock, ctx, smtp_sink):
     add_subscribers(store, clock, 2)
     add_article(store, clock, "on-time", END - timedelta(hours=1))
     clock.set(END + timedelta(minutes=1))
-    assert send_edition(config, store, clock, tokens, day=DAY).outcome == "sent"
+    assert send_edition(ctx, day=DAY).outcome == "sent"
     # Imported after the 24th went out, dated before its cutoff, and one before the cutoff before that.
     add_article(store, clock, "late", END - timedelta(hours=2))
     add_article(store, clock, "very-late", END - timedelta(hours=23))  # 47 hours before the next cutoff
     add_article(store, clock, "archive", END - timedelta(days=10))
     second = DAY + timedelta(days=1)
     clock.set(cutoff(second, SIX, LONDON) + timedelta(minutes=1))
-    report = send_edition(config, store, clock, tokens, day=second)
+    report = send_edition(ctx, day=second)
     assert report.outcome == "sent"
     assert "1 article was published too long before this edition" in report.message
     assert placed(store) == {"on-time": DAY, "late": second, "very-late": second, "archive": None}
     # The third morning takes nothing again, and the archive is reported once, not every day.
     third = second + timedelta(days=1)
     clock.set(cutoff(third, SIX, LONDON) + timedelta(minutes=1))
-    report = send_edition(config, store, clock, tokens, day=third)
+    report = send_edition(ctx, day=third)
     assert report.outcome == "skipped" and "too long before" not in report.message
     per_reader = smtp_sink.handler.by_recipient()
     assert all(len(copies) == 2 for copies in per_reader.values())
 
 
-def test_a_skipped_day_is_sent_when_its_articles_arrive_late(config, store, clock, tokens, smtp_sink):
+def test_a_skipped_day_is_sent_when_its_articles_arrive_late(config, store, clock, ctx, smtp_sink):
     add_subscribers(store, clock, 2)
     clock.set(END + timedelta(minutes=1))
-    assert send_edition(config, store, clock, tokens).outcome == "skipped"
+    assert send_edition(ctx).outcome == "skipped"
     add_article(store, clock, "five-thirty", END - timedelta(minutes=30))
     clock.set(END + timedelta(minutes=20))
     assert plan_for(config, store, clock, DAY).article_ids  # the preview shows it ...
-    report = send_edition(config, store, clock, tokens, day=DAY)  # ... and send sends it
+    report = send_edition(ctx, day=DAY)  # ... and send sends it
     assert report.outcome == "sent", report.message
     assert placed(store) == {"five-thirty": DAY}
     assert len(smtp_sink.handler.received) == 2
@@ -157,7 +157,7 @@ def test_the_scheduler_sends_a_skipped_edition_whose_articles_came_in_within_the
     assert nothing.action == Action.DONE
 
 
-def test_hiding_keeps_a_story_out_of_a_made_edition_and_every_later_one(config, store, clock, tokens, smtp_sink):
+def test_hiding_keeps_a_story_out_of_a_made_edition_and_every_later_one(config, store, clock, ctx, smtp_sink):
     add_subscribers(store, clock, 1)
     add_article(store, clock, "keep", END - timedelta(hours=1))
     add_article(store, clock, "retract", END - timedelta(hours=2), url="https://news.example.com/retract")
@@ -165,7 +165,7 @@ def test_hiding_keeps_a_story_out_of_a_made_edition_and_every_later_one(config, 
     edition = prepare_edition(config, store, clock, DAY)  # made, not started: still open
     assert edition.status == EditionStatus.READY and edition.article_count == 2
     assert "hidden" in editorial.hide(store, clock, "https://news.example.com/retract").message
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(ctx).outcome == "sent"
     (received,) = smtp_sink.handler.received
     assert "Story retract" not in received.message.get_body(("html",)).get_content()
     assert placed(store) == {"keep": DAY, "retract": None}
@@ -335,18 +335,18 @@ def test_cron_sends_a_skipped_day_whose_articles_arrive_within_the_grace_period(
     assert placed(store) == {"late": DAY} and len(smtp_sink.handler.received) == 2
 
 
-def test_a_skipped_day_is_not_a_previous_edition(config, store, clock, tokens, smtp_sink):
+def test_a_skipped_day_is_not_a_previous_edition(store, clock, ctx, smtp_sink):
     """Nothing went out on the skipped days, so a story from before them is not too old."""
     add_subscribers(store, clock, 1)
     add_article(store, clock, "sent", END - timedelta(hours=1))
     clock.set(END + timedelta(minutes=1))
-    send_edition(config, store, clock, tokens, day=DAY)
+    send_edition(ctx, day=DAY)
     for n in (1, 2):
         clock.set(END + timedelta(days=n, minutes=1))
-        assert send_edition(config, store, clock, tokens).outcome == "skipped"
+        assert send_edition(ctx).outcome == "skipped"
     add_article(store, clock, "late", END + timedelta(hours=1))  # after the last sent edition, 3 days ago
     clock.set(END + timedelta(days=3, minutes=1))
-    report = send_edition(config, store, clock, tokens)
+    report = send_edition(ctx)
     assert report.outcome == "sent" and "too long before" not in report.message
     assert placed(store)["late"] == DAY + timedelta(days=3)
 

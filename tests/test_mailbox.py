@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.cli import cli
+from newsletter.context import Context
 from newsletter.errors import UsageError
 from newsletter.inbound import MailboxReport, Outcome, process
 from newsletter.inboxes import open_path
@@ -98,11 +99,11 @@ def run(config, store, clock, tokens, path: Path, dry_run: bool = False) -> tupl
 
 
 @pytest.fixture
-def sent(config, store, clock, tokens, smtp_sink):
+def sent(store, clock, ctx, smtp_sink):
     """Yesterday's edition, sent to four readers; returns what each received."""
     morning_articles(store, clock)
     add_subscribers(store, clock, 4)
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(ctx).outcome == "sent"
     return {email: copies[0] for email, copies in smtp_sink.handler.by_recipient().items()}
 
 
@@ -156,14 +157,14 @@ def test_hard_soft_and_sender_bounces_by_verp(config, store, clock, tokens, sent
         assert (event.edition_id, event.status) == (edition_id, "5.1.1") and "User unknown" in event.detail
 
 
-def test_tomorrows_edition_skips_the_bounced_reader(config, store, clock, tokens, sent, box, smtp_sink) -> None:
+def test_tomorrows_edition_skips_the_bounced_reader(config, store, clock, tokens, ctx, sent, box, smtp_sink) -> None:
     r = sent["reader0@example.org"]
     box.add(dsn(r.mail_from, "reader0@example.org", r.data))
     run(config, store, clock, tokens, Path(box._path))
     smtp_sink.handler.received.clear()
     clock.set(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
     add_article(store, clock, "tomorrow", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(ctx).outcome == "sent"
     assert sorted(smtp_sink.handler.by_recipient()) == [f"reader{i}@example.org" for i in (1, 2, 3)]
 
 
@@ -196,7 +197,7 @@ def test_with_verp_off_a_report_is_matched_by_the_addresses_it_names(db_url, sto
     config = make_config(db_url, smtp_sink, bounces={"verp": False})
     morning_articles(store, clock)
     add_subscribers(store, clock, 4)
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
     plain = b"From: someone@example.org\r\nMessage-ID: <other@elsewhere.example>\r\n\r\nhello\r\n"
     box.add(dsn("breakfast@news.example.com", "READER3@example.org", plain))
     box.add(dsn("breakfast@news.example.com", "never-mailed@example.net", plain))
@@ -261,7 +262,7 @@ def test_soft_bounces_on_three_editions_within_the_window_bounce_a_reader(config
     def soft_bounce_for_edition_of(day: int, hour: int = 9) -> str:
         clock.set(datetime(2026, 11, day, 5, 0, tzinfo=UTC))
         add_article(store, clock, f"day-{day}", datetime(2026, 11, day, 4, 0, tzinfo=UTC))
-        assert send_edition(config, store, clock, tokens, day=clock.now().date()).outcome == "sent"
+        assert send_edition(Context(config, store, clock, tokens), day=clock.now().date()).outcome == "sent"
         with store.session() as session:
             edition = session.scalars(select(Edition).order_by(Edition.id.desc())).first()
         clock.set(datetime(2026, 11, day, hour, 0, tzinfo=UTC))
@@ -463,7 +464,7 @@ def test_send_scheduled_reads_the_mailbox_before_the_morning_send(db_url, store,
     config = make_config(db_url, smtp_sink, bounces={"maildir": str(tmp_path / "bounces")})
     morning_articles(store, clock)
     add_subscribers(store, clock, 3)
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
     dead = smtp_sink.handler.by_recipient()["reader1@example.org"][0]
     box.add(dsn(dead.mail_from, "reader1@example.org", dead.data))
     smtp_sink.handler.received.clear()
@@ -533,7 +534,7 @@ def test_end_to_end_a_relay_that_accepts_then_bounces(db_url, store, clock, toke
         config = make_config(db_url, None, smtp={"port": server.port}, bounces={"maildir": str(bounces)})
         morning_articles(store, clock)
         add_subscribers(store, clock, 5)
-        report = send_edition(config, store, clock, tokens)
+        report = send_edition(Context(config, store, clock, tokens))
         assert report.outcome == "sent" and report.stats is not None and report.stats.sent == 5  # all accepted
         assert len(mailbox.Maildir(bounces, create=False)) == 2
         _, outcomes = run(config, store, clock, tokens, bounces)
@@ -541,7 +542,7 @@ def test_end_to_end_a_relay_that_accepts_then_bounces(db_url, store, clock, toke
         handler.accepted.clear()
         add_article(store, clock, "wednesday", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
         clock.set(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
-        assert send_edition(config, store, clock, tokens).outcome == "sent"
+        assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
         assert sorted(handler.accepted) == ["reader0@example.org", "reader2@example.org", "reader4@example.org"]
     finally:
         server.stop()

@@ -301,7 +301,7 @@ def test_check_header_passes_clean_values_through() -> None:
         check_header("Subject", "a\r\nb")
 
 
-def test_a_reader_with_a_line_break_in_the_name_fails_alone(config, store, clock, tokens, smtp_sink) -> None:
+def test_a_reader_with_a_line_break_in_the_name_fails_alone(store, clock, ctx, smtp_sink) -> None:
     morning_articles(store, clock)
     good = add_subscribers(store, clock, 3)
     with store.session() as session:  # as an import that bypassed the checks might have stored it
@@ -317,7 +317,7 @@ def test_a_reader_with_a_line_break_in_the_name_fails_alone(config, store, clock
             )
         )
     more = add_subscribers(store, clock, 2, prefix="later")
-    report = send_edition(config, store, clock, tokens)
+    report = send_edition(ctx)
     assert sorted(smtp_sink.handler.by_recipient()) == sorted(good + more)
     assert all(b"everyone@example.org" not in r.data for r in smtp_sink.handler.received)
     assert report.stats is not None and report.stats.sent == 5 and report.stats.failed == 1
@@ -330,10 +330,10 @@ def test_a_reader_with_a_line_break_in_the_name_fails_alone(config, store, clock
 # --- through the send loop: ids, sizes ----------------------------------------------------------
 
 
-def test_message_ids_are_unique_on_the_senders_domain(config, store, clock, tokens, smtp_sink) -> None:
+def test_message_ids_are_unique_on_the_senders_domain(store, clock, ctx, smtp_sink) -> None:
     morning_articles(store, clock)
     add_subscribers(store, clock, 6)
-    send_edition(config, store, clock, tokens)
+    send_edition(ctx)
     ids = [r.message["Message-ID"] for r in smtp_sink.handler.received]
     assert len(ids) == len(set(ids)) == 6
     assert all(re.fullmatch(r"<[^<>@\s]+@news\.example\.com>", i) for i in ids)
@@ -342,7 +342,7 @@ def test_message_ids_are_unique_on_the_senders_domain(config, store, clock, toke
         assert abs(date_sent - clock.now()) < timedelta(seconds=2)
 
 
-def test_an_html_part_over_100_kb_is_sent_with_a_warning(config, store, clock, tokens, smtp_sink, caplog) -> None:
+def test_an_html_part_over_100_kb_is_sent_with_a_warning(store, clock, ctx, smtp_sink, caplog) -> None:
     for i in range(120):
         add_article(
             store,
@@ -354,7 +354,7 @@ def test_an_html_part_over_100_kb_is_sent_with_a_warning(config, store, clock, t
         )
     add_subscribers(store, clock, 2)
     with caplog.at_level(logging.WARNING, logger="newsletter"):
-        report = send_edition(config, store, clock, tokens)
+        report = send_edition(ctx)
     assert report.outcome == "sent"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("Gmail clips" in w and "KB" in w for w in warnings), warnings

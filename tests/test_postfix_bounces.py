@@ -31,6 +31,7 @@ from sqlalchemy import select
 from newsletter.cli import cli
 from newsletter.clock import FixedClock
 from newsletter.config import Config, load_config
+from newsletter.context import Context
 from newsletter.publish import message_id_parts, send_edition
 from newsletter.store import Store
 from newsletter.store.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
@@ -159,7 +160,7 @@ def test_unknown_readers_bounce_with_real_postfix_dsns(
     known = add_readers(store, clock, postfix.local_domain, KNOWN)
     unknown = add_readers(store, clock, postfix.local_domain, UNKNOWN)
 
-    report = send_edition(config, store, clock, tokens)
+    report = send_edition(Context(config, store, clock, tokens))
 
     assert report.outcome == "sent", report.message
     message_ids = sent_message_ids(config, store)

@@ -26,6 +26,7 @@ import newsletter.render
 from newsletter.cli import cli
 from newsletter.clock import FixedClock
 from newsletter.config import Config, load_config
+from newsletter.context import Context
 from newsletter.dkim import generate_key
 from newsletter.preflight import Report, Severity, Tools, run_preflight
 from newsletter.preflight.commands import run_command
@@ -519,7 +520,7 @@ def test_an_edition_that_has_gone_out_is_checked_as_stored(store: Store, clock: 
     add_subscribers(store, clock, 1)
     config = configure(store, tmp_path, delivery={"transport": "maildir", "maildir": str(tmp_path / "outbox")},
                        web={"base_url": "https://gazette.co.uk/newsletter"})  # fmt: skip
-    assert send_edition(config, store, clock, Tokens(SECRET, clock), day=DAY).outcome == "sent"
+    assert send_edition(Context(config, store, clock, Tokens(SECRET, clock)), day=DAY).outcome == "sent"
     asked: list[str] = []
 
     def fetcher(method: str, url: str, *, timeout: float, read_limit: int = 0) -> Response:

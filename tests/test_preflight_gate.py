@@ -25,6 +25,7 @@ from newsletter import editorial
 from newsletter.cli import cli
 from newsletter.clock import FixedClock
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.demo.sink import free_port
 from newsletter.due import Action, EditionState, decide, send_scheduled
 from newsletter.preflight import Tools
@@ -310,7 +311,8 @@ def test_a_part_sent_edition_resumes_without_preflight_and_a_test_copy_never_run
 ) -> None:
     config = configure(db, smtp_sink, tmp_path)
     readers = morning(db, clock, bad=True)
-    _start(config, db, prepare_edition(config, db, clock, DAY).id, clock)  # started, then the process died
+    ctx = Context(config, db, clock, Tokens(SECRET, clock))
+    _start(ctx, prepare_edition(config, db, clock, DAY).id)  # started, then the process died
     result = send_scheduled(config, db, clock, Tokens(SECRET, clock), tools=offline())
     assert [r.outcome for r in result.reports] == ["sent"] and checks == []
     assert sorted(mails(smtp_sink)) == sorted(readers)

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import func, select
 
+from newsletter.context import Context
 from newsletter.publish import send_edition, send_test_copy
 from newsletter.returnpath import Attribution, return_paths
 from newsletter.store.models import (
@@ -22,7 +23,7 @@ from newsletter.tokens import UNSUBSCRIBE
 from tests.conftest import add_article, add_subscribers, morning_articles
 
 
-def test_one_message_per_active_subscriber_with_correct_parts_and_headers(config, store, clock, tokens, smtp_sink):
+def test_one_message_per_active_subscriber_with_correct_parts_and_headers(config, store, clock, tokens, ctx, smtp_sink):
     morning_articles(store, clock, 4)
     add_article(
         store,
@@ -36,7 +37,7 @@ def test_one_message_per_active_subscriber_with_correct_parts_and_headers(config
     add_subscribers(store, clock, 2, SubscriberStatus.PENDING, prefix="pending")
     add_subscribers(store, clock, 2, SubscriberStatus.UNSUBSCRIBED, prefix="gone")
 
-    report = send_edition(config, store, clock, tokens)
+    report = send_edition(ctx)
 
     assert report.outcome == "sent", report.message
     got = smtp_sink.handler.by_recipient()
@@ -82,11 +83,11 @@ def test_one_message_per_active_subscriber_with_correct_parts_and_headers(config
     assert len(links) == len(active)
 
 
-def test_second_send_sends_nothing_to_anyone_already_delivered(config, store, clock, tokens, smtp_sink):
+def test_second_send_sends_nothing_to_anyone_already_delivered(store, clock, ctx, smtp_sink):
     morning_articles(store, clock)
     add_subscribers(store, clock, 3)
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
-    again = send_edition(config, store, clock, tokens)
+    assert send_edition(ctx).outcome == "sent"
+    again = send_edition(ctx)
     assert again.outcome == "already-sent"
     assert len(smtp_sink.handler.received) == 3
     with store.session() as session:
@@ -95,9 +96,9 @@ def test_second_send_sends_nothing_to_anyone_already_delivered(config, store, cl
         assert edition.status == EditionStatus.SENT and edition.sent_count == 3
 
 
-def test_empty_morning_is_recorded_as_skipped_and_sends_nothing(config, store, clock, tokens, smtp_sink):
+def test_empty_morning_is_recorded_as_skipped_and_sends_nothing(store, clock, ctx, smtp_sink):
     add_subscribers(store, clock, 2)
-    report = send_edition(config, store, clock, tokens)
+    report = send_edition(ctx)
     assert report.outcome == "skipped" and report.ok
     assert smtp_sink.handler.received == []
     with store.session() as session:
@@ -109,18 +110,18 @@ def test_send_when_empty_sends_an_edition_saying_so(store, clock, tokens, smtp_s
 
     config = make_config(db_url, smtp_sink, newsletter={"send_when_empty": True})
     add_subscribers(store, clock, 1)
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
     (received,) = smtp_sink.handler.received
     assert "Nothing new" in received.message.get_body(("plain",)).get_content()
 
 
-def test_articles_are_never_in_two_editions(config, store, clock, tokens, smtp_sink):
+def test_articles_are_never_in_two_editions(store, clock, ctx, smtp_sink):
     morning_articles(store, clock, 2)
     add_subscribers(store, clock, 1)
-    send_edition(config, store, clock, tokens)
+    send_edition(ctx)
     add_article(store, clock, "late", datetime(2026, 11, 24, 9, 0, tzinfo=UTC))
     clock.set(datetime(2026, 11, 25, 6, 5, tzinfo=UTC))
-    send_edition(config, store, clock, tokens)
+    send_edition(ctx)
     with store.session() as session:
         editions = {e.date: e.id for e in session.scalars(select(Edition))}
         placed = {a.guid: a.edition_id for a in session.scalars(select(Article))}
@@ -131,10 +132,10 @@ def test_articles_are_never_in_two_editions(config, store, clock, tokens, smtp_s
     }
 
 
-def test_test_copy_goes_to_one_address_and_records_nothing(config, store, clock, tokens, smtp_sink):
+def test_test_copy_goes_to_one_address_and_records_nothing(store, clock, ctx, smtp_sink):
     morning_articles(store, clock)
     add_subscribers(store, clock, 3)
-    send_test_copy(config, store, clock, tokens, None, "editor@example.net")
+    send_test_copy(ctx, None, "editor@example.net")
     (received,) = smtp_sink.handler.received
     assert received.rcpt_tos == ["editor@example.net"]
     assert received.message["Subject"].startswith("[Test] ")
@@ -143,20 +144,20 @@ def test_test_copy_goes_to_one_address_and_records_nothing(config, store, clock,
         assert session.scalar(select(func.count()).select_from(Delivery)) == 0
 
 
-def test_unsubscribed_before_their_turn_are_skipped(config, store, clock, tokens, smtp_sink):
+def test_unsubscribed_before_their_turn_are_skipped(config, store, clock, ctx, smtp_sink):
     morning_articles(store, clock)
     emails = add_subscribers(store, clock, 3)
     from newsletter.preparation import prepare_edition
     from newsletter.publish import _start
 
     edition = prepare_edition(config, store, clock, date(2026, 11, 24))
-    _start(config, store, edition.id, clock)
+    _start(ctx, edition.id)
     from newsletter.store.models import Subscriber
 
     with store.session() as session:
         gone = session.scalars(select(Subscriber).where(Subscriber.email == emails[1])).one()
         gone.status = SubscriberStatus.UNSUBSCRIBED
-    report = send_edition(config, store, clock, tokens)
+    report = send_edition(ctx)
     assert report.outcome == "sent"
     assert sorted(smtp_sink.handler.by_recipient()) == sorted([emails[0], emails[2]])
     with store.session() as session:
@@ -164,14 +165,14 @@ def test_unsubscribed_before_their_turn_are_skipped(config, store, clock, tokens
     assert statuses == sorted([DeliveryStatus.SENT, DeliveryStatus.SENT, DeliveryStatus.SKIPPED])
 
 
-def test_edition_before_its_cutoff_covers_up_to_now_and_loses_nothing(config, store, clock, tokens, smtp_sink):
+def test_edition_before_its_cutoff_covers_up_to_now_and_loses_nothing(store, clock, ctx, smtp_sink):
     clock.set(datetime(2026, 11, 24, 5, 0, tzinfo=UTC))  # an hour before the 06:00 send
     add_article(store, clock, "early", datetime(2026, 11, 24, 4, 0, tzinfo=UTC))
     add_subscribers(store, clock, 1)
-    send_edition(config, store, clock, tokens, day=date(2026, 11, 24))
+    send_edition(ctx, day=date(2026, 11, 24))
     add_article(store, clock, "after-early-send", datetime(2026, 11, 24, 5, 30, tzinfo=UTC))
     clock.set(datetime(2026, 11, 25, 6, 1, tzinfo=UTC))
-    send_edition(config, store, clock, tokens)
+    send_edition(ctx)
     with store.session() as session:
         placed = {a.guid: a.edition.date for a in session.scalars(select(Article))}
     assert placed == {"early": date(2026, 11, 24), "after-early-send": date(2026, 11, 25)}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.context import Context
 from newsletter.dkim import generate_key, record_name
 from newsletter.dkimcheck import verify
 from newsletter.errors import DkimError
@@ -48,7 +49,7 @@ def test_every_copy_is_signed_twice_and_verifies_after_smtp(db_url, smtp_sink, s
         from newsletter.store.readers import subscribers_by_email
 
         subscribers_by_email(session, ["reader1@example.org"])["reader1@example.org"].name = "Zoë García-Núñez"
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
     records = {
         record_name("brk2026", "news.example.com"): rsa_record,
         record_name("brk2026e", "news.example.com"): ed_record,
@@ -75,7 +76,7 @@ def test_a_test_copy_is_signed_too(db_url, smtp_sink, store, clock, tokens, keys
         sender={"from_address": "breakfast@news.example.com"},
     )
     morning_articles(store, clock)
-    send_test_copy(config, store, clock, tokens, None, "desk@news.example.com")
+    send_test_copy(Context(config, store, clock, tokens), None, "desk@news.example.com")
     (received,) = smtp_sink.handler.by_recipient()["desk@news.example.com"]
     assert [v.domain for v in verify(received.data, {record_name("s1", "example.com"): record})] == ["example.com"]
 
@@ -90,6 +91,6 @@ def test_a_key_that_cannot_be_read_stops_the_send_before_anyone_gets_mail(
     add_subscribers(store, clock, 2)
     add_subscribers(store, clock, 1, SubscriberStatus.UNSUBSCRIBED, prefix="gone")
     with pytest.raises(DkimError) as info:
-        send_edition(config, store, clock, tokens)
+        send_edition(Context(config, store, clock, tokens))
     assert info.value.reason == "key" and "not a key" not in str(info.value)
     assert smtp_sink.handler.by_recipient() == {}

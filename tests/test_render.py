@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import newsletter.render
+from newsletter.context import Context
 from newsletter.editions import EditionPlan, Section, Story, window_for
 from newsletter.errors import RenderError
 from newsletter.publish import send_edition
@@ -210,14 +211,14 @@ def test_premailer_runs_twice_per_edition_and_never_per_reader(store, clock, tok
     config = make_config(db_url, smtp_sink)
     morning_articles(store, clock, 3)
     add_subscribers(store, clock, 7)
-    report = send_edition(config, store, clock, tokens)
+    report = send_edition(Context(config, store, clock, tokens))
     assert report.outcome == "sent" and len(smtp_sink.handler.received) == 7
     assert len(calls) == 2  # the email and the web version
 
     # the next morning: again twice, for an edition to the same seven readers
     add_article(store, clock, "next-day", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
     clock.set(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
     assert len(calls) == 4 and len(smtp_sink.handler.received) == 14
 
 
@@ -273,7 +274,7 @@ def test_override_directory_from_the_config(tmp_path: Path, store, clock, tokens
     config = make_config(db_url, smtp_sink, newsletter={"templates": str(folder)})
     morning_articles(store, clock, 2)
     add_subscribers(store, clock, 1)
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
     (received,) = smtp_sink.handler.received
     plain = received.message.get_body(("plain",)).get_content()
     assert plain.startswith("Good morning, Reader! 2")

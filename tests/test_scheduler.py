@@ -28,6 +28,7 @@ from newsletter.articles import ImportSummary
 from newsletter.cli import cli
 from newsletter.clock import FixedClock, SystemClock
 from newsletter.config import Config, FeedConfig
+from newsletter.context import Context
 from newsletter.demo.sink import free_port, start_controller
 from newsletter.due import (
     Action,
@@ -334,7 +335,7 @@ def test_send_scheduled_every_five_minutes_sends_each_edition_once(config, store
 
 
 def test_send_scheduled_past_the_grace_period_sends_nothing_and_send_date_still_can(
-    config, store, clock, tokens, smtp_sink, caplog
+    config, store, clock, tokens, ctx, smtp_sink, caplog
 ) -> None:
     readers = morning(store, clock)
     clock.set(datetime(2026, 11, 24, 8, 1, tzinfo=UTC))
@@ -344,7 +345,7 @@ def test_send_scheduled_past_the_grace_period_sends_nothing_and_send_date_still_
     assert result.decision is not None and result.decision.action == Action.MISSED
     assert smtp_sink.handler.received == [] and editions(store) == {}
     assert "`newsletter send --date 2026-11-24` sends it anyway" in caplog.text
-    assert send_edition(config, store, clock, tokens, day=date(2026, 11, 24)).outcome == "sent"
+    assert send_edition(ctx, day=date(2026, 11, 24)).outcome == "sent"
     assert sorted(smtp_sink.handler.by_recipient()) == sorted(readers)
 
 
@@ -364,22 +365,22 @@ def test_send_scheduled_leaves_an_edition_whose_lock_is_held_and_exits_0(config,
 
 
 def test_send_scheduled_resumes_an_edition_left_part_sent_even_after_the_grace_period(
-    config, store, clock, tokens, smtp_sink
+    config, store, clock, tokens, ctx, smtp_sink
 ) -> None:
     readers = morning(store, clock, readers=5)
     clock.set(datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
     edition = prepare_edition(config, store, clock, date(2026, 11, 24))
-    _start(config, store, edition.id, clock)  # the delivery log exists: then the process died
+    _start(ctx, edition.id)  # the delivery log exists: then the process died
     clock.set(datetime(2026, 11, 24, 11, 0, tzinfo=UTC))
     result = send_scheduled(config, store, clock, tokens)
     assert [r.outcome for r in result.reports] == ["sent"]
     assert sorted(smtp_sink.handler.by_recipient()) == sorted(readers)
 
 
-def test_send_scheduled_also_resumes_an_older_edition_left_part_sent(config, store, clock, tokens, smtp_sink):
+def test_send_scheduled_also_resumes_an_older_edition_left_part_sent(config, store, clock, tokens, ctx, smtp_sink):
     morning(store, clock, readers=2)
     clock.set(datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
-    _start(config, store, prepare_edition(config, store, clock, date(2026, 11, 24)).id, clock)
+    _start(ctx, prepare_edition(config, store, clock, date(2026, 11, 24)).id)
     clock.set(datetime(2026, 11, 25, 6, 2, tzinfo=UTC))  # the next morning: no new articles
     result = send_scheduled(config, store, clock, tokens)
     assert sorted((r.day, r.outcome) for r in result.reports) == [
@@ -773,7 +774,7 @@ def test_daemon_resumes_an_edition_left_sending_at_start_up(db_url, fresh_store,
     day = latest_scheduled_day(clock.now(), config)
     readers = seed_now(store, 3, published=cutoff(day, config.newsletter.send_time, UTC_ZONE) - timedelta(hours=1))
     edition = prepare_edition(config, store, clock, day)
-    _start(config, store, edition.id, clock)
+    _start(Context(config, store, clock, Tokens(SECRET, clock)), edition.id)
     running = Running(config, store)
     try:
         wait_for(lambda: EditionStatus.SENT in editions(store).values())

@@ -198,10 +198,10 @@ def everything_stored(store: Store) -> str:
         )
 
 
-def test_removal_keeps_the_editions_counts_and_no_trace_of_the_address(config, store, clock, tokens):
+def test_removal_keeps_the_editions_counts_and_no_trace_of_the_address(store, clock, ctx):
     morning_articles(store, clock)
     add_subscribers(store, clock, 3)
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(ctx).outcome == "sent"
     with store.engine.begin() as conn:  # a server's reply may quote the address
         conn.execute(
             update(Delivery)
@@ -225,10 +225,10 @@ def test_removal_keeps_the_editions_counts_and_no_trace_of_the_address(config, s
     assert all(sid != 2 for sid, _, _ in events(store))
 
 
-def test_removal_skips_the_readers_open_deliveries_so_the_edition_can_finish(config, store, clock, tokens, smtp_sink):
+def test_removal_skips_the_readers_open_deliveries_so_the_edition_can_finish(store, clock, ctx, smtp_sink):
     morning_articles(store, clock)
     add_subscribers(store, clock, 4)
-    assert send_edition(config, store, clock, tokens, enqueue_only=True).outcome == "enqueued"
+    assert send_edition(ctx, enqueue_only=True).outcome == "enqueued"
     with store.engine.begin() as conn:  # one in flight with a worker, one waiting for a retry
         conn.execute(update(Delivery).where(Delivery.subscriber_id == 3).values(status=DeliveryStatus.DEFERRED))
         conn.execute(
@@ -253,7 +253,7 @@ def test_removal_skips_the_readers_open_deliveries_so_the_edition_can_finish(con
         (None, DeliveryStatus.SKIPPED, ""),
         (1, DeliveryStatus.PENDING, ""),
     ]
-    report = send_edition(config, store, clock, tokens)
+    report = send_edition(ctx)
     assert report.outcome == "sent", report.message
     assert sorted(smtp_sink.handler.by_recipient()) == ["reader0@example.org"]
     with store.session() as session:

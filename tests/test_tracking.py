@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.codes import CLICK, Attribution, ReaderCodes
+from newsletter.context import Context
 from newsletter.publish import send_edition
 from newsletter.store import Store
 from newsletter.store.models import Edition, EditionLink, Subscriber, SubscriberEvent
@@ -117,7 +118,7 @@ def test_each_copy_carries_its_readers_code_in_every_link(db_url, store, clock, 
     config = make_config(db_url, smtp_sink)
     morning_articles(store, clock)
     add_subscribers(store, clock, 3)
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
     codes = ReaderCodes(SECRET, CLICK)
     with store.session() as session:
         edition = session.scalars(select(Edition)).one()
@@ -141,7 +142,7 @@ def test_with_tracking_off_the_links_go_straight_to_the_stories(db_url, store, c
     config = make_config(db_url, smtp_sink, tracking={"clicks": False})
     morning_articles(store, clock)
     add_subscribers(store, clock, 1)
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
     (received,) = smtp_sink.handler.by_recipient()["reader0@example.org"]
     html = received.message.get_body(("html",)).get_content()
     assert "/c/" not in html and 'href="https://news.example.com/story-0"' in html
@@ -155,7 +156,7 @@ def test_the_unsubscribe_link_says_which_edition_the_reader_left_from(db_url, st
     config = make_config(db_url, smtp_sink)
     morning_articles(store, clock)
     add_subscribers(store, clock, 2)
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
     (received,) = smtp_sink.handler.by_recipient()["reader1@example.org"]
     url = re.findall(r"<(https://[^>]+)>", received.message["List-Unsubscribe"])[0]
     claim = tokens.read(UNSUBSCRIBE, url.rsplit("/", 1)[1], max_age_days=365)

@@ -20,6 +20,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from newsletter.config import SMTPConfig, parse_config
+from newsletter.context import Context
 from newsletter.demo.sink import free_port
 from newsletter.errors import PermanentDeliveryError, SystemicDeliveryError, TemporaryDeliveryError
 from newsletter.transports import ACCEPTED, MaildirPool, MaildirTransport, Outgoing, SMTPTransport, classify_reply
@@ -556,7 +557,7 @@ def test_smtp_manners_size_declared_quit_after_a_refusal_and_a_proper_ehlo_name(
     server = LineServer(refuse=frozenset({emails[-1]}))  # the last message of the run is refused
     try:
         config = make_config(db_url, None, smtp={"port": server.port, "connections": 1})
-        report = send_edition(config, store, clock, tokens)
+        report = send_edition(Context(config, store, clock, tokens))
     finally:
         server.close()
     assert report.stats.sent == 2 and report.stats.failed == 1

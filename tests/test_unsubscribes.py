@@ -98,10 +98,10 @@ def test_requests_by_token_and_by_sender_and_nothing_twice(config, store, clock,
     assert statuses(store) == now
 
 
-def test_the_mailto_of_a_sent_edition_unsubscribes_its_reader(config, store, clock, tokens, smtp_sink, tmp_path):
+def test_the_mailto_of_a_sent_edition_unsubscribes_its_reader(config, store, clock, tokens, ctx, smtp_sink, tmp_path):
     morning_articles(store, clock)
     add_subscribers(store, clock, 2)
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(ctx).outcome == "sent"
     (received,) = smtp_sink.handler.by_recipient()["reader1@example.org"]
     mailto = re.findall(r"<(mailto:[^>]+)>", received.message["List-Unsubscribe"])[0]
     parts = urlsplit(mailto)

@@ -595,10 +595,10 @@ def test_the_page_button_unsubscribes_and_says_so(client, store, clock, tokens):
     assert "already unsubscribed" in after.get_data(as_text=True) and "<button" not in after.get_data(as_text=True)
 
 
-def test_unsubscribe_link_of_a_sent_edition_works_in_one_click(config, app, store, clock, tokens, smtp_sink):
+def test_unsubscribe_link_of_a_sent_edition_works_in_one_click(app, store, clock, ctx, smtp_sink):
     morning_articles(store, clock)
     add_subscribers(store, clock, 2)
-    assert send_edition(config, store, clock, tokens).outcome == "sent"
+    assert send_edition(ctx).outcome == "sent"
     (received,) = smtp_sink.handler.by_recipient()["reader1@example.org"]
     url = re.findall(r"<([^>]+)>", received.message["List-Unsubscribe"])[0]
     response = app.test_client(use_cookies=False).post(local(url), data={"List-Unsubscribe": "One-Click"})
@@ -631,10 +631,10 @@ def test_expired_and_removed_unsubscribe_links(client, store, clock, tokens):
 # --- the web version of an edition -------------------------------------------------------------
 
 
-def test_edition_web_version_has_no_personal_parts(config, client, store, clock, tokens):
+def test_edition_web_version_has_no_personal_parts(client, store, clock, ctx):
     morning_articles(store, clock)
     add_subscribers(store, clock, 1)
-    send_edition(config, store, clock, tokens)
+    send_edition(ctx)
     page = client.get("/editions/2026-11-24")
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and "Story story-0" in html
@@ -650,8 +650,8 @@ def test_missing_or_malformed_edition_dates_are_404_pages(client, day):
     assert response.status_code == 404 and "Page not found" in response.get_data(as_text=True)
 
 
-def test_skipped_editions_have_no_web_version(config, client, store, clock, tokens):
-    assert send_edition(config, store, clock, tokens, day=date(2026, 11, 24)).outcome == "skipped"
+def test_skipped_editions_have_no_web_version(client, ctx):
+    assert send_edition(ctx, day=date(2026, 11, 24)).outcome == "skipped"
     assert client.get("/editions/2026-11-24").status_code == 404
 
 

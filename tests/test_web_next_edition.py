@@ -16,6 +16,7 @@ from werkzeug.security import generate_password_hash
 
 from newsletter.clock import FixedClock
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.demo.sink import free_port
 from newsletter.preparation import prepare_edition
 from newsletter.publish import send_edition
@@ -210,7 +211,7 @@ def test_made_sending_sent_and_skipped(staff, config, store, clock, smtp_sink):
     with store.session() as session:
         session.execute(update(Edition).where(Edition.date == DAY).values(status=EditionStatus.READY))
     add_subscribers(store, clock, 1)
-    report = send_edition(config, store, clock, Tokens(SECRET, clock), day=DAY)
+    report = send_edition(Context(config, store, clock, Tokens(SECRET, clock)), day=DAY)
     assert report.outcome == "sent", report.message
     page = text_of(staff, PAGE)
     assert ">sent<" in page and "its stories are fixed" in page and "3 stories" in page
@@ -329,7 +330,7 @@ def test_an_unknown_article_is_404(staff, store, clock, action, absent):
 def test_a_sent_edition_refuses_changes_with_a_notice(staff, config, store, clock):
     morning_articles(store, clock)
     add_subscribers(store, clock, 1)
-    assert send_edition(config, store, clock, Tokens(SECRET, clock), day=DAY).outcome == "sent"
+    assert send_edition(Context(config, store, clock, Tokens(SECRET, clock)), day=DAY).outcome == "sent"
     for guid, action in (("story-2", "pin"), ("story-0", "hide"), ("story-0", "pin")):
         response = post(staff, f"/admin/next/articles/{article_id(store, guid)}/{action}")
         notice = flashed(staff, response)
@@ -397,7 +398,7 @@ def test_a_test_copy_with_the_mail_server_down_is_a_notice_not_an_error(db_url, 
 def test_a_test_copy_of_a_sent_edition_is_its_stored_copy(staff, config, store, clock, smtp_sink):
     morning_articles(store, clock)
     add_subscribers(store, clock, 1)
-    assert send_edition(config, store, clock, Tokens(SECRET, clock), day=DAY).outcome == "sent"
+    assert send_edition(Context(config, store, clock, Tokens(SECRET, clock)), day=DAY).outcome == "sent"
     add_article(store, clock, "later", datetime(2026, 11, 24, 5, 30, tzinfo=UTC), title="Too late for it")
     smtp_sink.handler.received.clear()
     flashed(staff, post(staff, "/admin/next/test-copy", email="ana@example.org"))
@@ -549,11 +550,11 @@ def test_the_edition_page_lists_the_zones_still_to_come(db_url, store, clock, sm
     with store.session() as session:
         for email, zone in zones.items():
             session.execute(update(Subscriber).where(Subscriber.email == email).values(timezone=zone))
-    send_edition(config, store, clock, Tokens(SECRET, clock), day=DAY)  # London's readers only, at 06:30
+    send_edition(Context(config, store, clock, Tokens(SECRET, clock)), day=DAY)  # London's readers only, at 06:30
     page = plain(text_of(staff, f"/admin/editions/{DAY}"))
     assert "Zones still to come" in page
     new_york = page.index("America/New_York at 2026-11-24 11:00 GMT (2 readers)")
     assert new_york < page.index("America/Los_Angeles at 2026-11-24 14:00 GMT (1 reader)")
     clock.set(datetime(2026, 11, 24, 14, 5, tzinfo=UTC))
-    assert send_edition(config, store, clock, Tokens(SECRET, clock), day=DAY).outcome == "sent"
+    assert send_edition(Context(config, store, clock, Tokens(SECRET, clock)), day=DAY).outcome == "sent"
     assert "Zones still to come" not in text_of(staff, f"/admin/editions/{DAY}")

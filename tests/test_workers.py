@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.clock import SystemClock
+from newsletter.context import Context
 from newsletter.demo.sink import start_controller
 from newsletter.publish import send_edition
 from newsletter.store import Store
@@ -68,7 +69,7 @@ def test_three_worker_processes_send_each_reader_exactly_once(pg_url, pg_store, 
         config = make_config(pg_url, None, smtp={"port": server.port})
         morning_articles(pg_store, clock)
         emails = add_subscribers(pg_store, clock, 900)
-        assert send_edition(config, pg_store, clock, tokens, day=date(2026, 11, 24), enqueue_only=True).ok
+        assert send_edition(Context(config, pg_store, clock, tokens), day=date(2026, 11, 24), enqueue_only=True).ok
         workers = [newsletter(config_path, "worker", "--until-idle", "--poll", "0.2") for _ in range(3)]
         results = wait_all(workers)
     finally:
@@ -95,7 +96,7 @@ def test_a_killed_workers_batch_is_finished_by_another_after_its_lease(pg_url, p
         config = make_config(pg_url, None, smtp={"port": server.port})
         morning_articles(pg_store, clock)
         emails = add_subscribers(pg_store, clock, 500)
-        send_edition(config, pg_store, clock, tokens, day=date(2026, 11, 24), enqueue_only=True)
+        send_edition(Context(config, pg_store, clock, tokens), day=date(2026, 11, 24), enqueue_only=True)
         doomed = newsletter(config_path, "worker", "--until-idle")
         while sum(handler.copies.values()) < 60:
             time.sleep(0.01)
@@ -123,10 +124,10 @@ def test_two_editions_at_once_and_a_failing_worker_gives_its_claims_back(pg_url,
     server = start_controller(good)
     try:
         config = make_config(pg_url, None, smtp={"port": server.port})
-        send_edition(config, pg_store, clock, tokens, day=date(2026, 11, 24), enqueue_only=True)
+        send_edition(Context(config, pg_store, clock, tokens), day=date(2026, 11, 24), enqueue_only=True)
         add_article(pg_store, clock, "next-day", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
         clock.set(datetime(2026, 11, 25, 6, 5, tzinfo=UTC))
-        send_edition(config, pg_store, clock, tokens, day=date(2026, 11, 25), enqueue_only=True)
+        send_edition(Context(config, pg_store, clock, tokens), day=date(2026, 11, 25), enqueue_only=True)
 
         with faulty_server(Faults(rcpt_temporary=1.0, close_421=False)) as (_bad, bad_port):
             failing = make_config(
@@ -151,7 +152,7 @@ def test_workers_alone_give_up_on_deferrals_after_give_up_hours(pg_url, pg_store
     morning_articles(pg_store, clock)
     emails = add_subscribers(pg_store, clock, 3)
     config = make_config(pg_url, None, delivery={"max_attempts": 1, "give_up_hours": 2})
-    send_edition(config, pg_store, clock, tokens, day=date(2026, 11, 24), enqueue_only=True)
+    send_edition(Context(config, pg_store, clock, tokens), day=date(2026, 11, 24), enqueue_only=True)
     with faulty_server(Faults(dead_mailboxes=frozenset(), rcpt_temporary=1.0, close_421=False)) as (_s, port):
         busy = make_config(pg_url, None, smtp={"port": port}, delivery={"max_attempts": 1, "give_up_hours": 2})
         run_worker(busy, pg_store, clock, tokens, until_idle=True, poll_seconds=0.1)
@@ -174,7 +175,7 @@ def test_workers_started_before_the_edition_pick_it_up(pg_url, pg_store, clock, 
         time.sleep(1.5)  # they are up, finding nothing to do
         morning_articles(pg_store, clock)
         emails = add_subscribers(pg_store, clock, 200)
-        send_edition(config, pg_store, clock, tokens, day=date(2026, 11, 24), enqueue_only=True)
+        send_edition(Context(config, pg_store, clock, tokens), day=date(2026, 11, 24), enqueue_only=True)
         deadline = time.monotonic() + 30
         while sum(handler.copies.values()) < len(emails) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -200,7 +201,7 @@ def test_the_rate_limit_holds_across_workers(pg_url, pg_store, clock, tokens, tm
         config = make_config(pg_url, None, smtp={"port": server.port})
         morning_articles(pg_store, clock)
         emails = add_subscribers(pg_store, clock, 200)
-        send_edition(config, pg_store, clock, tokens, day=date(2026, 11, 24), enqueue_only=True)
+        send_edition(Context(config, pg_store, clock, tokens), day=date(2026, 11, 24), enqueue_only=True)
         started = time.monotonic()
         results = wait_all([newsletter(config_path, "worker", "--until-idle", "--poll", "0.2") for _ in range(2)])
         elapsed = time.monotonic() - started
@@ -222,7 +223,7 @@ def test_status_shows_workers_and_the_editions_rate(pg_url, pg_store, clock, tok
     server = start_controller(handler)
     try:
         config = make_config(pg_url, None, smtp={"port": server.port})
-        send_edition(config, pg_store, clock, tokens, day=date(2026, 11, 24), enqueue_only=True)
+        send_edition(Context(config, pg_store, clock, tokens), day=date(2026, 11, 24), enqueue_only=True)
         run_worker(config, pg_store, SystemClock(), tokens, until_idle=True, poll_seconds=0.1)
         config_path = write_config(tmp_path, pg_url, server.port)
         result = runner.invoke(cli, ["--config", str(config_path), "status"])

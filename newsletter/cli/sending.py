@@ -134,18 +134,16 @@ def send(
 
         address = normalise_email(to_address)
         day = day or next_edition_day(app.config, app.store, app.clock)
-        reply = send_test_copy(app.config, app.store, app.clock, app.signing_context.tokens, day, address)
+        reply = send_test_copy(app.signing_context, day, address)
         click.echo(f"test copy of the edition of {day} sent to {address}: {reply}")
         return
     progress = Progress(enabled=sys.stderr.isatty() and not dry_run)
-    gate = send_gate(app.config, app.store, app.clock, app.signing_context.tokens, ignore=ignore_preflight or dry_run)
+    ctx = app.signing_context
+    gate = send_gate(ctx.config, ctx.store, ctx.clock, ctx.tokens, ignore=ignore_preflight or dry_run)
     with graceful_stop() as stop:
         try:
             report = send_edition(
-                app.config,
-                app.store,
-                app.clock,
-                app.signing_context.tokens,
+                ctx,
                 day=day,
                 dry_run=dry_run,
                 stop=stop,
@@ -348,7 +346,7 @@ def _zone_lines(app: App, edition: Edition, limit: int) -> list[str]:
     from newsletter.due import zone_text
     from newsletter.publish import zones_to_come
 
-    zones = zones_to_come(app.config, app.store, edition)
+    zones = zones_to_come(app.context, edition)
     if not zones:
         return []
     lines = [f"zone by zone: {counted(len(zones), 'zone')} still to come"]

@@ -24,6 +24,7 @@ from newsletter import release
 from newsletter.articles import ArticleInput, upsert_article
 from newsletter.clock import Clock, FixedClock
 from newsletter.config import Config, load_config
+from newsletter.context import Context
 from newsletter.delivery import RunStats
 from newsletter.demo.sink import free_port
 from newsletter.editions import cutoff
@@ -262,7 +263,7 @@ def run_demo(
             else:
                 seed(config, store, clock, subscribers)
                 tokens = Tokens(config.web.secret_key, clock)
-                report = send_edition(config, store, clock, tokens, on_progress=on_progress)
+                report = send_edition(Context(config, store, clock, tokens), on_progress=on_progress)
             shown = preview_edition(config, store, clock, report.day)
         finally:
             store.dispose()
@@ -303,7 +304,7 @@ def _simulate_day(
     report: SendReport | None = None
     for moment in moments:
         clock.set(moment)
-        report = send_edition(config, store, clock, tokens, day=day, on_progress=on_progress)
+        report = send_edition(Context(config, store, clock, tokens), day=day, on_progress=on_progress)
         sent = report.stats.sent if report.stats is not None else 0
         steps.append(ZoneStep(moment, tuple(r for r in planned if max(r.at, moments[0]) == moment), sent))
     assert report is not None

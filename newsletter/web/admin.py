@@ -381,7 +381,7 @@ def _zones_to_come(edition: Edition) -> list[str]:
     if edition.status != EditionStatus.SENDING:
         return []
     ctx = context()
-    return [zone_text(zone, ctx.config.newsletter.zone) for zone in zones_to_come(ctx.config, ctx.store, edition)]
+    return [zone_text(zone, ctx.config.newsletter.zone) for zone in zones_to_come(ctx, edition)]
 
 
 # --- the next edition -----------------------------------------------------------------------
@@ -679,9 +679,7 @@ def send_next_test_copy() -> Response:
         return _back_to(day)
     session[TEST_COPY_KEY] = address
     try:
-        reply = send_test_copy(
-            ctx.config, ctx.store, ctx.clock, ctx.tokens, day, address, transport=transport_factory()()
-        )
+        reply = send_test_copy(ctx, day, address, transport=transport_factory()())
     except (NewsletterError, OSError) as exc:  # the mail server is down or refused it: say so, in one line
         log.warning("admin %s: test copy of the edition of %s to %s failed: %s", g.staff, day, address, exc)
         flash(f"The test copy to {address} could not be sent: {_one_line(exc)}")
