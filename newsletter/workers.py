@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from newsletter.clock import Clock
-from newsletter.config import Config
 from newsletter.context import Context
 from newsletter.delivery import RateLimiter, RunStats
 from newsletter.errors import DeliveryError, NewsletterError, UsageError
@@ -33,7 +32,6 @@ from newsletter.store import deliveries as delivery_log
 from newsletter.store.editions import enqueued_editions
 from newsletter.store.models import DeliveryStatus, Edition
 from newsletter.store.workers import count_sent_since, draw_tokens, save_worker_report, workers_seen_since
-from newsletter.tokens import Tokens
 from newsletter.transports import PoolFactory, check_reachable
 
 log = logging.getLogger(__name__)
@@ -156,11 +154,22 @@ def _work_left(store: Store, edition_id: int, now: datetime) -> tuple[int, int]:
     return counts[DeliveryStatus.PENDING], counts[DeliveryStatus.SENDING]
 
 
+@dataclass
+class _Loop:
+    """What one worker process carries from edition to edition: who it is, its row in
+    ``workers``, its running totals, the shared rate limit, its connections and its stop."""
+
+    identity: str
+    registry: WorkerRegistry
+    totals: RunStats
+    limiter: RateLimiter
+    pools: PoolFactory | None
+    stop: threading.Event
+    on_progress: Callable[[RunStats], None] | None
+
+
 def run_worker(
-    config: Config,
-    store: Store,
-    clock: Clock,
-    tokens: Tokens,
+    ctx: Context,
     *,
     until_idle: bool = False,
     stop: threading.Event | None = None,
@@ -169,8 +178,8 @@ def run_worker(
     on_progress: Callable[[RunStats], None] | None = None,
 ) -> WorkerReport:
     """Claim and send deliveries of every edition being sent, until idle or until stopped."""
+    config, store, clock = ctx.config, ctx.store, ctx.clock
     require_postgres(store)
-    ctx = Context(config, store, clock, tokens)
     stop = stop or threading.Event()
     identity = worker_identity()
     registry = WorkerRegistry(store, clock, identity)
@@ -180,6 +189,7 @@ def run_worker(
         else RateLimiter(0)
     )
     totals = RunStats()
+    loop = _Loop(identity, registry, totals, limiter, pools, stop, on_progress)
     report = WorkerReport(totals, 0)
     log.info("worker %s started", identity)
     registry.beat("idle")
@@ -197,9 +207,7 @@ def run_worker(
                 if pools is None and config.delivery.transport == "smtp":
                     refuse_example_sender(config)
                     check_reachable(config.smtp)
-                stats = _send_one(
-                    config, store, clock, tokens, edition, identity, registry, totals, limiter, pools, stop, on_progress
-                )
+                stats = _send_one(ctx, edition, loop)
                 report.editions += 1
                 finish_edition(ctx, edition.id)
                 if stats.error is not None:
@@ -222,21 +230,10 @@ def run_worker(
     return report
 
 
-def _send_one(
-    config: Config,
-    store: Store,
-    clock: Clock,
-    tokens: Tokens,
-    edition: Edition,
-    identity: str,
-    registry: WorkerRegistry,
-    totals: RunStats,
-    limiter: RateLimiter,
-    pools: PoolFactory | None,
-    stop: threading.Event,
-    on_progress: Callable[[RunStats], None] | None,
-) -> RunStats:
+def _send_one(ctx: Context, edition: Edition, loop: _Loop) -> RunStats:
+    totals = loop.totals
     base = RunStats(sent=totals.sent, failed=totals.failed, deferred=totals.deferred)
+    registry, on_progress = loop.registry, loop.on_progress
 
     def progress(stats: RunStats) -> None:
         combined = RunStats(
@@ -246,15 +243,15 @@ def _send_one(
         if on_progress is not None:
             on_progress(stats)
 
-    log.info("worker %s sending the edition of %s", identity, edition.date)
+    log.info("worker %s sending the edition of %s", loop.identity, edition.date)
     stats = run_edition(
-        Context(config, store, clock, tokens),
+        ctx,
         edition,
-        worker=identity,
-        pools=pools,
-        stop=stop,
+        worker=loop.identity,
+        pools=loop.pools,
+        stop=loop.stop,
         on_progress=progress,
-        limiter=limiter,
+        limiter=loop.limiter,
     )
     totals.sent += stats.sent
     totals.failed += stats.failed

@@ -18,7 +18,7 @@ from newsletter.publish import send_edition
 from newsletter.store import Store
 from newsletter.store.models import Delivery, DeliveryStatus, Edition, EditionStatus
 from newsletter.workers import run_worker
-from tests.conftest import add_article, add_subscribers, fresh_postgres, make_config, morning_articles
+from tests.conftest import add_article, add_subscribers, fresh_postgres, make_config, morning_articles, replace
 from tests.faults import Faults
 from tests.test_delivery_crash import CONNECTIONS, CountingHandler, newsletter, write_config
 from tests.test_delivery_faults import faulty_server
@@ -123,23 +123,23 @@ def test_two_editions_at_once_and_a_failing_worker_gives_its_claims_back(pg_url,
     good = CountingHandler(delay=0)
     server = start_controller(good)
     try:
-        config = make_config(pg_url, None, smtp={"port": server.port})
-        send_edition(Context(config, pg_store, clock, tokens), day=date(2026, 11, 24), enqueue_only=True)
+        ctx = Context(make_config(pg_url, None, smtp={"port": server.port}), pg_store, clock, tokens)
+        send_edition(ctx, day=date(2026, 11, 24), enqueue_only=True)
         add_article(pg_store, clock, "next-day", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
         clock.set(datetime(2026, 11, 25, 6, 5, tzinfo=UTC))
-        send_edition(Context(config, pg_store, clock, tokens), day=date(2026, 11, 25), enqueue_only=True)
+        send_edition(ctx, day=date(2026, 11, 25), enqueue_only=True)
 
         with faulty_server(Faults(rcpt_temporary=1.0, close_421=False)) as (_bad, bad_port):
             failing = make_config(
                 pg_url, None, smtp={"port": bad_port}, delivery={"max_consecutive_failures": 5, "max_attempts": 2}
             )
-            report = run_worker(failing, pg_store, clock, tokens, until_idle=True, poll_seconds=0.1)
+            report = run_worker(replace(ctx, config=failing), until_idle=True, poll_seconds=0.1)
         assert report.error is not None and "in a row failed" in str(report.error)
         left = statuses(pg_store)
         assert left[DeliveryStatus.SENDING] == 0 and left[DeliveryStatus.FAILED] == 0
         assert left[DeliveryStatus.PENDING] == 2 * len(emails)
 
-        report = run_worker(config, pg_store, clock, tokens, until_idle=True, poll_seconds=0.1)
+        report = run_worker(ctx, until_idle=True, poll_seconds=0.1)
     finally:
         server.stop()
     assert report.error is None and report.totals.sent == 2 * len(emails)
@@ -155,10 +155,11 @@ def test_workers_alone_give_up_on_deferrals_after_give_up_hours(pg_url, pg_store
     send_edition(Context(config, pg_store, clock, tokens), day=date(2026, 11, 24), enqueue_only=True)
     with faulty_server(Faults(dead_mailboxes=frozenset(), rcpt_temporary=1.0, close_421=False)) as (_s, port):
         busy = make_config(pg_url, None, smtp={"port": port}, delivery={"max_attempts": 1, "give_up_hours": 2})
-        run_worker(busy, pg_store, clock, tokens, until_idle=True, poll_seconds=0.1)
+        ctx = Context(busy, pg_store, clock, tokens)
+        run_worker(ctx, until_idle=True, poll_seconds=0.1)
         assert statuses(pg_store)[DeliveryStatus.DEFERRED] == len(emails)
         clock.advance(3 * 3600)  # the morning is long gone: no worker retries it for ever
-        run_worker(busy, pg_store, clock, tokens, until_idle=True, poll_seconds=0.1)
+        run_worker(ctx, until_idle=True, poll_seconds=0.1)
     assert statuses(pg_store)[DeliveryStatus.FAILED] == len(emails)
     with pg_store.session() as session:
         assert session.scalars(select(Edition)).one().status == EditionStatus.SENT
@@ -222,9 +223,9 @@ def test_status_shows_workers_and_the_editions_rate(pg_url, pg_store, clock, tok
     handler = CountingHandler(delay=0)
     server = start_controller(handler)
     try:
-        config = make_config(pg_url, None, smtp={"port": server.port})
-        send_edition(Context(config, pg_store, clock, tokens), day=date(2026, 11, 24), enqueue_only=True)
-        run_worker(config, pg_store, SystemClock(), tokens, until_idle=True, poll_seconds=0.1)
+        ctx = Context(make_config(pg_url, None, smtp={"port": server.port}), pg_store, clock, tokens)
+        send_edition(ctx, day=date(2026, 11, 24), enqueue_only=True)
+        run_worker(replace(ctx, clock=SystemClock()), until_idle=True, poll_seconds=0.1)
         config_path = write_config(tmp_path, pg_url, server.port)
         result = runner.invoke(cli, ["--config", str(config_path), "status"])
     finally:

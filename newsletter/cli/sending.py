@@ -449,10 +449,7 @@ def worker(app: App, until_idle: bool, poll_seconds: float) -> None:
     with graceful_stop() as stop:
         try:
             report = run_worker(
-                app.config,
-                app.store,
-                app.clock,
-                app.signing_context.tokens,
+                app.signing_context,
                 until_idle=until_idle,
                 stop=stop,
                 poll_seconds=poll_seconds,
