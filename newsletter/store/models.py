@@ -450,11 +450,9 @@ class Click(Base):
 
     __tablename__ = "clicks"
     __table_args__ = (
+        # The counts are not read from here but from the rollups below, so no index of
+        # this table covers them: every click would pay to keep one up to date.
         Index("ix_clicks_edition_position", "edition_id", "position"),
-        # Covers the counts per edition and link (unique readers too) without reading the
-        # table; the links' range (position >= 1) skips the opens, and an edition's opens
-        # (position 0) come in reader order, so counting unique openers needs no sort.
-        Index("ix_clicks_edition_position_subscriber", "edition_id", "position", "subscriber_id"),
         # A reader's clicks by edition and link: whether a batch's readers had clicked
         # before (``store.clicks.record_clicks`` keeps the unique counts of the rollups
         # below), and their clicks made anonymous when they are removed.
