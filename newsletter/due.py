@@ -26,7 +26,6 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 
 from newsletter.articles import ImportSummary, fetch_feeds
-from newsletter.clock import Clock
 from newsletter.config import WEEKDAYS, Config
 from newsletter.context import Context
 from newsletter.editions import counted, cutoff, edition_date_due, local_date
@@ -41,7 +40,6 @@ from newsletter.store import Store
 from newsletter.store.editions import edition_for, edition_progress, unfinished_editions
 from newsletter.store.holds import Hold, hold_of
 from newsletter.store.models import Edition, EditionStatus
-from newsletter.tokens import Tokens
 from newsletter.transports import Transport
 
 log = logging.getLogger("newsletter.scheduler")
@@ -53,8 +51,8 @@ FeedFetcher = Callable[[], Sequence[ImportSummary]]
 """Imports the configured feeds; ``feed_fetcher`` binds the real one to its collaborators."""
 
 
-def feed_fetcher(config: Config, store: Store, clock: Clock) -> FeedFetcher:
-    return partial(fetch_feeds, config, store, clock)
+def feed_fetcher(ctx: Context) -> FeedFetcher:
+    return partial(fetch_feeds, ctx.config, ctx.store, ctx.clock)
 
 
 # --- when: the trigger ----------------------------------------------------------------------
@@ -338,10 +336,7 @@ class ScheduledSender:
 
     def __init__(
         self,
-        config: Config,
-        store: Store,
-        clock: Clock,
-        tokens: Tokens,
+        ctx: Context,
         *,
         fetch: FeedFetcher | None = None,
         stop: threading.Event | None = None,
@@ -353,18 +348,14 @@ class ScheduledSender:
         """:param tools: what preflight fetches and runs with (default: the real web).
         :param notices: the connection a held edition's notice to the staff goes through
             (default: the single-message transport, as test copies use)."""
-        self.config = config
-        self.store = store
-        self.clock = clock
-        self.tokens = tokens
+        config = ctx.config
+        self.ctx = ctx
         self.fetch = fetch if (config.scheduler.fetch_feeds and config.feeds) else None
         self.stop = stop or threading.Event()
         self.lock_level = lock_level
         self.retry_hint = retry_hint
         self.state_of = state_reader(
-            store,
-            partial(articles_waiting, config, store, clock),
-            partial(zones_to_come, Context(config, store, clock, tokens)),
+            ctx.store, partial(articles_waiting, config, ctx.store, ctx.clock), partial(zones_to_come, ctx)
         )
         self._tools = tools
         self.notices = notices or transport_factory(config)
@@ -373,7 +364,7 @@ class ScheduledSender:
     def tools(self) -> Tools:
         """Preflight's tools, built when first needed (most passes send nothing)."""
         if self._tools is None:
-            self._tools = Tools.real(self.config.preflight.user_agent)
+            self._tools = Tools.real(self.ctx.config.preflight.user_agent)
         return self._tools
 
     def run_pass(
@@ -385,7 +376,7 @@ class ScheduledSender:
         quiet_level: int = logging.INFO,
     ) -> PassResult:
         """Act on the latest scheduled edition, then (``others``) on any older one left part-sent."""
-        decision = decide(self.clock.now(), self.config, self.state_of, retry_deferred=retry_deferred)
+        decision = decide(self.ctx.clock.now(), self.ctx.config, self.state_of, retry_deferred=retry_deferred)
         result = PassResult(decision)
         if decision.action == Action.SEND:
             if decision.state is None or decision.state.status == EditionStatus.SKIPPED:
@@ -406,23 +397,23 @@ class ScheduledSender:
 
     def resume_unfinished(self, retry_deferred: bool, result: PassResult, skip: date | None = None) -> None:
         """Resume every edition left "sending" (a crash, a stop, deferrals) that has work due."""
-        with self.store.session() as session:
+        with self.ctx.store.session() as session:
             days = [e.date for e in unfinished_editions(session) if e.date != skip]
         for day in days:
             if self.stop.is_set():
                 return
             state = self.state_of(day)
-            if state and state.status == EditionStatus.SENDING and state.has_work(self.clock.now(), retry_deferred):
+            if state and state.status == EditionStatus.SENDING and state.has_work(self.ctx.clock.now(), retry_deferred):
                 self.send(day, f"the edition of {day} was left part-sent: resuming it", retry_deferred, result)
 
     def release_zones_due(self, result: PassResult) -> None:
         """Send each edition going out zone by zone to the zones whose morning has come."""
-        with self.store.session() as session:
+        with self.ctx.store.session() as session:
             days = [e.date for e in unfinished_editions(session)]
         for day in days:
             if self.stop.is_set():
                 return
-            now = self.clock.now()
+            now = self.ctx.clock.now()
             state = self.state_of(day)
             if state and state.status == EditionStatus.SENDING and state.zones and state.zones[0].at <= now:
                 why = f"the edition of {day}: the morning of {zones_text(state.zones, now)} has come: sending it there"
@@ -433,10 +424,11 @@ class ScheduledSender:
         if self.stop.is_set():
             return
         log.info("%s", why)
-        gate = Gate(self.config, self.store, self.clock, self.tokens, self.tools, remember=True) if check else None
+        ctx = self.ctx
+        gate = Gate(ctx.config, ctx.store, ctx.clock, ctx.tokens, self.tools, remember=True) if check else None
         try:
             report = send_edition(
-                Context(self.config, self.store, self.clock, self.tokens),
+                ctx,
                 day=day,
                 retry_deferred=retry_deferred,
                 stop=self.stop,
@@ -471,7 +463,7 @@ class ScheduledSender:
             exc.override,
         )
         result.held.append(str(exc))
-        if not self.config.preflight.notify:
+        if not self.ctx.config.preflight.notify:
             log.warning("[preflight] notify lists nobody: no one was mailed about the held edition of %s", day)
         self.notify_staff(day)
 
@@ -483,12 +475,12 @@ class ScheduledSender:
         """
         day = decision.day
         hold = decision.state.held if decision.state is not None else None
-        with self.store.session() as session:
+        with self.ctx.store.session() as session:
             edition = edition_for(session, day)
         if hold is None or edition is None:
             return
         try:
-            digest = fingerprint_now(self.config, self.store, self.clock, edition)
+            digest = fingerprint_now(self.ctx.config, self.ctx.store, self.ctx.clock, edition)
         except NewsletterError as exc:
             log.error("the held edition of %s could not be compared with its articles now: %s", day, exc)
             result.errors.append(str(exc))
@@ -502,18 +494,18 @@ class ScheduledSender:
 
     def notify_staff(self, day: date) -> None:
         """Mail ``[preflight] notify`` about the held edition of ``day``, once per hold; never raises."""
-        if not self.config.preflight.notify:
+        if not self.ctx.config.preflight.notify:
             return
-        n = self.config.newsletter
-        grace_ends = cutoff(day, n.send_time, n.zone) + lateness_allowed(self.config)
+        n = self.ctx.config.newsletter
+        grace_ends = cutoff(day, n.send_time, n.zone) + lateness_allowed(self.ctx.config)
         try:
-            with self.store.session() as session:
+            with self.ctx.store.session() as session:
                 edition = edition_for(session, day)
                 found = (edition.id, edition.subject) if edition is not None else None
             if found is None:
                 return
             notice = tell_staff(
-                self.config, self.store, self.clock, found[0], found[1], self.notices, grace_ends=grace_ends
+                self.ctx.config, self.ctx.store, self.ctx.clock, found[0], found[1], self.notices, grace_ends=grace_ends
             )
         except NewsletterError as exc:
             log.error("the staff were not told that the edition of %s is held: %s", day, exc)
@@ -528,7 +520,7 @@ class ScheduledSender:
         from newsletter.publish import transport_factory
 
         try:
-            report = deliver_outbox(self.config, self.store, self.clock, transport_factory(self.config))
+            report = deliver_outbox(self.ctx.config, self.ctx.store, self.ctx.clock, transport_factory(self.ctx.config))
         except NewsletterError as exc:
             log.error("sign-up mails were not delivered: %s; %s", exc, self.retry_hint)
             return
@@ -543,11 +535,11 @@ class ScheduledSender:
         """
         from newsletter.inbound import configured_inboxes, process
 
-        inboxes = configured_inboxes(self.config)
+        inboxes = configured_inboxes(self.ctx.config)
         if not inboxes:
             return
         try:
-            report = process(self.config, self.store, self.clock, self.tokens, inboxes)
+            report = process(self.ctx.config, self.ctx.store, self.ctx.clock, self.ctx.tokens, inboxes)
         except (NewsletterError, OSError) as exc:  # the folder itself unreadable: say so, and send
             log.error("the bounce mailbox was not read: %s; %s", exc, self.retry_hint)
             return
@@ -570,10 +562,7 @@ class ScheduledSender:
 
 
 def send_scheduled(
-    config: Config,
-    store: Store,
-    clock: Clock,
-    tokens: Tokens,
+    ctx: Context,
     *,
     fetch: FeedFetcher | None = None,
     stop: threading.Event | None = None,
@@ -588,9 +577,7 @@ def send_scheduled(
     wait for their retry time. An edition preflight holds is said once, with a non-zero
     exit, and then quietly while it stays held (see ``ScheduledSender.recheck_held``).
     """
-    sender = ScheduledSender(
-        config, store, clock, tokens, fetch=fetch, stop=stop, lock_level=logging.INFO, tools=tools, notices=notices
-    )
+    sender = ScheduledSender(ctx, fetch=fetch, stop=stop, lock_level=logging.INFO, tools=tools, notices=notices)
     sender.read_mailbox()  # bounces and complaints count before anyone is sent to
     result = sender.run_pass(retry_deferred=False, others=True, missed_level=logging.INFO)
     if not sender.stop.is_set():

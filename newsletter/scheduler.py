@@ -25,8 +25,7 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
-from newsletter.clock import Clock
-from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.due import (
     Action,
     EditionTrigger,
@@ -49,7 +48,6 @@ from newsletter.store import Store, worker_identity
 from newsletter.store.editions import any_editions
 from newsletter.store.jobs import ensure_job_table, job_next_run
 from newsletter.store.models import EditionStatus
-from newsletter.tokens import Tokens
 from newsletter.transports import Transport
 
 log = logging.getLogger(__name__)
@@ -102,7 +100,7 @@ class _JobRunner(BaseExecutor):
     def _run_each(self, job: Job, run_times: list[datetime]) -> list[JobExecutionEvent]:
         events = []
         for run_time in run_times:
-            late = self._daemon.clock.now() - run_time
+            late = self._daemon.ctx.clock.now() - run_time
             if job.misfire_grace_time is not None and late > timedelta(seconds=job.misfire_grace_time):
                 events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, job._jobstore_alias, run_time))
                 continue
@@ -167,10 +165,7 @@ class EditionScheduler:
 
     def __init__(
         self,
-        config: Config,
-        store: Store,
-        clock: Clock,
-        tokens: Tokens,
+        ctx: Context,
         *,
         fetch: FeedFetcher | None = None,
         stop: threading.Event | None = None,
@@ -178,16 +173,12 @@ class EditionScheduler:
         notices: Callable[[], Transport] | None = None,
     ) -> None:
         """``tools`` and ``notices``: preflight's tools and the staff notice's transport (see ``ScheduledSender``)."""
-        self.config = config
-        self.store = store
-        self.clock = clock
+        self.ctx = ctx
         self.stop = stop or threading.Event()
-        retry = max(1, config.delivery.retry_deferred_minutes)
+        retry = max(1, ctx.config.delivery.retry_deferred_minutes)
         hint = f"the scheduler tries again in {retry} minutes"
-        self.sender = ScheduledSender(
-            config, store, clock, tokens, fetch=fetch, stop=self.stop, retry_hint=hint, tools=tools, notices=notices
-        )
-        self.trigger = EditionTrigger.for_config(config)
+        self.sender = ScheduledSender(ctx, fetch=fetch, stop=self.stop, retry_hint=hint, tools=tools, notices=notices)
+        self.trigger = EditionTrigger.for_config(ctx.config)
         self.results: list[PassResult] = []
         self._missed: set[date] = set()
         self._signal: str = ""
@@ -214,15 +205,17 @@ class EditionScheduler:
             self.results.append(result)
 
     def on_fetch_tick(self) -> None:
-        self.sender.fetch_feeds(f"every {self.config.scheduler.fetch_interval_minutes} minutes")
+        self.sender.fetch_feeds(f"every {self.ctx.config.scheduler.fetch_interval_minutes} minutes")
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
         if event.job_id != EDITION_JOB_ID:
             return
-        day = scheduled_day(event.scheduled_run_time, self.config)
+        day = scheduled_day(event.scheduled_run_time, self.ctx.config)
         state = self.sender.state_of(day)
         if state is None or state.status == EditionStatus.READY:
-            self._report_missed(day, missed_message(day, event.scheduled_run_time, self.clock.now(), self.config))
+            self._report_missed(
+                day, missed_message(day, event.scheduled_run_time, self.ctx.clock.now(), self.ctx.config)
+            )
         else:
             log.info("the send time of the edition of %s passed while stopped; it is %s", day, state.status)
         self._log_next()
@@ -241,23 +234,23 @@ class EditionScheduler:
 
     def _log_next(self) -> None:
         """Say when the next send is, once per send time (start-up and a caught-up job both ask)."""
-        fire = self.trigger.get_next_fire_time(None, self.clock.now())
+        fire = self.trigger.get_next_fire_time(None, self.ctx.clock.now())
         if fire is not None and fire != self._next_logged:
             self._next_logged = fire
-            day = scheduled_day(fire, self.config)
-            log.info("next send: %s (the edition of %s)", local_text(fire, self.config.newsletter.zone), day)
+            day = scheduled_day(fire, self.ctx.config)
+            log.info("next send: %s (the edition of %s)", local_text(fire, self.ctx.config.newsletter.zone), day)
 
     # --- running ------------------------------------------------------------------------------
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (or ``stop``); 0, or 130 when a send had to be interrupted."""
-        s = self.config.scheduler
+        s = self.ctx.config.scheduler
         days = "every day" if len(s.days) == 7 else ", ".join(s.days)
         log.info(
             "scheduler started (%s): editions at %s %s, %s; grace period %d minutes",
             worker_identity(),
-            f"{self.config.newsletter.send_time:%H:%M:%S}".removesuffix(":00"),
-            self.config.newsletter.timezone,
+            f"{self.ctx.config.newsletter.send_time:%H:%M:%S}".removesuffix(":00"),
+            self.ctx.config.newsletter.timezone,
             days,
             s.grace_minutes,
         )
@@ -277,21 +270,21 @@ class EditionScheduler:
 
     def _schedule(self) -> None:
         job_store = SQLAlchemyJobStore(
-            engine=Store(self.config.store.url, application_name="newsletter scheduler jobs").engine,
+            engine=Store(self.ctx.config.store.url, application_name="newsletter scheduler jobs").engine,
             tablename=JOB_TABLE,
         )
         try:
             ensure_job_table(job_store.engine, job_store.jobs_t)
         except SQLAlchemyError as exc:
             raise StoreError(
-                f"cannot create the scheduler's table {JOB_TABLE} in {self.store.safe_url}: {exc}"
+                f"cannot create the scheduler's table {JOB_TABLE} in {self.ctx.store.safe_url}: {exc}"
             ) from exc
         runner = _JobRunner(self)
         scheduler = BlockingScheduler(
             jobstores={"default": job_store, "memory": MemoryJobStore()},
             executors={"default": runner},
             job_defaults={"coalesce": True, "max_instances": 1},
-            timezone=self.config.newsletter.zone,
+            timezone=self.ctx.config.newsletter.zone,
         )
         scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
         self._add_jobs(scheduler)
@@ -302,7 +295,9 @@ class EditionScheduler:
             self._log_next()
             scheduler.start()  # blocks until the stopper shuts it down
         except SQLAlchemyError as exc:  # the job table, at start-up; later errors are retried by APScheduler
-            raise StoreError(f"cannot use the scheduler's table {JOB_TABLE} in {self.store.safe_url}: {exc}") from exc
+            raise StoreError(
+                f"cannot use the scheduler's table {JOB_TABLE} in {self.ctx.store.safe_url}: {exc}"
+            ) from exc
         finally:
             finished.set()
             self.stop.set()
@@ -316,7 +311,7 @@ class EditionScheduler:
         # runner then sends (within the grace period) or reports it missed, exactly as if
         # the process had been up but late. APScheduler would otherwise compute the next
         # run from now and forget it.
-        decision = decide(self.clock.now(), self.config, self.sender.state_of)
+        decision = decide(self.ctx.clock.now(), self.ctx.config, self.sender.state_of)
         missed_run = {"next_run_time": decision.cutoff} if decision.action in (Action.SEND, Action.MISSED) else {}
         if decision.action == Action.MISSED and not self._was_scheduled(decision.cutoff):
             # A new install, or a send time moved earlier: nobody expected that edition.
@@ -333,13 +328,13 @@ class EditionScheduler:
             id=EDITION_JOB_ID,
             name="the morning's edition",
             replace_existing=True,
-            misfire_grace_time=int(lateness_allowed(self.config).total_seconds()),
+            misfire_grace_time=int(lateness_allowed(self.ctx.config).total_seconds()),
             **missed_run,
         )
         scheduler.add_job(
             retry_job,
             "interval",
-            minutes=max(1, self.config.delivery.retry_deferred_minutes),
+            minutes=max(1, self.ctx.config.delivery.retry_deferred_minutes),
             id=RETRY_JOB_ID,
             name="retrying deferred messages",
             jobstore="memory",
@@ -354,17 +349,17 @@ class EditionScheduler:
             jobstore="memory",
             misfire_grace_time=None,
         )
-        if self.config.bounces.process_minutes and configured_inboxes(self.config):
+        if self.ctx.config.bounces.process_minutes and configured_inboxes(self.ctx.config):
             scheduler.add_job(
                 mailbox_job,
                 "interval",
-                minutes=self.config.bounces.process_minutes,
+                minutes=self.ctx.config.bounces.process_minutes,
                 id=MAILBOX_JOB_ID,
                 name="reading the bounce mailbox",
                 jobstore="memory",
                 misfire_grace_time=None,
             )
-        if self.config.newsletter.per_reader_timezone:
+        if self.ctx.config.newsletter.per_reader_timezone:
             scheduler.add_job(
                 zones_job,
                 "interval",
@@ -374,11 +369,11 @@ class EditionScheduler:
                 jobstore="memory",
                 misfire_grace_time=None,
             )
-        if self.sender.fetch is not None and self.config.scheduler.fetch_interval_minutes:
+        if self.sender.fetch is not None and self.ctx.config.scheduler.fetch_interval_minutes:
             scheduler.add_job(
                 fetch_job,
                 "interval",
-                minutes=self.config.scheduler.fetch_interval_minutes,
+                minutes=self.ctx.config.scheduler.fetch_interval_minutes,
                 id=FETCH_JOB_ID,
                 name="fetching feeds",
                 jobstore="memory",
@@ -392,9 +387,9 @@ class EditionScheduler:
         send was expected and is really missed. With no job table yet, it was expected only
         if editions have gone out before (by cron or by hand); a fresh install expected none.
         """
-        stored = stored_next_run(self.store)
+        stored = stored_next_run(self.ctx.store)
         if stored is None:
-            return _has_editions(self.store)
+            return _has_editions(self.ctx.store)
         return stored <= due_at
 
     def _shutdown_on_stop(self, scheduler: BlockingScheduler, finished: threading.Event) -> None:
@@ -453,10 +448,11 @@ def _has_editions(store: Store) -> bool:
         return any_editions(session)
 
 
-def schedule_summary(config: Config, store: Store, clock: Clock) -> list[str]:
+def schedule_summary(ctx: Context) -> list[str]:
     """Lines for ``status``: the next scheduled send, what the daemon's job says, and a missed edition."""
+    config, store = ctx.config, ctx.store
     zone = config.newsletter.zone
-    now = clock.now()
+    now = ctx.clock.now()
     trigger = EditionTrigger.for_config(config)
     fire = trigger.get_next_fire_time(None, now)
     lines = []

@@ -318,19 +318,17 @@ def test_a_feeds_category_table_sets_priority(config, store, clock, tmp_path):
         assert dict(session.execute(select(Article.title, Article.priority)).all()) == {"Flash": 20, "Plain": 1}
 
 
-def test_cron_sends_a_skipped_day_whose_articles_arrive_within_the_grace_period(
-    config, store, clock, tokens, smtp_sink
-):
+def test_cron_sends_a_skipped_day_whose_articles_arrive_within_the_grace_period(store, clock, ctx, smtp_sink):
     """`send --scheduled` every few minutes, on SQLite and PostgreSQL: never a locked database."""
     from newsletter.due import send_scheduled
 
     add_subscribers(store, clock, 2)
     clock.set(END + timedelta(minutes=1))
-    first = send_scheduled(config, store, clock, tokens)
+    first = send_scheduled(ctx)
     assert [r.outcome for r in first.reports] == ["skipped"]
     add_article(store, clock, "late", END - timedelta(minutes=30))
     clock.set(END + timedelta(minutes=20))
-    second = send_scheduled(config, store, clock, tokens)
+    second = send_scheduled(ctx)
     assert [r.outcome for r in second.reports] == ["sent"] and second.exit_code == 0
     assert placed(store) == {"late": DAY} and len(smtp_sink.handler.received) == 2
 

@@ -462,15 +462,16 @@ def test_send_scheduled_reads_the_mailbox_before_the_morning_send(db_url, store,
 
     box = mailbox.Maildir(tmp_path / "bounces", create=True)
     config = make_config(db_url, smtp_sink, bounces={"maildir": str(tmp_path / "bounces")})
+    ctx = Context(config, store, clock, tokens)
     morning_articles(store, clock)
     add_subscribers(store, clock, 3)
-    assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
+    assert send_edition(ctx).outcome == "sent"
     dead = smtp_sink.handler.by_recipient()["reader1@example.org"][0]
     box.add(dsn(dead.mail_from, "reader1@example.org", dead.data))
     smtp_sink.handler.received.clear()
     add_article(store, clock, "wednesday", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
     clock.set(datetime(2026, 11, 25, 6, 5, tzinfo=UTC))
-    result = send_scheduled(config, store, clock, tokens)
+    result = send_scheduled(ctx)
     assert [r.outcome for r in result.reports] == ["sent"]
     assert sorted(smtp_sink.handler.by_recipient()) == ["reader0@example.org", "reader2@example.org"]
     assert len(box) == 0
@@ -485,7 +486,7 @@ def test_a_mailbox_that_cannot_be_read_does_not_stop_the_send(db_url, store, clo
     morning_articles(store, clock)
     add_subscribers(store, clock, 2)
     clock.set(datetime(2026, 11, 24, 6, 5, tzinfo=UTC))
-    result = send_scheduled(config, store, clock, tokens)
+    result = send_scheduled(Context(config, store, clock, tokens))
     assert [r.outcome for r in result.reports] == ["sent"]
     assert "the bounce mailbox was not read: cannot reach IMAP server 127.0.0.1" in caplog.text
 
@@ -496,7 +497,7 @@ def test_the_daemon_reads_the_mailbox_every_few_minutes(db_url, store, clock, to
     from newsletter.scheduler import MAILBOX_JOB_ID, EditionScheduler, mailbox_job
 
     config = make_config(db_url, smtp_sink, bounces={"maildir": str(tmp_path / "b"), "process_minutes": 7})
-    daemon = EditionScheduler(config, store, clock, tokens)
+    daemon = EditionScheduler(Context(config, store, clock, tokens))
     scheduler = BlockingScheduler(timezone=UTC)
     scheduler.add_jobstore("memory", alias="memory")
     daemon._add_jobs(scheduler)
@@ -512,7 +513,7 @@ def test_the_daemon_reads_the_mailbox_every_few_minutes(db_url, store, clock, to
     box.add(dsn(paths.mail_from(paths.code(1, reader)), "reader0@example.org", b"X: y\r\n\r\n"))
     mailbox_job(daemon=daemon)
     assert statuses(store) == {"reader0@example.org": "bounced"}
-    quiet = EditionScheduler(make_config(db_url, smtp_sink), store, clock, tokens)  # no mailbox configured
+    quiet = EditionScheduler(Context(make_config(db_url, smtp_sink), store, clock, tokens))  # no mailbox configured
     scheduler = BlockingScheduler(timezone=UTC)
     scheduler.add_jobstore("memory", alias="memory")
     quiet._add_jobs(scheduler)
@@ -532,9 +533,10 @@ def test_end_to_end_a_relay_that_accepts_then_bounces(db_url, store, clock, toke
     server.start()
     try:
         config = make_config(db_url, None, smtp={"port": server.port}, bounces={"maildir": str(bounces)})
+        ctx = Context(config, store, clock, tokens)
         morning_articles(store, clock)
         add_subscribers(store, clock, 5)
-        report = send_edition(Context(config, store, clock, tokens))
+        report = send_edition(ctx)
         assert report.outcome == "sent" and report.stats is not None and report.stats.sent == 5  # all accepted
         assert len(mailbox.Maildir(bounces, create=False)) == 2
         _, outcomes = run(config, store, clock, tokens, bounces)
@@ -542,7 +544,7 @@ def test_end_to_end_a_relay_that_accepts_then_bounces(db_url, store, clock, toke
         handler.accepted.clear()
         add_article(store, clock, "wednesday", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
         clock.set(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
-        assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
+        assert send_edition(ctx).outcome == "sent"
         assert sorted(handler.accepted) == ["reader0@example.org", "reader2@example.org", "reader4@example.org"]
     finally:
         server.stop()

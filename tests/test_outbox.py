@@ -25,6 +25,7 @@ from sqlalchemy import select
 from newsletter.cli import cli
 from newsletter.clock import FixedClock
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.demo.sink import free_port, start_controller
 from newsletter.outbox import (
     FIRST_RETRY,
@@ -434,11 +435,12 @@ def test_cron_and_the_daemon_deliver_queued_sign_up_mails(db_url, store, clock, 
 
     queue_pending(store, clock, 2)
     config = make_config(db_url, smtp_sink)
+    ctx = Context(config, store, clock, tokens)
     with caplog.at_level(logging.INFO, logger="newsletter.scheduler"):
-        send_scheduled(config, store, clock, tokens)
+        send_scheduled(ctx)
     assert len(smtp_sink.handler.received) == 2
     assert "sign-up mails: 2 sent" in caplog.text
     assert {r.status for r in rows(store)} == {OutboxStatus.SENT}
-    send_scheduled(config, store, clock, tokens)  # nothing left: nothing sent twice
+    send_scheduled(ctx)  # nothing left: nothing sent twice
     assert len(smtp_sink.handler.received) == 2
     assert OUTBOX_JOB_ID and OUTBOX_MINUTES == 1

@@ -185,10 +185,10 @@ def test_an_edition_with_an_error_is_held_and_the_staff_told_once_until_someone_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = configure(db, smtp_sink, tmp_path)
-    tokens = Tokens(SECRET, clock)
+    ctx = Context(config, db, clock, Tokens(SECRET, clock))
     readers = morning(db, clock, bad=True)
     with caplog.at_level(logging.INFO, logger="newsletter"):
-        first = send_scheduled(config, db, clock, tokens, tools=offline())
+        first = send_scheduled(ctx, tools=offline())
     assert first.exit_code == 1 and first.reports == [] and len(first.held) == 1
     assert status_of(db) == EditionStatus.READY and checks == [DAY]  # made, saved, not sent
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
@@ -212,13 +212,13 @@ def test_an_edition_with_an_error_is_held_and_the_staff_told_once_until_someone_
     # every few minutes after, from cron or the daemon: no second check, no second mail, no send
     for _ in range(3):
         clock.advance(5 * 60)
-        later = send_scheduled(config, db, clock, tokens, tools=offline())
+        later = send_scheduled(ctx, tools=offline())
         assert later.exit_code == 0 and later.decision is not None and later.decision.action == Action.HELD
-    daemon = EditionScheduler(config, db, clock, tokens, tools=offline())
+    daemon = EditionScheduler(ctx, tools=offline())
     daemon.on_edition_due()
     daemon.on_retry_tick()
     assert checks == [DAY] and len(smtp_sink.handler.received) == 2 and status_of(db) == EditionStatus.READY
-    assert any("is held: preflight found 1 error" in line for line in schedule_summary(config, db, clock))
+    assert any("is held: preflight found 1 error" in line for line in schedule_summary(ctx))
 
     # a person: plain send checks again and refuses; --ignore-preflight sends it
     monkeypatch.setattr(newsletter.cli.base, "SystemClock", lambda: clock)
@@ -232,19 +232,19 @@ def test_an_edition_with_an_error_is_held_and_the_staff_told_once_until_someone_
     assert sent.exit_code == 0, sent.output
     assert status_of(db) == EditionStatus.SENT
     assert sorted(mails(smtp_sink)) == sorted([*STAFF, *readers])
-    assert send_scheduled(config, db, clock, tokens, tools=offline()).reports == []  # done: nothing more
+    assert send_scheduled(ctx, tools=offline()).reports == []  # done: nothing more
 
 
 def test_a_held_edition_the_editors_fix_is_checked_again_and_sent(
     db: Store, clock: FixedClock, smtp_sink: SMTPServer, tmp_path: Path, checks: list[date]
 ) -> None:
     config = configure(db, smtp_sink, tmp_path)
-    tokens = Tokens(SECRET, clock)
+    ctx = Context(config, db, clock, Tokens(SECRET, clock))
     readers = morning(db, clock, bad=True)
-    assert send_scheduled(config, db, clock, tokens, tools=offline()).held
+    assert send_scheduled(ctx, tools=offline()).held
     editorial.hide(db, clock, BAD_URL)  # the desk takes the story out
     clock.advance(5 * 60)
-    result = send_scheduled(config, db, clock, tokens, tools=offline())
+    result = send_scheduled(ctx, tools=offline())
     assert [r.outcome for r in result.reports] == ["sent"] and result.exit_code == 0
     assert checks == [DAY, DAY] and status_of(db) == EditionStatus.SENT
     assert sorted(mails(smtp_sink)) == sorted([*STAFF, *readers])  # the staff once, each reader once
@@ -257,8 +257,9 @@ def test_a_clean_edition_goes_out_as_before_and_warnings_never_hold_it(
     db: Store, clock: FixedClock, smtp_sink: SMTPServer, tmp_path: Path, checks: list[date]
 ) -> None:
     config = configure(db, smtp_sink, tmp_path)  # no DKIM, example domains: warnings only
+    ctx = Context(config, db, clock, Tokens(SECRET, clock))
     readers = morning(db, clock, bad=False)
-    result = send_scheduled(config, db, clock, Tokens(SECRET, clock), tools=offline())
+    result = send_scheduled(ctx, tools=offline())
     assert [r.outcome for r in result.reports] == ["sent"] and result.exit_code == 0 and result.held == []
     assert checks == [DAY] and sorted(mails(smtp_sink)) == sorted(readers)  # nobody on the staff is mailed
 
@@ -267,9 +268,10 @@ def test_without_block_on_error_an_edition_with_errors_goes_out_and_they_are_log
     db: Store, clock: FixedClock, smtp_sink: SMTPServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = configure(db, smtp_sink, tmp_path, block_on_error=False)
+    ctx = Context(config, db, clock, Tokens(SECRET, clock))
     readers = morning(db, clock, bad=True)
     with caplog.at_level(logging.WARNING, logger="newsletter"):
-        result = send_scheduled(config, db, clock, Tokens(SECRET, clock), tools=offline())
+        result = send_scheduled(ctx, tools=offline())
     assert [r.outcome for r in result.reports] == ["sent"] and result.exit_code == 0
     assert sorted(mails(smtp_sink)) == sorted(readers)
     assert (
@@ -286,17 +288,17 @@ def test_a_mail_server_down_for_the_notice_is_logged_and_the_notice_given_on_a_l
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = configure(db, smtp_sink, tmp_path)
-    tokens = Tokens(SECRET, clock)
+    ctx = Context(config, db, clock, Tokens(SECRET, clock))
     morning(db, clock, bad=True)
     dead = make_config(str(db.engine.url), None, smtp={"port": free_port(), "timeout": 2}).smtp
     with caplog.at_level(logging.ERROR, logger="newsletter"):
-        result = send_scheduled(config, db, clock, tokens, tools=offline(), notices=lambda: SMTPTransport(dead))
+        result = send_scheduled(ctx, tools=offline(), notices=lambda: SMTPTransport(dead))
     assert result.held and smtp_sink.handler.received == []
     assert "the staff could not be told that the edition of 2026-11-24 is held" in caplog.text
     assert "the next pass tries again" in caplog.text
     clock.advance(5 * 60)
     for _ in range(2):  # the next pass tells them, once; preflight is not run again
-        assert send_scheduled(config, db, clock, tokens, tools=offline()).exit_code == 0
+        assert send_scheduled(ctx, tools=offline()).exit_code == 0
     assert sorted(mails(smtp_sink)) == sorted(STAFF) and len(smtp_sink.handler.received) == 2 and checks == [DAY]
 
 
@@ -313,7 +315,7 @@ def test_a_part_sent_edition_resumes_without_preflight_and_a_test_copy_never_run
     readers = morning(db, clock, bad=True)
     ctx = Context(config, db, clock, Tokens(SECRET, clock))
     _start(ctx, prepare_edition(config, db, clock, DAY).id)  # started, then the process died
-    result = send_scheduled(config, db, clock, Tokens(SECRET, clock), tools=offline())
+    result = send_scheduled(ctx, tools=offline())
     assert [r.outcome for r in result.reports] == ["sent"] and checks == []
     assert sorted(mails(smtp_sink)) == sorted(readers)
 

@@ -313,14 +313,14 @@ def editions(store: Store) -> dict[date, EditionStatus]:
         return {e.date: e.status for e in session.scalars(select(Edition))}
 
 
-def test_send_scheduled_every_five_minutes_sends_each_edition_once(config, store, clock, tokens, smtp_sink) -> None:
+def test_send_scheduled_every_five_minutes_sends_each_edition_once(store, clock, ctx, smtp_sink) -> None:
     readers = morning(store, clock)
     outcomes = []
     clock.set(datetime(2026, 11, 24, 5, 50, tzinfo=UTC))
     while clock.now() < datetime(2026, 11, 25, 6, 20, tzinfo=UTC):
         if clock.now() == datetime(2026, 11, 24, 12, 0, tzinfo=UTC):
             add_article(store, clock, "afternoon", clock.now())
-        result = send_scheduled(config, store, clock, tokens)
+        result = send_scheduled(ctx)
         assert result.exit_code == 0
         outcomes += [(clock.now(), r.outcome) for r in result.reports]
         clock.advance(5 * 60)
@@ -335,12 +335,12 @@ def test_send_scheduled_every_five_minutes_sends_each_edition_once(config, store
 
 
 def test_send_scheduled_past_the_grace_period_sends_nothing_and_send_date_still_can(
-    config, store, clock, tokens, ctx, smtp_sink, caplog
+    store, clock, ctx, smtp_sink, caplog
 ) -> None:
     readers = morning(store, clock)
     clock.set(datetime(2026, 11, 24, 8, 1, tzinfo=UTC))
     with caplog.at_level(logging.INFO, logger="newsletter.scheduler"):
-        result = send_scheduled(config, store, clock, tokens)
+        result = send_scheduled(ctx)
     assert result.exit_code == 0 and result.reports == []
     assert result.decision is not None and result.decision.action == Action.MISSED
     assert smtp_sink.handler.received == [] and editions(store) == {}
@@ -349,11 +349,11 @@ def test_send_scheduled_past_the_grace_period_sends_nothing_and_send_date_still_
     assert sorted(smtp_sink.handler.by_recipient()) == sorted(readers)
 
 
-def test_send_scheduled_leaves_an_edition_whose_lock_is_held_and_exits_0(config, store, clock, tokens, smtp_sink):
+def test_send_scheduled_leaves_an_edition_whose_lock_is_held_and_exits_0(store, clock, ctx, smtp_sink):
     morning(store, clock)
     clock.set(datetime(2026, 11, 24, 6, 0, 5, tzinfo=UTC))
     with DatabaseLock(store, "edition:2026-11-24", clock, holder="otherhost:4242"):
-        result = send_scheduled(config, store, clock, tokens)
+        result = send_scheduled(ctx)
     assert result.exit_code == 0 and result.reports == []
     (line,) = result.lock_held
     assert line.startswith("the edition of 2026-11-24 is being sent by ") and "leaving it to that process" in line
@@ -361,28 +361,28 @@ def test_send_scheduled_leaves_an_edition_whose_lock_is_held_and_exits_0(config,
         assert "otherhost:4242" in line
     assert smtp_sink.handler.received == []
     # once that process is gone, the next run sends it
-    assert [r.outcome for r in send_scheduled(config, store, clock, tokens).reports] == ["sent"]
+    assert [r.outcome for r in send_scheduled(ctx).reports] == ["sent"]
 
 
 def test_send_scheduled_resumes_an_edition_left_part_sent_even_after_the_grace_period(
-    config, store, clock, tokens, ctx, smtp_sink
+    config, store, clock, ctx, smtp_sink
 ) -> None:
     readers = morning(store, clock, readers=5)
     clock.set(datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
     edition = prepare_edition(config, store, clock, date(2026, 11, 24))
     _start(ctx, edition.id)  # the delivery log exists: then the process died
     clock.set(datetime(2026, 11, 24, 11, 0, tzinfo=UTC))
-    result = send_scheduled(config, store, clock, tokens)
+    result = send_scheduled(ctx)
     assert [r.outcome for r in result.reports] == ["sent"]
     assert sorted(smtp_sink.handler.by_recipient()) == sorted(readers)
 
 
-def test_send_scheduled_also_resumes_an_older_edition_left_part_sent(config, store, clock, tokens, ctx, smtp_sink):
+def test_send_scheduled_also_resumes_an_older_edition_left_part_sent(config, store, clock, ctx, smtp_sink):
     morning(store, clock, readers=2)
     clock.set(datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
     _start(ctx, prepare_edition(config, store, clock, date(2026, 11, 24)).id)
     clock.set(datetime(2026, 11, 25, 6, 2, tzinfo=UTC))  # the next morning: no new articles
-    result = send_scheduled(config, store, clock, tokens)
+    result = send_scheduled(ctx)
     assert sorted((r.day, r.outcome) for r in result.reports) == [
         (date(2026, 11, 24), "sent"),
         (date(2026, 11, 25), "skipped"),
@@ -417,16 +417,17 @@ def test_deferred_messages_wait_for_their_retry_time_in_cron_mode(db_url, store,
     controller = start_controller(handler)
     try:
         config = make_config(db_url, SMTPServer("127.0.0.1", controller.port, handler), delivery={"max_attempts": 1})
+        ctx = Context(config, store, clock, tokens)
         clock.set(datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
-        assert [r.outcome for r in send_scheduled(config, store, clock, tokens).reports] == ["incomplete"]
+        assert [r.outcome for r in send_scheduled(ctx).reports] == ["incomplete"]
         connections = handler.connections
         clock.advance(5 * 60)
-        result = send_scheduled(config, store, clock, tokens)
+        result = send_scheduled(ctx)
         assert result.decision is not None and result.decision.action == Action.NOT_DUE
         assert result.reports == [] and handler.connections == connections  # not even a connection
         handler.accepting = True
         clock.advance(11 * 60)  # past the retry time (retry_deferred_minutes = 15)
-        assert [r.outcome for r in send_scheduled(config, store, clock, tokens).reports] == ["sent"]
+        assert [r.outcome for r in send_scheduled(ctx).reports] == ["sent"]
     finally:
         controller.stop()
     assert sorted(handler.by_recipient()) == sorted(readers)
@@ -452,7 +453,7 @@ def test_feeds_are_fetched_just_before_the_edition_is_prepared(config, store, cl
 
     clock.set(datetime(2026, 11, 24, 6, 0, 10, tzinfo=UTC))
     for _ in range(3):
-        send_scheduled(with_feed(config), store, clock, tokens, fetch=fetch)
+        send_scheduled(Context(with_feed(config), store, clock, tokens), fetch=fetch)
         clock.advance(300)
     assert calls == [datetime(2026, 11, 24, 6, 0, 10, tzinfo=UTC)]  # once: later runs find the edition made
     with store.session() as session:
@@ -471,7 +472,7 @@ def test_a_failing_feed_does_not_stop_the_edition_and_fetch_feeds_false_skips_it
 
     clock.set(datetime(2026, 11, 24, 6, 1, tzinfo=UTC))
     with caplog.at_level(logging.WARNING, logger="newsletter.scheduler"):
-        result = send_scheduled(with_feed(config), store, clock, tokens, fetch=broken)
+        result = send_scheduled(Context(with_feed(config), store, clock, tokens), fetch=broken)
     assert [r.outcome for r in result.reports] == ["sent"]
     assert "fetching feeds before the edition of 2026-11-24 failed: https://news.example.com/feed.xml" in caplog.text
 
@@ -479,7 +480,7 @@ def test_a_failing_feed_does_not_stop_the_edition_and_fetch_feeds_false_skips_it
         raise AssertionError("fetch_feeds = false")
 
     clock.set(datetime(2026, 11, 25, 6, 1, tzinfo=UTC))
-    send_scheduled(with_feed(config, fetch_feeds=False), store, clock, tokens, fetch=never)
+    send_scheduled(Context(with_feed(config, fetch_feeds=False), store, clock, tokens), fetch=never)
 
 
 # --- the daemon's jobs, called directly on a fixed clock -----------------------------------------
@@ -492,7 +493,7 @@ def test_the_retry_tick_sends_once_the_server_is_back_and_reports_a_miss_once(
     handler = RecordingHandler()
     port = free_port()  # nothing listens here until the server "comes back"
     config = make_config(db_url, SMTPServer("127.0.0.1", port, handler))
-    daemon = EditionScheduler(config, store, clock, tokens)
+    daemon = EditionScheduler(Context(config, store, clock, tokens))
 
     clock.set(datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
     daemon.on_edition_due()
@@ -637,7 +638,8 @@ class Running:
     """An ``EditionScheduler`` running in a thread until ``stop()``."""
 
     def __init__(self, config: Config, store: Store) -> None:
-        self.daemon = EditionScheduler(config, store, SystemClock(), Tokens(SECRET, SystemClock()))
+        clock = SystemClock()
+        self.daemon = EditionScheduler(Context(config, store, clock, Tokens(SECRET, clock)))
         self.code: int | None = None
         self.thread = threading.Thread(target=self._run)
         self.thread.start()
@@ -695,8 +697,7 @@ def test_daemon_sends_a_run_missed_within_grace_at_start_up_once_and_keeps_the_s
     assert f"the edition of {day} is due" in text and f"edition {day}: sent 4," in text
     assert "next send: " in text and "scheduler stopped" in text
     assert any(
-        line.startswith("scheduler job in the database: next run at")
-        for line in schedule_summary(config, store, SystemClock())
+        line.startswith("scheduler job in the database: next run at") for line in schedule_summary(running.daemon.ctx)
     )
 
 

@@ -528,7 +528,7 @@ def test_an_edition_the_scheduler_held_says_so_with_the_way_to_send_it(staff, co
     morning_articles(store, clock)
     add_article(store, clock, "bad", datetime(2026, 11, 24, 5, 30, tzinfo=UTC), url=BAD_URL, title="Harbour")
     offline = Tools(fetcher=lambda *a, **k: pytest.fail("fetched"), which=lambda n: None)
-    assert send_scheduled(config, store, clock, Tokens(SECRET, clock), tools=offline).held
+    assert send_scheduled(Context(config, store, clock, Tokens(SECRET, clock)), tools=offline).held
     override = "newsletter send --date 2026-11-24 --ignore-preflight"
     page = plain(text_of(staff, PAGE))
     assert "Held: preflight found 1 error when the scheduler was about to send this edition" in page

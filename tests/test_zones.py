@@ -33,6 +33,7 @@ from newsletter import release
 from newsletter.cli import cli
 from newsletter.clock import FixedClock
 from newsletter.config import Config, load_config
+from newsletter.context import Context
 from newsletter.demo.sink import start_controller
 from newsletter.due import Action, PassResult, ScheduledSender, decide
 from newsletter.editions import cutoff
@@ -204,6 +205,10 @@ class Newsroom:
     clock: FixedClock
     sink: Recorder
 
+    @property
+    def ctx(self) -> Context:
+        return Context(self.config, self.store, self.clock, Tokens(SECRET, self.clock))
+
 
 @contextmanager
 def newsroom(tmp_path: Path, at: datetime, delay: float = 0.0, connections: int = 2) -> Iterator[Newsroom]:
@@ -239,7 +244,7 @@ def test_one_edition_goes_out_zone_by_zone_through_a_day(tmp_path: Path) -> None
     with newsroom(tmp_path, datetime(2026, 12, 1, 5, 0, tzinfo=UTC)) as site:
         config, store, clock, sink = site.config, site.store, site.clock, site.sink
         readers = seed_zones(store, clock, per_zone=3)
-        sender = ScheduledSender(config, store, clock, Tokens(SECRET, clock))
+        sender = ScheduledSender(site.ctx)
 
         def run(at: datetime) -> PassResult:
             clock.set(at)
@@ -276,9 +281,9 @@ def test_one_edition_goes_out_zone_by_zone_through_a_day(tmp_path: Path) -> None
 
 def test_status_names_the_zones_still_to_come(tmp_path: Path, runner: Any) -> None:
     with newsroom(tmp_path, datetime(2026, 12, 1, 6, 0, tzinfo=UTC)) as site:
-        path, config, store, clock = site.path, site.config, site.store, site.clock
+        path, store, clock = site.path, site.store, site.clock
         seed_zones(store, clock, per_zone=1)
-        ScheduledSender(config, store, clock, Tokens(SECRET, clock)).run_pass(retry_deferred=False, others=True)
+        ScheduledSender(site.ctx).run_pass(retry_deferred=False, others=True)
         store.dispose()
         result = runner.invoke(cli, ["--config", str(path), "status", "--date", "2026-12-01"])
         assert result.exit_code == 0, result.output
@@ -295,13 +300,14 @@ RUN_AT = textwrap.dedent(
     from datetime import datetime
     from newsletter.clock import FixedClock
     from newsletter.config import Config, load_config
+    from newsletter.context import Context
     from newsletter.due import PassResult, ScheduledSender
     from newsletter.store import Store
     from newsletter.tokens import Tokens
 
     config = load_config(sys.argv[1], environ={})
     clock = FixedClock(datetime.fromisoformat(sys.argv[2]))
-    sender = ScheduledSender(config, Store(config.store.url), clock, Tokens(config.web.secret_key, clock))
+    sender = ScheduledSender(Context(config, Store(config.store.url), clock, Tokens(config.web.secret_key, clock)))
     result = sender.run_pass(retry_deferred=False, others=True)
     sender.release_zones_due(result)
     print("reports:", [r.message for r in result.reports], "errors:", result.errors)
@@ -354,7 +360,7 @@ def test_the_daemon_releases_zones_every_minute(tmp_path: Path) -> None:
     with newsroom(tmp_path, datetime(2026, 12, 1, 6, 0, tzinfo=UTC)) as site:
         config, store, clock, sink = site.config, site.store, site.clock, site.sink
         readers = seed_zones(store, clock, per_zone=1)
-        daemon = EditionScheduler(config, store, clock, Tokens(SECRET, clock))
+        daemon = EditionScheduler(site.ctx)
         scheduler = BlockingScheduler(timezone=UTC)
         scheduler.add_jobstore("memory", alias="memory")
         daemon._add_jobs(scheduler)
@@ -368,7 +374,7 @@ def test_the_daemon_releases_zones_every_minute(tmp_path: Path) -> None:
         zones_job(daemon=daemon)  # nothing new: nothing sent, nothing doubled
         assert len(sink.got) == 2
         everyone = replace(config, newsletter=replace(config.newsletter, per_reader_timezone=False))
-        plain = EditionScheduler(everyone, store, clock, Tokens(SECRET, clock))
+        plain = EditionScheduler(replace(site.ctx, config=everyone))
         scheduler = BlockingScheduler(timezone=UTC)
         scheduler.add_jobstore("memory", alias="memory")
         plain._add_jobs(scheduler)

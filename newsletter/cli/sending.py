@@ -192,9 +192,8 @@ def _send_scheduled(app: App, conflicting: bool) -> None:
     store = _scheduler_store(app, "send --scheduled")
     try:
         with graceful_stop() as stop:
-            fetch = feed_fetcher(app.config, store, app.clock)
             ctx = _scheduler_context(app, store)
-            result = send_scheduled(ctx.config, ctx.store, ctx.clock, ctx.tokens, fetch=fetch, stop=stop)
+            result = send_scheduled(ctx, fetch=feed_fetcher(ctx), stop=stop)
     finally:
         store.dispose()
     for report in result.reports:
@@ -231,9 +230,8 @@ def scheduler(app: App) -> None:
     theirs.propagate = False
     store = _scheduler_store(app, "scheduler")
     try:
-        fetch = feed_fetcher(app.config, store, app.clock)
         ctx = _scheduler_context(app, store)
-        code = EditionScheduler(ctx.config, ctx.store, ctx.clock, ctx.tokens, fetch=fetch).run()
+        code = EditionScheduler(ctx, fetch=feed_fetcher(ctx)).run()
     finally:
         store.dispose()
     sys.exit(code)
@@ -288,7 +286,7 @@ def status(app: App, day: date | None, limit: int) -> None:
     _show_workers(app, editions)
     from newsletter.scheduler import schedule_summary
 
-    for line in schedule_summary(app.config, app.store, app.clock):
+    for line in schedule_summary(app.context):
         click.echo(line)
 
 
