@@ -40,8 +40,7 @@ from newsletter.failures import FailurePolicy, Record, Retry
 from newsletter.lookahead import Lookahead
 from newsletter.store import Store
 from newsletter.store import deliveries as delivery_log
-from newsletter.store.deliveries import Result, Work
-from newsletter.store.models import DeliveryStatus
+from newsletter.store.models import DeliveryStatus, Result, Work
 from newsletter.transports import Completion, Outgoing, Pool, PoolFactory
 
 log = logging.getLogger(__name__)

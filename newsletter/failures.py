@@ -27,8 +27,7 @@ from dataclasses import dataclass
 
 from newsletter.config import DeliveryConfig
 from newsletter.errors import DeliveryError, PermanentDeliveryError, SystemicDeliveryError, TemporaryDeliveryError
-from newsletter.store.deliveries import Result, Work
-from newsletter.store.models import DeliveryStatus
+from newsletter.store.models import DeliveryStatus, Result, Work
 
 HARD_BOUNCE_STREAK_FACTOR = 10
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from newsletter.config import DeliveryConfig
 from newsletter.errors import PermanentDeliveryError, SystemicDeliveryError, TemporaryDeliveryError
 from newsletter.failures import FailurePolicy, Hold, Record, Retry
-from newsletter.store.deliveries import Result, Work
-from newsletter.store.models import DeliveryStatus
+from newsletter.store.models import DeliveryStatus, Result, Work
 
 CONFIG = DeliveryConfig(max_consecutive_failures=5, max_attempts=3, backoff_seconds=2, backoff_max_seconds=60)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
@@ -38,10 +37,12 @@ from newsletter.store.models import (
     DeliveryStatus,
     Edition,
     EditionStatus,
+    Result,
     Subscriber,
     SubscriberEvent,
     SubscriberStatus,
     UTCDateTime,
+    Work,
 )
 
 ENQUEUE_CHUNK = 5_000
@@ -62,29 +63,6 @@ _IS_SENDING = and_(_UNSETTLED, _D.c.status == literal_column("'sending'"))
 _IS_DEFERRED = and_(_UNSETTLED, _D.c.status == literal_column("'deferred'"))
 # The unsent index's condition (failed or skipped), written as it is there for the same reason.
 _UNSENT = _D.c.status.in_([literal_column("'failed'"), literal_column("'skipped'")])
-
-
-@dataclass(frozen=True)
-class Work:
-    """A claimed delivery with what is needed to address it."""
-
-    delivery_id: int
-    subscriber_id: int
-    email: str
-    name: str
-    attempts: int
-
-
-@dataclass(frozen=True)
-class Result:
-    """What happened to one claimed delivery, to be written in the next transaction."""
-
-    delivery_id: int
-    subscriber_id: int
-    status: DeliveryStatus  # SENT, FAILED, DEFERRED or PENDING (released unsent)
-    attempts: int = 0  # tries made in this run
-    error: str = ""
-    bounced: bool = False
 
 
 def enqueue(

@@ -7,6 +7,7 @@ type, and mixing naive and aware values is how a send ends up an hour early in M
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -94,6 +95,32 @@ class DeliveryStatus(enum.StrEnum):
     DEFERRED = "deferred"  # temporary failures used up this run's attempts
     FAILED = "failed"  # permanent failure, recorded with the server's reply
     SKIPPED = "skipped"  # the subscriber left or bounced before their turn
+
+
+# --- values of the delivery log, as the send loop and its failure policy see them ---------------
+
+
+@dataclass(frozen=True)
+class Work:
+    """A claimed delivery with what is needed to address it."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """What happened to one claimed delivery, to be written in the next transaction."""
+
+    delivery_id: int
+    subscriber_id: int
+    status: DeliveryStatus  # SENT, FAILED, DEFERRED or PENDING (released unsent)
+    attempts: int = 0  # tries made in this run
+    error: str = ""
+    bounced: bool = False
 
 
 class Base(DeclarativeBase):
