@@ -191,7 +191,7 @@ def _child_send(config_path: str) -> None:
     store = Store(config.store.url)
     clock = SystemClock()
     ctx = Context(config, store, clock, Tokens(config.web.secret_key, clock))
-    prepare_edition(config, store, clock, resolve_day(config, clock, None))  # rendering: not timed
+    prepare_edition(ctx, resolve_day(config, clock, None))  # rendering: not timed
     started = time.perf_counter()
     report = send_edition(ctx)
     elapsed = time.perf_counter() - started

@@ -224,7 +224,7 @@ def _child_pipeline(config_path: str) -> dict[str, float]:
     clock = SystemClock()
     ctx = Context(config, store, clock, Tokens(config.web.secret_key, clock))
     day = resolve_day(config, clock, None)
-    edition = prepare_edition(config, store, clock, day)  # render: not timed
+    edition = prepare_edition(ctx, day)  # render: not timed
     if config.newsletter.per_reader_timezone:
         return _zoned_pipeline(config, store, day, len(edition.html.encode()))
     started = time.perf_counter()

@@ -19,7 +19,8 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
 from newsletter.clock import Clock
-from newsletter.config import Config, FeedConfig
+from newsletter.config import FeedConfig
+from newsletter.context import Context
 from newsletter.errors import ArticleImportError, NewsletterError
 from newsletter.feeds import parse_feed
 from newsletter.items import (
@@ -29,7 +30,6 @@ from newsletter.items import (
 )
 from newsletter.jsonlines import looks_like_json_lines, parse_json_lines
 from newsletter.sources import Fetched, fetch_url, is_url, read_file
-from newsletter.store import Store
 from newsletter.store.articles import article_by_guid
 from newsletter.store.models import Article, FeedState
 
@@ -164,10 +164,8 @@ def _record_state(session: Session, url: str, now: datetime, status: str, fetche
 
 
 def import_source(
+    ctx: Context,
     source: str,
-    config: Config,
-    store: Store,
-    clock: Clock,
     *,
     section: str = "",
     conditional: bool = False,
@@ -182,6 +180,7 @@ def import_source(
         URL, so an unchanged feed costs one 304 (``fetch_feeds`` does; a hand import re-reads).
     :raises ArticleImportError: the source cannot be read or is neither a feed nor JSON Lines.
     """
+    config, store, clock = ctx.config, ctx.store, ctx.clock
     summary = ImportSummary(source)
     try:
         if is_url(source):
@@ -219,16 +218,16 @@ def import_source(
     return summary
 
 
-def fetch_feeds(config: Config, store: Store, clock: Clock) -> list[ImportSummary]:
+def fetch_feeds(ctx: Context) -> list[ImportSummary]:
     """Import every ``[[feeds]]`` entry with conditional requests; one failing never stops the rest.
 
     Returns one summary per feed, in order; a feed that could not be imported has ``error``
     set. Reporting them is the caller's job (the CLI prints them, the scheduler logs them).
     """
     summaries = []
-    for feed in config.feeds:
+    for feed in ctx.config.feeds:
         try:
-            summary = import_source(feed.url, config, store, clock, section=feed.section, conditional=True, feed=feed)
+            summary = import_source(ctx, feed.url, section=feed.section, conditional=True, feed=feed)
         except NewsletterError as exc:
             log.info("%s", exc)  # the caller reports the summaries; a warning here would say it twice
             summary = ImportSummary(feed.url, error=str(exc))

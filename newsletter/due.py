@@ -52,7 +52,7 @@ FeedFetcher = Callable[[], Sequence[ImportSummary]]
 
 
 def feed_fetcher(ctx: Context) -> FeedFetcher:
-    return partial(fetch_feeds, ctx.config, ctx.store, ctx.clock)
+    return partial(fetch_feeds, ctx)
 
 
 # --- when: the trigger ----------------------------------------------------------------------
@@ -354,9 +354,7 @@ class ScheduledSender:
         self.stop = stop or threading.Event()
         self.lock_level = lock_level
         self.retry_hint = retry_hint
-        self.state_of = state_reader(
-            ctx.store, partial(articles_waiting, config, ctx.store, ctx.clock), partial(zones_to_come, ctx)
-        )
+        self.state_of = state_reader(ctx.store, partial(articles_waiting, ctx), partial(zones_to_come, ctx))
         self._tools = tools
         self.notices = notices or transport_factory(config)
 
@@ -425,7 +423,7 @@ class ScheduledSender:
             return
         log.info("%s", why)
         ctx = self.ctx
-        gate = Gate(ctx.config, ctx.store, ctx.clock, ctx.tokens, self.tools, remember=True) if check else None
+        gate = Gate(ctx, self.tools, remember=True) if check else None
         try:
             report = send_edition(
                 ctx,
@@ -480,7 +478,7 @@ class ScheduledSender:
         if hold is None or edition is None:
             return
         try:
-            digest = fingerprint_now(self.ctx.config, self.ctx.store, self.ctx.clock, edition)
+            digest = fingerprint_now(self.ctx, edition)
         except NewsletterError as exc:
             log.error("the held edition of %s could not be compared with its articles now: %s", day, exc)
             result.errors.append(str(exc))
@@ -504,9 +502,7 @@ class ScheduledSender:
                 found = (edition.id, edition.subject) if edition is not None else None
             if found is None:
                 return
-            notice = tell_staff(
-                self.ctx.config, self.ctx.store, self.ctx.clock, found[0], found[1], self.notices, grace_ends=grace_ends
-            )
+            notice = tell_staff(self.ctx, found[0], found[1], self.notices, grace_ends=grace_ends)
         except NewsletterError as exc:
             log.error("the staff were not told that the edition of %s is held: %s", day, exc)
             return
@@ -520,7 +516,7 @@ class ScheduledSender:
         from newsletter.publish import transport_factory
 
         try:
-            report = deliver_outbox(self.ctx.config, self.ctx.store, self.ctx.clock, transport_factory(self.ctx.config))
+            report = deliver_outbox(self.ctx, transport_factory(self.ctx.config))
         except NewsletterError as exc:
             log.error("sign-up mails were not delivered: %s; %s", exc, self.retry_hint)
             return
@@ -539,7 +535,7 @@ class ScheduledSender:
         if not inboxes:
             return
         try:
-            report = process(self.ctx.config, self.ctx.store, self.ctx.clock, self.ctx.tokens, inboxes)
+            report = process(self.ctx, inboxes)
         except (NewsletterError, OSError) as exc:  # the folder itself unreadable: say so, and send
             log.error("the bounce mailbox was not read: %s; %s", exc, self.retry_hint)
             return

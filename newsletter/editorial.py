@@ -16,6 +16,7 @@ from typing import Any
 from newsletter.cleaning import squash
 from newsletter.clock import Clock
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.editions import cutoff
 from newsletter.errors import EditionFrozenError, InvalidArticleError, UsageError
 from newsletter.items import ArticleInput
@@ -82,7 +83,7 @@ def _check_pin_day(config: Config, clock: Clock, day: date, first: date) -> None
         )
 
 
-def pin(config: Config, store: Store, clock: Clock, ref: str, day: date | None = None) -> Outcome:
+def pin(ctx: Context, ref: str, day: date | None = None) -> Outcome:
     """Make a story the lead of the edition for ``day`` (default: the next edition readers get).
 
     A story pinned for a date waits for that date's edition; any other story pinned there
@@ -90,7 +91,8 @@ def pin(config: Config, store: Store, clock: Clock, ref: str, day: date | None =
     """
     from newsletter.preparation import next_edition_day, resolve_day
 
-    first = next_edition_day(config, store, clock)
+    config, store, clock = ctx.config, ctx.store, ctx.clock
+    first = next_edition_day(ctx)
     day = day or first
     _check_pin_day(config, clock, day, min(first, resolve_day(config, clock, None)))
     n = config.newsletter

@@ -42,17 +42,15 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from newsletter.bounces import Finding, Kind, classify
-from newsletter.clock import Clock
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.editions import counted
 from newsletter.errors import ConfigError, TokenError, UsageError
 from newsletter.inboxes import ImapInbox, Inbox, TooLarge, Unreadable, open_path
 from newsletter.returnpath import Attribution, ReturnPaths, return_paths
-from newsletter.store import Store
 from newsletter.store.bounces import Recorded, delivery_ref, latest_edition_sent_to, record_feedback
 from newsletter.store.readers import subscriber_by_id, subscribers_by_email
 from newsletter.subscribers import leave_by_address
-from newsletter.tokens import Tokens
 from newsletter.unsubscribes import NOT_A_REQUEST, handle_request
 
 log = logging.getLogger(__name__)
@@ -131,17 +129,17 @@ class MailboxReport:
 
 
 @dataclass(frozen=True)
-class _Context:
-    config: Config
-    store: Store
-    clock: Clock
-    tokens: Tokens
+class _Run:
+    """One pass over the mailboxes: its Context, the return-path codes it reads, and whether it only rehearses."""
+
+    ctx: Context
     paths: ReturnPaths
     dry_run: bool
 
     @property
     def transaction(self) -> Transaction:
-        return self.store.rehearsal if self.dry_run else self.store.session
+        store = self.ctx.store
+        return store.rehearsal if self.dry_run else store.session
 
 
 def configured_inboxes(config: Config) -> list[Callable[[], Inbox]]:
@@ -165,10 +163,7 @@ def _configured_maildir(config: Config) -> Inbox:
 
 
 def process(
-    config: Config,
-    store: Store,
-    clock: Clock,
-    tokens: Tokens,
+    ctx: Context,
     inboxes: Iterable[Callable[[], Inbox]],
     *,
     dry_run: bool = False,
@@ -179,7 +174,7 @@ def process(
     A mailbox that cannot be opened raises ``MailboxError`` before anything of it is
     handled; the mailboxes before it keep what was done.
     """
-    context = _Context(config, store, clock, tokens, return_paths(config), dry_run)
+    run = _Run(ctx, return_paths(ctx.config), dry_run)
     report = MailboxReport()
     for opener in inboxes:
         with _opened(opener) as inbox:
@@ -189,7 +184,7 @@ def process(
                     "(deliver bounces to a Maildir or an IMAP folder to process them)"
                 )
             for key, raw in inbox.pending():
-                outcome = handle(raw, key, context)
+                outcome = handle(raw, key, run)
                 report.add(outcome)  # said before filing away: what was committed is never unreported
                 log.info("%s %s: %s (%s)", inbox.name, key, outcome.kind, outcome.action)
                 if on_outcome is not None:
@@ -211,7 +206,7 @@ def _opened(opener: Callable[[], Inbox]) -> Iterator[Inbox]:
 _PARSER = BytesParser(policy=policy.default)
 
 
-def handle(raw: bytes, key: str, context: _Context) -> Outcome:
+def handle(raw: bytes, key: str, run: _Run) -> Outcome:
     """One message: classify it, act on it in one transaction, and say what happened."""
     if isinstance(raw, Unreadable):
         return Outcome(key, "unknown", f"left in the mailbox: it cannot be read ({raw.reason})", keep=True)
@@ -221,15 +216,15 @@ def handle(raw: bytes, key: str, context: _Context) -> Outcome:
     try:
         msg = _PARSER.parsebytes(raw)
         assert isinstance(msg, EmailMessage)
-        bounces = context.config.bounces
-        local = bounces.return_address(context.config.sender).rpartition("@")[0]
+        bounces = run.ctx.config.bounces
+        local = bounces.return_address(run.ctx.config.sender).rpartition("@")[0]
         finding = classify(msg, return_local=local, delimiter=bounces.delimiter)
     except Exception as exc:  # noqa: BLE001 - hostile bytes: the email package raises many kinds
         return Outcome(key, "unknown", f"left in the mailbox: not a readable message ({type(exc).__name__})", keep=True)
     if finding.kind == Kind.COMPLAINT and finding.feedback_type == "opt-out":
-        return _opt_out(finding, key, context)  # a mail client's "unsubscribe" button, not a spam report
+        return _opt_out(finding, key, run)  # a mail client's "unsubscribe" button, not a spam report
     if finding.kind in _FEEDBACK:
-        return _feedback(finding, raw, key, context)
+        return _feedback(finding, raw, key, run)
     if finding.kind == Kind.AUTOREPLY:
         return Outcome(key, "autoreply", "nothing to do: an automatic reply", diagnostic=finding.diagnostic)
     if finding.automatic:
@@ -240,20 +235,20 @@ def handle(raw: bytes, key: str, context: _Context) -> Outcome:
             diagnostic=finding.diagnostic,
             keep=True,
         )
-    config = context.config
-    request = handle_request(msg, context.transaction, context.clock, context.tokens, config.web.unsubscribe_days)
+    config = run.ctx.config
+    request = handle_request(msg, run.transaction, run.ctx.clock, run.ctx.tokens, config.web.unsubscribe_days)
     if request.action == NOT_A_REQUEST:
         return Outcome(key, "unknown", f"left in the mailbox for a person: {request.detail}", keep=True)
     action = {"not-listed": "not on the list", "test-copy": "a test copy: nobody to unsubscribe"}.get(
         request.action, request.action
     )
     recipients = (request.address.lower(),) if request.address else ()
-    if context.dry_run and action == "unsubscribed":
+    if run.dry_run and action == "unsubscribed":
         action = "would be unsubscribed"
     return Outcome(key, "unsubscribe", f"{action}: {request.detail}", recipients)
 
 
-def _feedback(finding: Finding, raw: bytes, key: str, context: _Context) -> Outcome:
+def _feedback(finding: Finding, raw: bytes, key: str, run: _Run) -> Outcome:
     """A bounce or complaint: attributed and recorded in one transaction, or left for a person.
 
     With VERP on, only signed evidence (the code of the address it came back to, or of the
@@ -266,15 +261,15 @@ def _feedback(finding: Finding, raw: bytes, key: str, context: _Context) -> Outc
     digest = hashlib.sha256(raw).hexdigest()[:40]
     kind = str(finding.kind)
     base = Outcome(key, kind, "", addresses, finding.status, finding.diagnostic)
-    with context.transaction() as session:
-        named, forged = _attribute(finding, session, context)
+    with run.transaction() as session:
+        named, forged = _attribute(finding, session, run)
         if named is not None:
             report = _Report(kind, finding.status, finding.diagnostic, finding.feedback_type)
-            action, acted = _record(session, context, named.subscriber_id, named.edition_id, report, digest)
+            action, acted = _record(session, run, named.subscriber_id, named.edition_id, report, digest)
             return _replace(base, action=action, keep=not acted)
         if forged:
             return _replace(base, action=f"left in the mailbox: {_FORGED}", keep=True)
-        if context.config.bounces.verp:
+        if run.ctx.config.bounces.verp:
             return _replace(base, action=f"left in the mailbox: {_UNSIGNED}", keep=True)
         if not addresses:
             return _replace(base, action="left in the mailbox: it names no recipient", keep=True)
@@ -287,7 +282,7 @@ def _feedback(finding: Finding, raw: bytes, key: str, context: _Context) -> Outc
                 continue
             edition_id = latest_edition_sent_to(session, subscriber.id)
             report = _Report(str(item.kind), item.status, item.diagnostic, finding.feedback_type)
-            action, acted = _record(session, context, subscriber.id, edition_id, report, digest)
+            action, acted = _record(session, run, subscriber.id, edition_id, report, digest)
             actions.append(action)
             acted_on_any = acted_on_any or acted
     action = "; ".join(dict.fromkeys(actions))
@@ -298,19 +293,19 @@ _FORGED = "its return-path code does not verify (damaged, forged, or signed befo
 _UNSIGNED = "it carries no signed code of ours, and with VERP on a report naming readers is not trusted alone"
 
 
-def _opt_out(finding: Finding, key: str, context: _Context) -> Outcome:
+def _opt_out(finding: Finding, key: str, run: _Run) -> Outcome:
     """An ARF ``opt-out`` report: the reader asked to leave (Apple Mail's button); not a complaint."""
     addresses = tuple(dict.fromkeys(f.address for f in finding.recipients if f.address))
-    with context.transaction() as session:
-        named, forged = _attribute(finding, session, context)
+    with run.transaction() as session:
+        named, forged = _attribute(finding, session, run)
         subscriber = subscriber_by_id(session, named.subscriber_id) if named is not None else None
         email = subscriber.email if subscriber is not None else ("" if forged or not addresses else addresses[0])
         if not email:
             action = f"left in the mailbox: {_FORGED if forged else 'it names no reader'}"
             return Outcome(key, "unsubscribe", action, addresses, keep=True)
-        result = leave_by_address(session, email, context.clock, source="opt-out")
+        result = leave_by_address(session, email, run.ctx.clock, source="opt-out")
     action = {"not-listed": f"{email}: not on the list", "already": f"{email} had already left"}.get(
-        result.value, f"{email} {'would be ' if context.dry_run else ''}unsubscribed (opt-out)"
+        result.value, f"{email} {'would be ' if run.dry_run else ''}unsubscribed (opt-out)"
     )
     return Outcome(key, "unsubscribe", action, (email,), diagnostic=finding.diagnostic)
 
@@ -319,17 +314,17 @@ def _replace(outcome: Outcome, **changes: Any) -> Outcome:
     return Outcome(**{**outcome.__dict__, **changes})
 
 
-def _attribute(finding: Finding, session: Session, context: _Context) -> tuple[Attribution | None, bool]:
+def _attribute(finding: Finding, session: Session, run: _Run) -> tuple[Attribution | None, bool]:
     """The edition and reader a report is about, from signed evidence; and whether a code was forged."""
     forged = False
     for code in (*finding.return_codes, *finding.delivery_refs):
         try:
-            return context.paths.read(code), False
+            return run.paths.read(code), False
         except TokenError:
             forged = True
-    if context.config.bounces.verp:
+    if run.ctx.config.bounces.verp:
         return None, forged  # our Message-IDs can be guessed: signed codes only
-    domain = context.config.sender.domain
+    domain = run.ctx.config.sender.domain
     for message_id in finding.message_ids:
         match = _OUR_MESSAGE_ID.fullmatch(message_id.strip())
         if match is None or match[3].lower() != domain:
@@ -351,10 +346,10 @@ class _Report:
 
 
 def _record(
-    session: Session, context: _Context, subscriber_id: int, edition_id: int | None, report: _Report, digest: str
+    session: Session, run: _Run, subscriber_id: int, edition_id: int | None, report: _Report, digest: str
 ) -> tuple[str, bool]:
     """Record one report for one reader; returns what was said and whether the reader was there."""
-    bounces = context.config.bounces
+    bounces = run.ctx.config.bounces
     subscriber = subscriber_by_id(session, subscriber_id)
     who = subscriber.email if subscriber is not None else f"reader #{subscriber_id}"
     diagnostic = report.diagnostic or (f"feedback type {report.feedback_type}" if report.feedback_type else "")
@@ -366,14 +361,14 @@ def _record(
         status=report.status,
         diagnostic=diagnostic,
         reference=f"{digest}:{subscriber_id}",
-        at=context.clock.now(),
+        at=run.ctx.clock.now(),
         soft_limit=bounces.soft_bounces,
         soft_window=timedelta(days=bounces.soft_window_days),
     )
-    return _said(recorded, who, context, bounces.soft_bounces), recorded is not None
+    return _said(recorded, who, run, bounces.soft_bounces), recorded is not None
 
 
-def _said(recorded: Recorded | None, who: str, context: _Context, soft_limit: int) -> str:
+def _said(recorded: Recorded | None, who: str, run: _Run, soft_limit: int) -> str:
     if recorded is None:
         return f"left in the mailbox: {who} has been removed from the list since"
     text = {
@@ -383,4 +378,4 @@ def _said(recorded: Recorded | None, who: str, context: _Context, soft_limit: in
         "noted": f"recorded for {who}, who stays as they were",
         "already": f"already recorded for {who}",
     }.get(recorded.action, f"{recorded.action}: {who}")
-    return f"would be: {text}" if context.dry_run and recorded.action != "already" else text
+    return f"would be: {text}" if run.dry_run and recorded.action != "already" else text

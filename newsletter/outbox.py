@@ -35,8 +35,8 @@ import jinja2
 from sqlalchemy.orm import Session
 
 from newsletter import routes
-from newsletter.clock import Clock
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.dkim import load_signer
 from newsletter.errors import (
     DeliveryError,
@@ -198,9 +198,7 @@ class _Pass:
 
 
 def deliver_outbox(
-    config: Config,
-    store: Store,
-    clock: Clock,
+    ctx: Context,
     transport_factory: Callable[[], Transport],
     *,
     limit: int = 100,
@@ -211,7 +209,8 @@ def deliver_outbox(
     Stops early when the server cannot be reached: the rest wait for the next pass. Safe
     to run from several processes at once. Needs ``[web] secret_key`` for the links.
     """
-    tokens = Tokens(config.require_secret_key(), clock)
+    config, store, clock = ctx.config, ctx.store, ctx.clock
+    config.require_secret_key()  # the links are signed: without a key, say so before claiming anything
     worker = f"{worker_identity()}:{secrets.token_hex(4)}"  # one claim holder per pass, even in one process
     lease = max(MIN_LEASE, timedelta(seconds=4 * config.smtp.timeout))
     tally = _Pass()
@@ -226,7 +225,7 @@ def deliver_outbox(
             try:
                 if transport is None:
                     transport = transport_factory()
-                _deliver(config, store, clock, tokens, transport, worker, mail, tally)
+                _deliver(ctx, transport, worker, mail, tally)
             except BaseException:
                 with store.session() as session:  # not tried, or the outcome is unknown: the lease decides
                     queue.release_claim(session, mail.id, worker)
@@ -241,17 +240,9 @@ def deliver_outbox(
     return OutboxReport(tally.sent, tally.deferred, tally.given_up, tally.skipped, waiting, tally.last_error)
 
 
-def _deliver(
-    config: Config,
-    store: Store,
-    clock: Clock,
-    tokens: Tokens,
-    transport: Transport,
-    worker: str,
-    mail: queue.ClaimedMail,
-    tally: _Pass,
-) -> None:
+def _deliver(ctx: Context, transport: Transport, worker: str, mail: queue.ClaimedMail, tally: _Pass) -> None:
     """Send one claimed mail and record what happened to it (never its link: that is a secret)."""
+    config, store, clock = ctx.config, ctx.store, ctx.clock
     now = clock.now()
     reason = no_longer_needed(mail.kind, mail.subscriber_status)
     if reason:
@@ -266,7 +257,7 @@ def _deliver(
         _give_up(store, mail, worker, now, f"not sent within {lifetime.days} days of the request: {last}", tally)
         return
     try:
-        data = _message_for(config, tokens, mail, now).as_bytes(policy=SMTP)
+        data = _message_for(config, ctx.tokens, mail, now).as_bytes(policy=SMTP)
         signer = load_signer(config.dkim)  # a sign-up mail is one of a few a minute: read the key each time
         if signer is not None:
             data = signer.sign([data], now) + data

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from newsletter import routes
 from newsletter.clock import Clock
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.editions import (
     EditionPlan,
     Layout,
@@ -113,17 +114,18 @@ class Selection:
         )
 
 
-def plan_for(config: Config, store: Store, clock: Clock, day: date, *, look_ahead: bool = False) -> Selection:
+def plan_for(ctx: Context, day: date, *, look_ahead: bool = False) -> Selection:
     """Select and lay out an edition still open (not made, made, or skipped) without writing anything.
 
     The same selection makes the edition when it is sent, so a preview shows what would go
     out now. ``look_ahead`` (for previews and test copies, which record nothing) also accepts
     the edition after the one due now, with the articles published so far.
     """
-    with store.session() as session:
+    config = ctx.config
+    with ctx.store.session() as session:
         existing = edition_for(session, day)
         previous = previous_edition(session, day)
-        window = edition_window(config, clock, day, previous, look_ahead)
+        window = edition_window(config, ctx.clock, day, previous, look_ahead)
         remaking = existing.id if existing is not None and not has_gone_out(existing) else None
         articles = edition_candidates(session, day, window.start, window.end, edition_id=remaking)
         old = too_old_articles(session, day, window.start, previous.created_at if previous else None)
@@ -143,34 +145,34 @@ def plan_for(config: Config, store: Store, clock: Clock, day: date, *, look_ahea
     return Selection(plan, tuple(s.id for s in plan.stories), too_old)
 
 
-def next_edition_day(config: Config, store: Store, clock: Clock) -> date:
+def next_edition_day(ctx: Context) -> date:
     """The edition a reader will get next: the one due now, unless it has gone out (or was
     skipped), or is empty while newer articles wait (a new install after the send time);
     then the first one after it that has not gone out."""
-    due = resolve_day(config, clock, None)
-    with store.session() as session:
+    due = resolve_day(ctx.config, ctx.clock, None)
+    with ctx.store.session() as session:
         made = edition_for(session, due)
         if made is not None and made.status != EditionStatus.READY:
             following = due + timedelta(days=1)
             while (later := edition_for(session, following)) is not None and later.status != EditionStatus.READY:
                 following += timedelta(days=1)
             return following
-    plan = plan_for(config, store, clock, due).plan
-    if plan.is_empty and waiting_after(store, clock, plan.window.end):
+    plan = plan_for(ctx, due).plan
+    if plan.is_empty and waiting_after(ctx.store, ctx.clock, plan.window.end):
         return due + timedelta(days=1)
     return due
 
 
-def next_window_start(config: Config, store: Store, clock: Clock) -> datetime:
+def next_window_start(ctx: Context) -> datetime:
     """How far back the next edition readers get reaches: anything older and unsent is too old."""
-    day = next_edition_day(config, store, clock)
-    with store.session() as session:
-        return edition_window(config, clock, day, previous_edition(session, day), look_ahead=True).start
+    day = next_edition_day(ctx)
+    with ctx.store.session() as session:
+        return edition_window(ctx.config, ctx.clock, day, previous_edition(session, day), look_ahead=True).start
 
 
-def article_destination(config: Config, store: Store, clock: Clock, article_id: int) -> tuple[str, bool]:
+def article_destination(ctx: Context, article_id: int) -> tuple[str, bool]:
     """Where an article stands, in words, and whether that is fine (False: it will not be sent)."""
-    with store.session() as session:
+    with ctx.store.session() as session:
         article = session.get(Article, article_id)
         assert article is not None
         made = article.edition
@@ -179,15 +181,15 @@ def article_destination(config: Config, store: Store, clock: Clock, article_id: 
         hidden, pinned, published = article.hidden, article.pinned_for, article.published_at
     if hidden:
         return "it is hidden: no edition takes it until `articles unhide`", True
-    day = next_edition_day(config, store, clock)
+    day = next_edition_day(ctx)
     if pinned is not None and pinned > day:
         return f"it is pinned to lead the edition of {pinned}, and waits for it", True
-    selection = plan_for(config, store, clock, day, look_ahead=True)
+    selection = plan_for(ctx, day, look_ahead=True)
     if article_id in selection.article_ids:
-        due = resolve_day(config, clock, None)
-        with store.session() as session:
+        due = resolve_day(ctx.config, ctx.clock, None)
+        with ctx.store.session() as session:
             skipped = (made := edition_for(session, due)) is not None and made.status == EditionStatus.SKIPPED
-        if due != day and skipped and article_id in plan_for(config, store, clock, due).article_ids:
+        if due != day and skipped and article_id in plan_for(ctx, due).article_ids:
             return (
                 f"it goes in the next edition, of {day}; or in the edition of {due}, skipped for want of "
                 f"articles, if that is sent now (`newsletter send --date {due}`)",
@@ -198,15 +200,15 @@ def article_destination(config: Config, store: Store, clock: Clock, article_id: 
         return f"it is dated after the next edition ({day}) and waits for a later one", True
     return (
         f"it was published too long before the next edition ({day}) to be sent (over "
-        f"{config.newsletter.max_age_hours} hours, and before the previous edition): "
+        f"{ctx.config.newsletter.max_age_hours} hours, and before the previous edition): "
         f"`newsletter articles pin {article_id}` sends it anyway",
         False,
     )
 
 
-def articles_waiting(config: Config, store: Store, clock: Clock, day: date) -> int:
+def articles_waiting(ctx: Context, day: date) -> int:
     """How many articles the edition for ``day`` would hold if it were made now."""
-    return len(plan_for(config, store, clock, day).article_ids)
+    return len(plan_for(ctx, day).article_ids)
 
 
 def waiting_after(store: Store, clock: Clock, moment: datetime) -> int:
@@ -279,9 +281,7 @@ class Standing:
     html_bytes: int  # the HTML part as it is sent (tracked links and all): what Gmail's clipping counts
 
 
-def edition_as_it_stands(
-    config: Config, store: Store, clock: Clock, day: date, *, nonce: str | None = None, made_is_fixed: bool = False
-) -> Standing:
+def edition_as_it_stands(ctx: Context, day: date, *, nonce: str | None = None, made_is_fixed: bool = False) -> Standing:
     """The edition for ``day``: the stored copy once it has gone out, else what `send` would make now.
 
     The one reading of "stored, else planned and rendered" that previews, test copies and
@@ -289,7 +289,7 @@ def edition_as_it_stands(
     also takes a made, not yet started edition as it is stored (a sender about to send
     it); ``nonce`` marks a copy made now (default: the row's, else a new one).
     """
-    with store.session() as session:
+    with ctx.store.session() as session:
         row = edition_for(session, day)
         fixed = has_gone_out(row) or (made_is_fixed and row is not None and row.status == EditionStatus.READY)
         if fixed:
@@ -298,10 +298,10 @@ def edition_as_it_stands(
             links = tuple(url for _, url in sorted(saved.links.items())) if saved else ()
             titles = tuple(a.title for a in edition_articles(session, row.id))
             return Standing(row, row, links, titles, None, len(row.html.encode()))
-    selection = plan_for(config, store, clock, day, look_ahead=True)
+    selection = plan_for(ctx, day, look_ahead=True)
     plan = selection.plan
     nonce = nonce or (row.nonce if row is not None else secrets.token_hex(8))
-    rendered = render_plan(config, plan, nonce)
+    rendered = render_plan(ctx.config, plan, nonce)
     edition = Edition(
         id=row.id if row is not None else 0,
         date=day,
@@ -316,10 +316,10 @@ def edition_as_it_stands(
     return Standing(edition, row, rendered.links, titles, selection, rendered.html_bytes)
 
 
-def preview_edition(config: Config, store: Store, clock: Clock, day: date) -> Preview:
+def preview_edition(ctx: Context, day: date) -> Preview:
     """The edition for ``day`` as it stands (``edition_as_it_stands``), with tracked links shown as their targets."""
-    standing = edition_as_it_stands(config, store, clock, day, nonce="preview")
-    edition, base = standing.edition, config.web.base_url
+    standing = edition_as_it_stands(ctx, day, nonce="preview")
+    edition, base = standing.edition, ctx.config.web.base_url
     markers = Markers.for_nonce(edition.nonce)
     html = untrack(edition.html, markers.click, base, standing.links, escape=True)
     text = untrack(edition.text, markers.click, base, standing.links, escape=False)
@@ -330,12 +330,12 @@ def preview_edition(config: Config, store: Store, clock: Clock, day: date) -> Pr
 PREPARE_ATTEMPTS = 3
 
 
-def prepare_edition(config: Config, store: Store, clock: Clock, day: date) -> Edition:
+def prepare_edition(ctx: Context, day: date) -> Edition:
     """The edition for ``day``, made now unless it has started going out (see ``make_edition``)."""
-    return make_edition(config, store, clock, day)[0]
+    return make_edition(ctx, day)[0]
 
 
-def make_edition(config: Config, store: Store, clock: Clock, day: date) -> tuple[Edition, Selection | None]:
+def make_edition(ctx: Context, day: date) -> tuple[Edition, Selection | None]:
     """The edition for ``day``, made now if it has not started going out, with what was selected.
 
     An edition still open (made but not started, or skipped for want of articles) is made
@@ -343,17 +343,18 @@ def make_edition(config: Config, store: Store, clock: Clock, day: date) -> tuple
     or edited since count, and a skipped day with articles now goes out. Once deliveries
     exist the edition is fixed, and the selection returned is None.
     """
+    config, store = ctx.config, ctx.store
     for _ in range(PREPARE_ATTEMPTS):
         with store.session() as session:
             existing = edition_for(session, day)
         if has_gone_out(existing):
             return existing, None
-        selection = plan_for(config, store, clock, day)
+        selection = plan_for(ctx, day)
         plan = selection.plan
         nonce = existing.nonce if existing is not None else secrets.token_hex(8)
         empty = plan.is_empty and not config.newsletter.send_when_empty
         rendered = None if empty else render_plan(config, plan, nonce)
-        now = clock.now()
+        now = ctx.clock.now()
         values = {
             "window_start": plan.window.start,
             "window_end": plan.window.end,

@@ -337,7 +337,7 @@ def send_edition(
         return _dry_run(ctx, day)
     if pools is None and config.delivery.transport == "smtp":
         refuse_example_sender(config)  # before anything is made or recorded
-    edition, selection = make_edition(config, store, clock, day)
+    edition, selection = make_edition(ctx, day)
     too_old = selection.too_old_note(config.newsletter.max_age_hours) if selection else ""
     if edition.status == EditionStatus.SKIPPED:
         message = f"no articles for the edition of {day}: nothing sent" + waiting_note(store, clock, edition.window_end)
@@ -479,7 +479,7 @@ def _dry_run(ctx: Context, day: date) -> SendReport:
             f"{counted(edition.article_count, 'article')}; {counted(active, 'active subscriber')}",
             subject=edition.subject,
         )
-    selection = plan_for(config, store, clock, day)  # no look ahead: what `send` itself would do
+    selection = plan_for(ctx, day)  # no look ahead: what `send` itself would do
     plan = selection.plan
     too_old = selection.too_old_note(config.newsletter.max_age_hours)
     too_old = f"; {too_old}" if too_old else ""
@@ -502,8 +502,8 @@ def send_test_copy(ctx: Context, day: date | None, address: str, transport: Tran
     Without a date it is the edition readers get next, as it stands.
     """
     config = ctx.config
-    day = day or next_edition_day(config, ctx.store, ctx.clock)
-    edition = edition_as_it_stands(config, ctx.store, ctx.clock, day).edition
+    day = day or next_edition_day(ctx)
+    edition = edition_as_it_stands(ctx, day).edition
     template = compile_template(config, edition, subject=f"[Test] {edition.subject}")
     token = ctx.tokens.make(UNSUBSCRIBE, 0, address)
     reader = Reader(

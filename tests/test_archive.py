@@ -25,7 +25,6 @@ from newsletter.publish import send_edition
 from newsletter.store import Store
 from newsletter.store.articles import assign_articles, find_article, pin_article
 from newsletter.store.models import Edition, EditionStatus, Subscriber, SubscriberStatus
-from newsletter.tokens import Tokens
 from newsletter.web import create_app
 from newsletter.web.archive import PER_PAGE
 from tests.conftest import SMTPServer, add_article
@@ -65,8 +64,9 @@ def _reader(store: Store, clock: FixedClock) -> None:
         )
 
 
-def _a_week(config: Config, store: Store, clock: FixedClock, tokens: Tokens) -> dict[date, str]:
+def _a_week(ctx: Context) -> dict[date, str]:
     """Four mornings: two sent, one skipped (no stories), one made but not sent yet; their outcomes."""
+    store, clock = ctx.store, ctx.clock
     _reader(store, clock)
     d20, d21, d22, d23 = (date(2026, 11, day) for day in (20, 21, 22, 23))
     # 20th: the lead is the story with a picture, though another has a higher priority.
@@ -79,10 +79,10 @@ def _a_week(config: Config, store: Store, clock: FixedClock, tokens: Tokens) -> 
     add_article(store, clock, "pinned-21", _at(d21, 3), title="Ferry fares frozen")
     with store.session() as session:
         pin_article(session, find_article(session, "pinned-21").id, d21, clock.now())
-    outcomes = {day: send_edition(Context(config, store, clock, tokens), day=day).outcome for day in (d20, d21, d22)}
+    outcomes = {day: send_edition(ctx, day=day).outcome for day in (d20, d21, d22)}
     # 23rd: made (so it has a web copy), not sent.
     add_article(store, clock, "ready-23", _at(d23, 4), title="Not out yet")
-    outcomes[d23] = prepare_edition(config, store, clock, d23).status.value
+    outcomes[d23] = prepare_edition(ctx, d23).status.value
     return outcomes
 
 
@@ -103,10 +103,8 @@ def _personal_parts(smtp_sink: SMTPServer) -> list[str]:
 # --- the list -------------------------------------------------------------------------------
 
 
-def test_the_archive_lists_what_went_out_newest_first_with_subject_and_lead(
-    config, client, store, clock, tokens, smtp_sink
-):
-    outcomes = _a_week(config, store, clock, tokens)
+def test_the_archive_lists_what_went_out_newest_first_with_subject_and_lead(client, ctx, smtp_sink):
+    outcomes = _a_week(ctx)
     assert list(outcomes.values()) == ["sent", "sent", "skipped", "ready"]
     page = client.get("/editions/")
     html = page.get_data(as_text=True)
@@ -124,8 +122,8 @@ def test_the_archive_lists_what_went_out_newest_first_with_subject_and_lead(
     assert client.get("/editions").status_code == 308  # the address without the slash comes here
 
 
-def test_the_lead_in_the_archive_is_the_lead_readers_got(config, client, store, clock, tokens, smtp_sink):
-    _a_week(config, store, clock, tokens)
+def test_the_lead_in_the_archive_is_the_lead_readers_got(client, ctx, smtp_sink):
+    _a_week(ctx)
     titles = ("Council meets", "Lighthouse opens", "Harbour wall rebuilt", "Ferry fares frozen")
     archive = client.get("/editions/").get_data(as_text=True)
     copies = [r.message for r in smtp_sink.handler.received if READER in r.rcpt_tos]
@@ -212,10 +210,8 @@ def test_hostile_page_numbers_are_404_pages_never_errors(client, store, clock, p
 # --- the public copy of an edition -------------------------------------------------------------
 
 
-def test_an_edition_page_links_to_the_archive_and_the_sign_up_page_and_nothing_personal(
-    config, client, store, clock, tokens, smtp_sink
-):
-    _a_week(config, store, clock, tokens)
+def test_an_edition_page_links_to_the_archive_and_the_sign_up_page_and_nothing_personal(client, ctx, smtp_sink):
+    _a_week(ctx)
     page = client.get("/editions/2026-11-21")
     html = page.get_data(as_text=True)
     assert page.status_code == 200
@@ -231,8 +227,8 @@ def test_an_edition_page_links_to_the_archive_and_the_sign_up_page_and_nothing_p
 # --- the feed ------------------------------------------------------------------------------------
 
 
-def test_the_feed_is_atom_that_feedparser_reads_back(config, client, store, clock, tokens, smtp_sink):
-    _a_week(config, store, clock, tokens)
+def test_the_feed_is_atom_that_feedparser_reads_back(client, ctx, smtp_sink):
+    _a_week(ctx)
     response = client.get("/editions/feed.xml")
     body = response.get_data()
     assert response.status_code == 200 and response.mimetype == "application/atom+xml"
@@ -256,8 +252,8 @@ def test_the_feed_is_atom_that_feedparser_reads_back(config, client, store, cloc
     assert "Not out yet" not in text and "2026-11-22" not in text and "2026-11-23" not in text
 
 
-def test_the_feed_has_every_element_atom_requires(config, client, store, clock, tokens):
-    _a_week(config, store, clock, tokens)
+def test_the_feed_has_every_element_atom_requires(client, ctx):
+    _a_week(ctx)
     root = ET.fromstring(client.get("/editions/feed.xml").get_data())
     assert root.tag == f"{ATOM}feed"
     for tag in ("id", "title", "updated", "author"):
@@ -291,19 +287,19 @@ def test_markup_and_control_characters_in_titles_cannot_break_the_page_or_the_fe
     assert entry.summary.startswith("Lead <b>bold</b> ]]>  & co")
 
 
-def test_feed_and_pages_use_base_url_not_the_host_header(config, app, store, clock, tokens):
-    _a_week(config, store, clock, tokens)
+def test_feed_and_pages_use_base_url_not_the_host_header(app, ctx):
+    _a_week(ctx)
     client = app.test_client()
     feed = client.get("/editions/feed.xml", headers={"Host": "evil.example"}).get_data(as_text=True)
     assert "evil.example" not in feed and f"{BASE}/editions/2026-11-21" in feed
 
 
-def test_an_edition_made_but_not_sent_is_nobodys_to_read_yet(config, client, store, clock, ctx, smtp_sink):
+def test_an_edition_made_but_not_sent_is_nobodys_to_read_yet(client, store, clock, ctx, smtp_sink):
     from tests.conftest import add_subscribers, morning_articles
 
     morning_articles(store, clock)
     add_subscribers(store, clock, 1)
-    prepare_edition(config, store, clock, date(2026, 11, 24))  # made: it may still change before 06:00
+    prepare_edition(ctx, date(2026, 11, 24))  # made: it may still change before 06:00
     assert client.get("/editions/2026-11-24").status_code == 404
     assert send_edition(ctx).outcome == "sent"
     page = client.get("/editions/2026-11-24")

@@ -24,12 +24,22 @@ from sqlalchemy import func, select
 
 from newsletter.articles import ImportSummary, import_source
 from newsletter.cli import cli
+from newsletter.clock import FixedClock
+from newsletter.context import Context
 from newsletter.editions import EditionPlan
 from newsletter.errors import ArticleImportError
 from newsletter.preparation import plan_for, render_plan
 from newsletter.store import Store
 from newsletter.store.models import Article
-from tests.conftest import make_config
+from newsletter.tokens import Tokens
+from tests.conftest import make_config, replace
+
+
+@pytest.fixture
+def ctx(db_url: str, store: Store, clock: FixedClock, tokens: Tokens) -> Context:
+    """Importing sends no mail: the test configuration without the SMTP server the shared ``ctx`` starts."""
+    return Context(make_config(db_url), store, clock, tokens)
+
 
 DATA = Path(__file__).with_name("data")
 RSS = str(DATA / "gazette.rss")
@@ -78,8 +88,8 @@ def write_config(tmp_path: Path, db_url: str, feeds: Sequence[tuple[str, str]] =
 # --- RSS ---------------------------------------------------------------------------------
 
 
-def test_rss_items_are_cleaned_and_stored(store, db_url, clock) -> None:
-    summary = import_source(RSS, make_config(db_url), store, clock)
+def test_rss_items_are_cleaned_and_stored(store, clock, ctx) -> None:
+    summary = import_source(ctx, RSS)
 
     assert (summary.new, summary.updated, summary.unchanged, summary.rejected) == (5, 0, 0, 1)
     assert summary.rejections == ["item 5 “An item with no link at all”: no link to the article"]
@@ -128,13 +138,12 @@ def test_rss_items_are_cleaned_and_stored(store, db_url, clock) -> None:
     assert chips.image_url == "https://news.example.com/images/chips.jpg"
 
 
-def test_a_later_import_updates_changed_items_and_never_duplicates(store, db_url, clock) -> None:
-    config = make_config(db_url)
-    import_source(RSS, config, store, clock)
+def test_a_later_import_updates_changed_items_and_never_duplicates(store, clock, ctx) -> None:
+    import_source(ctx, RSS)
     first = stored(store)
     clock.advance(3600)
 
-    later = import_source(RSS_LATER, config, store, clock)
+    later = import_source(ctx, RSS_LATER)
 
     assert (later.new, later.updated, later.unchanged, later.rejected) == (1, 1, 4, 2)
     assert later.rejections == [
@@ -154,18 +163,18 @@ def test_a_later_import_updates_changed_items_and_never_duplicates(store, db_url
     assert ferry.published_at == first["https://news.example.com/news/ferry-vote"].published_at
     assert ferry.updated_at == first["https://news.example.com/news/ferry-vote"].updated_at
 
-    again = import_source(RSS_LATER, config, store, clock)
+    again = import_source(ctx, RSS_LATER)
     assert (again.new, again.updated, again.unchanged) == (0, 0, 6)
 
 
-def test_the_section_of_the_source_wins_over_each_items_category(store, db_url, clock) -> None:
-    import_source(RSS, make_config(db_url), store, clock, section="Morning briefing")
+def test_the_section_of_the_source_wins_over_each_items_category(store, ctx) -> None:
+    import_source(ctx, RSS, section="Morning briefing")
     assert {a.section for a in stored(store).values()} == {"Morning briefing"}
 
 
-def test_a_zoneless_date_is_read_in_the_configured_timezone(store, db_url, clock) -> None:
+def test_a_zoneless_date_is_read_in_the_configured_timezone(store, db_url, ctx) -> None:
     config = make_config(db_url, newsletter={"timezone": "America/New_York"})
-    import_source(RSS, config, store, clock)
+    import_source(replace(ctx, config=config), RSS)
     derby = stored(store)["https://news.example.com/sport/derby-report"]
     assert derby.published_at == datetime(2026, 11, 24, 2, 40, tzinfo=UTC)  # 21:40 EST
 
@@ -173,8 +182,8 @@ def test_a_zoneless_date_is_read_in_the_configured_timezone(store, db_url, clock
 # --- Atom --------------------------------------------------------------------------------
 
 
-def test_atom_entries_with_xml_base_html_titles_and_plain_text_content(store, db_url, clock) -> None:
-    summary = import_source(ATOM, make_config(db_url), store, clock)
+def test_atom_entries_with_xml_base_html_titles_and_plain_text_content(store, ctx) -> None:
+    summary = import_source(ctx, ATOM)
     assert (summary.new, summary.rejected, summary.warnings) == (2, 0, [])
     articles = stored(store)
     session = articles["tag:news.example.com,2026:culture-7"]
@@ -198,8 +207,8 @@ def test_atom_entries_with_xml_base_html_titles_and_plain_text_content(store, db
 # --- JSON Lines ------------------------------------------------------------------------------
 
 
-def test_json_lines_rejects_bad_lines_by_number_and_keeps_the_good_ones(store, db_url, clock) -> None:
-    summary = import_source(JSONL, make_config(db_url), store, clock)
+def test_json_lines_rejects_bad_lines_by_number_and_keeps_the_good_ones(store, clock, ctx) -> None:
+    summary = import_source(ctx, JSONL)
 
     assert (summary.new, summary.updated, summary.unchanged) == (3, 0, 0)
     assert summary.rejections == [
@@ -241,7 +250,7 @@ def test_json_lines_rejects_bad_lines_by_number_and_keeps_the_good_ones(store, d
     assert school.published_at == clock.now()
 
 
-def test_json_lines_from_windows_with_a_bom_and_a_bad_byte(store, db_url, clock, tmp_path) -> None:
+def test_json_lines_from_windows_with_a_bom_and_a_bad_byte(store, ctx, tmp_path) -> None:
     export = tmp_path / "export.jsonl"
     export.write_bytes(
         b'\xef\xbb\xbf{"url": "https://news.example.com/a", "title": "Caf\xc3\xa9\xe2\x80\xa8opens", '
@@ -249,28 +258,27 @@ def test_json_lines_from_windows_with_a_bom_and_a_bad_byte(store, db_url, clock,
         b'{"url": "https://news.example.com/b", "title": "Bad \xff byte"}\r\n'
         b'{"url": "https://news.example.com/c", "title": "Third"}\r\n'
     )
-    summary = import_source(str(export), make_config(db_url), store, clock)
+    summary = import_source(ctx, str(export))
     assert (summary.new, summary.rejections) == (2, ["line 2: not UTF-8 text"])
     # A raw U+2028 is a line break to str.splitlines, but not to JSON Lines; in a title it is a space.
     assert stored(store)["https://news.example.com/a"].title == "Café opens"
 
 
 @pytest.mark.parametrize("name", ["export.jsonl", "export.txt"])
-def test_json_lines_whose_first_line_is_bad_keeps_the_rest(store, db_url, clock, tmp_path, name) -> None:
+def test_json_lines_whose_first_line_is_bad_keeps_the_rest(ctx, tmp_path, name) -> None:
     export = tmp_path / name
     export.write_text('not json\n[1]\n{"url": "https://news.example.com/a", "title": "Kept"}\n', encoding="utf-8")
-    summary = import_source(str(export), make_config(db_url), store, clock)
+    summary = import_source(ctx, str(export))
     assert summary.new == 1 and [r.split(":")[0] for r in summary.rejections] == ["line 1", "line 2"]
 
 
-def test_json_lines_duplicates_across_two_imports_are_one_article(store, db_url, clock, tmp_path) -> None:
-    config = make_config(db_url)
-    import_source(JSONL, config, store, clock)
+def test_json_lines_duplicates_across_two_imports_are_one_article(store, clock, ctx, tmp_path) -> None:
+    import_source(ctx, JSONL)
     edited = tmp_path / "edited.jsonl"
     lines = Path(JSONL).read_text(encoding="utf-8").splitlines()
     edited.write_text("\n".join([lines[0].replace("opens as a museum", "opens as a museum on Saturday"), *lines[1:]]))
     clock.advance(600)
-    summary = import_source(str(edited), config, store, clock)
+    summary = import_source(ctx, str(edited))
     assert (summary.new, summary.updated, summary.unchanged) == (0, 1, 2)
     assert count_articles(store) == 3
     assert stored(store)["cms-5001"].title == "Lighthouse keeper’s cottage opens as a museum on Saturday"
@@ -279,8 +287,8 @@ def test_json_lines_duplicates_across_two_imports_are_one_article(store, db_url,
 # --- bylines and pictures --------------------------------------------------------------------
 
 
-def test_rss_bylines_keep_the_name_and_never_the_address(store, db_url, clock) -> None:
-    summary = import_source(str(DATA / "bylines.rss"), make_config(db_url), store, clock)
+def test_rss_bylines_keep_the_name_and_never_the_address(store, ctx) -> None:
+    summary = import_source(ctx, str(DATA / "bylines.rss"))
     assert (summary.new, summary.rejections) == (8, [])
     bylines = {a.title: a.author for a in stored(store).values()}
     assert bylines == {
@@ -295,14 +303,14 @@ def test_rss_bylines_keep_the_name_and_never_the_address(store, db_url, clock) -
     }
 
 
-def test_atom_bylines_are_the_names_of_the_entrys_own_authors(store, db_url, clock) -> None:
-    import_source(str(DATA / "bylines.atom"), make_config(db_url), store, clock)
+def test_atom_bylines_are_the_names_of_the_entrys_own_authors(store, ctx) -> None:
+    import_source(ctx, str(DATA / "bylines.atom"))
     (article,) = stored(store).values()
     assert article.author == "Priya Shah, Tom Jones"
 
 
-def test_media_rss_gives_the_picture_its_alt_and_caption_and_the_article_its_text(store, db_url, clock) -> None:
-    summary = import_source(str(DATA / "media.rss"), make_config(db_url), store, clock)
+def test_media_rss_gives_the_picture_its_alt_and_caption_and_the_article_its_text(store, ctx) -> None:
+    summary = import_source(ctx, str(DATA / "media.rss"))
     assert (summary.new, summary.rejections) == (6, [])
     articles = {a.url.rsplit("/", 1)[1]: a for a in stored(store).values()}
 
@@ -375,7 +383,7 @@ def rss_feed(*items: str) -> str:
     )
 
 
-def test_an_out_of_range_date_rejects_only_its_item(store, db_url, clock, tmp_path) -> None:
+def test_an_out_of_range_date_rejects_only_its_item(store, ctx, tmp_path) -> None:
     export = tmp_path / "dates.jsonl"
     lines = [
         good_line("a"),
@@ -385,7 +393,7 @@ def test_an_out_of_range_date_rejects_only_its_item(store, db_url, clock, tmp_pa
         good_line("e"),
     ]
     export.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    summary = import_source(str(export), make_config(db_url), store, clock)
+    summary = import_source(ctx, str(export))
     assert summary.new == 2
     assert summary.rejections == [
         "line 2: published_at '9999-12-31T23:59:59-12:00' is outside the years 1970 to 2100",
@@ -403,25 +411,25 @@ def test_an_out_of_range_date_rejects_only_its_item(store, db_url, clock, tmp_pa
         ),
         encoding="utf-8",
     )
-    summary = import_source(str(feed), make_config(db_url), store, clock)
+    summary = import_source(ctx, str(feed))
     assert (summary.new, summary.rejections) == (
         1,
         ["item 2 “G”: its date 'Fri, 31 Dec 9999 23:59:59 -1200' is outside the years 1970 to 2100"],
     )
 
 
-def test_a_line_nested_too_deeply_is_rejected_and_the_rest_go_in(store, db_url, clock, tmp_path) -> None:
+def test_a_line_nested_too_deeply_is_rejected_and_the_rest_go_in(ctx, tmp_path) -> None:
     export = tmp_path / "deep.jsonl"
     deep_array = "[" * 100_000 + "]" * 100_000
     deep_object = '{"a":' * 100_000 + "1" + "}" * 100_000
     deep_field = '{"url": "https://news.example.com/x", "title": "X", "tags": ' + deep_array + "}"
     export.write_text("\n".join([good_line("a"), deep_array, deep_object, deep_field, good_line("b")]) + "\n")
-    summary = import_source(str(export), make_config(db_url), store, clock)
+    summary = import_source(ctx, str(export))
     assert summary.new == 2
     assert summary.rejections == [f"line {n}: nested too deeply" for n in (2, 3, 4)]
 
 
-def test_huge_numbers_reject_their_line_and_the_rest_go_in(store, db_url, clock, tmp_path) -> None:
+def test_huge_numbers_reject_their_line_and_the_rest_go_in(store, ctx, tmp_path) -> None:
     export = tmp_path / "numbers.jsonl"
     export.write_text(
         "\n".join(
@@ -438,7 +446,7 @@ def test_huge_numbers_reject_their_line_and_the_rest_go_in(store, db_url, clock,
         )
         + "\n"
     )
-    summary = import_source(str(export), make_config(db_url), store, clock)
+    summary = import_source(ctx, str(export))
     assert summary.rejections == [
         "line 2: a number with 5000 digits; at most 40 are allowed",
         "line 3: a number with 100000 digits; at most 40 are allowed",
@@ -450,7 +458,7 @@ def test_huge_numbers_reject_their_line_and_the_rest_go_in(store, db_url, clock,
     assert stored(store)["https://news.example.com/g"].issue_number == "12345678901234567890"
 
 
-def test_control_characters_never_reach_the_store(store, db_url, clock, tmp_path) -> None:
+def test_control_characters_never_reach_the_store(store, ctx, tmp_path) -> None:
     export = tmp_path / "controls.jsonl"
     export.write_text(
         json.dumps(
@@ -466,7 +474,7 @@ def test_control_characters_never_reach_the_store(store, db_url, clock, tmp_path
         + "\n",
         encoding="utf-8",
     )
-    summary = import_source(str(export), make_config(db_url), store, clock)
+    summary = import_source(ctx, str(export))
     assert summary.new == 1, summary.rejections
     article = stored(store)["https://news.example.com/a"]
     assert article.title == "Harbour [31mred[0m alert 2J now"
@@ -481,9 +489,9 @@ def test_control_characters_never_reach_the_store(store, db_url, clock, tmp_path
 # --- bad sources -----------------------------------------------------------------------------
 
 
-def test_a_truncated_feed_imports_what_could_be_read_and_says_so(store, db_url, clock) -> None:
+def test_a_truncated_feed_imports_what_could_be_read_and_says_so(ctx) -> None:
     source = str(DATA / "truncated.rss")
-    summary = import_source(source, make_config(db_url), store, clock)
+    summary = import_source(ctx, source)
     assert (summary.new, summary.rejections) == (1, ["item 2: no link to the article"])
     assert summary.warnings == [
         f"{source}: the feed is not well-formed (line 14: no element found); imported what could be read"
@@ -500,47 +508,47 @@ def test_a_truncated_feed_imports_what_could_be_read_and_says_so(store, db_url, 
     ],
     ids=["html page", "missing file", "directory", "unsupported scheme"],
 )
-def test_a_source_that_cannot_be_read_is_one_line_naming_it(store, db_url, clock, source, message) -> None:
+def test_a_source_that_cannot_be_read_is_one_line_naming_it(store, ctx, source, message) -> None:
     with pytest.raises(ArticleImportError) as caught:
-        import_source(source, make_config(db_url), store, clock)
+        import_source(ctx, source)
     assert str(caught.value) == f"{source}: {message}"
     assert count_articles(store) == 0
 
 
-def test_an_empty_file_imports_nothing_and_says_so(store, db_url, clock, tmp_path) -> None:
+def test_an_empty_file_imports_nothing_and_says_so(ctx, tmp_path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
-    summary = import_source(str(empty), make_config(db_url), store, clock)
+    summary = import_source(ctx, str(empty))
     assert (summary.new, summary.rejected, summary.warnings) == (0, 0, [f"{empty}: empty; nothing to import"])
 
 
-def test_a_file_larger_than_fetch_max_bytes_is_refused_naming_the_limit(store, db_url, clock, tmp_path) -> None:
+def test_a_file_larger_than_fetch_max_bytes_is_refused_naming_the_limit(db_url, ctx, tmp_path) -> None:
     config = make_config(db_url, fetch={"max_bytes": 1000})
     export = tmp_path / "big.jsonl"
     line = good_line("a") + "\n"
     export.write_text(line + " " * (1000 - len(line)), encoding="utf-8")
-    assert import_source(str(export), config, store, clock).new == 1  # exactly the limit is allowed
+    assert import_source(replace(ctx, config=config), str(export)).new == 1  # exactly the limit is allowed
     export.write_text(line + " " * (1001 - len(line)), encoding="utf-8")
     with pytest.raises(ArticleImportError) as caught:
-        import_source(str(export), config, store, clock)
+        import_source(replace(ctx, config=config), str(export))
     assert str(caught.value) == f"{export}: larger than fetch.max_bytes (1,000 bytes); refusing it"
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
-def test_an_endless_device_is_read_only_up_to_the_limit(store, db_url, clock) -> None:
+def test_an_endless_device_is_read_only_up_to_the_limit(db_url, ctx) -> None:
     config = make_config(db_url, fetch={"max_bytes": 100_000})
     with pytest.raises(ArticleImportError) as caught:
-        import_source("/dev/zero", config, store, clock)
+        import_source(replace(ctx, config=config), "/dev/zero")
     assert str(caught.value) == "/dev/zero: larger than fetch.max_bytes (100,000 bytes); refusing it"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="opens a named pipe for reading and writing")
-def test_a_named_pipe_is_read_within_the_time_limit(store, db_url, clock, tmp_path) -> None:
+def test_a_named_pipe_is_read_within_the_time_limit(store, db_url, ctx, tmp_path) -> None:
     config = make_config(db_url, fetch={"timeout": 1})
     pipe = tmp_path / "export.jsonl"
     os.mkfifo(pipe)
     # Nobody writing: nothing to import, at once (opening it must not wait for a writer).
-    summary = import_source(str(pipe), config, store, clock)
+    summary = import_source(replace(ctx, config=config), str(pipe))
     assert summary.warnings == [f"{pipe}: empty; nothing to import"]
 
     # A writer that sends a line and then stalls without closing is given up on after fetch.timeout.
@@ -549,7 +557,7 @@ def test_a_named_pipe_is_read_within_the_time_limit(store, db_url, clock, tmp_pa
         os.write(stalled, (good_line("a") + "\n").encode())
         started = time.monotonic()
         with pytest.raises(ArticleImportError) as caught:
-            import_source(str(pipe), config, store, clock)
+            import_source(replace(ctx, config=config), str(pipe))
         assert str(caught.value) == f"{pipe}: no end of the data within fetch.timeout (1 s)"
         assert time.monotonic() - started < 5
     finally:
@@ -565,7 +573,7 @@ def test_a_named_pipe_is_read_within_the_time_limit(store, db_url, clock, tmp_pa
     writer.start()
     try:
         for _ in range(500):  # until the writer has the pipe open, the import reads it as empty
-            summary = import_source(str(pipe), config, store, clock)
+            summary = import_source(replace(ctx, config=config), str(pipe))
             if summary.new:
                 break
             time.sleep(0.01)
@@ -574,10 +582,10 @@ def test_a_named_pipe_is_read_within_the_time_limit(store, db_url, clock, tmp_pa
     assert summary.new == 1
 
 
-def test_invalid_utf8_in_a_feed_imports_what_can_be_read(store, db_url, clock, tmp_path) -> None:
+def test_invalid_utf8_in_a_feed_imports_what_can_be_read(store, ctx, tmp_path) -> None:
     feed = tmp_path / "bad-bytes.rss"
     feed.write_bytes(rss_feed(rss_item("a"), rss_item("b", title="Caf\udce9 opens")).encode("utf-8", "surrogateescape"))
-    summary = import_source(str(feed), make_config(db_url), store, clock)
+    summary = import_source(ctx, str(feed))
     assert summary.new == 2 and summary.rejections == []
     (warning,) = summary.warnings
     assert warning.startswith(f"{feed}: the feed is not well-formed (document declared as utf-8, but parsed as ")
@@ -605,7 +613,7 @@ def refusing_store(store: Store, db_url: str):  # type: ignore[no-untyped-def]
             conn.exec_driver_sql("ALTER TABLE articles DROP CONSTRAINT ck_articles_test_refusal")
 
 
-def test_an_item_the_database_refuses_is_rejected_and_the_others_go_in(refusing_store, db_url, clock, tmp_path) -> None:
+def test_an_item_the_database_refuses_is_rejected_and_the_others_go_in(refusing_store, ctx, tmp_path) -> None:
     source = tmp_path / "three.jsonl"
     source.write_text(
         '{"url": "https://news.example.com/a", "title": "First", "published_at": "2026-11-24T05:00:00Z"}\n'
@@ -613,7 +621,7 @@ def test_an_item_the_database_refuses_is_rejected_and_the_others_go_in(refusing_
         '{"url": "https://news.example.com/c", "title": "Third", "published_at": "2026-11-24T05:10:00Z"}\n',
         encoding="utf-8",
     )
-    summary = import_source(str(source), make_config(db_url), refusing_store, clock)
+    summary = import_source(replace(ctx, store=refusing_store), str(source))
     assert summary.new == 2
     (reason,) = summary.rejections
     assert reason.startswith("line 2: the database refused it (")
@@ -623,28 +631,27 @@ def test_an_item_the_database_refuses_is_rejected_and_the_others_go_in(refusing_
 # --- into an edition ---------------------------------------------------------------------------
 
 
-def test_future_dated_articles_wait_until_their_time(store, db_url, clock) -> None:
-    config = make_config(db_url)
-    import_source(RSS, config, store, clock)
+def test_future_dated_articles_wait_until_their_time(clock, ctx) -> None:
+    import_source(ctx, RSS)
     tides = "Tomorrow’s tide tables, a day early"
 
-    today = plan_for(config, store, clock, date(2026, 11, 24)).plan
+    today = plan_for(ctx, date(2026, 11, 24)).plan
     assert tides not in story_titles(today)
     clock.set(datetime(2026, 11, 25, 5, 0, tzinfo=UTC))  # sent early by hand, half an hour before it is due
-    early = plan_for(config, store, clock, date(2026, 11, 25)).plan
+    early = plan_for(ctx, date(2026, 11, 25)).plan
     assert tides not in story_titles(early)
     assert "Late-night council vote on the ferry timetable" in story_titles(early)
     clock.set(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
-    due = plan_for(config, store, clock, date(2026, 11, 25)).plan
+    due = plan_for(ctx, date(2026, 11, 25)).plan
     assert tides in story_titles(due)
 
 
-def test_an_edition_of_imported_articles_renders_them_cleanly(store, db_url, clock) -> None:
+def test_an_edition_of_imported_articles_renders_them_cleanly(db_url, ctx) -> None:
     config = make_config(db_url, tracking={"clicks": False})  # the links as written (tracking: test_tracking.py)
     for source in (RSS, ATOM, JSONL):
-        import_source(source, config, store, clock)
+        import_source(replace(ctx, config=config), source)
 
-    plan = plan_for(config, store, clock, date(2026, 11, 24)).plan
+    plan = plan_for(replace(ctx, config=config), date(2026, 11, 24)).plan
     rendered = render_plan(config, plan, "nonce")
 
     assert plan.lead is not None and plan.lead.title == "Harbour bridge reopens — “at last”, say café owners"
@@ -742,11 +749,11 @@ def test_summary_lines() -> None:
     assert not failed.ok and failed.describe() == "f: no such file"
 
 
-def test_a_field_too_long_is_cut_and_the_import_says_so(store, db_url, clock, tmp_path) -> None:
+def test_a_field_too_long_is_cut_and_the_import_says_so(store, ctx, tmp_path) -> None:
     source = tmp_path / "long.jsonl"
     title = "word " * 200
     source.write_text(json.dumps({"url": "https://news.example.com/long", "title": title}) + "\n", encoding="utf-8")
-    summary = import_source(str(source), make_config(db_url), store, clock)
+    summary = import_source(ctx, str(source))
     assert summary.new == 1
     assert "line 1: the title was cut to 500 characters" in summary.warnings
     with store.session() as session:

@@ -13,12 +13,23 @@ from sqlalchemy import select
 
 from newsletter.articles import fetch_feeds, import_source
 from newsletter.cli import cli
+from newsletter.clock import FixedClock
 from newsletter.config import Config, FeedConfig
+from newsletter.context import Context
 from newsletter.demo.sink import free_port
 from newsletter.errors import ArticleImportError
+from newsletter.store import Store
 from newsletter.store.models import FeedState
-from tests.conftest import make_config
+from newsletter.tokens import Tokens
+from tests.conftest import make_config, replace
 from tests.test_articles import DATA, count_articles, stored, write_config
+
+
+@pytest.fixture
+def ctx(db_url: str, store: Store, clock: FixedClock, tokens: Tokens) -> Context:
+    """Importing sends no mail: the test configuration without the SMTP server the shared ``ctx`` starts."""
+    return Context(make_config(db_url), store, clock, tokens)
+
 
 RSS = (DATA / "gazette.rss").read_bytes()
 RSS_LATER = (DATA / "gazette-updated.rss").read_bytes()
@@ -124,11 +135,11 @@ def with_feeds(config: Config, *feeds: tuple[str, str]) -> Config:
     return dataclasses.replace(config, feeds=tuple(FeedConfig(url=url, section=section) for url, section in feeds))
 
 
-def test_a_second_fetch_asks_with_the_etag_and_a_304_imports_nothing(store, db_url, clock, feed_server) -> None:
+def test_a_second_fetch_asks_with_the_etag_and_a_304_imports_nothing(store, clock, ctx, feed_server) -> None:
     url = feed_server.url("/feed.xml")
-    config = with_feeds(make_config(db_url), (url, "Gazette"))
+    ctx = replace(ctx, config=with_feeds(ctx.config, (url, "Gazette")))
 
-    (first,) = fetch_feeds(config, store, clock)
+    (first,) = fetch_feeds(ctx)
     assert (first.new, first.rejected, first.ok, first.not_modified) == (5, 1, True, False)
     with store.session() as session:
         state = session.get(FeedState, url)
@@ -139,7 +150,7 @@ def test_a_second_fetch_asks_with_the_etag_and_a_304_imports_nothing(store, db_u
     assert {a.section for a in before.values()} == {"Gazette"}
 
     clock.advance(3600)
-    (second,) = fetch_feeds(config, store, clock)
+    (second,) = fetch_feeds(ctx)
 
     first_request, second_request = feed_server.asked("/feed.xml")
     assert "If-None-Match" not in first_request
@@ -157,28 +168,27 @@ def test_a_second_fetch_asks_with_the_etag_and_a_304_imports_nothing(store, db_u
 
     # The feed changes: a new ETag, a full download, and only the differences are written.
     feed_server.routes["/feed.xml"] = Route(RSS_LATER, etag='"v2"')
-    (third,) = fetch_feeds(config, store, clock)
+    (third,) = fetch_feeds(ctx)
     assert (third.new, third.updated, third.unchanged, third.rejected) == (1, 1, 4, 2)
     with store.session() as session:
         assert session.get(FeedState, url).etag == '"v2"'  # type: ignore[union-attr]
 
 
-def test_a_hand_import_of_a_url_reads_it_all_even_when_unchanged(store, db_url, clock, feed_server) -> None:
-    config = make_config(db_url)
+def test_a_hand_import_of_a_url_reads_it_all_even_when_unchanged(ctx, feed_server) -> None:
     url = feed_server.url("/feed.xml")
-    import_source(url, config, store, clock)
-    again = import_source(url, config, store, clock)
+    import_source(ctx, url)
+    again = import_source(ctx, url)
     assert (again.not_modified, again.unchanged) == (False, 5)
     assert all("If-None-Match" not in headers for headers in feed_server.asked("/feed.xml"))
 
 
 @pytest.mark.parametrize("declare_length", [True, False], ids=["Content-Length", "no length"])
-def test_an_oversized_response_is_refused_and_nothing_is_written(store, db_url, clock, feed_server, declare_length):
+def test_an_oversized_response_is_refused_and_nothing_is_written(store, db_url, ctx, feed_server, declare_length):
     feed_server.routes["/huge.xml"] = Route(RSS + b"<!--" + b"x" * 50_000 + b"-->", declare_length=declare_length)
     config = make_config(db_url, fetch={"max_bytes": 20_000})
     url = feed_server.url("/huge.xml")
     with pytest.raises(ArticleImportError) as caught:
-        import_source(url, config, store, clock)
+        import_source(replace(ctx, config=config), url)
     assert str(caught.value) == f"{url}: the response is larger than fetch.max_bytes (20,000 bytes); refusing it"
     assert count_articles(store) == 0
     with store.session() as session:
@@ -186,41 +196,39 @@ def test_an_oversized_response_is_refused_and_nothing_is_written(store, db_url, 
         assert state is not None and state.status == str(caught.value) and state.etag == ""
 
 
-def test_a_server_that_stalls_is_given_up_on_after_the_timeout(store, db_url, clock, feed_server) -> None:
+def test_a_server_that_stalls_is_given_up_on_after_the_timeout(store, db_url, ctx, feed_server) -> None:
     feed_server.routes["/slow.xml"] = Route(RSS, stall_seconds=5)
     config = make_config(db_url, fetch={"timeout": 1})
     url = feed_server.url("/slow.xml")
     with pytest.raises(ArticleImportError) as caught:
-        import_source(url, config, store, clock)
+        import_source(replace(ctx, config=config), url)
     assert str(caught.value) == f"{url}: no complete answer within fetch.timeout (1 s)"
     assert count_articles(store) == 0
 
 
-def test_http_errors_and_unreachable_servers_are_one_line_naming_the_url(store, db_url, clock, feed_server) -> None:
-    config = make_config(db_url)
+def test_http_errors_and_unreachable_servers_are_one_line_naming_the_url(ctx, feed_server) -> None:
     missing = feed_server.url("/gone.xml")
     with pytest.raises(ArticleImportError) as caught:
-        import_source(missing, config, store, clock)
+        import_source(ctx, missing)
     assert str(caught.value) == f"{missing}: the server answered 404 Not Found"
 
     closed = f"http://127.0.0.1:{free_port()}/feed.xml"
     with pytest.raises(ArticleImportError) as caught:
-        import_source(closed, config, store, clock)
+        import_source(ctx, closed)
     assert str(caught.value) == f"{closed}: cannot connect (Connection refused)"
     assert "\n" not in str(caught.value)
 
 
-def test_redirects_are_followed_between_http_urls_only(store, db_url, clock, feed_server) -> None:
+def test_redirects_are_followed_between_http_urls_only(ctx, feed_server) -> None:
     feed_server.routes["/moved.xml"] = Route(status=301, location=feed_server.url("/feed.xml"))
     feed_server.routes["/to-ftp.xml"] = Route(status=302, location="ftp://127.0.0.1/feed.xml")
-    config = make_config(db_url)
-    assert import_source(feed_server.url("/moved.xml"), config, store, clock).new == 5
+    assert import_source(ctx, feed_server.url("/moved.xml")).new == 5
     with pytest.raises(ArticleImportError) as caught:
-        import_source(feed_server.url("/to-ftp.xml"), config, store, clock)
+        import_source(ctx, feed_server.url("/to-ftp.xml"))
     assert str(caught.value) == f"{feed_server.url('/to-ftp.xml')}: the server answered 302 Found"
 
 
-def test_one_failing_feed_does_not_stop_the_others(store, db_url, clock, feed_server) -> None:
+def test_one_failing_feed_does_not_stop_the_others(store, db_url, ctx, feed_server) -> None:
     closed = f"http://127.0.0.1:{free_port()}/feed.xml"
     not_a_feed = str(DATA / "not-a-feed.html")
     config = with_feeds(
@@ -230,7 +238,7 @@ def test_one_failing_feed_does_not_stop_the_others(store, db_url, clock, feed_se
         (feed_server.url("/feed.xml"), ""),
         (str(DATA / "culture.atom"), ""),
     )
-    down, broken, gazette, culture = fetch_feeds(config, store, clock)
+    down, broken, gazette, culture = fetch_feeds(replace(ctx, config=config))
     assert down.error == f"{closed}: cannot connect (Connection refused)" and not down.ok
     assert broken.error == f"{not_a_feed}: not an RSS or Atom feed, nor JSON Lines"
     assert (gazette.ok, gazette.new, culture.ok, culture.new) == (True, 5, True, 2)

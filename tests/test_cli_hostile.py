@@ -128,10 +128,11 @@ def test_a_run_that_gives_up_on_deferred_readers_says_so(db_url, store, clock, t
     emails = add_subscribers(store, clock, 3)
     with faulty_server(Faults(rcpt_temporary=1.0, close_421=False)) as (_server, port):
         config = make_config(db_url, None, smtp={"port": port}, delivery={"max_attempts": 1, "give_up_hours": 2})
-        first = send_edition(Context(config, store, clock, tokens), day=date(2026, 11, 24))
+        ctx = Context(config, store, clock, tokens)
+        first = send_edition(ctx, day=date(2026, 11, 24))
         assert first.outcome == "incomplete" and first.stats.deferred == len(emails)
         clock.advance(3 * 3600)  # the morning is long gone
-        again = send_edition(Context(config, store, clock, tokens), day=date(2026, 11, 24))
+        again = send_edition(ctx, day=date(2026, 11, 24))
     assert "gave up on 3 deferred after 2 h (last reply: " in again.message
     assert not again.ok  # a cron job's exit code and the scheduler's log level both show it
     with store.session() as session:

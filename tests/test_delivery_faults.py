@@ -50,10 +50,10 @@ def outcomes(store) -> dict[str, tuple[DeliveryStatus, str]]:  # type: ignore[no
     return {email: (status, error) for email, status, error in rows}
 
 
-def send_until_done(config, store, clock, tokens, runs: int = 12):  # type: ignore[no-untyped-def]
+def send_until_done(ctx: Context, runs: int = 12):  # type: ignore[no-untyped-def]
     """Run the send as cron or staff would after trouble: again, until nothing is left to retry."""
     for _ in range(runs):
-        report = send_edition(Context(config, store, clock, tokens))
+        report = send_edition(ctx)
         if report.outcome in ("sent", "already-sent"):
             return report
     raise AssertionError(f"still not done after {runs} runs: {report.message}")
@@ -80,7 +80,7 @@ def test_random_faults_nobody_lost_duplicates_only_after_a_drop(seed, pipelining
             smtp={"port": port, "timeout": 1, "connections": 4},
             delivery={"max_attempts": 3, "max_consecutive_failures": 10_000},
         )
-        send_until_done(config, store, clock, tokens)
+        send_until_done(Context(config, store, clock, tokens))
     final = outcomes(store)
     assert sorted(final) == sorted(emails), "every subscriber has exactly one delivery row"
     for email, (status, error) in final.items():
@@ -101,7 +101,8 @@ def test_hard_bounce_marks_the_subscriber_and_the_next_edition_skips_them(store,
     emails = add_subscribers(store, clock, 4)
     with faulty_server(Faults(dead_mailboxes=frozenset({emails[2]}))) as (server, port):
         config = make_config(db_url, None, smtp={"port": port})
-        assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
+        ctx = Context(config, store, clock, tokens)
+        assert send_edition(ctx).outcome == "sent"
         assert outcomes(store)[emails[2]][0] == DeliveryStatus.FAILED
         assert "550 5.1.1" in outcomes(store)[emails[2]][1]
         with store.session() as session:
@@ -113,7 +114,7 @@ def test_hard_bounce_marks_the_subscriber_and_the_next_edition_skips_them(store,
 
         add_article(store, clock, "tomorrow", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
         clock.set(datetime(2026, 11, 25, 6, 10, tzinfo=UTC))
-        assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
+        assert send_edition(ctx).outcome == "sent"
     assert server.accepted[emails[2]] == 0
     assert all(server.accepted[e] == 2 for e in emails if e != emails[2])
 
@@ -316,7 +317,7 @@ def test_a_worker_whose_lease_ran_out_cannot_undo_what_the_next_holder_did(store
     morning_articles(store, clock)
     add_subscribers(store, clock, 4)
     config = make_config(db_url, None)
-    edition = prepare_edition(config, store, clock, date(2026, 11, 24))
+    edition = prepare_edition(Context(config, store, clock, tokens), date(2026, 11, 24))
     delivery_log.enqueue(store.engine, edition.id)
     now = clock.now()
     with store.engine.begin() as conn:

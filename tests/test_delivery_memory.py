@@ -17,15 +17,16 @@ from newsletter.store.models import Delivery, Edition, EditionStatus, Subscriber
 from tests.conftest import add_subscribers, make_config, morning_articles
 
 
-def peak_bytes_sending_to(count: int, config, store, clock, tokens) -> int:  # type: ignore[no-untyped-def]
+def peak_bytes_sending_to(count: int, ctx: Context) -> int:
+    store = ctx.store
     with store.engine.begin() as conn:
         conn.execute(delete(Delivery))
         conn.execute(delete(Subscriber))
         conn.execute(update(Edition).values(status=EditionStatus.READY, enqueued_at=None))
-    add_subscribers(store, clock, count)
+    add_subscribers(store, ctx.clock, count)
     tracemalloc.start()
     try:
-        report = send_edition(Context(config, store, clock, tokens), day=date(2026, 11, 24))
+        report = send_edition(ctx, day=date(2026, 11, 24))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -46,8 +47,9 @@ def test_peak_memory_of_a_send_does_not_grow_with_the_list(tmp_path, clock, toke
         assert sink.stdout is not None and sink.stdout.readline().startswith(b"ready")
         config = make_config(url, None, smtp={"port": port}, delivery={"batch_size": 100})
         morning_articles(store, clock)
-        small = peak_bytes_sending_to(200, config, store, clock, tokens)
-        large = peak_bytes_sending_to(2000, config, store, clock, tokens)
+        ctx = Context(config, store, clock, tokens)
+        small = peak_bytes_sending_to(200, ctx)
+        large = peak_bytes_sending_to(2000, ctx)
     finally:
         sink.terminate()
         sink.communicate(timeout=10)

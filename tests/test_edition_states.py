@@ -41,7 +41,7 @@ def state_of(preview) -> str:
 
 
 @pytest.mark.parametrize("state", ["not made", "skipped", "made", "sending", "sent"])
-def test_preview_and_send_agree(state, config, store, clock, ctx, smtp_sink) -> None:
+def test_preview_and_send_agree(state, store, clock, ctx, smtp_sink) -> None:
     first, second = add_subscribers(store, clock, 2)
     clock.set(END + timedelta(minutes=1))
     if state == "skipped":
@@ -49,9 +49,9 @@ def test_preview_and_send_agree(state, config, store, clock, ctx, smtp_sink) -> 
     for n in range(3):
         add_article(store, clock, f"s{n}", END - timedelta(hours=n + 1), image_url=f"https://img.example.com/{n}.jpg")
     if state == "made":
-        prepare_edition(config, store, clock, DAY)
+        prepare_edition(ctx, DAY)
     if state == "sending":  # deliveries exist and one reader already has it: the edition is fixed
-        _start(ctx, prepare_edition(config, store, clock, DAY).id)
+        _start(ctx, prepare_edition(ctx, DAY).id)
         with store.session() as session:
             row = session.scalars(select(Delivery).order_by(Delivery.id)).first()
             row.status = DeliveryStatus.SENT
@@ -61,9 +61,9 @@ def test_preview_and_send_agree(state, config, store, clock, ctx, smtp_sink) -> 
     add_article(store, clock, "late", END - timedelta(minutes=5))
     if state not in ("sending", "sent"):
         editorial.hide(store, clock, "s1")
-        editorial.pin(config, store, clock, "s2", DAY)
+        editorial.pin(ctx, "s2", DAY)
 
-    preview = preview_edition(config, store, clock, DAY)
+    preview = preview_edition(ctx, DAY)
     assert state_of(preview) == state
     shown = headlines(preview.html)
     if state in ("sending", "sent"):
@@ -79,15 +79,15 @@ def test_preview_and_send_agree(state, config, store, clock, ctx, smtp_sink) -> 
     assert sent_headlines(smtp_sink, second) == shown
     if state != "sending":
         assert sent_headlines(smtp_sink, first) == shown
-    assert state_of(preview_edition(config, store, clock, DAY)) == "sent"
-    assert headlines(preview_edition(config, store, clock, DAY).html) == shown
+    assert state_of(preview_edition(ctx, DAY)) == "sent"
+    assert headlines(preview_edition(ctx, DAY).html) == shown
 
 
-def test_a_made_edition_is_made_again_only_until_it_starts(config, store, clock, tokens) -> None:
+def test_a_made_edition_is_made_again_only_until_it_starts(store, clock, ctx) -> None:
     clock.set(END + timedelta(minutes=1))
     add_article(store, clock, "first", END - timedelta(hours=1))
-    made = prepare_edition(config, store, clock, DAY)
+    made = prepare_edition(ctx, DAY)
     add_article(store, clock, "second", END - timedelta(hours=2))
-    again = prepare_edition(config, store, clock, DAY)
+    again = prepare_edition(ctx, DAY)
     assert again.id == made.id and again.nonce == made.nonce and again.article_count == 2
     assert again.status == EditionStatus.READY

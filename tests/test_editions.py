@@ -276,14 +276,14 @@ def _all(edition) -> list[Story]:
 # --- the same boundary through the store, on SQLite and PostgreSQL -------------------------
 
 
-def test_store_boundary_at_the_cutoff(config, store, clock) -> None:
+def test_store_boundary_at_the_cutoff(store, clock, ctx) -> None:
     end = utc(2026, 11, 24, 6, 0)
     add_article(store, clock, "at-cutoff", end)
     add_article(store, clock, "just-after", end + US)
     add_article(store, clock, "first-window-start", end - timedelta(hours=48))  # excluded: window is open there
-    prepare_edition(config, store, clock, date(2026, 11, 24))
+    prepare_edition(ctx, date(2026, 11, 24))
     clock.set(utc(2026, 11, 25, 6, 30))
-    prepare_edition(config, store, clock, date(2026, 11, 25))
+    prepare_edition(ctx, date(2026, 11, 25))
     with store.session() as session:
         placed = {a.guid: (a.edition.date if a.edition else None) for a in session.scalars(select(Article))}
     assert placed == {

@@ -6,7 +6,7 @@ PostgreSQL, with articles arriving before and after sends on a pinned clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -134,13 +134,13 @@ def test_late_imports_across_two_cutoffs_are_never_lost_nor_sent_twice(store, cl
     assert all(len(copies) == 2 for copies in per_reader.values())
 
 
-def test_a_skipped_day_is_sent_when_its_articles_arrive_late(config, store, clock, ctx, smtp_sink):
+def test_a_skipped_day_is_sent_when_its_articles_arrive_late(store, clock, ctx, smtp_sink):
     add_subscribers(store, clock, 2)
     clock.set(END + timedelta(minutes=1))
     assert send_edition(ctx).outcome == "skipped"
     add_article(store, clock, "five-thirty", END - timedelta(minutes=30))
     clock.set(END + timedelta(minutes=20))
-    assert plan_for(config, store, clock, DAY).article_ids  # the preview shows it ...
+    assert plan_for(ctx, DAY).article_ids  # the preview shows it ...
     report = send_edition(ctx, day=DAY)  # ... and send sends it
     assert report.outcome == "sent", report.message
     assert placed(store) == {"five-thirty": DAY}
@@ -157,12 +157,12 @@ def test_the_scheduler_sends_a_skipped_edition_whose_articles_came_in_within_the
     assert nothing.action == Action.DONE
 
 
-def test_hiding_keeps_a_story_out_of_a_made_edition_and_every_later_one(config, store, clock, ctx, smtp_sink):
+def test_hiding_keeps_a_story_out_of_a_made_edition_and_every_later_one(store, clock, ctx, smtp_sink):
     add_subscribers(store, clock, 1)
     add_article(store, clock, "keep", END - timedelta(hours=1))
     add_article(store, clock, "retract", END - timedelta(hours=2), url="https://news.example.com/retract")
     clock.set(END + timedelta(minutes=1))
-    edition = prepare_edition(config, store, clock, DAY)  # made, not started: still open
+    edition = prepare_edition(ctx, DAY)  # made, not started: still open
     assert edition.status == EditionStatus.READY and edition.article_count == 2
     assert "hidden" in editorial.hide(store, clock, "https://news.example.com/retract").message
     assert send_edition(ctx).outcome == "sent"
@@ -171,31 +171,31 @@ def test_hiding_keeps_a_story_out_of_a_made_edition_and_every_later_one(config, 
     assert placed(store) == {"keep": DAY, "retract": None}
     tomorrow = DAY + timedelta(days=1)
     clock.set(cutoff(tomorrow, SIX, LONDON) + timedelta(minutes=1))
-    assert plan_for(config, store, clock, tomorrow).article_ids == ()
+    assert plan_for(ctx, tomorrow).article_ids == ()
     # Sent stories are fixed: hiding one is refused with the reason, not half-done.
     with pytest.raises(EditionFrozenError, match="has gone out in it already") as caught:
         editorial.hide(store, clock, "keep")
     assert caught.value.day == DAY and caught.value.status == "sent"
     # Shown again, the retracted story goes in the next edition (it is within the maximum age).
     editorial.unhide(store, clock, "retract")
-    assert [a for a in plan_for(config, store, clock, tomorrow).plan.stories if a.title == "Story retract"]
+    assert [a for a in plan_for(ctx, tomorrow).plan.stories if a.title == "Story retract"]
 
 
-def test_pin_and_priority_steer_the_lead_and_the_order(config, store, clock):
-    config = make_config(config.store.url, newsletter={"sections": ["News", "Sport"]})
+def test_pin_and_priority_steer_the_lead_and_the_order(config, store, clock, ctx):
+    ctx = replace(ctx, config=make_config(config.store.url, newsletter={"sections": ["News", "Sport"]}))
     add_article(store, clock, "theatre", END - timedelta(minutes=10), section="Culture", image_url="https://i/t.jpg")
     add_article(store, clock, "council", END - timedelta(hours=3), section="News")
     add_article(store, clock, "match", END - timedelta(minutes=5), section="Sport")
     add_article(store, clock, "bins", END - timedelta(hours=2), section="News")
     clock.set(END + timedelta(minutes=1))
-    assert titles(plan_for(config, store, clock, DAY).plan) == [
+    assert titles(plan_for(ctx, DAY).plan) == [
         "Story theatre", "Story bins", "Story council", "Story match"
     ]  # fmt: skip
     with store.session() as session:
         council_id = session.scalars(select(Article.id).where(Article.guid == "council")).one()
-    assert "leads the edition of 2026-11-24" in editorial.pin(config, store, clock, str(council_id), DAY).message
+    assert "leads the edition of 2026-11-24" in editorial.pin(ctx, str(council_id), DAY).message
     editorial.set_priority(store, clock, "https://news.example.com/bins", -5)
-    plan = plan_for(config, store, clock, DAY).plan
+    plan = plan_for(ctx, DAY).plan
     assert plan.lead.title == "Story council" and plan.lead.pinned
     assert [(s.heading, [x.title for x in s.stories]) for s in plan.sections] == [
         ("News", ["Story bins"]),
@@ -203,26 +203,26 @@ def test_pin_and_priority_steer_the_lead_and_the_order(config, store, clock):
         ("Culture", ["Story theatre"]),
     ]
     # Pinning another story for the same date replaces the first pin.
-    editorial.pin(config, store, clock, "match", DAY)
-    assert plan_for(config, store, clock, DAY).plan.lead.title == "Story match"
+    editorial.pin(ctx, "match", DAY)
+    assert plan_for(ctx, DAY).plan.lead.title == "Story match"
     editorial.unpin(store, clock, "match")
-    assert plan_for(config, store, clock, DAY).plan.lead.title == "Story theatre"
+    assert plan_for(ctx, DAY).plan.lead.title == "Story theatre"
 
 
-def test_a_story_pinned_for_a_later_date_waits_for_it_and_an_old_one_pinned_goes(config, store, clock):
+def test_a_story_pinned_for_a_later_date_waits_for_it_and_an_old_one_pinned_goes(store, clock, ctx):
     add_article(store, clock, "for-tomorrow", END - timedelta(hours=1))
     add_article(store, clock, "old", END - timedelta(days=5))
     clock.set(END + timedelta(minutes=1))
-    editorial.pin(config, store, clock, "for-tomorrow", DAY + timedelta(days=1))
-    editorial.pin(config, store, clock, "old", DAY)
-    selection = plan_for(config, store, clock, DAY)
+    editorial.pin(ctx, "for-tomorrow", DAY + timedelta(days=1))
+    editorial.pin(ctx, "old", DAY)
+    selection = plan_for(ctx, DAY)
     assert titles(selection.plan) == ["Story old"] and selection.too_old == ()
-    prepare_edition(config, store, clock, DAY)
+    prepare_edition(ctx, DAY)
     clock.set(END + timedelta(days=1, minutes=1))
-    assert titles(plan_for(config, store, clock, DAY + timedelta(days=1)).plan) == ["Story for-tomorrow"]
+    assert titles(plan_for(ctx, DAY + timedelta(days=1)).plan) == ["Story for-tomorrow"]
 
 
-def test_pins_and_names_that_cannot_work_are_one_clear_error(config, store, clock):
+def test_pins_and_names_that_cannot_work_are_one_clear_error(store, clock, ctx):
     add_article(store, clock, "a", END - timedelta(hours=1))
     add_article(store, clock, "b", END - timedelta(hours=1), url="https://news.example.com/same")
     add_article(store, clock, "c", END - timedelta(hours=1), url="https://news.example.com/same")
@@ -235,27 +235,27 @@ def test_pins_and_names_that_cannot_work_are_one_clear_error(config, store, cloc
         editorial.hide(store, clock, "https://news.example.com/same")
     assert len(shared.value.candidates) == 2
     with pytest.raises(UsageError, match="after the send time"):
-        editorial.pin(config, store, clock, "after", DAY)
+        editorial.pin(ctx, "after", DAY)
     with pytest.raises(UsageError, match="within 60 days"):
-        editorial.pin(config, store, clock, "a", date(9999, 12, 31))
-    prepare_edition(config, store, clock, DAY)
+        editorial.pin(ctx, "a", date(9999, 12, 31))
+    prepare_edition(ctx, DAY)
     with store.session() as session:
         edition = edition_for(session, DAY)
         edition.status = EditionStatus.SENT
     with pytest.raises(EditionFrozenError, match="cannot take a new lead"):
-        editorial.pin(config, store, clock, "after", DAY)
+        editorial.pin(ctx, "after", DAY)
 
 
-def test_editors_are_told_what_a_pin_or_a_hide_undid(config, store, clock):
+def test_editors_are_told_what_a_pin_or_a_hide_undid(store, clock, ctx):
     add_article(store, clock, "first", END - timedelta(hours=1))
     add_article(store, clock, "second", END - timedelta(hours=2))
     clock.set(END + timedelta(minutes=1))
-    editorial.pin(config, store, clock, "first", DAY)
-    assert "(#1 no longer leads it)" in editorial.pin(config, store, clock, "second", DAY).message
+    editorial.pin(ctx, "first", DAY)
+    assert "(#1 no longer leads it)" in editorial.pin(ctx, "second", DAY).message
     hidden = editorial.hide(store, clock, "second").message
     assert "it no longer leads the edition of 2026-11-24: pin it again after `articles unhide`" in hidden
     with pytest.raises(UsageError, match=r"cannot pin for 2026-11-23: that edition's send time has passed"):
-        editorial.pin(config, store, clock, "first", DAY - timedelta(days=1))
+        editorial.pin(ctx, "first", DAY - timedelta(days=1))
     with pytest.raises(UsageError, match=r"cannot edit #1 “Story first”: the title is empty"):
         editorial.edit(store, clock, "1", {"title": " "})
 
@@ -269,25 +269,25 @@ def test_editors_are_told_what_a_pin_or_a_hide_undid(config, store, clock):
         (DAY - timedelta(days=30), "Here is the one story from The Example Gazette since the last edition."),
     ],
 )
-def test_the_greeting_says_since_when_truthfully(config, store, clock, previous, words):
+def test_the_greeting_says_since_when_truthfully(config, store, clock, ctx, previous, words):
     from newsletter.preparation import render_plan
 
     add_article(store, clock, "only", END - timedelta(hours=1))
     clock.set(END + timedelta(minutes=1))
-    plan = plan_for(config, store, clock, DAY).plan
+    plan = plan_for(ctx, DAY).plan
     plan = type(plan)(**{**plan.__dict__, "previous": previous})
     assert words in " ".join(render_plan(config, plan, "since1").text.split())
 
 
-def test_edits_are_checked_and_survive_the_next_feed_fetch(config, store, clock, tmp_path):
+def test_edits_are_checked_and_survive_the_next_feed_fetch(store, clock, ctx, tmp_path):
     feed = tmp_path / "feed.jsonl"
     feed.write_text(
         '{"url": "https://news.example.com/plan", "title": "Plan approved", "published_at": "2026-11-24T05:00:00Z"}\n'
     )
-    import_source(str(feed), config, store, clock)
+    import_source(ctx, str(feed))
     message = editorial.edit(store, clock, "https://news.example.com/plan", {"title": "Council approves £40m\x07 plan"})
     assert message.message.endswith("changed title")
-    import_source(str(feed), config, store, clock)  # the feed still says "Plan approved"
+    import_source(ctx, str(feed))  # the feed still says "Plan approved"
     with store.session() as session:
         (article,) = session.scalars(select(Article))
         assert article.title == "Council approves £40m plan" and article.edited_fields == "title"
@@ -303,7 +303,7 @@ def test_edits_are_checked_and_survive_the_next_feed_fetch(config, store, clock,
         editorial.edit(store, clock, "https://news.example.com/plan", {"url": "https://evil.example"})
 
 
-def test_a_feeds_category_table_sets_priority(config, store, clock, tmp_path):
+def test_a_feeds_category_table_sets_priority(store, ctx, tmp_path):
     feed = tmp_path / "feed.rss"
     feed.write_text(
         """<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><link>https://news.example.com/</link>
@@ -313,7 +313,7 @@ def test_a_feeds_category_table_sets_priority(config, store, clock, tmp_path):
         <pubDate>Tue, 24 Nov 2026 05:00:00 GMT</pubDate></item></channel></rss>"""
     )
     source = FeedConfig(url=str(feed), priority=1, priorities=(("breaking", 20),))
-    import_source(str(feed), config, store, clock, feed=source)
+    import_source(ctx, str(feed), feed=source)
     with store.session() as session:
         assert dict(session.execute(select(Article.title, Article.priority)).all()) == {"Flash": 20, "Plain": 1}
 
@@ -349,13 +349,13 @@ def test_a_skipped_day_is_not_a_previous_edition(store, clock, ctx, smtp_sink):
     assert placed(store)["late"] == DAY + timedelta(days=3)
 
 
-def test_a_hidden_story_in_a_made_edition_is_listed_as_hidden(config, store, clock):
+def test_a_hidden_story_in_a_made_edition_is_listed_as_hidden(store, clock, ctx):
     from newsletter.editorial import describe_state
     from newsletter.store.articles import find_article
 
     add_article(store, clock, "story", END - timedelta(hours=1))
     clock.set(END + timedelta(minutes=1))
-    prepare_edition(config, store, clock, DAY)  # made, not started: the row still names the edition
+    prepare_edition(ctx, DAY)  # made, not started: the row still names the edition
     editorial.hide(store, clock, "story")
     with store.session() as session:
         assert describe_state(find_article(session, "story"), None) == "hidden"

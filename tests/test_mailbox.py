@@ -90,11 +90,9 @@ def statuses(store) -> dict[str, str]:
         return {s.email: s.status.value for s in session.scalars(select(Subscriber))}
 
 
-def run(config, store, clock, tokens, path: Path, dry_run: bool = False) -> tuple[MailboxReport, list[Outcome]]:
+def run(ctx: Context, path: Path, dry_run: bool = False) -> tuple[MailboxReport, list[Outcome]]:
     outcomes: list[Outcome] = []
-    report = process(
-        config, store, clock, tokens, [lambda: open_path(path)], dry_run=dry_run, on_outcome=outcomes.append
-    )
+    report = process(ctx, [lambda: open_path(path)], dry_run=dry_run, on_outcome=outcomes.append)
     return report, outcomes
 
 
@@ -107,7 +105,7 @@ def sent(store, clock, ctx, smtp_sink):
     return {email: copies[0] for email, copies in smtp_sink.handler.by_recipient().items()}
 
 
-def test_hard_soft_and_sender_bounces_by_verp(config, store, clock, tokens, sent, box) -> None:
+def test_hard_soft_and_sender_bounces_by_verp(store, ctx, sent, box) -> None:
     r = sent
     box.add(dsn(r["reader1@example.org"].mail_from, "reader1@example.org", r["reader1@example.org"].data))
     box.add(
@@ -131,7 +129,7 @@ def test_hard_soft_and_sender_bounces_by_verp(config, store, clock, tokens, sent
     )
     path = Path(box._path)
 
-    report, outcomes = run(config, store, clock, tokens, path, dry_run=True)
+    report, outcomes = run(ctx, path, dry_run=True)
     assert sorted((o.kind, o.recipients, o.status) for o in outcomes) == [
         ("hard", ("reader1@example.org",), "5.1.1"),
         ("sender", ("reader3@example.org",), "5.7.1"),
@@ -140,7 +138,7 @@ def test_hard_soft_and_sender_bounces_by_verp(config, store, clock, tokens, sent
     assert all(o.action.startswith("would be: ") for o in outcomes)
     assert set(statuses(store).values()) == {"active"} and len(box) == 3  # a dry run changes nothing
 
-    report, outcomes = run(config, store, clock, tokens, path)
+    report, outcomes = run(ctx, path)
     actions = {o.kind: o.action for o in outcomes}
     assert actions["hard"] == "reader1@example.org marked bounced"
     assert actions["soft"] == "soft bounce 1 of 3 for reader2@example.org"
@@ -157,10 +155,10 @@ def test_hard_soft_and_sender_bounces_by_verp(config, store, clock, tokens, sent
         assert (event.edition_id, event.status) == (edition_id, "5.1.1") and "User unknown" in event.detail
 
 
-def test_tomorrows_edition_skips_the_bounced_reader(config, store, clock, tokens, ctx, sent, box, smtp_sink) -> None:
+def test_tomorrows_edition_skips_the_bounced_reader(store, clock, ctx, sent, box, smtp_sink) -> None:
     r = sent["reader0@example.org"]
     box.add(dsn(r.mail_from, "reader0@example.org", r.data))
-    run(config, store, clock, tokens, Path(box._path))
+    run(ctx, Path(box._path))
     smtp_sink.handler.received.clear()
     clock.set(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
     add_article(store, clock, "tomorrow", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
@@ -168,40 +166,39 @@ def test_tomorrows_edition_skips_the_bounced_reader(config, store, clock, tokens
     assert sorted(smtp_sink.handler.by_recipient()) == [f"reader{i}@example.org" for i in (1, 2, 3)]
 
 
-def test_a_relay_that_rewrites_the_envelope_is_matched_by_our_signed_header(
-    config, store, clock, tokens, sent, box
-) -> None:
+def test_a_relay_that_rewrites_the_envelope_is_matched_by_our_signed_header(store, ctx, sent, box) -> None:
     original = sent["reader2@example.org"].data
     # The report went to the plain bounce address; the returned header's signed code says whose it was.
     box.add(dsn("breakfast@news.example.com", "reader2@example.org", original, returned="message"))
     stripped = b"\r\n".join(line for line in original.split(b"\r\n") if not line.startswith(b"X-Newsletter-Delivery"))
     # Without it, only our Message-ID is left, which readers can guess for each other: not enough.
     kept = box.add(dsn("breakfast@news.example.com", "reader3@example.org", stripped))
-    _, outcomes = run(config, store, clock, tokens, Path(box._path))
+    _, outcomes = run(ctx, Path(box._path))
     assert [o.action for o in outcomes if not o.keep] == ["reader2@example.org marked bounced"]
     assert statuses(store)["reader2@example.org"] == "bounced" and statuses(store)["reader3@example.org"] == "active"
     assert list(box.keys()) == [kept]
 
 
-def test_a_report_without_a_signed_code_changes_nobody_while_verp_is_on(config, store, clock, tokens, sent, box):
+def test_a_report_without_a_signed_code_changes_nobody_while_verp_is_on(store, ctx, sent, box):
     """Anyone can mail the bounce address: a DSN or an ARF naming readers is not evidence alone."""
     plain = b"From: someone@example.org\r\nMessage-ID: <other@elsewhere.example>\r\n\r\nhello\r\n"
     box.add(dsn("breakfast@news.example.com", "reader3@example.org", plain))
     box.add(arf("breakfast@news.example.com", b"To: reader2@example.org\r\n\r\n", rcpt="reader2@example.org"))
-    report, outcomes = run(config, store, clock, tokens, Path(box._path))
+    report, outcomes = run(ctx, Path(box._path))
     assert all(o.keep and o.action.startswith("left in the mailbox: it carries no signed code") for o in outcomes)
     assert set(statuses(store).values()) == {"active"} and len(box) == 2 and report.kept == 2
 
 
 def test_with_verp_off_a_report_is_matched_by_the_addresses_it_names(db_url, store, clock, tokens, smtp_sink, box):
     config = make_config(db_url, smtp_sink, bounces={"verp": False})
+    ctx = Context(config, store, clock, tokens)
     morning_articles(store, clock)
     add_subscribers(store, clock, 4)
-    assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
+    assert send_edition(ctx).outcome == "sent"
     plain = b"From: someone@example.org\r\nMessage-ID: <other@elsewhere.example>\r\n\r\nhello\r\n"
     box.add(dsn("breakfast@news.example.com", "READER3@example.org", plain))
     box.add(dsn("breakfast@news.example.com", "never-mailed@example.net", plain))
-    _, outcomes = run(config, store, clock, tokens, Path(box._path))
+    _, outcomes = run(ctx, Path(box._path))
     actions = sorted(o.action for o in outcomes)
     assert actions == [
         "left in the mailbox: never-mailed@example.net: not on the list",
@@ -212,7 +209,7 @@ def test_with_verp_off_a_report_is_matched_by_the_addresses_it_names(db_url, sto
         assert event.edition_id == session.scalars(select(Edition.id)).one()  # the last edition they were sent
 
 
-def test_a_forged_verp_code_bounces_nobody(config, store, clock, tokens, sent, box) -> None:
+def test_a_forged_verp_code_bounces_nobody(store, ctx, sent, box) -> None:
     real = sent["reader1@example.org"].mail_from
     local, domain = real.split("@")
     code = local.split("+", 1)[1]
@@ -221,14 +218,12 @@ def test_a_forged_verp_code_bounces_nobody(config, store, clock, tokens, sent, b
     plain = b"From: x@example.org\r\n\r\nhello\r\n"
     box.add(dsn(f"breakfast+{victim}@{domain}", "reader2@example.org", plain))
     box.add(dsn(f"breakfast+{code[:-3]}@{domain}", "reader3@example.org", plain))  # cut short on the way
-    _, outcomes = run(config, store, clock, tokens, Path(box._path))
+    _, outcomes = run(ctx, Path(box._path))
     assert all(o.keep and "return-path code does not verify" in o.action for o in outcomes) and len(outcomes) == 2
     assert set(statuses(store).values()) == {"active"}
 
 
-def test_a_bounce_for_a_removed_reader_and_a_multi_recipient_report(
-    config, store, clock, tokens, sent, box, runner, tmp_path
-) -> None:
+def test_a_bounce_for_a_removed_reader_and_a_multi_recipient_report(store, ctx, sent, box, runner, tmp_path) -> None:
     r = sent["reader0@example.org"]
     with store.session() as session:
         reader = session.scalars(select(Subscriber).where(Subscriber.email == "reader0@example.org")).one()
@@ -241,7 +236,7 @@ def test_a_bounce_for_a_removed_reader_and_a_multi_recipient_report(
         b"Final-Recipient: rfc822; reader2@example.org\r\n",
     )
     box.add(two)
-    _, outcomes = run(config, store, clock, tokens, Path(box._path))
+    _, outcomes = run(ctx, Path(box._path))
     actions = sorted(o.action for o in outcomes)
     # A signed report is about the one reader its code names, however many addresses it lists.
     assert actions[0].startswith("left in the mailbox: reader #") and actions[0].endswith("removed from the list since")
@@ -251,6 +246,7 @@ def test_a_bounce_for_a_removed_reader_and_a_multi_recipient_report(
 
 def test_soft_bounces_on_three_editions_within_the_window_bounce_a_reader(config, store, tokens, box) -> None:
     clock = FixedClock(datetime(2026, 11, 2, 5, 0, tzinfo=UTC))
+    ctx = Context(config, store, clock, tokens)
     add_subscribers(store, clock, 1)
     full = "smtp; 452 4.2.2 <{r}>: Mailbox full"
     with store.session() as session:
@@ -262,13 +258,13 @@ def test_soft_bounces_on_three_editions_within_the_window_bounce_a_reader(config
     def soft_bounce_for_edition_of(day: int, hour: int = 9) -> str:
         clock.set(datetime(2026, 11, day, 5, 0, tzinfo=UTC))
         add_article(store, clock, f"day-{day}", datetime(2026, 11, day, 4, 0, tzinfo=UTC))
-        assert send_edition(Context(config, store, clock, tokens), day=clock.now().date()).outcome == "sent"
+        assert send_edition(ctx, day=clock.now().date()).outcome == "sent"
         with store.session() as session:
             edition = session.scalars(select(Edition).order_by(Edition.id.desc())).first()
         clock.set(datetime(2026, 11, day, hour, 0, tzinfo=UTC))
         to = paths.mail_from(paths.code(edition.id, reader))
         box.add(dsn(to, "reader0@example.org", b"X: y\r\n\r\n", status="4.2.2", diagnostic=full, action="failed"))
-        _, outcomes = run(config, store, clock, tokens, Path(box._path))
+        _, outcomes = run(ctx, Path(box._path))
         return outcomes[-1].action
 
     assert soft_bounce_for_edition_of(2) == "soft bounce 1 of 3 for reader0@example.org"
@@ -281,10 +277,10 @@ def test_soft_bounces_on_three_editions_within_the_window_bounce_a_reader(config
     assert statuses(store) == {"reader0@example.org": "bounced"}
 
 
-def test_a_complaint_unsubscribes_at_once_with_the_edition_recorded(config, store, clock, tokens, sent, box) -> None:
+def test_a_complaint_unsubscribes_at_once_with_the_edition_recorded(store, ctx, sent, box) -> None:
     box.add(arf("fbl@news.example.com", sent["reader2@example.org"].data, rcpt=None))  # redacted: our header says
     box.add(arf("fbl@news.example.com", sent["reader3@example.org"].data, rcpt="reader3@example.org"))
-    _report, outcomes = run(config, store, clock, tokens, Path(box._path))
+    _report, outcomes = run(ctx, Path(box._path))
     assert [o.kind for o in outcomes] == ["complaint", "complaint"]
     assert sorted(o.action for o in outcomes) == [
         "reader2@example.org unsubscribed (complaint)",
@@ -296,19 +292,19 @@ def test_a_complaint_unsubscribes_at_once_with_the_edition_recorded(config, stor
         assert len(events) == 2 and all(e.edition_id is not None for e in events)
 
 
-def test_rerunning_after_a_crash_before_the_move_changes_nothing(config, store, clock, tokens, sent, box) -> None:
+def test_rerunning_after_a_crash_before_the_move_changes_nothing(store, ctx, sent, box) -> None:
     r = sent["reader2@example.org"]
     raw = dsn(r.mail_from, "reader2@example.org", r.data, status="4.2.2", diagnostic="smtp; 452 4.2.2 full")
     box.add(raw)
-    run(config, store, clock, tokens, Path(box._path))
+    run(ctx, Path(box._path))
     box.add(raw)  # as if the move had not happened: the same message again
-    _, outcomes = run(config, store, clock, tokens, Path(box._path))
+    _, outcomes = run(ctx, Path(box._path))
     assert outcomes[0].action == "already recorded for reader2@example.org"
     with store.session() as session:
         assert len(session.scalars(select(SubscriberEvent).where(SubscriberEvent.event == "soft_bounce")).all()) == 1
 
 
-def test_mbox_and_single_files_are_read_only(config, store, clock, tokens, sent, tmp_path) -> None:
+def test_mbox_and_single_files_are_read_only(store, ctx, sent, tmp_path) -> None:
     r = sent["reader1@example.org"]
     raw = dsn(r.mail_from, "reader1@example.org", r.data)
     eml = tmp_path / "one.eml"
@@ -319,10 +315,10 @@ def test_mbox_and_single_files_are_read_only(config, store, clock, tokens, sent,
     box.add(raw)
     box.close()
     for path, count in ((eml, 1), (mbox_path, 2)):
-        _report, outcomes = run(config, store, clock, tokens, path, dry_run=True)
+        _report, outcomes = run(ctx, path, dry_run=True)
         assert [o.kind for o in outcomes] == ["hard"] * count
         with pytest.raises(UsageError) as info:
-            run(config, store, clock, tokens, path)
+            run(ctx, path)
         assert "only be read with --dry-run" in str(info.value)
     assert statuses(store)["reader1@example.org"] == "active"
 
@@ -338,18 +334,18 @@ def test_mbox_and_single_files_are_read_only(config, store, clock, tokens, sent,
         ),
     ],
 )
-def test_what_cannot_be_read_stays_in_the_mailbox_unread(config, store, clock, tokens, box, content, expected) -> None:
+def test_what_cannot_be_read_stays_in_the_mailbox_unread(ctx, box, content, expected) -> None:
     key = box.add(content)
-    _, (outcome,) = run(config, store, clock, tokens, Path(box._path))
+    _, (outcome,) = run(ctx, Path(box._path))
     assert outcome.keep and outcome.action.startswith(expected)
     assert box.get_message(key).get_subdir() == "new"
 
 
-def test_paths_that_are_not_mailboxes_are_refused_in_one_line(config, store, clock, tokens, tmp_path) -> None:
+def test_paths_that_are_not_mailboxes_are_refused_in_one_line(ctx, tmp_path) -> None:
     (tmp_path / "folder").mkdir()
     for path in (tmp_path / "folder", Path("/dev/zero")):
         with pytest.raises(UsageError):
-            run(config, store, clock, tokens, path, dry_run=True)
+            run(ctx, path, dry_run=True)
 
 
 _MEASURE = """
@@ -358,14 +354,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from newsletter.clock import FixedClock
 from newsletter.config import load_config
+from newsletter.context import Context
 from newsletter.inboxes import open_path
 from newsletter.inbound import process
 from newsletter.store import Store
 from newsletter.tokens import Tokens
 config = load_config(sys.argv[1], environ={})
 clock = FixedClock(datetime(2026, 11, 24, tzinfo=UTC))
-report = process(config, Store(config.store.url), clock, Tokens(config.web.secret_key, clock),
-                 [lambda: open_path(Path(sys.argv[2]))], dry_run=True)
+ctx = Context(config, Store(config.store.url), clock, Tokens(config.web.secret_key, clock))
+report = process(ctx, [lambda: open_path(Path(sys.argv[2]))], dry_run=True)
 print(report.counts["autoreply"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
@@ -423,7 +420,7 @@ def test_the_parsed_dsn_helper_is_a_valid_report(sent) -> None:
     ]
 
 
-def test_a_mail_clients_unsubscribe_button_is_an_unsubscribe_not_a_complaint(config, store, clock, tokens, box):
+def test_a_mail_clients_unsubscribe_button_is_an_unsubscribe_not_a_complaint(store, clock, ctx, box):
     raw = (Path(__file__).parent / "data/bounces/sisimai/arf-26.eml").read_bytes()
     with store.session() as session:
         from newsletter.store.readers import insert_subscribers
@@ -433,19 +430,19 @@ def test_a_mail_clients_unsubscribe_button_is_an_unsubscribe_not_a_complaint(con
                             created_at=now, updated_at=now, confirmed_at=now)  # fmt: skip
         insert_subscribers(session, [reader], "subscribed", "test", now)
     box.add(raw)
-    _, (outcome,) = run(config, store, clock, tokens, Path(box._path))
+    _, (outcome,) = run(ctx, Path(box._path))
     assert (outcome.kind, outcome.action) == ("unsubscribe", "example@icloud.com unsubscribed (opt-out)")
     assert statuses(store) == {"example@icloud.com": "unsubscribed"}
     with store.session() as session:
         assert not session.scalars(select(SubscriberEvent).where(SubscriberEvent.event == "complaint")).all()
 
 
-def test_every_corpus_message_is_handled_without_error_and_nothing_is_lost(config, store, clock, tokens, box):
+def test_every_corpus_message_is_handled_without_error_and_nothing_is_lost(ctx, box):
     """The real-world reports name nobody on this list: each is read, reported and filed, or kept."""
     corpus = sorted((Path(__file__).parent / "data/bounces").rglob("*.eml"))
     for path in corpus:
         box.add(path.read_bytes())
-    report, outcomes = run(config, store, clock, tokens, Path(box._path))
+    report, outcomes = run(ctx, Path(box._path))
     assert report.total == len(corpus) == len(outcomes)
     assert len(box) == report.kept and report.kept == sum(o.keep for o in outcomes)
     assert len(mailbox.Maildir(Path(box._path) / ".Processed", create=False)) == len(corpus) - report.kept
@@ -539,7 +536,7 @@ def test_end_to_end_a_relay_that_accepts_then_bounces(db_url, store, clock, toke
         report = send_edition(ctx)
         assert report.outcome == "sent" and report.stats is not None and report.stats.sent == 5  # all accepted
         assert len(mailbox.Maildir(bounces, create=False)) == 2
-        _, outcomes = run(config, store, clock, tokens, bounces)
+        _, outcomes = run(ctx, bounces)
         assert sorted(o.action for o in outcomes) == [f"{r} marked bounced" for r in sorted(dead)]
         handler.accepted.clear()
         add_article(store, clock, "wednesday", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
@@ -550,13 +547,13 @@ def test_end_to_end_a_relay_that_accepts_then_bounces(db_url, store, clock, toke
         server.stop()
 
 
-def test_a_fifo_or_odd_file_in_the_maildir_is_left_and_the_others_are_handled(config, store, clock, tokens, sent, box):
+def test_a_fifo_or_odd_file_in_the_maildir_is_left_and_the_others_are_handled(ctx, sent, box):
     import os
 
     r = sent["reader1@example.org"]
     os.mkfifo(Path(box._path) / "new" / "1700000000.fifo.host")  # opening it would block the run for ever
     box.add(dsn(r.mail_from, "reader1@example.org", r.data))
-    _, outcomes = run(config, store, clock, tokens, Path(box._path))
+    _, outcomes = run(ctx, Path(box._path))
     by_kind = {o.kind: o for o in outcomes}
     assert by_kind["unknown"].keep and by_kind["unknown"].action == (
         "left in the mailbox: it cannot be read (not a regular file)"
@@ -573,5 +570,5 @@ def test_a_configured_maildir_that_is_not_one_is_a_config_error(db_url, store, c
     for where in ("plain", "file.txt", "missing"):
         config = make_config(db_url, None, bounces={"maildir": str(tmp_path / where)})
         with pytest.raises(ConfigError) as info:
-            process(config, store, clock, tokens, configured_inboxes(config))
+            process(Context(config, store, clock, tokens), configured_inboxes(config))
         assert info.value.key == "bounces.maildir"

@@ -41,6 +41,7 @@ from newsletter.publish import transport_factory
 from newsletter.store import Store
 from newsletter.store.models import OutboxKind, OutboxMessage, OutboxStatus, Subscriber, SubscriberStatus
 from newsletter.subscribers import remove_subscribers, request_subscription
+from newsletter.tokens import Tokens
 from newsletter.web import create_app
 from tests.conftest import SECRET, RecordingHandler, SMTPServer, add_subscribers, make_config
 from tests.test_subscribers import config_file
@@ -91,7 +92,8 @@ def confirm_path(message: EmailMessage) -> str:
 
 
 def deliver(config: Config, store: Store, clock: FixedClock, **kwargs: Any) -> OutboxReport:
-    return deliver_outbox(config, store, clock, transport_factory(config), **kwargs)
+    ctx = Context(config, store, clock, Tokens(config.require_secret_key(), clock))
+    return deliver_outbox(ctx, transport_factory(config), **kwargs)
 
 
 def queue_pending(store: Store, clock: FixedClock, count: int, prefix: str = "new") -> list[int]:

@@ -200,7 +200,7 @@ def offline_tools(fetcher: Any = None) -> Tools:
 
 
 def preflight(config: Config, store: Store, clock: FixedClock, tools: Tools | None = None, **options: Any) -> Report:
-    return run_preflight(config, store, clock, Tokens(SECRET, clock), DAY, tools or offline_tools(), **options)
+    return run_preflight(Context(config, store, clock, Tokens(SECRET, clock)), DAY, tools or offline_tools(), **options)
 
 
 def templates(tmp_path: Path, html: str | None = None, text: str | None = None) -> str:
@@ -542,7 +542,7 @@ def test_a_made_edition_is_checked_as_saved_when_asked(store: Store, clock: Fixe
 
     stories(store, clock, ["https://news.example.com/a"])
     config = configure(store, tmp_path)
-    made = prepare_edition(config, store, clock, DAY)
+    made = prepare_edition(Context(config, store, clock, Tokens(SECRET, clock)), DAY)
     add_article(store, clock, "late", CUTOFF - timedelta(minutes=1), url="https://news.example.com/late", title="Late")
     again = preflight(config, store, clock, check_links=False)  # what send would make now: the late story too
     saved = preflight(config, store, clock, check_links=False, stored=True)  # what was made
@@ -788,7 +788,8 @@ def test_a_fresh_project_with_the_demo_articles_gets_a_clean_report(runner: CliR
     assert runner.invoke(cli, ["init", "--dir", str(folder)]).exit_code == 0
     config = load_config(folder / "newsletter.toml", {})
     store = Store(config.store.url)
-    seed(config, store, SystemClock(), 0)
+    clock = SystemClock()
+    seed(Context(config, store, clock, Tokens(config.require_secret_key(), clock)), 0)
     store.dispose()
     result = runner.invoke(cli, ["--config", str(folder / "newsletter.toml"), "preflight", "--no-links"])
     assert result.exit_code == 0, result.output

@@ -113,9 +113,9 @@ def checks(monkeypatch: pytest.MonkeyPatch) -> list[date]:
     seen: list[date] = []
     real = newsletter.preflight.gate.check_before_send
 
-    def counting(config: Config, store: Store, clock: Any, tokens: Tokens, day: date, tools: Tools) -> Any:
+    def counting(ctx: Context, day: date, tools: Tools) -> Any:
         seen.append(day)
-        return real(config, store, clock, tokens, day, tools)
+        return real(ctx, day, tools)
 
     monkeypatch.setattr(newsletter.preflight.gate, "check_before_send", counting)
     return seen
@@ -314,7 +314,7 @@ def test_a_part_sent_edition_resumes_without_preflight_and_a_test_copy_never_run
     config = configure(db, smtp_sink, tmp_path)
     readers = morning(db, clock, bad=True)
     ctx = Context(config, db, clock, Tokens(SECRET, clock))
-    _start(ctx, prepare_edition(config, db, clock, DAY).id)  # started, then the process died
+    _start(ctx, prepare_edition(ctx, DAY).id)  # started, then the process died
     result = send_scheduled(ctx, tools=offline())
     assert [r.outcome for r in result.reports] == ["sent"] and checks == []
     assert sorted(mails(smtp_sink)) == sorted(readers)

@@ -144,13 +144,13 @@ def test_test_copy_goes_to_one_address_and_records_nothing(store, clock, ctx, sm
         assert session.scalar(select(func.count()).select_from(Delivery)) == 0
 
 
-def test_unsubscribed_before_their_turn_are_skipped(config, store, clock, ctx, smtp_sink):
+def test_unsubscribed_before_their_turn_are_skipped(store, clock, ctx, smtp_sink):
     morning_articles(store, clock)
     emails = add_subscribers(store, clock, 3)
     from newsletter.preparation import prepare_edition
     from newsletter.publish import _start
 
-    edition = prepare_edition(config, store, clock, date(2026, 11, 24))
+    edition = prepare_edition(ctx, date(2026, 11, 24))
     _start(ctx, edition.id)
     from newsletter.store.models import Subscriber
 

@@ -209,16 +209,17 @@ def test_premailer_runs_twice_per_edition_and_never_per_reader(store, clock, tok
 
     monkeypatch.setattr(newsletter.render, "inline_css", counting)
     config = make_config(db_url, smtp_sink)
+    ctx = Context(config, store, clock, tokens)
     morning_articles(store, clock, 3)
     add_subscribers(store, clock, 7)
-    report = send_edition(Context(config, store, clock, tokens))
+    report = send_edition(ctx)
     assert report.outcome == "sent" and len(smtp_sink.handler.received) == 7
     assert len(calls) == 2  # the email and the web version
 
     # the next morning: again twice, for an edition to the same seven readers
     add_article(store, clock, "next-day", datetime(2026, 11, 25, 5, 0, tzinfo=UTC))
     clock.set(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
-    assert send_edition(Context(config, store, clock, tokens)).outcome == "sent"
+    assert send_edition(ctx).outcome == "sent"
     assert len(calls) == 4 and len(smtp_sink.handler.received) == 14
 
 

@@ -365,11 +365,11 @@ def test_send_scheduled_leaves_an_edition_whose_lock_is_held_and_exits_0(store, 
 
 
 def test_send_scheduled_resumes_an_edition_left_part_sent_even_after_the_grace_period(
-    config, store, clock, ctx, smtp_sink
+    store, clock, ctx, smtp_sink
 ) -> None:
     readers = morning(store, clock, readers=5)
     clock.set(datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
-    edition = prepare_edition(config, store, clock, date(2026, 11, 24))
+    edition = prepare_edition(ctx, date(2026, 11, 24))
     _start(ctx, edition.id)  # the delivery log exists: then the process died
     clock.set(datetime(2026, 11, 24, 11, 0, tzinfo=UTC))
     result = send_scheduled(ctx)
@@ -377,10 +377,10 @@ def test_send_scheduled_resumes_an_edition_left_part_sent_even_after_the_grace_p
     assert sorted(smtp_sink.handler.by_recipient()) == sorted(readers)
 
 
-def test_send_scheduled_also_resumes_an_older_edition_left_part_sent(config, store, clock, ctx, smtp_sink):
+def test_send_scheduled_also_resumes_an_older_edition_left_part_sent(store, clock, ctx, smtp_sink):
     morning(store, clock, readers=2)
     clock.set(datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
-    _start(ctx, prepare_edition(config, store, clock, date(2026, 11, 24)).id)
+    _start(ctx, prepare_edition(ctx, date(2026, 11, 24)).id)
     clock.set(datetime(2026, 11, 25, 6, 2, tzinfo=UTC))  # the next morning: no new articles
     result = send_scheduled(ctx)
     assert sorted((r.day, r.outcome) for r in result.reports) == [
@@ -774,8 +774,9 @@ def test_daemon_resumes_an_edition_left_sending_at_start_up(db_url, fresh_store,
     clock = SystemClock()
     day = latest_scheduled_day(clock.now(), config)
     readers = seed_now(store, 3, published=cutoff(day, config.newsletter.send_time, UTC_ZONE) - timedelta(hours=1))
-    edition = prepare_edition(config, store, clock, day)
-    _start(Context(config, store, clock, Tokens(SECRET, clock)), edition.id)
+    ctx = Context(config, store, clock, Tokens(SECRET, clock))
+    edition = prepare_edition(ctx, day)
+    _start(ctx, edition.id)
     running = Running(config, store)
     try:
         wait_for(lambda: EditionStatus.SENT in editions(store).values())

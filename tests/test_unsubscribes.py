@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import select
 
 from newsletter.cli import cli
+from newsletter.context import Context
 from newsletter.inbound import MailboxReport, Outcome, process
 from newsletter.inboxes import open_path
 from newsletter.publish import send_edition
@@ -21,9 +22,9 @@ from tests.conftest import add_subscribers, morning_articles
 from tests.test_subscribers import config_file
 
 
-def process_maildir(path: Path, config, store, clock, tokens) -> tuple[MailboxReport, list[Outcome]]:
+def process_maildir(ctx: Context, path: Path) -> tuple[MailboxReport, list[Outcome]]:
     outcomes: list[Outcome] = []
-    report = process(config, store, clock, tokens, [lambda: open_path(path)], on_outcome=outcomes.append)
+    report = process(ctx, [lambda: open_path(path)], on_outcome=outcomes.append)
     return report, outcomes
 
 
@@ -43,7 +44,7 @@ def statuses(store: Store) -> dict[str, str]:
         return {s.email: s.status.value for s in session.scalars(select(Subscriber))}
 
 
-def test_requests_by_token_and_by_sender_and_nothing_twice(config, store, clock, tokens, tmp_path: Path):
+def test_requests_by_token_and_by_sender_and_nothing_twice(store, clock, tokens, ctx, tmp_path: Path):
     add_subscribers(store, clock, 6)
     add_subscribers(store, clock, 1, SubscriberStatus.UNSUBSCRIBED, prefix="gone")
     with store.session() as session:
@@ -69,7 +70,7 @@ def test_requests_by_token_and_by_sender_and_nothing_twice(config, store, clock,
     expected = {box.add(raw): what for raw, what in sent}
     box.close()
 
-    report, outcomes = process_maildir(box_path, config, store, clock, tokens)
+    report, outcomes = process_maildir(ctx, box_path)
 
     got = {o.message: "kept" if o.keep else o.kind for o in outcomes}
     assert got == expected
@@ -93,12 +94,12 @@ def test_requests_by_token_and_by_sender_and_nothing_twice(config, store, clock,
     assert all(left.get_message(k).get_subdir() == "new" for k in left.keys())  # noqa: SIM118 - a Maildir iterates messages
     processed = mailbox.Maildir(box_path / ".Processed", create=False)
     assert len(processed) == 7 and all("S" in message.get_flags() for message in processed)
-    again, outcomes = process_maildir(box_path, config, store, clock, tokens)
+    again, outcomes = process_maildir(ctx, box_path)
     assert again.summary() == "6 messages: 6 unknown; 6 left in the mailbox for a person to read"
     assert statuses(store) == now
 
 
-def test_the_mailto_of_a_sent_edition_unsubscribes_its_reader(config, store, clock, tokens, ctx, smtp_sink, tmp_path):
+def test_the_mailto_of_a_sent_edition_unsubscribes_its_reader(store, clock, ctx, smtp_sink, tmp_path):
     morning_articles(store, clock)
     add_subscribers(store, clock, 2)
     assert send_edition(ctx).outcome == "sent"
@@ -110,7 +111,7 @@ def test_the_mailto_of_a_sent_edition_unsubscribes_its_reader(config, store, clo
     # What a mail client sends for that link, from whichever address the reader uses now.
     box.add(mail("Reader One <reader1.new@example.net>", subject))
     box.close()
-    report, outcomes = process_maildir(tmp_path / "in", config, store, clock, tokens)
+    report, outcomes = process_maildir(ctx, tmp_path / "in")
     assert report.counts["unsubscribe"] == 1 and outcomes[0].action.startswith("unsubscribed")
     assert statuses(store) == {"reader0@example.org": "active", "reader1@example.org": "unsubscribed"}
 

@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from newsletter.cli import cli
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.demo.sink import free_port
 from newsletter.errors import ConfigError, MailboxError
 from newsletter.inbound import MailboxReport, process
@@ -179,8 +180,8 @@ def imap_config(db_url: str, **imap: Any) -> Config:
     return make_config(db_url, imap=imap)
 
 
-def process_imap(config: Config, store: Any, clock: Any, tokens: Any) -> MailboxReport:
-    return process(config, store, clock, tokens, [lambda: ImapInbox(config.imap)])
+def process_imap(ctx: Context) -> MailboxReport:
+    return process(ctx, [lambda: ImapInbox(ctx.config.imap)])
 
 
 def test_requests_are_read_filed_away_and_never_handled_twice(dovecot, user, db_url, store, clock, tokens):
@@ -199,8 +200,9 @@ def test_requests_are_read_filed_away_and_never_handled_twice(dovecot, user, db_
     # Someone at the desk already opened this one in a mail client: it still counts.
     dovecot.deliver(user, mail("reader3@example.org", "Unsubscribe me, please"), flags=r"(\Seen)")
     config = imap_config(db_url, **dovecot.settings(user))
+    ctx = Context(config, store, clock, tokens)
 
-    report = process_imap(config, store, clock, tokens)
+    report = process_imap(ctx)
 
     assert report.summary() == (
         "6 messages: 4 unsubscribe, 1 autoreply, 1 unknown; 1 left in the mailbox for a person to read"
@@ -218,7 +220,7 @@ def test_requests_are_read_filed_away_and_never_handled_twice(dovecot, user, db_
     assert b"Loved the bridge story!" in raw and rb"\Seen" not in flags
     processed = dovecot.folder(user, "Processed")
     assert len(processed) == 5 and all(rb"\Seen" in flags for flags, _ in processed)
-    again = process_imap(config, store, clock, tokens)
+    again = process_imap(ctx)
     assert again.summary() == "1 message: 1 unknown; 1 left in the mailbox for a person to read"
 
 
@@ -228,7 +230,7 @@ def test_over_tls_verified_against_the_ca_file(dovecot, user, db_url, store, clo
     dovecot.deliver(user, mail("reader0@example.org", "unsubscribe"))
     port = dovecot.tls_port if security == "ssl" else dovecot.port
     settings = dovecot.settings(user, security=security, port=port, ca_file=str(dovecot.ca), processed_mailbox="Done")
-    report = process_imap(imap_config(db_url, **settings), store, clock, tokens)
+    report = process_imap(Context(imap_config(db_url, **settings), store, clock, tokens))
     assert report.summary() == "1 message: 1 unsubscribe"
     assert len(dovecot.folder(user, "Done")) == 1
 
@@ -249,7 +251,7 @@ def test_mailbox_problems_are_one_clear_error(dovecot, db_url, store, clock, tok
         overrides = overrides | {"port": ports[overrides["port"]]}
     config = imap_config(db_url, **dovecot.settings("bad-login", **overrides))
     with pytest.raises(MailboxError) as info:
-        process_imap(config, store, clock, tokens)
+        process_imap(Context(config, store, clock, tokens))
     assert expected in str(info.value)
     assert PASSWORD not in str(info.value) and "wrong" not in str(info.value)
 

@@ -191,15 +191,15 @@ def test_not_made_shows_the_next_edition_with_its_stories_and_a_framable_preview
     assert preview.headers["Cache-Control"] == "no-store"
 
 
-def test_made_sending_sent_and_skipped(staff, config, store, clock, smtp_sink):
+def test_made_sending_sent_and_skipped(staff, store, clock, ctx, smtp_sink):
     # Skipped: the edition was made with nothing in it.
-    prepare_edition(config, store, clock, DAY)
+    prepare_edition(ctx, DAY)
     page = text_of(staff, PAGE)
     assert ">skipped<" in page and "No stories yet" in page
 
     # Made: articles arrived, and the edition was made again.
     morning_articles(store, clock)
-    prepare_edition(config, store, clock, DAY)
+    prepare_edition(ctx, DAY)
     page = text_of(staff, PAGE)
     assert ">made<" in page and "Story story-0" in page and "Pin as lead" in page
 
@@ -211,7 +211,7 @@ def test_made_sending_sent_and_skipped(staff, config, store, clock, smtp_sink):
     with store.session() as session:
         session.execute(update(Edition).where(Edition.date == DAY).values(status=EditionStatus.READY))
     add_subscribers(store, clock, 1)
-    report = send_edition(Context(config, store, clock, Tokens(SECRET, clock)), day=DAY)
+    report = send_edition(ctx, day=DAY)
     assert report.outcome == "sent", report.message
     page = text_of(staff, PAGE)
     assert ">sent<" in page and "its stories are fixed" in page and "3 stories" in page
@@ -327,10 +327,10 @@ def test_an_unknown_article_is_404(staff, store, clock, action, absent):
     assert post(staff, f"/admin/next/articles/{absent}/{action}", priority="1").status_code == 404
 
 
-def test_a_sent_edition_refuses_changes_with_a_notice(staff, config, store, clock):
+def test_a_sent_edition_refuses_changes_with_a_notice(staff, store, clock, ctx):
     morning_articles(store, clock)
     add_subscribers(store, clock, 1)
-    assert send_edition(Context(config, store, clock, Tokens(SECRET, clock)), day=DAY).outcome == "sent"
+    assert send_edition(ctx, day=DAY).outcome == "sent"
     for guid, action in (("story-2", "pin"), ("story-0", "hide"), ("story-0", "pin")):
         response = post(staff, f"/admin/next/articles/{article_id(store, guid)}/{action}")
         notice = flashed(staff, response)
@@ -395,10 +395,10 @@ def test_a_test_copy_with_the_mail_server_down_is_a_notice_not_an_error(db_url, 
     assert 'value="ana@example.org"' in text_of(staff, PAGE)
 
 
-def test_a_test_copy_of_a_sent_edition_is_its_stored_copy(staff, config, store, clock, smtp_sink):
+def test_a_test_copy_of_a_sent_edition_is_its_stored_copy(staff, store, clock, ctx, smtp_sink):
     morning_articles(store, clock)
     add_subscribers(store, clock, 1)
-    assert send_edition(Context(config, store, clock, Tokens(SECRET, clock)), day=DAY).outcome == "sent"
+    assert send_edition(ctx, day=DAY).outcome == "sent"
     add_article(store, clock, "later", datetime(2026, 11, 24, 5, 30, tzinfo=UTC), title="Too late for it")
     smtp_sink.handler.received.clear()
     flashed(staff, post(staff, "/admin/next/test-copy", email="ana@example.org"))
@@ -521,14 +521,14 @@ def test_preflight_needs_the_form_token_and_a_login(app, staff, store, clock, of
 
 
 @SQLITE_ONLY
-def test_an_edition_the_scheduler_held_says_so_with_the_way_to_send_it(staff, config, store, clock, smtp_sink):
+def test_an_edition_the_scheduler_held_says_so_with_the_way_to_send_it(staff, store, clock, ctx, smtp_sink):
     from newsletter.due import send_scheduled
     from newsletter.preflight import Tools
 
     morning_articles(store, clock)
     add_article(store, clock, "bad", datetime(2026, 11, 24, 5, 30, tzinfo=UTC), url=BAD_URL, title="Harbour")
     offline = Tools(fetcher=lambda *a, **k: pytest.fail("fetched"), which=lambda n: None)
-    assert send_scheduled(Context(config, store, clock, Tokens(SECRET, clock)), tools=offline).held
+    assert send_scheduled(ctx, tools=offline).held
     override = "newsletter send --date 2026-11-24 --ignore-preflight"
     page = plain(text_of(staff, PAGE))
     assert "Held: preflight found 1 error when the scheduler was about to send this edition" in page

@@ -113,7 +113,7 @@ def _say_where(app: App, article_id: int) -> None:
     """Which edition a new or changed article is for, or a warning when it is for none."""
     from newsletter.preparation import article_destination
 
-    where, ok = article_destination(app.config, app.store, app.clock, article_id)
+    where, ok = article_destination(app.context, article_id)
     click.echo(where if ok else f"warning: {where}", err=not ok)
 
 
@@ -136,7 +136,7 @@ def articles_list(app: App, limit: int, hidden_only: bool) -> None:
     from newsletter.preparation import next_window_start
 
     zone = app.config.newsletter.zone
-    start = next_window_start(app.config, app.store, app.clock)
+    start = next_window_start(app.context)
     with app.store.session() as session:
         rows = [
             (str(a.id), f"{a.published_at.astimezone(zone):%Y-%m-%d %H:%M}", describe_state(a, start),
@@ -172,7 +172,7 @@ def articles_pin(app: App, article: str, day: date | None) -> None:
     """
     from newsletter.editorial import pin
 
-    click.echo(pin(app.config, app.store, app.clock, article, day).message)
+    click.echo(pin(app.context, article, day).message)
 
 
 @articles.command("unpin")
@@ -273,7 +273,7 @@ def articles_import(app: App, source: str, section: str, priority: int) -> None:
     from newsletter.config import FeedConfig
 
     feed = FeedConfig(url=source, section=section.strip(), priority=priority)
-    summary = import_source(source, app.config, app.store, app.clock, section=feed.section, feed=feed)
+    summary = import_source(app.context, source, section=feed.section, feed=feed)
     click.echo(summary.describe())
     for line in iter_details(summary):
         click.echo(line, err=True)
@@ -299,7 +299,7 @@ def articles_fetch(app: App) -> None:
             f"{app.config.source} has no [[feeds]]: add one with a url (see config.example.toml), "
             "or import a file with `newsletter articles import SOURCE`"
         )
-    summaries = fetch_feeds(app.config, app.store, app.clock)
+    summaries = fetch_feeds(app.context)
     for summary in summaries:
         click.echo(summary.describe() if summary.ok else f"error: {summary.error}", err=not summary.ok)
         for line in iter_details(summary):

@@ -62,10 +62,7 @@ def _run(app: App, path: Path | None, dry_run: bool, as_json: bool) -> None:
         click.echo(json.dumps(outcome.as_json(), ensure_ascii=False) if as_json else _table_row(outcome))
 
     report = process(
-        app.config,
-        app.store,
-        app.clock,
-        app.signing_context.tokens,
+        app.signing_context,
         _openers(app, path),
         dry_run=dry_run,
         on_outcome=show,

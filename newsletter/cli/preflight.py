@@ -38,12 +38,9 @@ def preflight(app: App, day: date | None, as_json: bool, no_links: bool, screens
     from newsletter.preparation import next_edition_day
 
     config = app.config
-    day = day or next_edition_day(config, app.store, app.clock)
+    day = day or next_edition_day(app.context)
     report = run_preflight(
-        config,
-        app.store,
-        app.clock,
-        app.signing_context.tokens,
+        app.signing_context,
         day,
         Tools.real(config.preflight.user_agent),
         check_links=not no_links,

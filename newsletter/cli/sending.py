@@ -50,8 +50,8 @@ def preview(app: App, day: date | None, out: Path, text: bool) -> None:
     """
     from newsletter.preparation import next_edition_day, preview_edition
 
-    day = day or next_edition_day(app.config, app.store, app.clock)
-    shown = preview_edition(app.config, app.store, app.clock, day)
+    day = day or next_edition_day(app.context)
+    shown = preview_edition(app.context, day)
     html, plain, markers = shown.html, shown.text, shown.markers
     if shown.selection is None:
         note = f"edition of {day} ({shown.state}): {counted(shown.story_count, 'article')}"
@@ -133,13 +133,13 @@ def send(
         from newsletter.preparation import next_edition_day
 
         address = normalise_email(to_address)
-        day = day or next_edition_day(app.config, app.store, app.clock)
+        day = day or next_edition_day(app.context)
         reply = send_test_copy(app.signing_context, day, address)
         click.echo(f"test copy of the edition of {day} sent to {address}: {reply}")
         return
     progress = Progress(enabled=sys.stderr.isatty() and not dry_run)
     ctx = app.signing_context
-    gate = send_gate(ctx.config, ctx.store, ctx.clock, ctx.tokens, ignore=ignore_preflight or dry_run)
+    gate = send_gate(ctx, ignore=ignore_preflight or dry_run)
     with graceful_stop() as stop:
         try:
             report = send_edition(
@@ -302,7 +302,7 @@ def _show_edition(app: App, day: date) -> None:
         stories = [(a.id, a.title) for a in edition_articles(session, edition.id)] if edition else []
         feedback = edition_feedback(session, [edition.id])[edition.id] if edition else None
     if edition is None:
-        selection = plan_for(app.config, app.store, app.clock, day, look_ahead=True)
+        selection = plan_for(app.context, day, look_ahead=True)
         window = selection.plan.window
         click.echo(f"no edition for {day} yet: it would hold {counted(selection.plan.story_count, 'article')} now, "
                    f"published {local_text(window.start, zone)} to {local_text(window.end, zone)} "

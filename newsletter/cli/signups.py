@@ -49,7 +49,7 @@ def subscribers_resend_confirmation(app: App, email: str) -> None:
         reader = pending_reader(session, email=email)
         address, subscriber_id = reader.email, reader.id
         mail_id = queue_signup_mail(session, subscriber_id, address, OutboxKind.CONFIRM, now)
-    report = deliver_outbox(app.config, app.store, app.clock, _transport_factory(app), limit=1, only=mail_id)
+    report = deliver_outbox(app.signing_context, _transport_factory(app), limit=1, only=mail_id)
     if report.sent:
         click.echo(escape_controls(f"sent a new confirmation link to {address}"))
     else:
@@ -82,7 +82,7 @@ def subscribers_outbox(app: App, send_now: bool, limit: int) -> None:
       newsletter subscribers outbox --send
     """
     if send_now:
-        report = deliver_outbox(app.config, app.store, app.clock, _transport_factory(app), limit=limit)
+        report = deliver_outbox(app.signing_context, _transport_factory(app), limit=limit)
         click.echo(escape_controls(report.summary()))
         if _nothing_went(report):
             sys.exit(1)

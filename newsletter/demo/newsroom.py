@@ -23,7 +23,7 @@ from pathlib import Path
 from newsletter import release
 from newsletter.articles import ArticleInput, upsert_article
 from newsletter.clock import Clock, FixedClock
-from newsletter.config import Config, load_config
+from newsletter.config import load_config
 from newsletter.context import Context
 from newsletter.delivery import RunStats
 from newsletter.demo.sink import free_port
@@ -202,8 +202,9 @@ def _stop_sink(sink: subprocess.Popen[str]) -> None:
         sink.communicate()
 
 
-def seed(config: Config, store: Store, clock: Clock, subscribers: int, zones: Sequence[str] = ("",)) -> None:
+def seed(ctx: Context, subscribers: int, zones: Sequence[str] = ("",)) -> None:
     """A morning's articles ending just before the edition's cutoff, and N readers, spread over ``zones``."""
+    config, store, clock = ctx.config, ctx.store, ctx.clock
     day = resolve_day(config, clock, None)
     end = min(cutoff(day, config.newsletter.send_time, config.newsletter.zone), clock.now())
     items = json.loads(resources.files("newsletter.demo").joinpath("articles.json").read_text(encoding="utf-8"))
@@ -257,14 +258,14 @@ def run_demo(
             n = config.newsletter
             if zones:
                 day_clock = FixedClock(cutoff(resolve_day(config, clock, None), n.send_time, n.zone))
-                seed(config, store, day_clock, subscribers, DEMO_ZONES)
-                report, steps = _simulate_day(config, store, day_clock, on_progress)
-                clock = day_clock
+                ctx = Context(config, store, day_clock, Tokens(config.web.secret_key, day_clock))
+                seed(ctx, subscribers, DEMO_ZONES)
+                report, steps = _simulate_day(ctx, on_progress)
             else:
-                seed(config, store, clock, subscribers)
-                tokens = Tokens(config.web.secret_key, clock)
-                report = send_edition(Context(config, store, clock, tokens), on_progress=on_progress)
-            shown = preview_edition(config, store, clock, report.day)
+                ctx = Context(config, store, clock, Tokens(config.web.secret_key, clock))
+                seed(ctx, subscribers)
+                report = send_edition(ctx, on_progress=on_progress)
+            shown = preview_edition(ctx, report.day)
         finally:
             store.dispose()
     finally:
@@ -286,16 +287,17 @@ def run_demo(
 
 
 def _simulate_day(
-    config: Config, store: Store, clock: FixedClock, on_progress: Callable[[RunStats], None] | None
+    ctx: Context, on_progress: Callable[[RunStats], None] | None
 ) -> tuple[SendReport, tuple[ZoneStep, ...]]:
     """Send at the newsroom's cutoff, then move the clock to each zone's morning and send again.
 
     Each send is the one cron or the scheduler would make at that minute: it releases the
     zones whose morning has come and sends to their readers, through the real pipeline.
     """
-    tokens = Tokens(config.web.secret_key, clock)
+    config, clock = ctx.config, ctx.clock
+    assert isinstance(clock, FixedClock)  # the day is simulated on a pinned clock, moved to each zone's morning
     day = resolve_day(config, clock, None)
-    with store.reading() as session:
+    with ctx.store.reading() as session:
         counts = active_zone_counts(session)
     n = config.newsletter
     planned = release.plan(day, n.send_time, n.zone, counts)
@@ -304,7 +306,7 @@ def _simulate_day(
     report: SendReport | None = None
     for moment in moments:
         clock.set(moment)
-        report = send_edition(Context(config, store, clock, tokens), day=day, on_progress=on_progress)
+        report = send_edition(ctx, day=day, on_progress=on_progress)
         sent = report.stats.sent if report.stats is not None else 0
         steps.append(ZoneStep(moment, tuple(r for r in planned if max(r.at, moments[0]) == moment), sent))
     assert report is not None

@@ -29,17 +29,15 @@ import hashlib
 import logging
 from datetime import date
 
-from newsletter.clock import Clock
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.errors import PreflightHeldError
 from newsletter.preflight.findings import Report, Severity
 from newsletter.preflight.runner import run_preflight
 from newsletter.preflight.tools import Tools
 from newsletter.preparation import plan_for, render_plan
-from newsletter.store import Store
 from newsletter.store.holds import HeldFinding, hold_edition, lift_hold
 from newsletter.store.models import Edition
-from newsletter.tokens import Tokens
 
 log = logging.getLogger("newsletter.preflight")
 
@@ -81,21 +79,20 @@ def edition_fingerprint(config: Config, edition: Edition) -> str:
     return fingerprint(config, edition.subject, edition.html, edition.text)
 
 
-def fingerprint_now(config: Config, store: Store, clock: Clock, edition: Edition) -> str | None:
+def fingerprint_now(ctx: Context, edition: Edition) -> str | None:
     """The digest of ``edition`` as ``send`` would make it now (same selection, same nonce); None
     when it would now be skipped for want of articles. Nothing is written."""
-    plan = plan_for(config, store, clock, edition.date).plan
+    config = ctx.config
+    plan = plan_for(ctx, edition.date).plan
     if plan.is_empty and not config.newsletter.send_when_empty:
         return None
     rendered = render_plan(config, plan, edition.nonce)
     return fingerprint(config, plan.subject, rendered.html, rendered.text)
 
 
-def check_before_send(config: Config, store: Store, clock: Clock, tokens: Tokens, day: date, tools: Tools) -> Report:
+def check_before_send(ctx: Context, day: date, tools: Tools) -> Report:
     """Preflight as a sender runs it: the saved copy, links fetched, no spam score, no screenshots."""
-    return run_preflight(
-        config, store, clock, tokens, day, tools, check_links=True, screenshots=False, stored=True, spam_score=False
-    )
+    return run_preflight(ctx, day, tools, check_links=True, screenshots=False, stored=True, spam_score=False)
 
 
 def kept_findings(report: Report) -> list[HeldFinding]:
@@ -116,13 +113,8 @@ class Gate:
     started a hold the staff have not been told about.
     """
 
-    def __init__(
-        self, config: Config, store: Store, clock: Clock, tokens: Tokens, tools: Tools, *, remember: bool
-    ) -> None:
-        self.config = config
-        self.store = store
-        self.clock = clock
-        self.tokens = tokens
+    def __init__(self, ctx: Context, tools: Tools, *, remember: bool) -> None:
+        self.ctx = ctx
         self.tools = tools
         self.remember = remember
         self.report: Report | None = None
@@ -130,7 +122,7 @@ class Gate:
 
     def __call__(self, edition: Edition) -> None:
         day = edition.date
-        report = check_before_send(self.config, self.store, self.clock, self.tokens, day, self.tools)
+        report = check_before_send(self.ctx, day, self.tools)
         self.report = report
         log.info(
             "preflight of the edition of %s: %d errors, %d warnings in %.1f s",
@@ -140,12 +132,12 @@ class Gate:
             report.seconds,
         )
         if report.ok:
-            with self.store.session() as session:
+            with self.ctx.store.session() as session:
                 lifted = lift_hold(session, edition.id)
             if lifted:
                 log.info("the edition of %s passes preflight now: it is no longer held", day)
             return
-        if not self.config.preflight.block_on_error:
+        if not self.ctx.config.preflight.block_on_error:
             for found in report.errors:
                 log.warning(
                     "the edition of %s goes out with a preflight error ([preflight] block_on_error = false): %s: %s",
@@ -155,18 +147,18 @@ class Gate:
                 )
             return
         if self.remember:
-            digest = edition_fingerprint(self.config, edition)
-            with self.store.session() as session:
-                self.new_hold = hold_edition(session, edition.id, digest, kept_findings(report), self.clock.now())
+            digest = edition_fingerprint(self.ctx.config, edition)
+            with self.ctx.store.session() as session:
+                self.new_hold = hold_edition(session, edition.id, digest, kept_findings(report), self.ctx.clock.now())
         raise PreflightHeldError(day, tuple((f.check, f.message) for f in report.errors))
 
 
-def send_gate(config: Config, store: Store, clock: Clock, tokens: Tokens, *, ignore: bool) -> Gate | None:
+def send_gate(ctx: Context, *, ignore: bool) -> Gate | None:
     """The gate for ``send`` by hand: the same check as the scheduler's, unless the person said
     ``--ignore-preflight``; nothing is remembered (they see the findings)."""
     if ignore:
         return None
-    return Gate(config, store, clock, tokens, Tools.real(config.preflight.user_agent), remember=False)
+    return Gate(ctx, Tools.real(ctx.config.preflight.user_agent), remember=False)
 
 
 __all__ = [

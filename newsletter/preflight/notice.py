@@ -22,14 +22,13 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from zoneinfo import ZoneInfo
 
-from newsletter.clock import Clock
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.dkim import load_signer
 from newsletter.editions import counted
 from newsletter.errors import DeliveryError, DkimError, MessageError, PermanentDeliveryError
 from newsletter.message import check_header
 from newsletter.preflight.gate import override_command
-from newsletter.store import Store
 from newsletter.store.holds import Hold, claim_hold_notice, hold_of, release_hold_notice
 from newsletter.transports import Transport
 
@@ -127,9 +126,7 @@ class Notice:
 
 
 def tell_staff(
-    config: Config,
-    store: Store,
-    clock: Clock,
+    ctx: Context,
     edition_id: int,
     subject: str,
     transport_factory: Callable[[], Transport],
@@ -139,13 +136,14 @@ def tell_staff(
     """Mail the hold's findings to ``[preflight] notify`` unless someone has already; never raises
     for the mail server. Nobody accepting the mail (the server down) puts the notice back for
     the next pass; addresses refused for good do not (check ``[preflight] notify``)."""
+    config, store = ctx.config, ctx.store
     notice = Notice()
     staff = config.preflight.notify
     with store.session() as session:
         hold = hold_of(session, edition_id)
     if not staff or hold is None or hold.notified_at is not None:
         return notice
-    now = clock.now()
+    now = ctx.clock.now()
     with store.session() as session:
         if not claim_hold_notice(session, edition_id, hold.fingerprint, now):
             return notice

@@ -21,9 +21,9 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from newsletter import routes
-from newsletter.clock import Clock
 from newsletter.codes import CLICK, ReaderCodes
 from newsletter.config import Config
+from newsletter.context import Context
 from newsletter.errors import MessageError, RenderError
 from newsletter.preflight import css, headers, images, links, size, spam, textpart
 from newsletter.preflight.fetch import MAX_IMAGE_BYTES, canonical, fetch_all
@@ -33,10 +33,8 @@ from newsletter.preflight.screenshots import take_screenshots
 from newsletter.preflight.tools import Tools
 from newsletter.preparation import edition_as_it_stands, links_for
 from newsletter.publish import compile_template, personaliser
-from newsletter.store import Store
 from newsletter.store.deliveries import Work
 from newsletter.store.models import Edition, EditionStatus
-from newsletter.tokens import Tokens
 from newsletter.tracking import untrack
 
 # The reader the sample copy is addressed to: never sent, and number 0, like a test copy.
@@ -54,31 +52,31 @@ class Candidate:
     public: bool  # gone out: its web page exists
 
 
-def candidate_for(config: Config, store: Store, clock: Clock, day: date, *, stored: bool = False) -> Candidate | None:
+def candidate_for(ctx: Context, day: date, *, stored: bool = False) -> Candidate | None:
     """The edition readers will get for ``day``; None when it would be skipped (no articles).
 
     ``stored`` checks a made edition's saved copy as it is, instead of making it again from
     the articles: for a sender that has just made the edition and is about to send it.
     """
-    standing = edition_as_it_stands(config, store, clock, day, made_is_fixed=stored)
+    standing = edition_as_it_stands(ctx, day, made_is_fixed=stored)
     row = standing.row
     if standing.selection is None:
         assert row is not None
         made = row.status == EditionStatus.READY
         state = "made" if made else row.status.value
         return Candidate(row, standing.links, standing.titles, f"stored copy, {state}", not made)
-    if standing.selection.plan.is_empty and not config.newsletter.send_when_empty:
+    if standing.selection.plan.is_empty and not ctx.config.newsletter.send_when_empty:
         return None
     state = "made, and made again at send time" if row is not None else "not made yet"
     origin = f"as send would make it now; {state}"
     return Candidate(standing.edition, standing.links, standing.titles, origin, False)
 
 
-def sample_message(config: Config, candidate: Candidate, tokens: Tokens, clock: Clock) -> bytes:
+def sample_message(ctx: Context, candidate: Candidate) -> bytes:
     """The exact bytes the sample reader would be sent, through the sending path's own functions."""
     edition = candidate.edition
-    template = compile_template(config, edition)
-    personal = personaliser(config, edition, template, tokens)(SAMPLE_READER, clock.now())
+    template = compile_template(ctx.config, edition)
+    personal = personaliser(ctx.config, edition, template, ctx.tokens)(SAMPLE_READER, ctx.clock.now())
     data = personal.data
     return data if isinstance(data, bytes) else b"".join(data)
 
@@ -95,10 +93,7 @@ def _parts(raw: bytes) -> tuple[str, str]:
 
 
 def run_preflight(
-    config: Config,
-    store: Store,
-    clock: Clock,
-    tokens: Tokens,
+    ctx: Context,
     day: date,
     tools: Tools,
     *,
@@ -111,13 +106,14 @@ def run_preflight(
     ``stored`` checks a made edition's saved copy (see ``candidate_for``); ``spam_score`` False
     skips SpamAssassin (see ``check_message``)."""
     started = tools.monotonic()
+    config = ctx.config
     try:
-        candidate = candidate_for(config, store, clock, day, stored=stored)
+        candidate = candidate_for(ctx, day, stored=stored)
         if candidate is None:
             report = Report(day, "", "not made yet")
             report.add([info("edition", f"no articles for {day}: the edition would be skipped, nothing to check")])
             return report
-        raw = sample_message(config, candidate, tokens, clock)
+        raw = sample_message(ctx, candidate)
     except (RenderError, MessageError) as exc:
         report = Report(day, "", "cannot be built")
         report.add([error("edition", f"the edition cannot be made into a message: {exc}")])

@@ -423,7 +423,7 @@ def _next_day() -> date:
     ctx = context()
     from newsletter.preparation import next_edition_day
 
-    return next_edition_day(ctx.config, ctx.store, ctx.clock)
+    return next_edition_day(ctx)
 
 
 @dataclass(frozen=True)
@@ -473,9 +473,7 @@ def run_next_preflight() -> Response:
     ctx = context()
     day = _day_value(request.form.get("date")) or _next_day()
     try:
-        report = run_preflight(
-            ctx.config, ctx.store, ctx.clock, ctx.tokens, day, preflight_tools(ctx.config), screenshots=False
-        )
+        report = run_preflight(ctx, day, preflight_tools(ctx.config), screenshots=False)
     except UsageError as exc:  # a date with no edition to check
         flash(f"No preflight: {_one_line(exc)}")
         return _back_to(day)
@@ -522,7 +520,7 @@ def _next_page(asked: date | None, report: Report | None = None) -> Response:
     problem = ""
     if not frozen:
         try:
-            selection = plan_for(ctx.config, ctx.store, ctx.clock, day, look_ahead=True)
+            selection = plan_for(ctx, day, look_ahead=True)
         except UsageError as exc:
             problem = str(exc)
         else:
@@ -583,7 +581,7 @@ def next_preview() -> Response:
     ctx = context()
     day = _day_value(request.args.get("date")) or _next_day()
     try:
-        shown = preview_edition(ctx.config, ctx.store, ctx.clock, day)
+        shown = preview_edition(ctx, day)
     except UsageError:
         abort(404)
     if not shown.html:
@@ -634,7 +632,7 @@ def _editorial(article_id: int, change: Callable[[str], editorial.Outcome]) -> R
 def pin_story(article_id: int) -> Response:
     ctx = context()
     day = _day_value(request.form.get("date"))
-    return _editorial(article_id, lambda ref: editorial.pin(ctx.config, ctx.store, ctx.clock, ref, day))
+    return _editorial(article_id, lambda ref: editorial.pin(ctx, ref, day))
 
 
 @bp.post("/next/articles/<int:article_id>/unpin")

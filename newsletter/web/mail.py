@@ -46,7 +46,7 @@ def deliver_now(
     Whatever happens here is logged, never raised: the visitor's answer does not change.
     """
     try:
-        report = deliver_outbox(ctx.config, ctx.store, ctx.clock, transport_factory, limit=1, only=mail_id)
+        report = deliver_outbox(ctx, transport_factory, limit=1, only=mail_id)
     except (NewsletterError, OSError) as exc:
         log.error("sign-up email to subscriber %d not sent now, left queued: %s", subscriber_id, exc)
         return None
