@@ -7,7 +7,10 @@ them every second (sooner when ``batch`` are waiting) in one transaction, with o
 statement for all its rows: the send waits for at most one short transaction a second
 (about 10 ms for 10,000 clicks a minute; ``benchmarks/clicks.py`` measures it). On
 PostgreSQL the same batching saves commits, and the clicks table shares no lock with
-deliveries.
+deliveries. The same transaction brings the report's rollups up to date
+(``store.clicks.record_clicks``): a few milliseconds more per batch (about 2 ms on SQLite
+for a second of 10,000 clicks a minute at a million readers), paid once a second rather
+than by every report and chart that counts the clicks.
 
 The queue is bounded (``capacity``, 100,000 by default: ten minutes of the heaviest
 traffic planned for). While the database cannot be written, a batch goes back to the
