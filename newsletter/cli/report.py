@@ -97,7 +97,7 @@ def report(app: App, day_text: str | None, days_text: str | None, as_json: bool)
         else:
             latest = latest_edition_out(session)
             editions = [latest] if latest is not None else []
-        # Opens are counted for one edition; over a span they would be most of the rows read.
+        # Opens are shown for one edition only: a span prints a line per edition, with no column for them.
         figures = edition_reports(session, editions, opens=opens and days is None, with_links=as_json or days is None)
     if as_json:
         for one in figures:
