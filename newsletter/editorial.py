@@ -18,7 +18,7 @@ from newsletter.clock import Clock
 from newsletter.config import Config
 from newsletter.context import Context
 from newsletter.editions import cutoff
-from newsletter.errors import EditionFrozenError, InvalidArticleError, UsageError
+from newsletter.errors import EditionFrozenError, InvalidArticleError, UsageError, ValidationError
 from newsletter.items import ArticleInput
 from newsletter.store import Store
 from newsletter.store import articles as db
@@ -166,7 +166,7 @@ def _validate(article: Article, changes: dict[str, Any]) -> None:
     """Run the import checks over the article as it would be after the change."""
     for name in ("standfirst", "image_caption"):
         if len(changes.get(name) or "") > TEXT_LIMIT:
-            raise UsageError(f"the {name.replace('_', ' ')} is longer than {TEXT_LIMIT} characters")
+            raise ValidationError(name.replace("_", " "), f"longer than {TEXT_LIMIT} characters", reason="too-long")
     current = ArticleInput(
         guid=article.guid,
         url=article.url,

@@ -173,3 +173,26 @@ def test_removing_an_account_ends_its_sessions_and_says_when_none_is_left(staff,
 def test_each_command_has_help_with_an_example(runner, name):
     text = runner.invoke(cli, ["staff", name, "--help"]).output
     assert f"newsletter staff {name}" in text.split("Example:")[1]
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "field", "reason"),
+    [
+        ("check_username", "two words", "user name", "invalid"),
+        ("check_username", "x" * 101, "user name", "invalid"),
+        ("check_password", "short", "password", "too-short"),
+        ("check_password", "p" * 1025, "password", "too-long"),
+        ("check_password", "half \ud800 a surrogate", "password", "encoding"),
+    ],
+)
+def test_a_bad_name_or_password_says_which_field_and_why_in_attributes(
+    check: str, value: str, field: str, reason: str
+) -> None:
+    """Callers (the login, the CLI, the admin) branch on the field and reason, never on the words."""
+    from newsletter import web
+    from newsletter.errors import ValidationError
+
+    with pytest.raises(ValidationError) as raised:
+        getattr(web.auth, check)(value)
+    assert (raised.value.field, raised.value.reason) == (field, reason)
+    assert raised.value.exit_code == 2

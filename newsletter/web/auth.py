@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from newsletter.clock import Clock
-from newsletter.errors import UsageError
+from newsletter.errors import UsageError, ValidationError
 from newsletter.store.models import StaffUser
 from newsletter.store.readers import (
     count_staff_users,
@@ -32,17 +32,17 @@ MAX_USERNAME = 100
 def check_username(username: str) -> str:
     name = username.strip()
     if not name or len(name) > MAX_USERNAME or any(c.isspace() or not c.isprintable() for c in name):
-        raise UsageError(f"a staff user name is 1 to {MAX_USERNAME} printable characters without spaces")
+        raise ValidationError("user name", f"1 to {MAX_USERNAME} printable characters without spaces", reason="invalid")
     return name
 
 
 def check_password(password: str) -> str:
     if any("\ud800" <= c <= "\udfff" for c in password):
-        raise UsageError("the password is not valid text (bytes that are not UTF-8)")
+        raise ValidationError("password", "not valid text (bytes that are not UTF-8)", reason="encoding")
     if len(password) < MIN_PASSWORD:
-        raise UsageError(f"the password is too short: use at least {MIN_PASSWORD} characters")
+        raise ValidationError("password", f"too short; use at least {MIN_PASSWORD} characters", reason="too-short")
     if len(password) > MAX_PASSWORD:
-        raise UsageError(f"the password is too long: at most {MAX_PASSWORD} characters")
+        raise ValidationError("password", f"too long; at most {MAX_PASSWORD} characters", reason="too-long")
     return password
 
 
@@ -114,7 +114,7 @@ def authenticate(session: Session, username: str, password: str, clock: Clock) -
     """The staff user if the password is right (and the login time recorded), else None."""
     try:
         name = check_username(username)
-    except UsageError:
+    except ValidationError:
         name = ""  # still hash below: a malformed name must not answer faster than a wrong one
     user = staff_user_named(session, name) if name else None
     if len(password) > MAX_PASSWORD:
