@@ -503,7 +503,11 @@ def send_test_copy(ctx: Context, day: date | None, address: str, transport: Tran
     """
     config = ctx.config
     day = day or next_edition_day(ctx)
-    edition = edition_as_it_stands(ctx, day).edition
+    standing = edition_as_it_stands(ctx, day)
+    edition = standing.edition
+    # The click endpoint knows the links of a stored copy only: one made now is edition 0's,
+    # even when an open edition of that day exists (its saved links may be of another version).
+    clicks_of = edition.id if standing.selection is None else 0
     template = compile_template(config, edition, subject=f"[Test] {edition.subject}")
     token = ctx.tokens.make(UNSUBSCRIBE, 0, address)
     reader = Reader(
@@ -513,7 +517,7 @@ def send_test_copy(ctx: Context, day: date | None, address: str, transport: Tran
         unsubscribe_mailto=f"mailto:{unsubscribe_mailbox(config)}?subject=unsubscribe",
         message_id=f"<test.{secrets.token_hex(8)}@{config.sender.domain}>",
         # Reader 0 is a test copy: its clicks reach the stories and are never counted.
-        click_code=ReaderCodes(config.require_secret_key(), CLICK).code(edition.id or 0, 0),
+        click_code=ReaderCodes(config.require_secret_key(), CLICK).code(clicks_of, 0),
     )
     now = ctx.clock.now()
     parts = template.render_parts(reader, now)
