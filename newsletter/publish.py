@@ -58,6 +58,7 @@ from newsletter.store.models import (
 )
 from newsletter.store.readers import active_zone_counts, count_subscribers
 from newsletter.tokens import UNSUBSCRIBE, Tokens
+from newsletter.tracking import untrack
 from newsletter.transports import (
     MaildirPool,
     MaildirTransport,
@@ -505,9 +506,14 @@ def send_test_copy(ctx: Context, day: date | None, address: str, transport: Tran
     day = day or next_edition_day(ctx)
     standing = edition_as_it_stands(ctx, day)
     edition = standing.edition
-    # The click endpoint knows the links of a stored copy only: one made now is edition 0's,
-    # even when an open edition of that day exists (its saved links may be of another version).
+    # The click endpoint knows the links of a stored copy only. A copy made now links
+    # straight to the stories, as the preview does (its tracked links would lead nowhere),
+    # and names edition 0: an open edition's saved links may be another version's.
     clicks_of = edition.id if standing.selection is None else 0
+    if standing.selection is not None:
+        click = Markers.for_nonce(edition.nonce).click
+        edition.html = untrack(edition.html, click, config.web.base_url, standing.links, escape=True)
+        edition.text = untrack(edition.text, click, config.web.base_url, standing.links, escape=False)
     template = compile_template(config, edition, subject=f"[Test] {edition.subject}")
     token = ctx.tokens.make(UNSUBSCRIBE, 0, address)
     reader = Reader(

@@ -142,6 +142,12 @@ def test_test_copy_goes_to_one_address_and_records_nothing(store, clock, ctx, sm
     with store.session() as session:
         assert session.scalar(select(func.count()).select_from(Edition)) == 0
         assert session.scalar(select(func.count()).select_from(Delivery)) == 0
+    # Made now, nothing of it is stored: its links go straight to the stories (a tracked one
+    # would find no links of the edition at the click endpoint), in both parts.
+    text = received.message.get_body(("plain",)).get_content()
+    html = received.message.get_body(("html",)).get_content()
+    assert "https://news.example.com/story-0" in text and 'href="https://news.example.com/story-0"' in html
+    assert "/c/" not in text and "/c/" not in html
 
 
 def test_unsubscribed_before_their_turn_are_skipped(store, clock, ctx, smtp_sink):
